@@ -1,0 +1,46 @@
+# bouncekeeper: `make run` starts the milter on defaults, `make test` runs the whole suite.
+# Both set up everything first: Debian packages (when root), a virtualenv, the package.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?=
+
+.PHONY: all run test lint typecheck unit sysdeps venv clean bench
+
+all: test
+
+sysdeps:
+	@scripts/sysdeps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: sysdeps $(STAMP)
+
+run: venv
+	$(BIN)/bouncekeeper $(if $(CONFIG),--config $(CONFIG)) milter
+
+lint: venv
+	$(BIN)/ruff check milter tests benchmarks
+	$(BIN)/ruff format --check milter tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest -q -m 'not mta'
+
+test: venv lint typecheck
+	$(BIN)/pytest -q
+
+bench: venv
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

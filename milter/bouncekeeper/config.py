@@ -1,0 +1,190 @@
+"""TOML configuration -> validated, frozen settings.
+
+Every section is a frozen dataclass whose fields are the allowed keys, with their defaults. The loader
+walks the dataclasses, so adding a key is adding a field. An unknown key, a value of the wrong type or
+an invalid value stops start-up with a `ConfigError` naming the file and the key: a typo in a mail
+server's config must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+ENV_VAR = "BOUNCEKEEPER_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file and the dotted key it concerns."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "stderr" or "syslog" (to /dev/log, with the facility below).
+    target: Literal["stderr", "syslog"] = "stderr"
+    facility: str = "mail"
+
+
+@dataclass(frozen=True)
+class VerpSettings:
+    # The domain that receives bounces. Empty disables VERP (and bounce capture) entirely.
+    bounce_domain: str = ""
+    # Files holding the HMAC keys, one key per file. The first signs; all verify (key rotation).
+    secret_files: tuple[str, ...] = ()
+    # How long a VERP address stays valid: bounces can come back days after the send.
+    max_age_days: int = 14
+    # Local-part prefix of VERP addresses: bounces+alice=example.org+TAG@bounce_domain.
+    local_prefix: str = "bounces"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    # Empty: bouncekeeper starts and supervises its own redis-server under state_dir.
+    url: str = ""
+    prefix: str = "bk:"
+    socket_timeout: float = 2.0
+    connect_timeout: float = 1.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    mode: Literal["observe", "enforce"] = "observe"
+    soft_threshold: int = 5
+    soft_window_days: int = 7
+    hard_threshold: int = 5
+    quiet_days: int = 7
+
+
+@dataclass(frozen=True)
+class MilterSettings:
+    # libmilter syntax: unix:/path or inet:PORT@HOST.
+    socket: str = "unix:/run/bouncekeeper/milter.sock"
+
+
+@dataclass(frozen=True)
+class LmtpSettings:
+    # "HOST:PORT" or "unix:/path".
+    listen: str = "127.0.0.1:8024"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: str = "/var/lib/bouncekeeper"
+    log: LogSettings = field(default_factory=LogSettings)
+    verp: VerpSettings = field(default_factory=VerpSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
+    lmtp: LmtpSettings = field(default_factory=LmtpSettings)
+    # Where the settings came from ("<defaults>" when no file was given); not a key.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+T = TypeVar("T")
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load settings from `path`, else $BOUNCEKEEPER_CONFIG, else defaults."""
+    chosen = path if path is not None else os.environ.get(ENV_VAR) or None
+    if chosen is None:
+        return Settings()
+    name = str(chosen)
+    try:
+        raw = pathlib.Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(name, "", f"not valid TOML: {exc}") from exc
+    settings = _build(Settings, data, name, "")
+    return dataclasses.replace(settings, source=name)
+
+
+def loads(text: str, name: str = "<string>") -> Settings:
+    """Settings from TOML text (tests, `config check` of a pipe)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(name, "", f"not valid TOML: {exc}") from exc
+    return dataclasses.replace(_build(Settings, data, name, ""), source=name)
+
+
+def read_secret(path: str, setting: str, source: str) -> bytes:
+    """Read one key file (stripped); an empty or unreadable file is a config error."""
+    try:
+        secret = pathlib.Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(source, setting, f"cannot read {path}: {exc.strerror}") from exc
+    if len(secret) < 16:
+        raise ConfigError(source, setting, f"{path}: key shorter than 16 bytes")
+    return secret
+
+
+def _build(cls: type[T], data: object, path: str, prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(path, prefix.rstrip("."), "expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = prefix + key
+        f = fields.get(key)
+        if f is None or f.metadata.get("internal"):
+            raise ConfigError(path, dotted, "unknown key")
+        kwargs[key] = _coerce(hints[key], value, path, dotted)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(path, prefix.rstrip("."), str(exc)) from exc
+
+
+def _coerce(hint: Any, value: object, path: str, key: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value, path, key + ".")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(path, key, f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+    if origin is tuple:
+        (item,) = get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ConfigError(path, key, "expected a list")
+        return tuple(_coerce(item, v, path, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        for option in get_args(hint):
+            if option is type(None) and value is None:
+                return None
+        hint = next(o for o in get_args(hint) if o is not type(None))
+        return _coerce(hint, value, path, key)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, key, f"expected a number, not {value!r}")
+        if value < 0:
+            raise ConfigError(path, key, "must not be negative")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, key, f"expected an integer, not {value!r}")
+        if value < 0:
+            raise ConfigError(path, key, "must not be negative")
+        return value
+    if hint in (str, bool) and not isinstance(value, hint):
+        raise ConfigError(path, key, f"expected {hint.__name__}, not {value!r}")
+    return value

@@ -1,0 +1,71 @@
+"""The one place addresses are parsed, decoded and normalised.
+
+flufl.bounce returns bytes, DSN fields carry an address-type prefix ("rfc822;"), MTAs wrap addresses in
+angle brackets, quotes or trailing dots, and RFC 6533 allows UTF-8 local parts. Everything that becomes
+a Redis key or a reported recipient passes through `normalise` exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 3464 section 2.3.2 / RFC 6533 section 3: "address-type ; address". We accept the types in use.
+_TYPE_PREFIX = re.compile(r"^\s*(?:rfc822|utf-8|x-unix|unknown)\s*;\s*", re.IGNORECASE)
+# A bare addr-spec, permissive on the local part (bounces quote whatever the user typed) but requiring a
+# dotted-or-bracketed domain so that "postmaster" or "MAILER-DAEMON" alone never count as an address.
+_ADDR = re.compile(
+    r"""(?P<local>"[^"\r\n]{1,64}"|[^\s<>()\[\],;:@"]{1,64})@(?P<domain>\[[0-9A-Fa-f.:IPv]+\]|[^\s<>()\[\],;:@"'`]+)""",
+)
+_MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3 path limit, minus the angle brackets
+
+
+def decode(raw: str | bytes) -> str:
+    """Text from bytes as flufl.bounce and 8-bit headers give them; never raises."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Latin-1 maps every byte: the address stays recognisable and never crashes the caller.
+        return raw.decode("latin-1")
+
+
+def normalise(raw: str | bytes) -> str | None:
+    """Return `local@domain` in canonical form, or None when `raw` holds no usable address.
+
+    Canonical form: no type prefix, brackets, quotes around the whole thing or trailing dot; the domain
+    lower-cased (DNS is case-insensitive) and IDNA-decoded to Unicode when it is an A-label; the local
+    part lower-cased too. RFC 5321 lets the local part be case-sensitive, but no mailbox provider in the
+    corpus treats it so, and one address must map to one counter whatever case a bouncing MTA used.
+    """
+    text = _TYPE_PREFIX.sub("", decode(raw)).strip()
+    if not text or len(text) > _MAX_ADDRESS * 2:
+        return None
+    match = _ADDR.search(text)
+    if match is None:
+        return None
+    local = match.group("local").strip("'`")
+    domain = match.group("domain").rstrip(".").strip("'`")
+    if local.startswith('"') and local.endswith('"') and re.fullmatch(r'"[^"\\ ]+"', local):
+        local = local[1:-1]  # "alice"@example.org is alice@example.org (RFC 5321 4.1.2)
+    if not local or not domain or ("." not in domain and not domain.startswith("[")):
+        return None
+    domain = _idna_to_unicode(domain.lower())
+    address = f"{local.lower()}@{domain}"
+    if len(address.encode("utf-8")) > _MAX_ADDRESS:
+        return None
+    return address
+
+
+def domain_of(address: str) -> str:
+    """The domain of a normalised address."""
+    return address.rpartition("@")[2]
+
+
+def _idna_to_unicode(domain: str) -> str:
+    if "xn--" not in domain:
+        return domain
+    try:
+        return domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return domain  # a broken A-label is still the label the MTA used: keep it as it came

@@ -1,0 +1,127 @@
+"""Frozen value types shared by the core and the adapters.
+
+Enum values are stable strings: they are written to Redis, to logs and to JSON, and operators grep them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class BounceKind(StrEnum):
+    """Whether a failure says the *address* is dead.
+
+    PERMANENT only when the address itself is dead (unknown user, unknown host, moved, not accepting mail
+    with a 5xx). A 5.x.x rejection for spam, policy, size or a full mailbox is TEMPORARY: it says nothing
+    about the address (see shared/corpus/README.md, "recipient-specific notion").
+    """
+
+    PERMANENT = "permanent"
+    TEMPORARY = "temporary"
+    UNKNOWN = "unknown"
+
+
+class Reason(StrEnum):
+    """The reason vocabulary shared by the major bounce classifiers (Sisimai's names)."""
+
+    USERUNKNOWN = "userunknown"
+    HOSTUNKNOWN = "hostunknown"
+    HASMOVED = "hasmoved"
+    MAILBOXFULL = "mailboxfull"
+    FILTERED = "filtered"
+    BLOCKED = "blocked"
+    SPAMDETECTED = "spamdetected"
+    POLICYVIOLATION = "policyviolation"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    NETWORKERROR = "networkerror"
+    SYSTEMERROR = "systemerror"
+    MESGTOOBIG = "mesgtoobig"
+    TOOMANYCONN = "toomanyconn"
+    SUSPEND = "suspend"
+    NORELAYING = "norelaying"
+    SECURITYERROR = "securityerror"
+    VIRUSDETECTED = "virusdetected"
+    AUTHFAILURE = "authfailure"
+    NOTACCEPT = "notaccept"
+    EXCEEDLIMIT = "exceedlimit"
+    CONTENTERROR = "contenterror"
+    MAILERERROR = "mailererror"
+    SYNTAXERROR = "syntaxerror"
+    SYSTEMFULL = "systemfull"
+    ONHOLD = "onhold"
+    UNDEFINED = "undefined"
+    # Not failures: kept in the same vocabulary so events have one reason field.
+    VACATION = "vacation"
+    FEEDBACK = "feedback"
+    DELIVERED = "delivered"
+    DELAYED = "delayed"
+
+
+# Reasons that say the address is dead. Anything else is at most TEMPORARY, whatever the status class.
+ADDRESS_REASONS: frozenset[Reason] = frozenset(
+    {Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT}
+)
+
+
+class MessageType(StrEnum):
+    """What a message is, as a whole."""
+
+    BOUNCE = "bounce"  # at least one recipient failed
+    DELAY = "delay"  # a warning: delivery delayed, the MTA keeps trying; not a failure
+    AUTOREPLY = "autoreply"  # RFC 3834 auto-reply, vacation, or a VERP'd reply that is no DSN
+    FEEDBACK = "feedback"  # RFC 5965 ARF feedback report (abuse complaint)
+    DELIVERED = "delivered"  # success DSN (Action: delivered / relayed / expanded)
+    UNRECOGNISED = "unrecognised"  # none of the above could say
+
+
+class Stage(StrEnum):
+    """Which triage stage found a failure (STYLE.md: Mailman's order)."""
+
+    VERP = "verp"
+    DSN = "dsn"
+    FLUFL = "flufl"
+    RULES = "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed (or delayed) recipient of one bounce."""
+
+    recipient: str  # normalised by core.addresses.normalise
+    kind: BounceKind
+    reason: Reason = Reason.UNDEFINED
+    dsn_class: BounceKind = BounceKind.UNKNOWN  # the class of the status code itself (5 -> permanent)
+    status: str | None = None  # RFC 3463 x.y.z
+    reply_code: int | None = None  # SMTP basic reply code, e.g. 550
+    diagnostic: str = ""
+    remote_mta: str | None = None
+    stage: Stage = Stage.DSN
+    action: str | None = None  # RFC 3464 Action: failed | delayed | ...
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The classifier's verdict on one message. Built only by core.classify."""
+
+    message_type: MessageType
+    failures: tuple[Failure, ...] = ()
+    # Recipients that were only delayed (Action: delayed, "will keep trying"): warnings, never scored.
+    delays: tuple[Failure, ...] = ()
+    # Why the message looks like part of a loop: "null-sender", "multipart-report", "precedence:bulk",
+    # "auto-submitted:auto-replied" ... Empty for a message that raises no suspicion.
+    loop_signals: tuple[str, ...] = ()
+    original_message_id: str | None = None
+    # The recipient the VERP envelope address decoded to, when the caller supplied one.
+    verp_recipient: str | None = None
+    # Stages that failed on this input and were skipped ("flufl: IndexError ..."): never fatal.
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def is_bounce(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def is_loop_candidate(self) -> bool:
+        return bool(self.loop_signals)

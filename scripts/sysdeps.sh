@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the system packages bouncekeeper and its test suite need, on Debian, when we are root.
+# Idempotent and quick when everything is present: it checks before it calls apt-get.
+set -euo pipefail
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# libmilter-dev: pymilter builds against it. redis-server: the embedded default store and the tests.
+# postfix (+ smtp-sink/smtp-source), swaks, m4/libwrap0 (Sendmail), libidn12 (Exim): MTA tests.
+for p in libmilter-dev redis-server postfix swaks m4 libwrap0 libidn12 procps; do
+    have_pkg "$p" || need+=("$p")
+done
+
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "sysdeps: missing Debian packages: ${need[*]} (run as root, or install them yourself)" >&2
+        exit 1
+    fi
+    echo "sysdeps: installing ${need[*]}"
+    # Postfix must not configure itself as the system MTA: we only use its binaries in private instances.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+
+from bouncekeeper.core.addresses import normalise
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("rfc822; Alice@Example.ORG", "alice@example.org"),
+        (b"<bob@example.com>", "bob@example.com"),
+        ("utf-8; j\u00f6rg@b\u00fccher.example", "j\u00f6rg@b\u00fccher.example"),
+        ("carol@xn--bcher-kva.example.", "carol@b\u00fccher.example"),
+        ('"dave"@example.net', "dave@example.net"),
+        ("j\u00f6rg@example.org".encode("latin-1"), "j\u00f6rg@example.org"),
+    ],
+)
+def test_normalise_gives_one_canonical_form(raw: str | bytes, expected: str) -> None:
+    assert normalise(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "MAILER-DAEMON", "postmaster", "rfc822;", "a@b", b"\xff\xfe"])
+def test_normalise_refuses_what_is_not_an_address(raw: str | bytes) -> None:
+    assert normalise(raw) is None
