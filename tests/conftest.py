@@ -1,0 +1,35 @@
+"""Fixtures shared across the suite: real servers, started and stopped by the tests themselves."""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that need isolation use `redis_db`."""
+    # A short path: unix socket paths are limited to 108 bytes and pytest's tmp dirs are long.
+    with tempfile.TemporaryDirectory(prefix="bk-redis-") as directory:
+        server = RedisServer(pathlib.Path(directory))
+        server.start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, emptied before the test; restarted first if a test stopped it."""
+    if redis_server.proc is None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    yield redis_server
+    if redis_server.proc is None:
+        redis_server.start()
