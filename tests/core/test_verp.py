@@ -284,3 +284,9 @@ def test_keyring_refuses_bad_ids_and_empty_input() -> None:
         Keyring([("ABC", K1)])
     with pytest.raises(ValueError, match="empty"):
         Keyring([("ab", b"")])
+
+
+def test_keyring_lists_key_ids_signing_first() -> None:
+    ring = Keyring.from_secrets([K2, K1])
+    assert ring.key_ids == (verp.key_id_of(K2), verp.key_id_of(K1))
+    assert ring.signing_key_id == verp.key_id_of(K2)

@@ -108,6 +108,11 @@ class Keyring:
     def signing_key_id(self) -> str:
         return self._keys[0][0]
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id, the signing one first."""
+        return tuple(key_id for key_id, _ in self._keys)
+
     def sign(self, data: str) -> tuple[str, str]:
         """(key id, MAC) of `data` under the signing key."""
         key_id, secret = self._keys[0]
