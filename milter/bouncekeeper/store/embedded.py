@@ -22,6 +22,8 @@ import time
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bouncekeeper.log import get_logger
 from bouncekeeper.store.errors import StoreUnavailable
@@ -53,7 +55,13 @@ class EmbeddedRedis:
         return self.proc is not None
 
     def alive(self) -> bool:
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, socket_connect_timeout=1)
+        # No retries: redis-py's default Retry would turn each "not yet" into a second of backoff.
+        client = redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             return bool(client.ping())
         except (redis.exceptions.RedisError, OSError):
