@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import pathlib
 import shutil
@@ -86,7 +87,7 @@ class EmbeddedRedis:
         if self.alive():
             log.info("embedded redis: attaching to the server already running on %s", self.socket)
             return
-        self._spawn()
+        self._spawn(supervise)
         if supervise:
             self._watcher = threading.Thread(target=self._watch, name="embedded-redis", daemon=True)
             self._watcher.start()
@@ -130,12 +131,14 @@ class EmbeddedRedis:
             "--loglevel", "notice",
         ]  # fmt: skip
 
-    def _spawn(self) -> None:
+    def _spawn(self, supervise: bool = True) -> None:
         # A new session: a Ctrl-C meant for bouncekeeper must not stop the store under it; stop() does.
         self.proc = subprocess.Popen(
             self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        log.info("embedded redis: started pid %s on %s", self.proc.pid, self.socket)
+        # INFO for the daemons; a CLI command that starts it for itself should not chatter.
+        log.log(logging.INFO if supervise else logging.DEBUG, "embedded redis: started pid %s on %s",
+                self.proc.pid, self.socket)  # fmt: skip
         self._wait_alive(self.proc)
 
     def _wait_alive(self, proc: subprocess.Popen[bytes] | None = None) -> None:
