@@ -209,36 +209,43 @@ class Store:
         return results
 
     def _record_single(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
-        batch = self._batch()
         day = rules.day(now)
+        calls = []
         for item in items:
             domain = domain_of(item.address)
-            batch.script(
-                "bounce",
-                [
-                    self.keys.failing(domain),
-                    self.keys.frozen(domain),
-                    *self.keys.record_keys(item.address, item.event.id),
-                    self.keys.stream,
-                    self.keys.stats,
-                ],
-                [
-                    1 if item.effect is not Effect.NONE and rules.breaker_addresses > 0 else 0,
-                    item.address,
-                    repr(now),
-                    rules.breaker_window,
-                    rules.breaker_addresses,
-                    rules.breaker_freeze,
-                    *self._record_args(item, now=now, day=day, rules=rules, frozen=False),
-                    self.settings.stream_size,
-                    item.event.kind.value,
-                    item.event.source.value,
-                    item.event.to_json(date=False),
-                    domain,
-                ],
-            )
+            event_json = item.event.to_json()
+            keys = [
+                self.keys.failing(domain),
+                self.keys.frozen(domain),
+                *self.keys.record_keys(item.address, item.event.id),
+                self.keys.stream,
+                self.keys.stats,
+            ]
+            args = [
+                1 if item.effect is not Effect.NONE and rules.breaker_addresses > 0 else 0,
+                item.address,
+                repr(now),
+                rules.breaker_window,
+                rules.breaker_addresses,
+                rules.breaker_freeze,
+                *self._record_args(item, now=now, day=day, rules=rules, frozen=False, event_json=event_json),
+                self.settings.stream_size,
+                item.event.kind.value,
+                item.event.source.value,
+                event_json,
+                domain,
+            ]
+            calls.append((keys, args))
+        if len(calls) == 1:
+            # The common case, one address: a plain call is cheaper than a pipeline.
+            replies = [self._call("bounce", *calls[0])]
+        else:
+            batch = self._batch()
+            for keys, args in calls:
+                batch.script("bounce", keys, args)
+            replies = batch.execute()
         results = []
-        for item, r in zip(items, batch.execute(), strict=True):
+        for item, r in zip(items, replies, strict=True):
             if r[10]:
                 log.warning(
                     "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[11]
@@ -286,7 +293,7 @@ class Store:
             if seen[n]:
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
                 continue
-            self._xadd(pipe, item.event.kind.value, item.address, item.event.to_json(date=False))
+            self._xadd(pipe, item.event.kind.value, item.address, item.event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{item.event.kind.value}", 1)
         for n, count in opened.items():
             domain = domain_of(items[n].address)
@@ -330,7 +337,9 @@ class Store:
         self._xadd(pipe, kind, item.address, json.dumps({**entry, **extra}, separators=(",", ":")))
         pipe.hincrby(self.keys.stats, f"events:{kind}", 1)
 
-    def _record_args(self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool) -> list[Any]:
+    def _record_args(
+        self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool, event_json: str | None = None
+    ) -> list[Any]:
         """ARGV of record.lua, in its order."""
         s = self.settings
         event = item.event
@@ -348,7 +357,7 @@ class Store:
             s.history_size,
             s.history_days * DAY,
             s.dedup_hours * 3600 if event.id else 0,
-            event.to_json(),
+            event_json if event_json is not None else event.to_json(),
             event.id or repr(now),
             1 if frozen else 0,
         ]
