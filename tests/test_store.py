@@ -320,3 +320,15 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
     assert len(s.recent(5)) == 1
     s.close()
+
+
+def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
+    off = Store.from_settings(RedisSettings(url=redis_db.url))
+    off.record([item(id="r1")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert not off.client.exists(off.keys.raw("r1"))
+    on = Store.from_settings(RedisSettings(url=redis_db.url, raw_days=2, raw_max_bytes=3))
+    on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert on.client.get(on.keys.raw("r2")) == "raw"
+    assert 0 < on.client.ttl(on.keys.raw("r2")) <= 2 * 86_400
+    off.close()
+    on.close()
