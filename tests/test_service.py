@@ -15,7 +15,7 @@ from bouncekeeper import config
 from bouncekeeper.core import verp
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason
 from bouncekeeper.core.policy import DAY, Mode, Rules, State
-from bouncekeeper.service import Service, Source, StoreUnavailable, identity, rules_from
+from bouncekeeper.service import Service, Source, StoreUnavailable, identity, record_smtp_failure, rules_from
 from bouncekeeper.store import Store
 from tests.support.redis_server import RedisServer
 
@@ -242,4 +242,15 @@ def test_verp_without_keys_is_a_configuration_error(redis_db: RedisServer) -> No
     store = Store.from_settings(settings.redis)
     with pytest.raises(config.ConfigError, match="secret_files"):
         Service(settings, store)
+    store.close()
+
+
+def test_record_smtp_failure_function_for_applications(redis_db: RedisServer) -> None:
+    settings = config.Settings(redis=config.RedisSettings(url=redis_db.url))
+    outcome = record_smtp_failure("carol@example.org", 550, "5.1.1", "no such user", settings=settings)
+    assert outcome.recorded[0].scored
+    again = record_smtp_failure("carol@example.org", 550, settings=settings)
+    assert again.recorded[0].score == 1  # the same day: the score rises once
+    store = Store.from_settings(settings.redis)
+    assert len(store.view("carol@example.org").events) == 2
     store.close()

@@ -410,6 +410,28 @@ class Service:
         )
 
 
+def record_smtp_failure(
+    address: str,
+    code: int,
+    status: str | None = None,
+    text: str = "",
+    *,
+    message_id: str | None = None,
+    settings: config.Settings | None = None,
+) -> Outcome:
+    """For applications: record a failure reply got at submission, as `bouncekeeper record` does.
+
+    Opens the store the settings name (default: $BOUNCEKEEPER_CONFIG, else the built-in defaults) for
+    this one call. An application recording many should keep a `Service` open instead.
+    Raises ValueError for bad input and StoreUnavailable when Redis is unreachable.
+    """
+    service = Service.open(settings or config.load())
+    try:
+        return service.record_smtp_failure(address, code, status, text, message_id=message_id)
+    finally:
+        service.close()
+
+
 def identity(raw: bytes) -> str:
     """The dedup id of a delivered message: the same bounce delivered again gets the same id.
 
@@ -422,4 +444,13 @@ def identity(raw: bytes) -> str:
     return hashlib.sha256(basis).hexdigest()[:16]
 
 
-__all__ = ["Decision", "Outcome", "Service", "Source", "StoreUnavailable", "identity", "rules_from"]
+__all__ = [
+    "Decision",
+    "Outcome",
+    "Service",
+    "Source",
+    "StoreUnavailable",
+    "identity",
+    "record_smtp_failure",
+    "rules_from",
+]
