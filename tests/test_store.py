@@ -332,3 +332,38 @@ def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
     assert 0 < on.client.ttl(on.keys.raw("r2")) <= 2 * 86_400
     off.close()
     on.close()
+
+
+def test_views_read_many_addresses_in_batches(store: Store) -> None:
+    addresses = [f"user{n}@example.org" for n in range(23)]
+    for n, address in enumerate(addresses):
+        for _ in range(n % 3):
+            store.record([item(address, effect=Effect.SOFT)], now=T0, rules=ENFORCE)
+    views = list(store.views(addresses, batch=5))
+    assert [v.address for v in views] == addresses
+    assert [v.soft_count for v in views] == [n % 3 for n in range(23)]
+
+
+class CountingConnection(redis.UnixDomainSocketConnection):
+    writes = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        super().send_packed_command(command, check_health)  # type: ignore[arg-type]
+
+
+def test_one_round_trip_per_bounce_on_a_single_server(redis_db: RedisServer) -> None:
+    pool = redis.ConnectionPool(
+        connection_class=CountingConnection, path=str(redis_db.socket), decode_responses=True
+    )
+    s = Store(redis.Redis(connection_pool=pool), RedisSettings())
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=3, breaker_addresses=100)
+    s.record([item()], now=T0, rules=rules)  # connection opened, scripts loaded
+    CountingConnection.writes = 0
+    for day in range(1, 5):  # including the bounce that disables the address
+        s.record([item(at=T0 + day * DAY)], now=T0 + day * DAY, rules=rules)
+    assert CountingConnection.writes == 4
+    CountingConnection.writes = 0
+    s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)  # two addresses, one pipeline
+    assert CountingConnection.writes == 1
+    s.close()

@@ -173,13 +173,11 @@ def show(args: argparse.Namespace, service: Service) -> int:
 
 def _views(service: Service, state: str | None = None, domain: str | None = None) -> Iterator[AddressView]:
     wanted_domain = normalise(f"x@{domain}") if domain else None
-    for address in sorted(service.store.addresses()):
-        if wanted_domain and domain_of(address) != domain_of(wanted_domain):
-            continue
-        view = service.store.view(address, events=0)
-        if state is not None and view.state.value != state:
-            continue
-        if view.tracked:
+    addresses = sorted(service.store.addresses())
+    if wanted_domain:
+        addresses = [a for a in addresses if domain_of(a) == domain_of(wanted_domain)]
+    for view in service.store.views(addresses):
+        if (state is None or view.state.value == state) and view.tracked:
             yield view
 
 
@@ -253,8 +251,8 @@ def stats(args: argparse.Namespace, service: Service) -> int:
 def export(args: argparse.Namespace, service: Service) -> int:
     wanted = set(args.state or [s.value for s in State if s is not State.ACTIVE])
     rows = []
-    for address in sorted(service.store.addresses(("state",))):
-        view = service.store.view(address, events=0)
+    for view in service.store.views(sorted(service.store.addresses(("state",)))):
+        address = view.address
         if view.state.value in wanted:
             since = iso(view.since) if view.since else ""
             rows.append({"address": address, "state": view.state.value, "since": since, "by": view.by or ""})

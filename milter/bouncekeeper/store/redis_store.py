@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import importlib.resources
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -378,36 +378,55 @@ class Store:
     # --- the operator's view and acts ---
 
     def view(self, address: str, *, events: int = 10) -> AddressView:
+        """One address as Redis holds it now (one round trip)."""
+        return next(self.views([address], events=events))
+
+    def views(self, addresses: Iterable[str], *, events: int = 0, batch: int = 500) -> Iterator[AddressView]:
+        """Many addresses, `batch` per round trip (list, stats and export read thousands)."""
+        pending: list[str] = []
+        for address in addresses:
+            pending.append(address)
+            if len(pending) >= batch:
+                yield from self._views(pending, events)
+                pending = []
+        if pending:
+            yield from self._views(pending, events)
+
+    def _views(self, addresses: list[str], events: int) -> list[AddressView]:
         a = self.keys.address
+        per = 8
         with _guard("read address"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(a(address, k.STATE))
-            pipe.get(a(address, k.SOFT))
-            pipe.ttl(a(address, k.SOFT))
-            pipe.hgetall(a(address, k.HARD))
-            pipe.ttl(a(address, k.HARD))
-            pipe.zcard(a(address, k.HITS))
-            pipe.ttl(a(address, k.HITS))
-            pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
-            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = pipe.execute()
-
-        def ttl(value: int) -> int | None:
-            return int(value) if int(value) >= 0 else None
-
-        return AddressView(
-            address=address,
-            state=State(st.get("state", State.ACTIVE.value)),
-            since=float(st["since"]) if "since" in st else None,
-            by=st.get("by"),
-            soft_count=int(soft or 0),
-            soft_ttl=ttl(soft_ttl),
-            hard_score=int(hard.get("score", 0)),
-            hard_day=int(hard["day"]) if "day" in hard else None,
-            hard_ttl=ttl(hard_ttl),
-            hits=int(hits),
-            hits_ttl=ttl(hits_ttl),
-            events=[json.loads(e) for e in history][:events] if events > 0 else [],
-        )
+            for address in addresses:
+                pipe.hgetall(a(address, k.STATE))
+                pipe.get(a(address, k.SOFT))
+                pipe.ttl(a(address, k.SOFT))
+                pipe.hgetall(a(address, k.HARD))
+                pipe.ttl(a(address, k.HARD))
+                pipe.zcard(a(address, k.HITS))
+                pipe.ttl(a(address, k.HITS))
+                pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
+            replies = pipe.execute()
+        out = []
+        for n, address in enumerate(addresses):
+            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = replies[n * per : (n + 1) * per]
+            out.append(
+                AddressView(
+                    address=address,
+                    state=State(st.get("state", State.ACTIVE.value)),
+                    since=float(st["since"]) if "since" in st else None,
+                    by=st.get("by"),
+                    soft_count=int(soft or 0),
+                    soft_ttl=_ttl(soft_ttl),
+                    hard_score=int(hard.get("score", 0)),
+                    hard_day=int(hard["day"]) if "day" in hard else None,
+                    hard_ttl=_ttl(hard_ttl),
+                    hits=int(hits),
+                    hits_ttl=_ttl(hits_ttl),
+                    events=[json.loads(e) for e in history][:events] if events > 0 else [],
+                )
+            )
+        return out
 
     def admin(
         self, address: str, action: str, event: Event, *, state: State | None = None, by: str = "admin"
@@ -500,6 +519,11 @@ def parse_entry(fields: dict[str, str]) -> dict[str, Any]:
     if fields.get("address"):
         out.setdefault("address", fields["address"])
     return out
+
+
+def _ttl(value: int) -> int | None:
+    """A TTL reply as seconds left, None when the key is missing (-2) or has no TTL (-1)."""
+    return int(value) if int(value) >= 0 else None
 
 
 def _result(item: Item, r: Sequence[Any], *, frozen: bool) -> Result:
