@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from bouncekeeper.config import RedisSettings
-from bouncekeeper.core.policy import DAY, AddressState, Effect, Mode, Rule, Rules, State, step
+from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.event import Event, EventKind, Source
@@ -367,3 +367,23 @@ def test_one_round_trip_per_bounce_on_a_single_server(redis_db: RedisServer) -> 
     s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)  # two addresses, one pipeline
     assert CountingConnection.writes == 1
     s.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 400)), min_size=1, max_size=30))
+def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int, int]]) -> None:
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=10**6, breaker_addresses=3, breaker_window=600,
+                  breaker_freeze=1000)  # fmt: skip
+    store.client.flushall()
+    model = Breaker()
+    now = T0
+    for who, gap in steps:
+        now += gap
+        if model.open_until is not None and not model.is_open(now):
+            store.client.delete(store.keys.frozen("d.example"))  # its TTL, on the synthetic clock
+        expected = trip(model, f"u{who}@d.example", now, rules)
+        model = expected.breaker
+        got = store.record([item(f"u{who}@d.example", at=now)], now=now, rules=rules)[0]
+        assert got.frozen == expected.open
+    opened = sum(1 for _, f in store.recent(200) if f["kind"] == "breaker")
+    assert opened == store.counters().get("breaker:opened", 0)
