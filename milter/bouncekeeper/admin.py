@@ -21,10 +21,13 @@ from typing import Any, TextIO
 from bouncekeeper import config
 from bouncekeeper.core.addresses import domain_of, normalise
 from bouncekeeper.core.policy import Rule, State
+from bouncekeeper.log import get_logger
 from bouncekeeper.service import Outcome, Service, Source
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, iso
 from bouncekeeper.store.redis_store import AddressView
+
+log = get_logger(__name__)
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later
 EX_USAGE = 2
@@ -205,6 +208,7 @@ def _admin(
         at=service.clock(), kind=kind, source=Source.CLI, address=address, note=args.note or f"by {by}"
     )
     before, after = service.store.admin(address, action, event, state=state, by=by)
+    log.info("%s %s by %s: %s -> %s (%s)", action, address, by, before.value, after.value, event.note)
     data = {"address": address, "action": action, "previous": before.value, "state": after.value}
     _emit(args, data, f"{address}: {action}: {before.value} -> {after.value}")
     return 0
