@@ -78,6 +78,9 @@ class RedisSettings:
     # Keep the raw bounce (capped at raw_max_bytes) for this many days; 0 keeps none (the default).
     raw_days: int = 0
     raw_max_bytes: int = 65_536
+    # The embedded server's appendfsync: "everysec" (a machine crash loses at most the last second of
+    # updates) or "always" (fsync before each reply: nothing lost, far fewer writes per second).
+    embedded_fsync: Literal["everysec", "always"] = "everysec"
 
     def __post_init__(self) -> None:
         schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")

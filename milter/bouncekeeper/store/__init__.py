@@ -17,7 +17,7 @@ def connect(settings: Settings, *, supervise: bool = False) -> Store:
     `supervise` (the daemons) it is restarted if it dies. `Store.close()` stops a server it started."""
     if settings.redis.url:
         return Store(make_client(settings.redis), settings.redis)
-    embedded = EmbeddedRedis(settings.state_dir)
+    embedded = EmbeddedRedis(settings.state_dir, fsync=settings.redis.embedded_fsync)
     embedded.start(supervise=supervise)
     return Store(make_client(settings.redis, embedded.url), settings.redis, on_close=embedded.stop)
 
