@@ -371,7 +371,7 @@ class Store:
         """An event for the global stream only (forged VERP, loops): one round trip."""
         with _guard("log event"):
             pipe = self.client.pipeline(transaction=False)
-            self._xadd(pipe, event.kind.value, event.address or "", event.to_json(date=False))
+            self._xadd(pipe, event.kind.value, event.address or "", event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
             pipe.execute()
 
