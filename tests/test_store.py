@@ -387,3 +387,8 @@ def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int
         assert got.frozen == expected.open
     opened = sum(1 for _, f in store.recent(200) if f["kind"] == "breaker")
     assert opened == store.counters().get("breaker:opened", 0)
+
+
+def test_store_unavailable_when_no_cluster_node_answers() -> None:
+    with pytest.raises(StoreUnavailable):
+        Store.from_settings(RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0))

@@ -119,7 +119,8 @@ def _guard(what: str) -> Iterator[None]:
         # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
         log.error("redis refused %s: %s", what, exc)
         raise StoreUnavailable(f"{what}: redis error: {exc}") from exc
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        # RedisClusterException ("no reachable node") is not a RedisError subclass.
         raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
 
 
@@ -148,7 +149,8 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, url: str | None = None) -> Store:
-        return cls(make_client(settings, url), settings)
+        with _guard("connect"):  # a Cluster client connects (and can fail) as it is made
+            return cls(make_client(settings, url), settings)
 
     def close(self) -> None:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
