@@ -254,3 +254,17 @@ def test_record_smtp_failure_function_for_applications(redis_db: RedisServer) ->
     store = Store.from_settings(settings.redis)
     assert len(store.view("carol@example.org").events) == 2
     store.close()
+
+
+def test_ingest_from_files_accepts_an_expired_but_authentic_verp(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    old = vaddr("alice@example.org", day=T0 - 30 * DAY)
+    outcome = service.process_bounce(RAW, envelope_rcpt=old, envelope_sender="", source=Source.CLI)
+    assert not outcome.forged
+    assert outcome.recorded[0].scored
+    assert classifier.calls[-1]["verp_recipient"] == "alice@example.org"
+    tampered = old.replace("alice=example.org", "bob=example.org")
+    assert service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.CLI).forged

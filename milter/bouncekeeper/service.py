@@ -186,9 +186,15 @@ class Service:
         now = self.clock()
         checked = self.check_rcpt(envelope_rcpt) if envelope_rcpt else None
         event_id = identity(raw)
-        if forged or (
-            checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
-        ):
+        # An expired signature is authentic but old: refused from the network (a replayed address), but
+        # an operator ingesting old bounces from files vouches for them.
+        authentic = (
+            (verp.VerpStatus.VALID, verp.VerpStatus.EXPIRED)
+            if source is Source.CLI
+            else (verp.VerpStatus.VALID,)
+        )
+        refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
+        if forged or (refused and checked is not None and checked.status not in authentic):
             classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
             status = (
                 checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
@@ -214,7 +220,7 @@ class Service:
         token_recipients: tuple[str, ...] = ()
         context = ""
         message_id: str | None = None
-        if checked is not None and checked.status is verp.VerpStatus.VALID:
+        if checked is not None and checked.status in authentic:
             context = checked.context
             if checked.token is not None:
                 data = self.store.get_token(checked.token)
