@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -132,6 +133,7 @@ def setup(redis_server: RedisServer) -> Iterator[Setup]:
     with running(s.sink, s.dead, s.listener, s.tcp_listener, s.exim, s.exim_tcp):  # type: ignore[arg-type]
         yield s
     s.store.close()
+    shutil.rmtree(s.dir, ignore_errors=True)
 
 
 def _vaddr(rcpt: str) -> str:
