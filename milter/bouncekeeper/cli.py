@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, config, log, verpkeys
+from bouncekeeper import __version__, admin, classify_command, config, log, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -112,6 +112,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     sub.add_parser("lmtp", help="run the LMTP (and SMTP) listener for bounces ([lmtp] settings)")
     handlers["lmtp"] = _cmd_lmtp
+
+    classify_command.add_parser(sub)
+    handlers["classify"] = classify_command.run
+
+    # The operator's commands on the bounce state (admin.py).
+    admin.add_commands(sub, handlers)
 
     return parser, handlers
 

@@ -183,6 +183,8 @@ class _Triage:
                 if action is None:
                     continue
                 diagnostic = rcpt.diagnostic
+                if rcpt.status_comment and _has_words(rcpt.status_comment):
+                    diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
                 if not diagnostic or _is_bare_code(diagnostic):
                     if human is None:
                         human = self._human_text()
@@ -440,13 +442,14 @@ def _failure(
 ) -> Failure:
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
-    reason = rules.reason_for(text[:4000], status_code, reply_code)
-    if reason is Reason.UNDEFINED and fallback and fallback != text:
-        # The lines next to the address said nothing; the whole report may (one reason for all).
-        status_code = status_code or dsn.status_of(fallback)
-        reply_code = reply_code or status.reply_code_in(fallback)
-        reason = rules.reason_for(fallback[:4000], status_code, reply_code)
-        text = fallback
+    reason, strength = rules.explain(text[:4000], status_code, reply_code)
+    if strength < 2 and fallback and fallback != text:
+        # The lines next to the address said little; the whole report may say more (one reason for all).
+        fb_status = status_code or dsn.status_of(fallback)
+        fb_reply = reply_code or status.reply_code_in(fallback)
+        fb_reason, fb_strength = rules.explain(fallback[:4000], fb_status, fb_reply)
+        if fb_strength > strength:
+            reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
     dsn_class = _class_of(status_code, reply_code)
     if (
         reason is Reason.USERUNKNOWN
@@ -572,6 +575,17 @@ def _walk(msg: Message) -> _Parsed:
             continue
         if ctype in dsn.DSN_TYPES:
             parsed.dsn_parts.append(part)
+        elif ctype in dsn.MESSAGE_TYPES and part is not msg and not parsed.dsn_parts and _is_report(part):
+            # A bounce forwarded as an attachment (some gateways wrap the DSN they received): read the
+            # inner report when the outer message has none of its own.
+            payload = part.get_payload()
+            if not isinstance(payload, list) or not isinstance(payload[0], Message):
+                continue
+            inner = _walk(payload[0])
+            parsed.dsn_parts.extend(inner.dsn_parts)
+            parsed.text_parts.extend(inner.text_parts)
+            parsed.original_ids.extend(inner.original_ids)
+            parsed.original_headers.extend(inner.original_headers)
         elif ctype == "message/feedback-report":
             parsed.feedback = True
         elif ctype in dsn.MESSAGE_TYPES:
@@ -591,6 +605,12 @@ def _walk(msg: Message) -> _Parsed:
             ):
                 parsed.dsn_parts.append(part)
     return parsed
+
+
+def _is_report(part: Message) -> bool:
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    return isinstance(inner, Message) and inner.get_content_type() == "multipart/report"
 
 
 def _read_original(part: Message, parsed: _Parsed) -> None:

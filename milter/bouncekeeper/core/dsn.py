@@ -39,6 +39,9 @@ class RecipientReport:
     diagnostic: str  # Diagnostic-Code without its type ("smtp;"), unfolded
     diagnostic_type: str | None
     remote_mta: str | None
+    # Text beside the code in the Status field: "5.0.0 (recipient reached disk quota)" or a bare
+    # "553 Exceeded maximum inbound message size" from MTAs that put an SMTP reply there.
+    status_comment: str = ""
 
     @property
     def recipient(self) -> str | None:
@@ -161,6 +164,7 @@ def read(text: str) -> DeliveryStatus:
                 diagnostic=diagnostic,
                 diagnostic_type=diag_type,
                 remote_mta=_strip_type(remote)[1] if remote else None,
+                status_comment=STATUS_RE.sub("", block.get("status", ""), count=1).strip(" ()\t"),
             )
         )
     return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))

@@ -53,16 +53,27 @@ def _first(table: Table, text: str) -> Reason | None:
 @lru_cache(maxsize=4096)
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:
     """The reason a failure happened, from its diagnostic text and codes."""
+    return explain(text, status_code, reply_code)[0]
+
+
+@lru_cache(maxsize=4096)
+def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple[Reason, int]:
+    """The reason and how sure: 3 a provider or STRONG phrase, 2 a specific status code or an ADDRESS
+    phrase, 1 a WEAK phrase or a generic code, 0 nothing."""
     text = " ".join(text.split())  # one line: MTAs wrap diagnostics anywhere
     found = _first(_DIALECT_TABLE, text) or _first(_STRONG, text)
     if found is not None:
-        return found
+        return found, 3
     specific = status.specific(status_code)
     if specific is not None:
-        return specific
-    found = _first(_ADDRESS, text) or _first(_WEAK, text) or status.generic(status_code)
+        return specific, 2
+    found = _first(_ADDRESS, text)
     if found is not None:
-        return found
+        return found, 2
+    found = _first(_WEAK, text) or status.generic(status_code)
+    if found is not None:
+        return found, 1
     if reply_code is not None:
-        return status.REPLY_CODES.get(reply_code, Reason.UNDEFINED)
-    return Reason.UNDEFINED
+        reason = status.REPLY_CODES.get(reply_code, Reason.UNDEFINED)
+        return reason, 0 if reason is Reason.UNDEFINED else 1
+    return Reason.UNDEFINED, 0

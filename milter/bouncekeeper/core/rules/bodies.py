@@ -104,12 +104,53 @@ def original_section(text: str) -> str | None:
 
 
 def context_for(text: str, address: str, raw: str | None = None) -> str:
-    """The lines that report on `address`: its line and the paragraph after it (at most ~1,200 chars)."""
+    """The lines that report on `address`: its line and those after it, up to the next recipient's
+    line, or a blank line once a reason has been seen (at most 12 lines, ~1,200 chars)."""
+    position = _find(text, address, raw)
+    if position < 0:
+        return ""
+    start = text.rfind("\n", 0, position) + 1
+    first_end = text.find("\n", position)
+    if first_end < 0:
+        return text[start:].strip()[:1200]
+    lines = [text[start:first_end]]
+    # A block ends with the remote server's reply (a reply or status code); until one is seen, blank
+    # lines inside the block are skipped (Gmail puts "The error that the other server returned was:"
+    # two paragraphs below the address).
+    seen_reason = bool(_CODE.search(_without_addresses(lines[0])))
+    blanks = 0
+    for line in text[first_end + 1 : first_end + 3000].split("\n"):
+        if len(lines) >= 12:
+            break
+        if not line.strip():
+            blanks += 1
+            if seen_reason or blanks > 2:
+                break
+            continue
+        leading = _LEADING_ADDRESS.match(line)
+        if leading and normalise(leading.group(1)) not in (address, None):
+            break  # the next recipient's block
+        if _ORIGINAL_MARKER.match(line):
+            break
+        lines.append(line)
+        seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
+    return "\n".join(lines).strip()[:1200]
+
+
+_CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
+_LEADING_ADDRESS = re.compile(r"^[\s>*\-\"'<]*(?:rfc822;\s*)?([^\s@<>\"']+@[^\s<>\"':,;]+)")
+
+
+def _without_addresses(line: str) -> str:
+    return _ADDRESS.sub(" ", line)
+
+
+def _find(text: str, address: str, raw: str | None) -> int:
     lower = text.lower()
     position = lower.find(address)
     if position < 0 and raw:
         bare = normalise(raw)
-        candidate = (raw.split(";")[-1].strip().strip("<>").lower()) if raw else ""
+        candidate = raw.split(";")[-1].strip().strip("<>").lower()
         for needle in (candidate, bare or ""):
             if needle and "@" in needle:
                 position = lower.find(needle)
@@ -118,24 +159,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     if position < 0:
         local = address.partition("@")[0]
         position = lower.find(local + "@") if len(local) > 2 else -1
-    if position < 0:
-        return ""
-    start = text.rfind("\n", 0, position) + 1
-    end = start
-    lines = 0
-    length = len(text)
-    while end < length and lines < 8:
-        newline = text.find("\n", end)
-        if newline < 0:
-            end = length
-            break
-        line = text[end:newline]
-        if not line.strip() and lines >= 2:
-            break
-        end = newline + 1
-        if line.strip():
-            lines += 1
-    return text[start : min(end, start + 1200)].strip()
+    return position
 
 
 def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ STRONG: tuple[tuple[Reason, str], ...] = (
         r"(?:mail ?folder|mailbox|inbox)(?: size)? (?:is )?(?:full|exceeds)|exceeding .{0,20}quota|"
         r"quota (?:usage )?(?:exceeded|full)|casilla .{0,30}(?:agotad|llen)",
     ),
+    (R.MAILBOXFULL, r"(?:reached|exceeded|over) (?:his |her |its |their |the |disk |storage )*quota"),
     (R.MAILBOXFULL, r"too many messages in|maildir.{0,20}(?:full|quota)|mail ?box.{0,40}\bfull\b"),
     (
         R.MESGTOOBIG,
