@@ -142,6 +142,20 @@ def test_a_failure_inside_is_451_for_that_recipient_only_never_500(harness: Harn
     assert data[1][1].startswith(b"4.3.0")
 
 
+class BrokenCheck(Service):
+    """Fault injection: the RCPT check itself raises (aiosmtpd's handle_exception path)."""
+
+    def check_rcpt(self, address: str) -> verp.VerpResult:
+        raise RuntimeError("injected failure")
+
+
+def test_an_exception_in_a_command_is_451_not_aiosmtpds_500(harness: Harness) -> None:
+    listener = harness.start(service_class=BrokenCheck)
+    rcpt, data = deliver(listener.lmtp_address, [vaddr("alice@example.org")], PERMANENT)
+    assert [(code, msg[:5]) for code, msg in rcpt] == [(451, b"4.3.0")]
+    assert data == []
+
+
 def test_redis_down_is_451_and_the_same_message_is_accepted_when_it_returns(harness: Harness) -> None:
     listener = harness.start()
     rcpts = [vaddr("alice@example.org"), vaddr("bob@example.org")]
