@@ -10,6 +10,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,6 +292,17 @@ def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness:
         client.data(PERMANENT)
     assert not listener.service.store.view("alice@example.org").events
     client.close()
+
+
+def test_an_idle_session_is_closed_after_the_timeout(harness: Harness) -> None:
+    listener = harness.start(lmtp="timeout = 0.3")
+    host, port = listener.lmtp_address  # type: ignore[misc]
+    with smtplib.LMTP(host, port, timeout=10) as client:
+        assert client.ehlo("mta.example.test")[0] == 250
+        time.sleep(0.8)
+        # aiosmtpd says 421 and closes: smtplib sees the close on the next command.
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
