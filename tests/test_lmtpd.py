@@ -280,6 +280,32 @@ def test_unix_socket_listener_serves_and_removes_its_socket_on_shutdown(harness:
     assert not path.exists()
 
 
+class Slow(Service):
+    """Fault injection: each message takes a while inside (a slow Redis), to stop the listener meanwhile."""
+
+    def process_bounce(self, raw: bytes, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return super().process_bounce(raw, **kwargs)
+
+
+def test_shutdown_lets_a_message_being_processed_finish_and_answers_it(harness: Harness) -> None:
+    listener = harness.start(service_class=Slow)
+    replies: list[Replies] = []
+    sender = threading.Thread(
+        target=lambda: replies.append(deliver(listener.lmtp_address, [vaddr("alice@example.org")], PERMANENT))
+    )
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not listener.listener.handler.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listener.listener.handler.in_flight == 1
+    listener.stop()  # while the message is inside process_bounce
+    sender.join(10)
+    ((_, data),) = replies
+    assert [code for code, _ in data] == [250]
+    assert listener.service.store.view("alice@example.org").events
+
+
 def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness: Harness) -> None:
     listener = harness.start()
     host, port = listener.lmtp_address  # type: ignore[misc]
