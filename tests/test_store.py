@@ -310,3 +310,25 @@ def test_store_unavailable_when_nothing_listens() -> None:
     assert time.monotonic() - started < 5
     assert isinstance(StoreUnavailable("x"), Exception)
     assert not isinstance(StoreUnavailable("x"), redis.RedisError)
+
+
+def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
+    s = Store.from_settings(RedisSettings(url=redis_db.url, history_size=0))
+    s.record([item()], now=T0, rules=ENFORCE)
+    assert s.view(ADDRESS).hard_score == 1
+    assert s.view(ADDRESS).events == []
+    assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
+    assert len(s.recent(5)) == 1
+    s.close()
+
+
+def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
+    off = Store.from_settings(RedisSettings(url=redis_db.url))
+    off.record([item(id="r1")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert not off.client.exists(off.keys.raw("r1"))
+    on = Store.from_settings(RedisSettings(url=redis_db.url, raw_days=2, raw_max_bytes=3))
+    on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert on.client.get(on.keys.raw("r2")) == "raw"
+    assert 0 < on.client.ttl(on.keys.raw("r2")) <= 2 * 86_400
+    off.close()
+    on.close()

@@ -137,7 +137,8 @@ class Service:
         self.rules = rules or rules_from(settings.policy)
         self.clock = clock
         self._classifier = classifier
-        if keyring is None and settings.verp.bounce_domain and settings.verp.secret_files:
+        if keyring is None and settings.verp.bounce_domain:
+            # VERP is on: its keys must load (a ConfigError names the key otherwise).
             keyring = verpkeys.load_keyring(settings)
         self.keyring = keyring
 
@@ -189,7 +190,9 @@ class Service:
             checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
         ):
             classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
-            status = checked.status.value if checked else "forged"
+            status = (
+                checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
+            )
             self.store.log_event(
                 Event(
                     at=now,
