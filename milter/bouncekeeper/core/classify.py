@@ -300,7 +300,7 @@ class _Triage:
         value = self.parsed.message.get(name)
         if value is None:
             return None
-        text = str(value) if not isinstance(value, str) else value
+        text = dsn.header_str(value)
         if name == "subject" and "=?" in text:
             text = _decode_words(text)
         return text
@@ -563,7 +563,12 @@ def _walk(msg: Message) -> _Parsed:
     while stack:
         part = stack.pop()
         ctype = part.get_content_type()
-        if part.is_multipart() and ctype not in dsn.MESSAGE_TYPES and ctype not in dsn.DSN_TYPES:
+        if (
+            part.is_multipart()
+            and ctype not in dsn.MESSAGE_TYPES
+            and ctype not in dsn.DSN_TYPES
+            and ctype not in dsn.HEADERS_TYPES
+        ):
             payload = part.get_payload()
             if isinstance(payload, list):
                 stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
