@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.header import Header, decode_header
-from email.message import Message
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 HEADERS_TYPES = frozenset(
@@ -173,74 +171,9 @@ def read(text: str) -> DeliveryStatus:
     return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))
 
 
-def part_text(part: Message) -> str:
-    """The decoded text of a leaf part, or the flattened fields of a parsed message/delivery-status.
-
-    The stdlib parser turns message/delivery-status into a list of sub-messages (one per block); we
-    rebuild the blocks so that one reader handles every shape.
-    """
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        blocks = []
-        for sub in payload:
-            if isinstance(sub, Message):
-                lines = [f"{name}: {_header_text(value)}" for name, value in sub.items()]
-                # decode=True: compat32's plain get_payload() turns 8-bit bytes into U+FFFD.
-                body = sub.get_payload(decode=True) if not sub.is_multipart() else None
-                if isinstance(body, bytes) and body.strip():
-                    lines.append(decode_bytes(body, None))
-                blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
-    raw = part.get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        return unescape(str(payload)) if payload is not None else ""
-    return decode_bytes(raw, part.get_content_charset())
-
-
-def decode_bytes(raw: bytes, charset: str | None) -> str:
-    """Text of a part: its declared charset, else UTF-8 (RFC 6532/6533 mail), else Latin-1. Never raises."""
-    if charset and charset not in ("us-ascii", "ascii", "utf-8", "utf8"):
-        try:
-            return raw.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            pass
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def unescape(text: str) -> str:
-    """Undo the stdlib parser's surrogateescape on 8-bit header and body text (RFC 6532 UTF-8 headers)."""
-    if not any("\udc80" <= char <= "\udcff" for char in text):
-        return text
-    return decode_bytes(text.encode("ascii", "surrogateescape"), None)
-
-
-def header_str(value: object) -> str:
-    """A header value as text. compat32 wraps 8-bit values in a Header (charset "unknown-8bit") whose
-    str() is lossy; its raw bytes are UTF-8 in RFC 6532 mail."""
-    if isinstance(value, Header):
-        pieces = []
-        for chunk, charset in decode_header(value):
-            if isinstance(chunk, bytes):
-                usable = charset if charset and charset != "unknown-8bit" else None
-                pieces.append(decode_bytes(chunk, usable))
-            else:
-                pieces.append(chunk)
-        return "".join(pieces)
-    return unescape(str(value))
-
-
-def _header_text(value: object) -> str:
-    text = header_str(value)
-    # Unfold (RFC 5322 section 2.2.3): a field's continuation lines are one logical line.
-    return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", " ")
-
-
-def reports(parts: Iterable[Message]) -> list[DeliveryStatus]:
-    """Read each of `parts`: delivery-status parts, or text parts that carry DSN fields."""
-    return [read(part_text(part)) for part in parts]
+def reports(texts: Iterable[str]) -> list[DeliveryStatus]:
+    """Read the texts of delivery-status parts (or of text parts that carry DSN fields)."""
+    return [read(text) for text in texts]
 
 
 def message_id_in(text: str) -> str | None:

@@ -62,6 +62,9 @@ _HEADING = re.compile(
     r"permanent (?:fatal )?error|address(?:es)? failed|failure reasons?",
     re.IGNORECASE,
 )
+# An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
+_ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
+_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _MAX_RECIPIENTS = 50
@@ -188,13 +191,8 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
             continue
         line = text[line_start:line_end]
         following = text[line_end : line_end + 400]
-        alone = re.fullmatch(
-            r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?"
-            + re.escape(match.group(0))
-            + r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*",
-            line,
-            re.IGNORECASE,
-        )
+        after = text[match.end() : line_end]
+        alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
         preceding = text[max(0, line_start - 200) : line_start]
         strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
         weak = FAILURE_TEXT.search(line) or (
