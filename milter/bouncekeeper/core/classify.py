@@ -44,6 +44,8 @@ from bouncekeeper.core.rules import amazonses, bodies, status
 # bounded so that a 30 MB message costs what a 4 MB one does; a cut MIME tree parses leniently.
 MAX_PARSE_BYTES = 4 * 1024 * 1024
 MAX_TEXT_CHARS = 64 * 1024
+# The human-readable report comes first; what follows the first 16 KiB is the returned original.
+MAX_REPORT_CHARS = 16 * 1024
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 # flufl.bounce logs a traceback for each detector exception before re-raising it; we contain those and
@@ -62,19 +64,18 @@ _DELAY_TEXT = re.compile(
     r"could not send message for past|warning: could not send|no action is required on your part|"
     r"this is a warning message only|will retry|still being retried|retry (?:until|for)|"
     r"delivery attempts will continue|will be tried again|not yet delivered",
-    re.IGNORECASE,
 )
 # Texts that make a report final even when it also talks about retrying ("I'm not going to try again").
 _FINAL_TEXT = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|failed permanently|(?:have|i've) given up|giving up|"
     r"not going to try again|will not (?:be retried|try again)|could not be delivered|undeliverable|"
     r"delivery (?:has )?failed|returned to sender|retry timeout exceeded|too long in (?:the )?queue",
-    re.IGNORECASE,
 )
 
 
 def _is_delay_notice(text: str) -> bool:
-    return bool(_DELAY_TEXT.search(text)) and not _FINAL_TEXT.search(text)
+    lower = bodies.ascii_lower(text)  # the two patterns are lower-case
+    return bool(_DELAY_TEXT.search(lower)) and not _FINAL_TEXT.search(lower)
 
 
 @dataclass
@@ -636,12 +637,12 @@ def _human_text(parsed: _Parsed) -> str:
         if part in parsed.dsn_parts and len(parsed.text_parts) > 1:
             continue
         pieces.append(parsed.text(part))
-        if sum(len(p) for p in pieces) > MAX_TEXT_CHARS:
+        if sum(len(p) for p in pieces) > MAX_REPORT_CHARS:
             break
     if not pieces:
         for part in parsed.html_parts:
             pieces.append(bodies.strip_html(parsed.text(part)))
-    text = "\n".join(pieces)[:MAX_TEXT_CHARS]
+    text = "\n".join(pieces)[:MAX_REPORT_CHARS]
     return bodies.cut_original(bodies.unix_newlines(text))
 
 

@@ -22,8 +22,7 @@ MAX_DEPTH = 8
 MAX_PARTS = 256
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_LINE_BREAK = re.compile(rb"\r?\n")
-_FIELD_NAME = re.compile(rb"[!-9;-~]+")  # RFC 5322 section 3.6.8 ftext
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 section 3.6.8 ftext
 _PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`{|}~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
@@ -147,22 +146,22 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
 
 def _headers(head: bytes) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
-    name = b""
-    value: list[bytes] = []
-    for line in _LINE_BREAK.split(head):
-        if line[:1] in (b" ", b"\t"):
+    name = ""
+    value: list[str] = []
+    for line in decode_bytes(head).replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t"):
             if name:
                 value.append(line.strip())
             continue
         if name:
-            headers.append((decode_bytes(name).lower(), decode_bytes(b" ".join(value))))
-            name = b""
-        key, colon, rest = line.partition(b":")
+            headers.append((name, " ".join(value)))
+            name = ""
+        key, colon, rest = line.partition(":")
         key = key.strip()
         if colon and _FIELD_NAME.fullmatch(key):
-            name, value = key, [rest.strip()]
+            name, value = key.lower(), [rest.strip()]
     if name:
-        headers.append((decode_bytes(name).lower(), decode_bytes(b" ".join(value))))
+        headers.append((name, " ".join(value)))
     return headers
 
 

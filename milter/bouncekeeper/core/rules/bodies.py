@@ -26,7 +26,7 @@ _ORIGINAL_MARKER = re.compile(
     r"begin (?:returned|original)|rfc ?822 headers|here is (?:a copy|your message)|"
     r"the message you sent|the first .{0,20} of the original|content of the original|"
     r"following is a copy)",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,  # applied to ascii_lower(text): case-folded once, not per pattern
 )
 # The returned original's header block when no marker introduces it.
 _EMBEDDED_HEADERS = re.compile(
@@ -70,6 +70,15 @@ _TAG = re.compile(r"<[^>]*>")
 _MAX_RECIPIENTS = 50
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case A-Z only: unlike str.lower() it keeps every index, so positions found in the result
+    are positions in `text`; searching it beats re.IGNORECASE several times over."""
+    return text.translate(_ASCII_LOWER)
+
+
 def unix_newlines(text: str) -> str:
     """CRLF and CR-only (old Mac) line ends as LF, so that line-anchored patterns work on all three."""
     if "\r" not in text:
@@ -86,7 +95,7 @@ def strip_html(text: str) -> str:
 def cut_original(text: str) -> str:
     """The report without the returned original message."""
     cut = len(text)
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         cut = marker.start()
     headers = _EMBEDDED_HEADERS.search(text, 0, cut)
@@ -97,7 +106,7 @@ def cut_original(text: str) -> str:
 
 def original_section(text: str) -> str | None:
     """The part of a plain-text bounce that quotes the original, for its Message-ID."""
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         return text[marker.start() :]
     headers = _EMBEDDED_HEADERS.search(text)
@@ -133,7 +142,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
         leading = _LEADING_ADDRESS.match(line)
         if leading and normalise(leading.group(1)) not in (address, None):
             break  # the next recipient's block
-        if _ORIGINAL_MARKER.match(line):
+        if _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
