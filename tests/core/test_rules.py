@@ -9,7 +9,7 @@ import pytest
 from bouncekeeper.core import rules
 from bouncekeeper.core.classify import _kind
 from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
-from bouncekeeper.core.rules import bodies, status
+from bouncekeeper.core.rules import bodies, prefilter, status
 
 R = Reason
 
@@ -122,8 +122,6 @@ def test_find_recipients_skips_senders_and_message_ids() -> None:
 
 
 def test_prefilter_literals_are_in_every_match() -> None:
-    from bouncekeeper.core.rules import prefilter
-
     assert prefilter.literals(r"mail ?box (?:is )?full") == ("mail",)
     assert set(prefilter.literals(r"user unknown|no such user") or ()) == {"user unknown", "no such user"}
     assert prefilter.literals(r"\bptr\b|x") is None  # one branch has no literal: the regex must always run
