@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
@@ -16,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, verpkeys
+from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.service import Service
 from tests.support.exim import free_port, wait_for_port
 from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerThread, settings_for
+from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "lmtp"
@@ -116,6 +118,27 @@ def test_each_recipient_gets_its_own_reply_and_its_own_record(harness: Harness) 
         assert view.events, address
         assert view.events[0]["kind"] == "permanent"
         assert view.events[0]["source"] == "lmtp"
+
+
+def test_one_info_line_per_recipient_with_the_queue_id(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = harness.start()
+    with caplog.at_level(logging.INFO, logger="bouncekeeper.lmtpd"):
+        deliver(listener.lmtp_address, [vaddr("alice@example.org")], PERMANENT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bouncekeeper.lmtpd"]
+    recorded = [line for line in lines if "bounce recorded rcpt=alice@example.org kind=permanent" in line]
+    assert len(recorded) == 1, lines
+    assert re.match(r"[0-9a-f]{12}: bounce recorded ", recorded[0])
+
+
+def test_the_lmtp_command_needs_a_bounce_domain(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "bk.toml"
+    conf.write_text('[lmtp]\nlisten = "127.0.0.1:0"\n')
+    assert cli.main(["--config", str(conf), "lmtp"]) == 78
+    assert "verp.bounce_domain" in capsys.readouterr().err
 
 
 def test_a_temporary_failure_is_recorded_as_temporary(harness: Harness) -> None:
