@@ -16,16 +16,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.message import Message
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
-HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers", "text/global-headers"})
+HEADERS_TYPES = frozenset(
+    {"text/rfc822-headers", "message/rfc822-headers", "text/global-headers", "message/global-headers"}
+)
 MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 # RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_MESSAGE_ID = re.compile(r"^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(r"message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE)
+_MESSAGE_ID_NAME = re.compile(r"message-id[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,47 +172,24 @@ def read(text: str) -> DeliveryStatus:
     return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))
 
 
-def part_text(part: Message) -> str:
-    """The decoded text of a leaf part, or the flattened fields of a parsed message/delivery-status.
-
-    The stdlib parser turns message/delivery-status into a list of sub-messages (one per block); we
-    rebuild the blocks so that one reader handles every shape.
-    """
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        blocks = []
-        for sub in payload:
-            if isinstance(sub, Message):
-                lines = [f"{name}: {_header_text(value)}" for name, value in sub.items()]
-                body = sub.get_payload()
-                if isinstance(body, str) and body.strip():
-                    lines.append(body)
-                blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
-    raw = part.get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        return str(payload) if payload is not None else ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return raw.decode(charset, errors="replace")
-    except LookupError:
-        return raw.decode("utf-8", errors="replace")
-
-
-def _header_text(value: object) -> str:
-    text = str(value)
-    # Unfold (RFC 5322 section 2.2.3): a field's continuation lines are one logical line.
-    return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", " ")
-
-
-def reports(parts: Iterable[Message]) -> list[DeliveryStatus]:
-    """Read each of `parts`: delivery-status parts, or text parts that carry DSN fields."""
-    return [read(part_text(part)) for part in parts]
+def reports(texts: Iterable[str]) -> list[DeliveryStatus]:
+    """Read the texts of delivery-status parts (or of text parts that carry DSN fields)."""
+    return [read(text) for text in texts]
 
 
 def message_id_in(text: str) -> str | None:
     """The Message-ID field of a block of header text (a returned original's headers)."""
-    match = _MESSAGE_ID.search(text)
+    # Case-sensitive substring tests first (Message-ID, Message-Id, message-id, MESSAGE-ID): a
+    # case-blind regex that finds nothing scans the whole text slowly.
+    if "essage-" not in text and "ESSAGE-" not in text:
+        return None
+    match = None
+    for found in _MESSAGE_ID_NAME.finditer(text):
+        start = found.start()
+        if start == 0 or text[start - 1] in "\r\n":  # a field at the start of a line
+            match = _MESSAGE_ID.match(text, start)
+            if match is not None:
+                break
     if match is None:
         return None
     value = re.sub(r"\s+", " ", match.group(1)).strip()

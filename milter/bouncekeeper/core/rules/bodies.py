@@ -16,7 +16,9 @@ from bouncekeeper.core.addresses import normalise
 # Lines that introduce the returned original message (its addresses must never be taken as failed
 # recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
 _ORIGINAL_MARKER = re.compile(
-    r"^[ \t>]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    # One way only to match leading blanks (no "[ \t]*...[ \t]*" pair): stripped HTML has long runs
+    # of spaces, on which an ambiguous prefix backtracks quadratically.
+    r"^[ \t>]*(?:(?:-{2,}|={2,}|\*{2,}|_{2,})[ \t]*)?(?:"
     r"(?:this is a |a )?copy of (?:the |your )?(?:original )?message|"
     r"below this line is a copy|original message follows|original message headers|"
     r"(?:the )?original message(?: was)?(?: attached| is attached| follows| headers)?[ \t]*(?:-{2,}|:|$)|"
@@ -26,7 +28,7 @@ _ORIGINAL_MARKER = re.compile(
     r"begin (?:returned|original)|rfc ?822 headers|here is (?:a copy|your message)|"
     r"the message you sent|the first .{0,20} of the original|content of the original|"
     r"following is a copy)",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,  # applied to ascii_lower(text): case-folded once, not per pattern
 )
 # The returned original's header block when no marker introduces it.
 _EMBEDDED_HEADERS = re.compile(
@@ -62,9 +64,24 @@ _HEADING = re.compile(
     r"permanent (?:fatal )?error|address(?:es)? failed|failure reasons?",
     re.IGNORECASE,
 )
+# An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
+_ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
+_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_BLANKS = re.compile(r"[ \t\xa0]+")
 _MAX_RECIPIENTS = 50
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-cased text whose every index is the same as in `text`, so positions found in the result are
+    positions in `text`; searching it beats re.IGNORECASE several times over. str.lower() keeps the
+    length except for a few characters (U+0130 ...); str.translate does always, but is much slower."""
+    lower = text.lower()
+    return lower if len(lower) == len(text) else text.translate(_ASCII_LOWER)
 
 
 def unix_newlines(text: str) -> str:
@@ -77,13 +94,13 @@ def unix_newlines(text: str) -> str:
 def strip_html(text: str) -> str:
     text = re.sub(r"(?is)<(script|style).*?</\1>", " ", text)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>", "\n", text)
-    return html.unescape(_TAG.sub(" ", text))
+    return _BLANKS.sub(" ", html.unescape(_TAG.sub(" ", text)))
 
 
 def cut_original(text: str) -> str:
     """The report without the returned original message."""
     cut = len(text)
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         cut = marker.start()
     headers = _EMBEDDED_HEADERS.search(text, 0, cut)
@@ -94,7 +111,7 @@ def cut_original(text: str) -> str:
 
 def original_section(text: str) -> str | None:
     """The part of a plain-text bounce that quotes the original, for its Message-ID."""
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         return text[marker.start() :]
     headers = _EMBEDDED_HEADERS.search(text)
@@ -130,7 +147,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
         leading = _LEADING_ADDRESS.match(line)
         if leading and normalise(leading.group(1)) not in (address, None):
             break  # the next recipient's block
-        if _ORIGINAL_MARKER.match(line):
+        if _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
@@ -188,13 +205,8 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
             continue
         line = text[line_start:line_end]
         following = text[line_end : line_end + 400]
-        alone = re.fullmatch(
-            r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?"
-            + re.escape(match.group(0))
-            + r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*",
-            line,
-            re.IGNORECASE,
-        )
+        after = text[match.end() : line_end]
+        alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
         preceding = text[max(0, line_start - 200) : line_start]
         strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
         weak = FAILURE_TEXT.search(line) or (
