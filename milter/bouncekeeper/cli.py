@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 
-import redis
-
-from bouncekeeper import __version__, config, log, notify
+from bouncekeeper import __version__, config, log, notify, verpkeys
+from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
 
@@ -34,42 +31,41 @@ def _as_dict(settings: config.Settings) -> dict[str, object]:
     return dataclasses.asdict(settings)
 
 
-def _notify_redis(settings: config.Settings) -> redis.Redis:
-    # XREADGROUP blocks up to notify.poll seconds: the socket timeout must outlast it.
-    if not settings.redis.url:
-        raise config.ConfigError(
-            settings.source, "redis.url", "the notifier needs the address of the store's Redis"
-        )
-    return redis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=max(settings.redis.socket_timeout, settings.notify.poll + 5),
-        socket_connect_timeout=settings.redis.connect_timeout,
-    )
-
-
-def _cmd_notify(args: argparse.Namespace, settings: config.Settings) -> int:
-    client = _notify_redis(settings)
-    prefix = settings.redis.prefix
-    if args.notify_command == "dead-letters":
-        if args.action == "list":
-            letters = notify.list_dead(client, prefix, count=args.limit)
-            print(notify.as_json(letters) if args.json else notify.format_dead(letters))
-            return 0
-        ids = None if args.all else args.ids
-        if not args.all and not args.ids:
-            print("bouncekeeper: name the dead letters to replay, or --all", file=sys.stderr)
-            return 64  # EX_USAGE
-        new = notify.replay(client, prefix, ids)
-        print(f"replayed {len(new)} notification(s) into the outbox")
+def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
+    keyring = verpkeys.load_keyring(settings)
+    if args.verp_command == "keyid":
+        print(json.dumps({"signing_key_id": keyring.signing_key_id, "key_ids": list(keyring.key_ids)}))
         return 0
-    if not settings.notify.targets:
-        raise config.ConfigError(settings.source, "notify.targets", "no targets: nothing to deliver to")
-    notifier = notify.Notifier.from_settings(client, settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _s, _f: stop.set())
-    notifier.run(stop)
-    return 0
+    domain = verpkeys.require_bounce_domain(settings)
+    prefix = settings.verp.local_prefix
+    if args.verp_command == "encode":
+        day = verpkeys.today() if args.day is None else args.day
+        try:
+            address = verp.encode(
+                args.address,
+                keyring=keyring,
+                bounce_domain=domain,
+                day=day,
+                context=args.context,
+                prefix=prefix,
+            )
+        except verp.VerpUnencodable as exc:
+            print(f"bouncekeeper: {exc}", file=sys.stderr)
+            return 65  # EX_DATAERR (sysexits.h)
+        out = {"address": address, "context": args.context, "day": day, "key_id": keyring.signing_key_id}
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    today = verpkeys.today() if args.today is None else args.today
+    result = verp.decode(
+        args.address,
+        keyring=keyring,
+        bounce_domain=domain,
+        today=today,
+        max_age_days=settings.verp.max_age_days,
+        prefix=prefix,
+    )
+    print(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+    return 0 if result.status is verp.VerpStatus.VALID else 1
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -90,14 +86,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["config"] = _cmd_config_check
 
     p = sub.add_parser("notify", help="deliver state-change webhooks from the outbox (runs until stopped)")
-    nsub = p.add_subparsers(dest="notify_command")
-    dead = nsub.add_parser("dead-letters", help="list or replay notifications that could not be delivered")
-    dead.add_argument("action", choices=("list", "replay"))
-    dead.add_argument("ids", nargs="*", help="dead-letter ids to replay")
-    dead.add_argument("--all", action="store_true", help="replay every dead letter")
-    dead.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
-    dead.add_argument("--json", action="store_true", help="list as JSON")
-    handlers["notify"] = _cmd_notify
+    notify.add_arguments(p)
+    handlers["notify"] = notify.command
+
+    p = sub.add_parser("verp", help="signed VERP addresses ([verp] keys)")
+    vsub = p.add_subparsers(dest="verp_command", required=True)
+    enc = vsub.add_parser("encode", help="print the signed VERP address of a recipient (JSON)")
+    enc.add_argument("address")
+    enc.add_argument("--context", default="", help="context tag ([a-z0-9][a-z0-9._-]*), e.g. a newsletter id")
+    enc.add_argument("--day", type=int, help="days since the epoch (default: today, UTC)")
+    dec = vsub.add_parser("decode", help="verify a VERP address (JSON; exit 0 only when valid)")
+    dec.add_argument("address")
+    dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
+    vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
+    handlers["verp"] = _cmd_verp
 
     return parser, handlers
 

@@ -26,14 +26,17 @@ timestamp is signed so that a captured request cannot be replayed later; `verify
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import hmac
 import http.client
 import json
 import random
+import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -585,3 +588,55 @@ def format_dead(letters: Sequence[DeadLetter]) -> str:
 
 def as_json(letters: Sequence[DeadLetter]) -> str:
     return json.dumps([dataclasses.asdict(x) for x in letters], indent=2, sort_keys=True)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def redis_client(settings: config.Settings) -> redis.Redis:
+    # XREADGROUP blocks up to notify.poll seconds: the socket timeout must outlast it.
+    if not settings.redis.url:
+        raise config.ConfigError(
+            settings.source, "redis.url", "the notifier needs the address of the store's Redis"
+        )
+    return redis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=max(settings.redis.socket_timeout, settings.notify.poll + 5),
+        socket_connect_timeout=settings.redis.connect_timeout,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="notify_command")
+    dead = sub.add_parser("dead-letters", help="list or replay notifications that could not be delivered")
+    dead.add_argument("action", choices=("list", "replay"))
+    dead.add_argument("ids", nargs="*", help="dead-letter ids to replay")
+    dead.add_argument("--all", action="store_true", help="replay every dead letter")
+    dead.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
+    dead.add_argument("--json", action="store_true", help="list as JSON")
+
+
+def command(args: argparse.Namespace, settings: config.Settings) -> int:
+    """`bouncekeeper notify` (the worker) and `bouncekeeper notify dead-letters list|replay`."""
+    client = redis_client(settings)
+    prefix = settings.redis.prefix
+    out = sys.stdout
+    if args.notify_command == "dead-letters":
+        if args.action == "list":
+            letters = list_dead(client, prefix, count=args.limit)
+            out.write((as_json(letters) if args.json else format_dead(letters)) + "\n")
+            return 0
+        if not args.all and not args.ids:
+            sys.stderr.write("bouncekeeper: name the dead letters to replay, or --all\n")
+            return 64  # EX_USAGE
+        new = replay(client, prefix, None if args.all else args.ids)
+        out.write(f"replayed {len(new)} notification(s) into the outbox\n")
+        return 0
+    if not settings.notify.targets:
+        raise config.ConfigError(settings.source, "notify.targets", "no targets: nothing to deliver to")
+    notifier = Notifier.from_settings(client, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    notifier.run(stop)
+    return 0
