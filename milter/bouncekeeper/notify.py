@@ -47,8 +47,11 @@ from typing import Any
 
 import redis
 
-from bouncekeeper import __version__, config, metrics
+from bouncekeeper import __version__, config, metrics, store
 from bouncekeeper.log import get_logger
+from bouncekeeper.store.keys import OUTBOX as OUTBOX_SUFFIX
+from bouncekeeper.store.keys import Keys
+from bouncekeeper.store.redis_store import CLUSTER_SCHEMES
 
 log = get_logger(__name__)
 
@@ -75,15 +78,24 @@ class Result(StrEnum):
 
 
 def outbox_key(prefix: str) -> str:
-    return f"{prefix}outbox"
+    return Keys(prefix).outbox
 
 
 def dead_key(prefix: str) -> str:
-    return f"{prefix}notify:dead"
+    return Keys(prefix).outbox_dead
 
 
 def state_key(prefix: str, entry_id: str) -> str:
-    return f"{prefix}notify:state:{entry_id}"
+    return Keys(prefix).outbox_progress(entry_id)
+
+
+# Progress of an entry is forgotten this long after its last change (it is deleted when the entry is done;
+# the TTL only clears what a crash between the two steps of _finish could leave).
+STATE_TTL = 30 * 86_400
+
+# redis.Redis or RedisCluster (the store's client): redis-py types replies loosely, and we read both
+# bytes (decode_responses=False) and str.
+Client = Any
 
 
 def _text(value: object) -> str:
@@ -232,6 +244,31 @@ def address_url(template: str, address: str) -> str:
     return template.replace("{address}", urllib.parse.quote(address, safe="@"))
 
 
+# --- Redis Cluster: relay the per-address pending lists into the stream -----------------------------
+
+
+def relay_pending(client: Any, prefix: str, maxlen: int = 1_000_000) -> int:
+    """Move the entries the store's scripts left in `{prefix}{address}:outbox` lists into the stream.
+
+    Only on a Redis Cluster, where a script may touch one slot only and so cannot XADD to the global
+    stream. Each entry is XADDed, then removed from its list: a crash between the two sends it twice
+    (same event_id, which receivers dedupe on); it never loses one. Returns the entries moved.
+    """
+    keys = Keys(prefix)
+    moved = 0
+    for key in client.scan_iter(match=keys.address_pattern(OUTBOX_SUFFIX), count=1000):
+        entries = client.lrange(key, 0, 99)
+        for raw in entries:
+            flat = json.loads(raw)
+            client.xadd(
+                keys.outbox, dict(zip(flat[::2], flat[1::2], strict=True)), maxlen=maxlen, approximate=True
+            )
+            moved += 1
+        if entries:
+            client.ltrim(key, len(entries), -1)
+    return moved
+
+
 # --- the worker -------------------------------------------------------------------------------------
 
 
@@ -250,7 +287,7 @@ Sender = Callable[[str, bytes, Mapping[str, str], float], Attempt]
 class Notifier:
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         settings: config.NotifySettings,
         *,
         prefix: str,
@@ -258,8 +295,11 @@ class Notifier:
         consumer: str,
         sender: Sender = post,
         clock: Callable[[], float] = time.time,
+        relay: bool = False,
     ) -> None:
         self.client = client
+        self.relay = relay  # Redis Cluster: move the per-address pending lists into the stream
+        self._last_relay = 0.0
         self.settings = settings
         self.prefix = prefix
         self.secrets = secrets
@@ -273,12 +313,13 @@ class Notifier:
         self._last_touch = 0.0
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: config.Settings, **kwargs: Any) -> Notifier:
+    def from_settings(cls, client: Any, settings: config.Settings, **kwargs: Any) -> Notifier:
         secrets = {
             t.name: config.read_secret(t.secret_file, f"notify.targets[{i}].secret_file", settings.source)
             for i, t in enumerate(settings.notify.targets)
         }
         consumer = settings.notify.consumer or socket.gethostname()
+        kwargs.setdefault("relay", settings.redis.url.startswith(CLUSTER_SCHEMES))
         return cls(
             client,
             settings.notify,
@@ -321,6 +362,11 @@ class Notifier:
         return self._deliver_due()
 
     def _fetch(self, block: bool) -> None:
+        if self.relay and self.clock() - self._last_relay >= self.settings.poll:
+            moved = relay_pending(self.client, self.prefix, self.settings.outbox_maxlen)
+            if moved:
+                log.info("notify: relayed %d entries from per-address lists into the outbox", moved)
+            self._last_relay = self.clock()
         if self._read_own_backlog:
             # Our own pending entries from before a restart (same consumer name): id "0" reads the PEL.
             start = "0"
@@ -459,7 +505,10 @@ class Notifier:
             metrics.NOTIFICATIONS.inc(name, result.value)
             skey = state_key(self.prefix, pending.entry_id)
             if result is Result.DELIVERED:
-                self.client.hset(skey, f"done:{key}", "1")
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(skey, f"done:{key}", "1")
+                pipe.expire(skey, STATE_TTL)
+                pipe.execute()
                 log.info(
                     "notify: delivered %s %s to %s (HTTP %s)",
                     pending.fields.get("type"),
@@ -512,7 +561,7 @@ class Notifier:
             }
         )
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead, record)  # type: ignore[arg-type]
+        pipe.xadd(self.dead, record)
         if target:
             pipe.hset(state_key(self.prefix, entry_id), f"done:{target}", "1")
         pipe.execute()
@@ -545,12 +594,12 @@ class DeadLetter:
     fields: dict[str, str]
 
 
-def list_dead(client: redis.Redis, prefix: str, *, count: int = 1000) -> list[DeadLetter]:
+def list_dead(client: Client, prefix: str, *, count: int = 1000) -> list[DeadLetter]:
     rows: Any = client.xrange(dead_key(prefix), count=count)
     return [DeadLetter(_text(i), _fields(f)) for i, f in rows]
 
 
-def replay(client: redis.Redis, prefix: str, ids: Sequence[str] | None = None) -> list[str]:
+def replay(client: Client, prefix: str, ids: Sequence[str] | None = None) -> list[str]:
     """Put dead letters back in the outbox (for their one target) and remove them, atomically per entry.
 
     Returns the new outbox ids. `ids=None` replays all of them.
@@ -564,14 +613,14 @@ def replay(client: redis.Redis, prefix: str, ids: Sequence[str] | None = None) -
         if letter.fields.get("target"):
             entry[ONLY_TARGET] = letter.fields["target"]
         pipe = client.pipeline(transaction=True)
-        pipe.xadd(outbox_key(prefix), entry)  # type: ignore[arg-type]
+        pipe.xadd(outbox_key(prefix), entry)
         pipe.xdel(dead_key(prefix), letter.id)
         new_id, _ = pipe.execute()
         new_ids.append(_text(new_id))
     return new_ids
 
 
-def outbox_depth(client: redis.Redis, prefix: str) -> dict[str, int]:
+def outbox_depth(client: Client, prefix: str) -> dict[str, int]:
     return {"outbox": int(client.xlen(outbox_key(prefix))), "dead": int(client.xlen(dead_key(prefix)))}
 
 
@@ -593,16 +642,12 @@ def as_json(letters: Sequence[DeadLetter]) -> str:
 # --- command line -----------------------------------------------------------------------------------
 
 
-def redis_client(settings: config.Settings) -> redis.Redis:
-    # XREADGROUP blocks up to notify.poll seconds: the socket timeout must outlast it.
-    if not settings.redis.url:
-        raise config.ConfigError(
-            settings.source, "redis.url", "the notifier needs the address of the store's Redis"
-        )
-    return redis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=max(settings.redis.socket_timeout, settings.notify.poll + 5),
-        socket_connect_timeout=settings.redis.connect_timeout,
+def connect(settings: config.Settings) -> store.Store:
+    """The store's connection (embedded server, single server or cluster), with a socket timeout that
+    outlasts XREADGROUP's block of `notify.poll` seconds."""
+    timeout = max(settings.redis.socket_timeout, settings.notify.poll + 5)
+    return store.connect(
+        dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, socket_timeout=timeout))
     )
 
 
@@ -618,7 +663,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace, settings: config.Settings) -> int:
     """`bouncekeeper notify` (the worker) and `bouncekeeper notify dead-letters list|replay`."""
-    client = redis_client(settings)
+    connection = connect(settings)
+    client = connection.client
     prefix = settings.redis.prefix
     out = sys.stdout
     if args.notify_command == "dead-letters":
@@ -638,5 +684,8 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    notifier.run(stop)
+    try:
+        notifier.run(stop)
+    finally:
+        connection.close()
     return 0

@@ -130,7 +130,12 @@ class Store:
         settings: RedisSettings | None = None,
         *,
         on_close: Callable[[], None] | None = None,
+        notify_hard_bounces: bool = False,
+        outbox_maxlen: int = 1_000_000,
     ) -> None:
+        # The outbox (notify.py): also announce every hard bounce; the stream's approximate cap.
+        self.notify_hard_bounces = notify_hard_bounces
+        self.outbox_maxlen = outbox_maxlen
         # Any: redis-py's annotations type replies as bytes | str whatever decode_responses says; ours
         # are always str (decode_responses=True in make_client).
         self.client: Any = client
@@ -292,7 +297,7 @@ class Store:
         event = item.event
         return batch.script(
             "record",
-            self.keys.record_keys(item.address, event.id),
+            [*self.keys.record_keys(item.address, event.id), self._outbox_key(item.address)],
             [
                 item.effect.value,
                 repr(now),
@@ -310,8 +315,17 @@ class Store:
                 event.to_json(),
                 event.id or repr(now),
                 1 if frozen else 0,
+                1 if self.notify_hard_bounces else 0,
+                *self._outbox_args(),
             ],
         )
+
+    def _outbox_key(self, address: str) -> str:
+        # A script touches one cluster slot: on a cluster, the address's own pending list.
+        return self.keys.address(address, k.OUTBOX) if self.cluster else self.keys.outbox
+
+    def _outbox_args(self) -> list[Any]:
+        return ["list" if self.cluster else "stream", self.outbox_maxlen]
 
     def _xadd(self, pipe: Any, event: Event) -> None:
         pipe.xadd(self.keys.stream, event.stream_fields(), maxlen=self.settings.stream_size, approximate=True)
@@ -366,7 +380,7 @@ class Store:
         with _guard(f"{action} address"):
             before, after = self._call(
                 "admin",
-                self.keys.admin_keys(address),
+                [*self.keys.admin_keys(address), self._outbox_key(address)],
                 [
                     action,
                     (state or State.ACTIVE).value,
@@ -375,6 +389,7 @@ class Store:
                     event.to_json(),
                     s.history_size,
                     s.history_days * DAY,
+                    *self._outbox_args(),
                 ],
             )
             self.log_event(event)
