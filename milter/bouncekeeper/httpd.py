@@ -24,6 +24,9 @@ Routes: see `openapi()` (served at /openapi.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import enum
 import hashlib
 import hmac
 import html
@@ -33,15 +36,21 @@ import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from bouncekeeper import __version__, config, metrics
+import redis
+
+from bouncekeeper import __version__, config, metrics, notify
 from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
+from bouncekeeper.store import StoreUnavailable
+from bouncekeeper.store.event import Event, EventKind, Source, iso
+from bouncekeeper.store.keys import STATE as STATE_SUFFIX
 
 log = get_logger(__name__)
 
@@ -85,6 +94,149 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+
+
+# --- the backend on the real service and store ------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, enums, tuples -> JSON-ready values (enum values are the stable strings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def outcome_json(outcome: Any) -> dict[str, Any]:
+    c = outcome.classification
+    return {
+        "summary": outcome.summary(),
+        "message_type": c.message_type.value,
+        "is_bounce": c.is_bounce,
+        "forged": outcome.forged,
+        "event_id": outcome.event_id,
+        "failures": jsonable(c.failures),
+        "recorded": jsonable(outcome.recorded),
+    }
+
+
+def observe(source: str, outcome: Any) -> None:
+    """The shared metrics for one processed message (the milter and listener call the same)."""
+    c = outcome.classification
+    if outcome.forged:
+        metrics.DECISIONS.inc(source, "forged")
+        return
+    metrics.DECISIONS.inc(source, "recorded" if c.is_bounce else c.message_type.value)
+    for decision in outcome.recorded:
+        if not decision.duplicate:
+            metrics.BOUNCES.inc(source, decision.kind.value, decision.reason or "undefined")
+
+
+class ServiceBackend:
+    """`Backend` on bouncekeeper.service.Service and its Store."""
+
+    def __init__(self, service: Any, clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.store = service.store
+        self.clock = clock
+
+    @contextlib.contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except StoreUnavailable as exc:
+            metrics.DECISIONS.inc("http", "tempfail")
+            raise Unavailable(str(exc)) from exc
+        finally:
+            metrics.STORE_LATENCY.observe(time.perf_counter() - start, operation)
+
+    def submit_bounce(
+        self, raw: bytes, *, envelope_rcpt: str | None, envelope_sender: str | None, client_addr: str | None
+    ) -> dict[str, Any]:
+        with self._timed("process_bounce"):
+            outcome = self.service.process_bounce(
+                raw,
+                envelope_rcpt=envelope_rcpt,
+                envelope_sender=envelope_sender,
+                source=Source.HTTP,
+                client_addr=client_addr,
+            )
+        observe("http", outcome)
+        log.info("http: %s", outcome.summary())
+        return outcome_json(outcome)
+
+    def submit_smtp_failure(self, address: str, code: int, status: str | None, text: str) -> dict[str, Any]:
+        with self._timed("record_smtp_failure"):
+            try:
+                outcome = self.service.record_smtp_failure(address, code, status, text)
+            except ValueError as exc:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", str(exc)) from exc
+        observe("smtp-time", outcome)
+        log.info("http: smtp-time %s", outcome.summary())
+        return outcome_json(outcome)
+
+    def address(self, address: str) -> dict[str, Any] | None:
+        with self._timed("view"):
+            view = self.store.view(address, events=self.store.settings.history_size)
+        if not view.tracked:
+            return None
+        return dict(jsonable(view))
+
+    def set_enabled(self, address: str, *, enabled: bool, note: str) -> dict[str, Any]:
+        event = Event(
+            at=self.clock(),
+            kind=EventKind.ENABLED if enabled else EventKind.DISABLED,
+            source=Source.HTTP,
+            address=address,
+            note=note or ("enabled" if enabled else "disabled") + " over the HTTP API",
+        )
+        with self._timed("admin"):
+            before, after = self.store.admin(
+                address,
+                "enable" if enabled else "disable",
+                event,
+                state=None if enabled else State.DISABLED_ADMIN,
+            )
+        log.info("http: %s %s (was %s, now %s)", "enabled" if enabled else "disabled", address, before, after)
+        return {"address": address, "previous": before.value, "state": after.value}
+
+    def suppressions(self, *, after: str, limit: int) -> list[dict[str, Any]]:
+        # Every address with a state hash is suppressed (enable deletes it). Sorted for stable paging by
+        # address (keyset pagination: ?after=); one SCAN per page, fine for the thousands an admin pages.
+        with self._timed("suppressions"):
+            names = sorted(a for a in self.store.addresses((STATE_SUFFIX,)) if a > after)[:limit]
+            views = [self.store.view(a, events=self.store.settings.history_size) for a in names]
+        rows = []
+        for view in views:
+            if view.state is State.ACTIVE:
+                continue
+            last: dict[str, Any] = next((e for e in view.events if e.get("reason")), {})
+            rows.append(
+                {
+                    "address": view.address,
+                    "state": view.state.value,
+                    "since": view.since,
+                    "since_date": iso(view.since) if view.since else None,
+                    "by": view.by,
+                    "last_reason": last.get("reason"),
+                    "last_status": last.get("status"),
+                    "last_date": last.get("date"),
+                }
+            )
+        return rows
+
+    def outbox_depth(self) -> dict[str, int]:
+        with self._timed("outbox_depth"):
+            try:
+                return notify.outbox_depth(self.store.client, self.store.settings.prefix)
+            except (redis.RedisError, OSError) as exc:
+                raise StoreUnavailable(str(exc)) from exc
 
 
 # --- sessions and CSRF ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ the element's centre), so the browser itself submits forms, follows redirects an
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -34,6 +35,12 @@ class BrowserError(RuntimeError):
     pass
 
 
+def _lift(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class Chromium:
     def __init__(self, profile: pathlib.Path, timeout: float = 20.0) -> None:
         binary = shutil.which("chromium")
@@ -42,11 +49,14 @@ class Chromium:
         self.timeout = timeout
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        # Lift the child's ends above 10 so that putting them on 3 and 4 cannot overwrite one another.
+        to_browser_r, from_browser_w = (_lift(to_browser_r), _lift(from_browser_w))
 
-        # The shell puts our pipe ends on fds 3 and 4 (no preexec_fn: the test process has threads).
+        # bash (dash takes single-digit fds only) puts our pipe ends on fds 3 and 4; no preexec_fn,
+        # which is unsafe in a process with threads (the tests run servers in threads).
         wiring = f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", wiring, "sh", binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            ["/bin/bash", "-c", wiring, "bash", binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             pass_fds=(to_browser_r, from_browser_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
