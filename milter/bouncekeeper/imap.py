@@ -20,7 +20,6 @@ import email.policy
 import imaplib
 import os
 import re
-import secrets
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import redis
 
 from bouncekeeper import config
 from bouncekeeper.log import get_logger
+from bouncekeeper.runlock import Busy, RunLock
 
 log = get_logger(__name__)
 
@@ -59,10 +59,6 @@ class Report:
     last_uid: int = 0
 
 
-class Busy(Exception):
-    """Another run holds the lock for this mailbox."""
-
-
 def quote(mailbox: str) -> str:
     # imaplib sends arguments as they are: a name with a space or a quote must be a quoted string.
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -86,21 +82,13 @@ class Cursor:
         self.client = client
         ident = f"{user}@{server}/{folder}"
         self.key = f"{prefix}imap:{{{ident}}}:cursor"
-        self.lock_key = f"{prefix}imap:{{{ident}}}:lock"
-        self.token = secrets.token_hex(8)
+        self.lock = RunLock(client, f"{prefix}imap:{{{ident}}}:lock", LOCK_TTL)
 
     def acquire(self) -> None:
-        if not self.client.set(self.lock_key, self.token, nx=True, ex=LOCK_TTL):
-            raise Busy(f"another run holds {self.lock_key}")
+        self.lock.acquire()
 
     def release(self) -> None:
-        # Delete only our own lock (compare and delete, atomically).
-        self.client.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            self.lock_key,
-            self.token,
-        )
+        self.lock.release()
 
     def load(self) -> tuple[int, int]:
         raw: Any = self.client.hgetall(self.key)
@@ -109,6 +97,9 @@ class Cursor:
 
     def save(self, uidvalidity: int, last_uid: int) -> None:
         self.client.hset(self.key, mapping={"uidvalidity": str(uidvalidity), "last_uid": str(last_uid)})
+
+
+__all__ = ["Busy", "Cursor", "Handled", "Options", "Report", "connect", "run", "scan"]
 
 
 def _text(value: object) -> str:
