@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, config, log, notify, verpkeys
+from bouncekeeper import __version__, admin, classify_command, config, log, notify, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -100,6 +100,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
     vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
     handlers["verp"] = _cmd_verp
+
+    classify_command.add_parser(sub)
+    handlers["classify"] = classify_command.run
+
+    # The operator's commands on the bounce state (admin.py).
+    admin.add_commands(sub, handlers)
 
     return parser, handlers
 
