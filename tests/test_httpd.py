@@ -8,7 +8,8 @@ import pathlib
 import re
 import tempfile
 import threading
-import types
+import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,14 +17,19 @@ import pytest
 
 from bouncekeeper import config, httpd, metrics
 from bouncekeeper.config import RedisSettings
+from bouncekeeper.core import verp
 from bouncekeeper.core.policy import Effect, Mode, Rules, State
+from bouncekeeper.service import Service
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.chromium import Chromium
+from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
 
 TOKEN = "test-token-0123456789abcdef"
+KEYRING = verp.Keyring.from_secrets([b"0123456789abcdef0123456789abcdef"])
+DOMAIN = "bounce.example.net"
 PREFIX = "bk:"
 T0 = 1_763_769_600.0
 
@@ -60,16 +66,25 @@ class Api:
 
 
 @pytest.fixture
-def store(redis_db: RedisServer) -> Iterator[Store]:
-    s = Store.from_settings(RedisSettings(url=redis_db.url, prefix=PREFIX))
+def service(redis_db: RedisServer) -> Iterator[Service]:
+    settings = config.Settings(
+        verp=config.VerpSettings(bounce_domain=DOMAIN),
+        redis=RedisSettings(url=redis_db.url, prefix=PREFIX),
+        policy=config.PolicySettings(mode="enforce", hard_threshold=1, breaker_addresses=0),
+    )
+    s = Service(settings, Store.from_settings(settings.redis), keyring=KEYRING)
     yield s
     s.close()
 
 
 @pytest.fixture
-def api(store: Store) -> Iterator[Api]:
-    # The store-only routes need nothing else of the service: a holder for the real store.
-    backend = httpd.ServiceBackend(types.SimpleNamespace(store=store))
+def store(service: Service) -> Store:
+    return service.store
+
+
+@pytest.fixture
+def api(service: Service) -> Iterator[Api]:
+    backend = httpd.ServiceBackend(service)
     app = httpd.App(backend, TOKEN.encode(), config.HttpSettings(max_body=4096, page_size=2))
     server = httpd.make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -155,6 +170,61 @@ def test_smtp_failure_input_is_validated(api: Api, store: Store) -> None:
         status, body = api.json("POST", "/smtp-failures", payload)
         assert (status, body["error"]) == (400, error), payload
     assert keys(store) == []
+
+
+def vaddr(rcpt: str) -> str:
+    return verp.encode(
+        rcpt, keyring=KEYRING, bounce_domain=DOMAIN, day=int(time.time() // 86400), context="news"
+    )
+
+
+def test_post_bounce_classifies_and_records(api: Api, store: Store) -> None:
+    raw = postfix_dsn("henry@example.org", to=vaddr("henry@example.org"))
+    status, body = api.json("POST", "/bounces?rcpt=" + urllib.parse.quote(vaddr("henry@example.org")), raw)
+    assert status == 200
+    assert body["is_bounce"] is True
+    assert body["summary"].startswith("bounce recorded rcpt=henry@example.org kind=permanent status=5.1.1")
+    (decision,) = body["recorded"]
+    assert decision["state"] == "disabled-bounces"
+    assert store.is_suppressed("henry@example.org")
+    status, view = api.json("GET", "/addresses/henry@example.org")
+    assert view["events"][0]["context"] == "news"
+    assert view["events"][0]["source"] == "http"
+    # The same bounce posted again counts once; the envelope recipient may come as a header too.
+    status, body = api.json("POST", "/bounces", raw, headers={"X-Envelope-To": vaddr("henry@example.org")})
+    assert body["recorded"][0]["duplicate"] is True
+    _s, _h, text = api.request("GET", "/metrics")
+    assert 'bouncekeeper_bounces_total{source="http",kind="permanent",reason="userunknown"} ' in text.decode()
+
+
+def test_post_bounce_with_a_forged_verp_address_scores_nothing(api: Api, store: Store) -> None:
+    forged = vaddr("ivy@example.org").replace("news", "nows")
+    raw = postfix_dsn("ivy@example.org", to=forged)
+    status, body = api.json("POST", "/bounces?rcpt=" + urllib.parse.quote(forged), raw)
+    assert (status, body["forged"]) == (200, True)
+    assert not store.is_suppressed("ivy@example.org")
+
+
+def test_empty_bounce_is_400(api: Api, store: Store) -> None:
+    status, body = api.json("POST", "/bounces", b"")
+    assert (status, body["error"]) == (400, "empty")
+    assert keys(store) == []
+
+
+def test_smtp_failure_is_recorded(api: Api, store: Store) -> None:
+    payload = {"address": "jack@example.org", "code": 550, "status": "5.1.1", "text": "no such user"}
+    status, body = api.json("POST", "/smtp-failures", payload)
+    assert status == 200
+    assert body["recorded"][0]["kind"] == "permanent"
+    assert store.is_suppressed("jack@example.org")
+
+
+def test_store_outage_is_503_with_retry_after(api: Api, redis_db: RedisServer) -> None:
+    redis_db.stop()
+    status, head, data = api.request("POST", "/bounces", postfix_dsn("k@example.org", to="x@example.org"))
+    assert status == 503
+    assert head["retry-after"] == "30"
+    assert json.loads(data)["error"] == "store_unavailable"
 
 
 # --- the API on real state ---------------------------------------------------------------------------

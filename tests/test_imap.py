@@ -6,13 +6,17 @@ import imaplib
 import io
 import pathlib
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
 import redis
 
-from bouncekeeper import imap
+from bouncekeeper import cli, config, imap
+from bouncekeeper.core import verp
+from bouncekeeper.service import Service
 from tests.support.dovecot import Dovecot
+from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
 
 PREFIX = "bk:"
@@ -222,3 +226,80 @@ def test_new_uidvalidity_starts_over(dovecot: Dovecot, mailbox: imaplib.IMAP4, c
     again = Recorder()
     imap.run(options(dovecot), client=client, prefix=PREFIX, process=again)
     assert len(again.calls) == 1
+
+
+# --- end to end with the real service, classifier and store -------------------------------------------
+
+KEY = b"0123456789abcdef0123456789abcdef"
+DOMAIN = "bounce.example.net"
+
+
+def verp_address(rcpt: str) -> str:
+    keyring = verp.Keyring.from_secrets([KEY])
+    return verp.encode(rcpt, keyring=keyring, bounce_domain=DOMAIN, day=int(time.time() // 86400))
+
+
+def write_config(tmp_path: pathlib.Path, dovecot: Dovecot, redis_url: str) -> pathlib.Path:
+    (tmp_path / "verp.key").write_bytes(KEY)
+    (tmp_path / "imap.pw").write_text(dovecot.password + "\n")
+    conf = tmp_path / "bk.toml"
+    conf.write_text(
+        f'[verp]\nbounce_domain = "{DOMAIN}"\nsecret_files = ["{tmp_path / "verp.key"}"]\n'
+        f'[redis]\nurl = "{redis_url}"\nprefix = "{PREFIX}"\n'
+        '[policy]\nmode = "enforce"\nbreaker_addresses = 0\n'
+        f'[imap]\nserver = "127.0.0.1"\nport = {dovecot.imaps_port}\nuser = "{dovecot.user}"\n'
+        f'password_file = "{tmp_path / "imap.pw"}"\nca_file = "{dovecot.cert}"\n'
+    )
+    return conf
+
+
+def test_no_double_counting_when_interrupted_between_record_and_move(
+    tmp_path: pathlib.Path,
+    dovecot: Dovecot,
+    mailbox: imaplib.IMAP4,
+    redis_db: RedisServer,
+    client: redis.Redis,
+) -> None:
+    settings = config.load(write_config(tmp_path, dovecot, redis_db.url))
+    for n, rcpt in enumerate(["una@example.org", "vic@example.org"]):
+        append(mailbox, postfix_dsn(rcpt, to=verp_address(rcpt), n=n))
+    append(mailbox, message(9, bounce=False))
+    service = Service.open(settings)
+    try:
+        real = imap.service_process(service, settings.verp.local_prefix)
+        calls: list[str] = []
+
+        def crash_after_second_record(raw: bytes, candidates: Sequence[str]) -> imap.Handled:
+            handled = real(raw, candidates)
+            calls.append(handled.summary)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # killed after the store wrote, before the move
+            return handled
+
+        opts = options(dovecot)
+        with pytest.raises(KeyboardInterrupt):
+            imap.run(opts, client=service.store.client, prefix=PREFIX, process=crash_after_second_record)
+        report = imap.run(opts, client=service.store.client, prefix=PREFIX, process=real)
+        assert (report.seen, report.bounces, report.left) == (2, 1, 1)  # vic's again, and the plain mail
+        for rcpt in ("una@example.org", "vic@example.org"):
+            view = service.store.view(rcpt)
+            assert view.hard_score == 1, rcpt  # counted once
+            assert len(view.events) == 1, rcpt
+        assert "rcpt=una@example.org kind=permanent status=5.1.1 reason=userunknown" in calls[0]
+    finally:
+        service.close()
+    assert len(subjects(mailbox, "FoundBounces")) == 2
+    assert subjects(mailbox, "INBOX") == ["hello 9"]
+
+
+def test_imap_command_runs_from_cron(
+    tmp_path: pathlib.Path, dovecot: Dovecot, mailbox: imaplib.IMAP4, redis_db: RedisServer
+) -> None:
+    conf = write_config(tmp_path, dovecot, redis_db.url)
+    append(mailbox, postfix_dsn("walt@example.org", to=verp_address("walt@example.org")))
+    assert cli.main(["--config", str(conf), "imap", "--backup-folder", "Bounces In"]) == 0
+    assert subjects(mailbox, "Bounces In") == ["Undelivered Mail Returned to Sender"]
+    assert cli.main(["--config", str(conf), "imap"]) == 0  # nothing new: a no-op
+    # Wrong password: a clean failure cron can retry (75), nothing half done.
+    (tmp_path / "imap.pw").write_text("wrong\n")
+    assert cli.main(["--config", str(conf), "imap"]) == 75

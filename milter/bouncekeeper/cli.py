@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, admin, classify_command, config, log, notify, verpkeys
+from bouncekeeper import __version__, admin, classify_command, config, httpd, imap, log, notify, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -88,6 +88,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = sub.add_parser("notify", help="deliver state-change webhooks from the outbox (runs until stopped)")
     notify.add_arguments(p)
     handlers["notify"] = notify.command
+
+    p = sub.add_parser("http", help="serve the HTTP API, /metrics and the admin page (runs until stopped)")
+    httpd.add_arguments(p)
+    handlers["http"] = httpd.command
+
+    p = sub.add_parser("imap", help="scan an IMAP folder for bounces once (for cron)")
+    imap.add_arguments(p)
+    handlers["imap"] = imap.command
 
     p = sub.add_parser("verp", help="signed VERP addresses ([verp] keys)")
     vsub = p.add_subparsers(dest="verp_command", required=True)

@@ -48,6 +48,7 @@ from bouncekeeper import __version__, config, metrics, notify
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
+from bouncekeeper.service import Outcome, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, Source, iso
 from bouncekeeper.store.keys import STATE as STATE_SUFFIX
@@ -112,7 +113,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def outcome_json(outcome: Any) -> dict[str, Any]:
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
     c = outcome.classification
     return {
         "summary": outcome.summary(),
@@ -125,7 +126,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
     }
 
 
-def observe(source: str, outcome: Any) -> None:
+def observe(source: str, outcome: Outcome) -> None:
     """The shared metrics for one processed message (the milter and listener call the same)."""
     c = outcome.classification
     if outcome.forged:
@@ -140,7 +141,7 @@ def observe(source: str, outcome: Any) -> None:
 class ServiceBackend:
     """`Backend` on bouncekeeper.service.Service and its Store."""
 
-    def __init__(self, service: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, service: Service, clock: Callable[[], float] = time.time) -> None:
         self.service = service
         self.store = service.store
         self.clock = clock
@@ -827,6 +828,19 @@ def read_token(settings: config.Settings) -> bytes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="HOST:PORT (default: [http] listen)")
+
+
+def command(args: argparse.Namespace, settings: config.Settings) -> int:
+    """`bouncekeeper http`: serve until SIGTERM/SIGINT."""
+    token = read_token(settings)
+    host, port = parse_listen(args.listen or settings.http.listen, settings.source)
+    service = Service.open(settings)
+    try:
+        server = make_server(App(ServiceBackend(service), token, settings.http), host, port)
+        serve(server)
+    finally:
+        service.close()
+    return 0
 
 
 def serve(server: ThreadingHTTPServer) -> None:

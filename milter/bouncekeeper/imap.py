@@ -29,8 +29,15 @@ from typing import Any, TextIO
 import redis
 
 from bouncekeeper import config
+from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.model import MessageType
+from bouncekeeper.core.verp import VerpStatus
+from bouncekeeper.httpd import observe as httpd_observe
 from bouncekeeper.log import get_logger
 from bouncekeeper.runlock import Busy, RunLock
+from bouncekeeper.service import Service
+from bouncekeeper.store import StoreUnavailable
+from bouncekeeper.store.event import Source
 
 log = get_logger(__name__)
 
@@ -317,3 +324,56 @@ def run(
 
 def is_verp_shaped(address: str, local_prefix: str) -> bool:
     return re.match(re.escape(local_prefix) + r"\+", address.strip("<> \t"), re.IGNORECASE) is not None
+
+
+def service_process(service: Service, local_prefix: str) -> Process:
+    """The scanner's `process` on the real service: the VERP envelope address from the headers."""
+
+    def process(raw: bytes, candidates: Sequence[str]) -> Handled:
+        rcpt = _pick_envelope(service, candidates, local_prefix)
+        outcome = service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.IMAP)
+        httpd_observe("imap", outcome)
+        c = outcome.classification
+        recognised = not outcome.forged and c.message_type in (MessageType.BOUNCE, MessageType.DELAY)
+        return Handled(recognised, outcome.summary())
+
+    return process
+
+
+def _pick_envelope(service: Service, candidates: Sequence[str], local_prefix: str) -> str | None:
+    # The first header address that decodes as valid VERP; else the first VERP-shaped one (so that a
+    # forged one is recorded as forged); else none: the classifier reads the DSN on its own.
+    addresses = [a for a in (normalise(c) for c in candidates) if a]
+    shaped = [a for a in addresses if is_verp_shaped(a, local_prefix)]
+    for address in shaped:
+        if service.check_rcpt(address).status is VerpStatus.VALID:
+            return address
+    return shaped[0] if shaped else None
+
+
+def command(args: argparse.Namespace, settings: config.Settings) -> int:
+    """`bouncekeeper imap`: one pass over the folder; exit 75 (EX_TEMPFAIL) when cron should try again."""
+    options = options_from(args, settings)
+    service = Service.open(settings)
+    try:
+        report = run(
+            options,
+            client=service.store.client,
+            prefix=settings.redis.prefix,
+            process=service_process(service, settings.verp.local_prefix),
+            limit=args.limit,
+        )
+    except Busy as exc:
+        log.warning("imap: %s; not running twice", exc)
+        return 75
+    except (StoreUnavailable, OSError, imaplib.IMAP4.error) as exc:
+        # Whatever was done is kept (cursor saved per message); the next run goes on from there.
+        log.error("imap: stopped: %s", exc)
+        return 75
+    finally:
+        service.close()
+    log.info(
+        "imap: %s: %d read, %d bounces moved to %s, %d left; last UID %d",
+        options.folder, report.seen, report.bounces, options.backup_folder, report.left, report.last_uid,
+    )  # fmt: skip
+    return 0
