@@ -12,7 +12,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, admin, classify_command, config, httpd, imap, log, notify, verpkeys
+from bouncekeeper import (
+    __version__,
+    admin,
+    classify_command,
+    config,
+    httpd,
+    imap,
+    log,
+    notify,
+    probes,
+    verpkeys,
+)
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -92,6 +103,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = sub.add_parser("http", help="serve the HTTP API, /metrics and the admin page (runs until stopped)")
     httpd.add_arguments(p)
     handlers["http"] = httpd.command
+
+    p = sub.add_parser("probes", help="probe messages to addresses disabled by bounces (for cron)")
+    probes.add_arguments(p)
+    handlers["probes"] = probes.command
 
     p = sub.add_parser("imap", help="scan an IMAP folder for bounces once (for cron)")
     imap.add_arguments(p)

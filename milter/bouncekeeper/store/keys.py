@@ -19,6 +19,8 @@ EVENTS = "events"  # list of JSON events, newest first, capped; TTL = history_da
 SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
 # list of outbox entries not yet in the outbox stream: Redis Cluster only (notify.py relays them)
 OUTBOX = "notify"
+# list of JSON probe records, newest first, capped (probes.py); never expires (a few per address)
+PROBES = "probes"
 
 ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, EVENTS)
 
