@@ -126,18 +126,6 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def observe(source: str, outcome: Outcome) -> None:
-    """The shared metrics for one processed message (the milter and listener call the same)."""
-    c = outcome.classification
-    if outcome.forged:
-        metrics.DECISIONS.inc(source, "forged")
-        return
-    metrics.DECISIONS.inc(source, "recorded" if c.is_bounce else c.message_type.value)
-    for decision in outcome.recorded:
-        if not decision.duplicate:
-            metrics.BOUNCES.inc(source, decision.kind.value, decision.reason or "undefined")
-
-
 class ServiceBackend:
     """`Backend` on bouncekeeper.service.Service and its Store."""
 
@@ -168,7 +156,7 @@ class ServiceBackend:
                 source=Source.HTTP,
                 client_addr=client_addr,
             )
-        observe("http", outcome)
+        metrics.observe("http", outcome)
         log.info("http: %s", outcome.summary())
         return outcome_json(outcome)
 
@@ -178,7 +166,7 @@ class ServiceBackend:
                 outcome = self.service.record_smtp_failure(address, code, status, text)
             except ValueError as exc:
                 raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", str(exc)) from exc
-        observe("smtp-time", outcome)
+        metrics.observe("smtp-time", outcome)
         log.info("http: smtp-time %s", outcome.summary())
         return outcome_json(outcome)
 

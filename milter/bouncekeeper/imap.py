@@ -28,11 +28,10 @@ from typing import Any, TextIO
 
 import redis
 
-from bouncekeeper import config
+from bouncekeeper import config, metrics
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.model import MessageType
 from bouncekeeper.core.verp import VerpStatus
-from bouncekeeper.httpd import observe as httpd_observe
 from bouncekeeper.log import get_logger
 from bouncekeeper.runlock import Busy, RunLock
 from bouncekeeper.service import Service
@@ -332,7 +331,7 @@ def service_process(service: Service, local_prefix: str) -> Process:
     def process(raw: bytes, candidates: Sequence[str]) -> Handled:
         rcpt = _pick_envelope(service, candidates, local_prefix)
         outcome = service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.IMAP)
-        httpd_observe("imap", outcome)
+        metrics.observe("imap", outcome)
         c = outcome.classification
         recognised = not outcome.forged and c.message_type in (MessageType.BOUNCE, MessageType.DELAY)
         return Handled(recognised, outcome.summary())

@@ -13,6 +13,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: metrics must stay importable by everything
+    from bouncekeeper.service import Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -224,3 +228,15 @@ OUTBOX_DEPTH = REGISTRY.gauge(
 HTTP_REQUESTS = REGISTRY.counter(
     "bouncekeeper_http_requests_total", "HTTP API requests by route and status code.", ("route", "code")
 )
+
+
+def observe(source: str, outcome: Outcome) -> None:
+    """Count one processed message: call it from every adapter (milter, lmtp, http, imap) alike."""
+    c = outcome.classification
+    if outcome.forged:
+        DECISIONS.inc(source, "forged")
+        return
+    DECISIONS.inc(source, "recorded" if c.is_bounce else c.message_type.value)
+    for decision in outcome.recorded:
+        if not decision.duplicate:
+            BOUNCES.inc(source, decision.kind.value, decision.reason or "undefined")
