@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, httpd, metrics
+from bouncekeeper import cli, config, httpd, metrics
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import Effect, Mode, Rules, State
@@ -24,6 +28,7 @@ from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.chromium import Chromium
+from tests.support.dovecot import free_port
 from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
 
@@ -380,3 +385,41 @@ def test_next_page_link_on_the_admin_page(api: Api, store: Store) -> None:
     assert 'href="/?after=p1%40example.org"' in page
     page = api.request("GET", "/?after=p1%40example.org", token=None, headers={"Cookie": cookie})[2].decode()
     assert "p2@example.org" in page
+
+
+def test_http_command_serves_until_sigterm(tmp_path: pathlib.Path, redis_db: RedisServer) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    port = free_port()
+    conf = tmp_path / "bk.toml"
+    conf.write_text(
+        f'[redis]\nurl = "{redis_db.url}"\n[http]\ntoken_file = "{token}"\nlisten = "127.0.0.1:{port}"\n'
+        '[log]\nlevel = "WARNING"\n'
+    )
+    assert cli.main(["--config", str(conf), "config", "check"]) == 0
+    root = pathlib.Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "http"],
+        env={**os.environ, "PYTHONPATH": str(root / "milter")},
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                status, _ = Api(port).json("GET", "/suppressions")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                assert proc.poll() is None
+                time.sleep(0.05)
+        assert status == 200
+        assert Api(port).request("GET", "/suppressions", token="nope")[0] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_http_command_refuses_to_start_without_a_token(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "bk.toml"
+    conf.write_text("[http]\nlisten = '127.0.0.1:1'\n")
+    assert cli.main(["--config", str(conf), "http"]) == 78

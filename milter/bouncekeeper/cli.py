@@ -32,6 +32,10 @@ Handler = Callable[[argparse.Namespace, config.Settings], int]
 def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> int:
     for index, path in enumerate(settings.verp.secret_files):
         config.read_secret(path, f"verp.secret_files[{index}]", settings.source)
+    for index, target in enumerate(settings.notify.targets):
+        config.read_secret(target.secret_file, f"notify.targets[{index}].secret_file", settings.source)
+    if settings.http.token_file:
+        config.read_secret(settings.http.token_file, "http.token_file", settings.source)
     print(f"{settings.source}: OK")
     if args.json:
         print(json.dumps(_as_dict(settings), indent=2, sort_keys=True))
