@@ -303,6 +303,9 @@ class App:
 class Handler(BaseHTTPRequestHandler):
     server_version = f"bouncekeeper/{__version__}"
     protocol_version = "HTTP/1.1"
+    # Seconds a client may take to send a request line, headers or body (and an idle keep-alive may
+    # last): a slow or stalled client must not hold one of our threads forever.
+    timeout = 30
     app: App  # set on the subclass made by `make_server`
 
     # --- plumbing -----------------------------------------------------------------------------------
