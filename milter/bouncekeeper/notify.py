@@ -505,10 +505,13 @@ class Notifier:
             metrics.NOTIFICATIONS.inc(name, result.value)
             skey = state_key(self.prefix, pending.entry_id)
             if result is Result.DELIVERED:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.hset(skey, f"done:{key}", "1")
-                pipe.expire(skey, STATE_TTL)
-                pipe.execute()
+                if len(pending.channels) > 1:
+                    # Other targets still to go: remember this one is done. (The last one needs no
+                    # record: _finish acknowledges the entry right away.)
+                    pipe = self.client.pipeline(transaction=True)
+                    pipe.hset(skey, f"done:{key}", "1")
+                    pipe.expire(skey, STATE_TTL)
+                    pipe.execute()
                 log.info(
                     "notify: delivered %s %s to %s (HTTP %s)",
                     pending.fields.get("type"),
