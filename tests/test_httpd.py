@@ -293,6 +293,10 @@ def test_metrics_in_prometheus_text_format(api: Api, store: Store) -> None:
     assert "# TYPE bouncekeeper_store_seconds histogram" in text
     assert re.search(r'bouncekeeper_store_seconds_count\{operation="view"\} [1-9]', text)
     assert api.request("GET", "/metrics", token=None)[0] == 401
+    # The notifier (another process) keeps its counts in Redis; /metrics reads them on each scrape.
+    store.client.hincrby(store.keys.outbox_stats, "delivered:app/url", 3)
+    text = api.request("GET", "/metrics")[2].decode()
+    assert 'bouncekeeper_notifications_total{target="app/url",result="delivered"} 3' in text
 
 
 def test_metrics_registry_renders_labels_escaped() -> None:

@@ -177,7 +177,8 @@ def test_every_notification_arrives_once_after_the_receiver_recovers(
     assert {r.path for r in delivered} == {f"/emails/{a}/suspend" for a in addresses}
     assert client.xpending(notify.outbox_key(PREFIX), notify.GROUP)["pending"] == 0
     assert client.xlen(notify.dead_key(PREFIX)) == 0
-    assert client.keys(f"{PREFIX}notify:state:*") == []
+    assert client.keys(notify.state_key(PREFIX, "*")) == []
+    assert dict(notify.delivery_counts(client, PREFIX)) == {("app", "retry"): 5, ("app", "delivered"): 8}
 
 
 def test_receiver_down_then_up_gets_everything(client: redis.Redis, receiver: Receiver) -> None:

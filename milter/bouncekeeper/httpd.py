@@ -87,6 +87,9 @@ class Backend(Protocol):
 
     def outbox_depth(self) -> dict[str, int]: ...
 
+    def notification_counts(self) -> list[tuple[tuple[str, str], float]]:
+        """((target, result), count) of the notifier's delivery attempts."""
+
 
 class ApiError(Exception):
     def __init__(self, status: HTTPStatus, code: str, message: str, headers: Mapping[str, str] | None = None):
@@ -219,6 +222,13 @@ class ServiceBackend:
                 }
             )
         return rows
+
+    def notification_counts(self) -> list[tuple[tuple[str, str], float]]:
+        with self._timed("notification_counts"):
+            try:
+                return notify.delivery_counts(self.store.client, self.store.settings.prefix)
+            except (redis.RedisError, OSError) as exc:
+                raise StoreUnavailable(str(exc)) from exc
 
     def outbox_depth(self) -> dict[str, int]:
         with self._timed("outbox_depth"):
@@ -554,8 +564,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             for stream, depth in self.app.backend.outbox_depth().items():
                 metrics.OUTBOX_DEPTH.set(depth, stream)
+            counts = self.app.backend.notification_counts()
+            metrics.NOTIFICATIONS.collect_with(lambda: counts)
         except Unavailable:
-            pass  # the depth keeps its last value; the rest of the metrics are still worth serving
+            pass  # the Redis-held values keep their last reading; the rest is still worth serving
         self._send(HTTPStatus.OK, metrics.REGISTRY.render().encode(), metrics.CONTENT_TYPE)
         return HTTPStatus.OK
 

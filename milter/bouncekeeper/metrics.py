@@ -116,6 +116,24 @@ class Gauge(_Metric):
         return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(items.items())]
 
 
+class Collected(_Metric):
+    """A counter or gauge whose values another process keeps (in Redis): read on each scrape."""
+
+    def __init__(
+        self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock, kind: str = "counter"
+    ) -> None:
+        super().__init__(name, help_text, labels, lock)
+        self.kind = kind
+        self._collector: Callable[[], Iterable[tuple[LabelValues, float]]] | None = None
+
+    def collect_with(self, collector: Callable[[], Iterable[tuple[LabelValues, float]]]) -> None:
+        self._collector = collector
+
+    def samples(self) -> list[str]:
+        items = {self._key(k): v for k, v in self._collector()} if self._collector else {}
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(items.items())]
+
+
 class Histogram(_Metric):
     kind = "histogram"
 
@@ -179,6 +197,13 @@ class Registry:
         self._add(metric)
         return metric
 
+    def collected(
+        self, name: str, help_text: str, labels: Sequence[str] = (), kind: str = "counter"
+    ) -> Collected:
+        metric = Collected(name, help_text, labels, self._lock, kind)
+        self._add(metric)
+        return metric
+
     def histogram(
         self,
         name: str,
@@ -215,9 +240,10 @@ DECISIONS = REGISTRY.counter(
 STORE_LATENCY = REGISTRY.histogram(
     "bouncekeeper_store_seconds", "Latency of store operations, in seconds.", ("operation",)
 )
-NOTIFICATIONS = REGISTRY.counter(
+# Kept in Redis by the notifier (another process), read at scrape time by whoever serves /metrics.
+NOTIFICATIONS = REGISTRY.collected(
     "bouncekeeper_notifications_total",
-    "Webhook delivery attempts by target and result (delivered, retry, dead).",
+    "Webhook delivery attempts by target and result (delivered, retry, dead), from the notifier.",
     ("target", "result"),
 )
 OUTBOX_DEPTH = REGISTRY.gauge(

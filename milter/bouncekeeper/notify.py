@@ -47,7 +47,7 @@ from typing import Any
 
 import redis
 
-from bouncekeeper import __version__, config, metrics, store
+from bouncekeeper import __version__, config, store
 from bouncekeeper.log import get_logger
 from bouncekeeper.store.keys import OUTBOX as OUTBOX_SUFFIX
 from bouncekeeper.store.keys import Keys
@@ -502,7 +502,7 @@ class Notifier:
             result = attempt.result
             if result is Result.RETRY and tries >= self.settings.max_attempts:
                 result = Result.DEAD
-            metrics.NOTIFICATIONS.inc(name, result.value)
+            self._count(name, result)
             skey = state_key(self.prefix, pending.entry_id)
             if result is Result.DELIVERED:
                 if len(pending.channels) > 1:
@@ -542,6 +542,10 @@ class Notifier:
             if not pending.channels:
                 self._finish(pending.entry_id)
 
+    def _count(self, target: str, result: Result) -> None:
+        # In Redis, not in this process: `bouncekeeper http` serves /metrics (metrics.NOTIFICATIONS).
+        self.client.hincrby(Keys(self.prefix).outbox_stats, f"{result.value}:{target}", 1)
+
     def _backoff(self, tries: int, retry_after: float | None) -> float:
         base = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (tries - 1))
         if retry_after is not None:
@@ -575,7 +579,7 @@ class Notifier:
         problem = f"target {only!r} is not configured" if only else "no target matches its sender or context"
         log.error("notify: %s %s: %s", fields.get("type"), fields.get("address"), problem)
         self._dead_letter(entry_id, fields, only, 0, Attempt(Result.DEAD, error=problem))
-        metrics.NOTIFICATIONS.inc(only or "-", Result.DEAD.value)
+        self._count(only or "-", Result.DEAD)
         self._finish(entry_id)
 
     def _finish(self, entry_id: str) -> None:
@@ -621,6 +625,16 @@ def replay(client: Client, prefix: str, ids: Sequence[str] | None = None) -> lis
         new_id, _ = pipe.execute()
         new_ids.append(_text(new_id))
     return new_ids
+
+
+def delivery_counts(client: Client, prefix: str) -> list[tuple[tuple[str, str], float]]:
+    """(target, result) -> count, as the notifier recorded them: for metrics.NOTIFICATIONS."""
+    raw: Any = client.hgetall(Keys(prefix).outbox_stats)
+    out = []
+    for field, value in raw.items():
+        result, _, target = _text(field).partition(":")
+        out.append(((target, result), float(_text(value))))
+    return out
 
 
 def outbox_depth(client: Client, prefix: str) -> dict[str, int]:

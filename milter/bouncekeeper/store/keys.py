@@ -70,6 +70,11 @@ class Keys:
         """Notifications that could not be delivered (`bouncekeeper notify dead-letters`)."""
         return f"{self.prefix}{{outbox}}:dead"
 
+    @property
+    def outbox_stats(self) -> str:
+        """hash "result:target" -> count: the notifier's deliveries, for /metrics of `bouncekeeper http`."""
+        return f"{self.prefix}{{outbox}}:stats"
+
     def outbox_progress(self, entry_id: str) -> str:
         """hash: which targets have an outbox entry, attempts and next try per target."""
         return f"{self.prefix}{{outbox}}:state:{entry_id}"
