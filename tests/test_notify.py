@@ -232,6 +232,17 @@ def test_after_max_attempts_it_goes_to_the_dead_letter_stream(
     assert letter.fields["error"] == "HTTP 503"
 
 
+def test_a_receiver_slower_than_the_timeout_is_retried(client: redis.Redis, receiver: Receiver) -> None:
+    receiver.delays = [1.0]  # the first request stalls past the target's 0.2 s timeout
+    enqueue(client, "slow@example.org")
+    notifier = make_notifier(client, (target(receiver, timeout=0.2),))
+    drain(notifier, lambda: outbox_empty(client))
+    assert dict(notify.delivery_counts(client, PREFIX)) == {("app", "retry"): 1, ("app", "delivered"): 1}
+    # The stalled request may still have been processed: at least once, same event_id to dedupe on.
+    time.sleep(1.0)
+    assert {r.json()["event_id"] for r in receiver.requests} == {"ev-slow@example.org-disabled"}
+
+
 def test_retry_after_is_honoured(client: redis.Redis, receiver: Receiver) -> None:
     receiver.script = [429]
     receiver.extra_headers = {"Retry-After": "0.4"}

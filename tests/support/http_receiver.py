@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +31,7 @@ class Receiver:
     port: int = 0
     script: list[int] = field(default_factory=list)
     default: int = 200
+    delays: list[float] = field(default_factory=list)  # seconds to stall before answering, per request
     extra_headers: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -42,6 +44,9 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                with receiver._lock:
+                    delay = receiver.delays.pop(0) if receiver.delays else 0.0
+                time.sleep(delay)
                 with receiver._lock:
                     status = receiver.script.pop(0) if receiver.script else receiver.default
                     receiver.requests.append(Request(self.path, dict(self.headers.items()), body, status))
