@@ -233,3 +233,13 @@ def test_rules_follow_the_settings() -> None:
     rules = rules_from(config.PolicySettings(mode="enforce", soft_window_days=2, breaker_window_minutes=5))
     assert rules == dataclasses.replace(Rules(), mode=Mode.ENFORCE, soft_window=2 * DAY, breaker_window=300)
     assert State.ACTIVE.value == "active"
+
+
+def test_verp_without_keys_is_a_configuration_error(redis_db: RedisServer) -> None:
+    settings = config.Settings(
+        verp=config.VerpSettings(bounce_domain=DOMAIN), redis=config.RedisSettings(url=redis_db.url)
+    )
+    store = Store.from_settings(settings.redis)
+    with pytest.raises(config.ConfigError, match="secret_files"):
+        Service(settings, store)
+    store.close()

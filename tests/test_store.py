@@ -310,3 +310,13 @@ def test_store_unavailable_when_nothing_listens() -> None:
     assert time.monotonic() - started < 5
     assert isinstance(StoreUnavailable("x"), Exception)
     assert not isinstance(StoreUnavailable("x"), redis.RedisError)
+
+
+def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
+    s = Store.from_settings(RedisSettings(url=redis_db.url, history_size=0))
+    s.record([item()], now=T0, rules=ENFORCE)
+    assert s.view(ADDRESS).hard_score == 1
+    assert s.view(ADDRESS).events == []
+    assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
+    assert len(s.recent(5)) == 1
+    s.close()

@@ -66,7 +66,8 @@ class RedisSettings:
     socket_timeout: float = 2.0
     connect_timeout: float = 1.0
     retries: int = 2
-    # Events kept per address (a capped list), and for how long after the address's last event.
+    # Events kept per address (a capped list; 0 keeps none, the global stream only), and for how long
+    # after the address's last event.
     history_size: int = 20
     history_days: int = 90
     # Entries kept in the global event stream (approximate cap, XADD MAXLEN ~).
@@ -86,8 +87,8 @@ class RedisSettings:
             )
         if "{" in self.prefix or "}" in self.prefix:
             raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
-        if self.history_size < 1 or self.stream_size < 1:
-            raise ValueError("history_size and stream_size must be at least 1")
+        if self.stream_size < 1:
+            raise ValueError("stream_size: must be at least 1")
 
 
 @dataclass(frozen=True)

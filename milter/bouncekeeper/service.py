@@ -11,7 +11,6 @@ import base64
 import email.parser
 import email.policy
 import hashlib
-import importlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
 from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess, judge_smtp_reply
 from bouncekeeper.log import get_logger
@@ -137,7 +137,8 @@ class Service:
         self.rules = rules or rules_from(settings.policy)
         self.clock = clock
         self._classifier = classifier
-        if keyring is None and settings.verp.bounce_domain and settings.verp.secret_files:
+        if keyring is None and settings.verp.bounce_domain:
+            # VERP is on: its keys must load (a ConfigError names the key otherwise).
             keyring = verpkeys.load_keyring(settings)
         self.keyring = keyring
 
@@ -151,10 +152,7 @@ class Service:
 
     @property
     def classify(self) -> Classifier:
-        if self._classifier is None:
-            # Imported on first use: core.classify is the classifier branch's module.
-            self._classifier = importlib.import_module("bouncekeeper.core.classify").classify
-        return self._classifier
+        return self._classifier or classify
 
     # --- the API (COMMON.md) ---
 
@@ -192,7 +190,9 @@ class Service:
             checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
         ):
             classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
-            status = checked.status.value if checked else "forged"
+            status = (
+                checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
+            )
             self.store.log_event(
                 Event(
                     at=now,
