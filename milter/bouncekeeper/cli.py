@@ -12,7 +12,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, admin, classify_command, config, log, verpkeys
+from bouncekeeper import (
+    __version__,
+    admin,
+    classify_command,
+    config,
+    httpd,
+    imap,
+    log,
+    notify,
+    probes,
+    verpkeys,
+)
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -21,6 +32,10 @@ Handler = Callable[[argparse.Namespace, config.Settings], int]
 def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> int:
     for index, path in enumerate(settings.verp.secret_files):
         config.read_secret(path, f"verp.secret_files[{index}]", settings.source)
+    for index, target in enumerate(settings.notify.targets):
+        config.read_secret(target.secret_file, f"notify.targets[{index}].secret_file", settings.source)
+    if settings.http.token_file:
+        config.read_secret(settings.http.token_file, "http.token_file", settings.source)
     print(f"{settings.source}: OK")
     if args.json:
         print(json.dumps(_as_dict(settings), indent=2, sort_keys=True))
@@ -97,6 +112,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     check = csub.add_parser("check", help="load and validate the configuration, then exit")
     check.add_argument("--json", action="store_true", help="also print the effective settings")
     handlers["config"] = _cmd_config_check
+
+    p = sub.add_parser("notify", help="deliver state-change webhooks from the outbox (runs until stopped)")
+    notify.add_arguments(p)
+    handlers["notify"] = notify.command
+
+    p = sub.add_parser("http", help="serve the HTTP API, /metrics and the admin page (runs until stopped)")
+    httpd.add_arguments(p)
+    handlers["http"] = httpd.command
+
+    p = sub.add_parser("probes", help="probe messages to addresses disabled by bounces (for cron)")
+    probes.add_arguments(p)
+    handlers["probes"] = probes.command
+
+    p = sub.add_parser("imap", help="scan an IMAP folder for bounces once (for cron)")
+    imap.add_arguments(p)
+    handlers["imap"] = imap.command
 
     p = sub.add_parser("verp", help="signed VERP addresses ([verp] keys)")
     vsub = p.add_subparsers(dest="verp_command", required=True)

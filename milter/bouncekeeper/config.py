@@ -163,6 +163,120 @@ class LmtpSettings:
             raise ValueError("workers: at least 1")
 
 
+# The events that change an address's state (and, optionally, every hard bounce): see notify.py.
+NotifyEvent = Literal["disabled", "enabled", "escalated", "hard_bounce"]
+ALL_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("disabled", "enabled", "escalated", "hard_bounce")
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One application ("platform") that hears about state changes: `[[notify.targets]]`."""
+
+    # Names the target in logs, metrics and the dead-letter stream. Required, unique.
+    name: str = ""
+    # Which events go here: those whose original mail was sent by one of these envelope senders (an exact
+    # address, or "@domain" for any sender of the domain), or carried one of these VERP contexts.
+    senders: tuple[str, ...] = ()
+    contexts: tuple[str, ...] = ()
+    # Receives every event no other target claims.
+    default: bool = False
+    events: tuple[NotifyEvent, ...] = ALL_NOTIFY_EVENTS
+    # Per address: POST here; "{address}" is replaced by the URL-encoded address.
+    url: str = ""
+    # Batch callback: POST {"type": ..., "addresses": [...], "events": [...]} (eea.bounce style).
+    batch_url: str = ""
+    batch_size: int = 100
+    # File with the HMAC-SHA256 key that signs each request (X-Bouncekeeper-Signature). Required.
+    secret_file: str = ""
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name is required")
+        if not self.url and not self.batch_url:
+            raise ValueError(f"target {self.name!r}: set url, batch_url or both")
+        if self.url and "{address}" not in self.url:
+            raise ValueError(f"target {self.name!r}: url must contain {{address}}")
+        for url in (self.url, self.batch_url):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"target {self.name!r}: {url!r} is not an http(s) URL")
+        if not self.secret_file:
+            raise ValueError(f"target {self.name!r}: secret_file is required (requests are signed)")
+        if self.batch_size < 1 or self.timeout <= 0:
+            raise ValueError(f"target {self.name!r}: batch_size and timeout must be positive")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    # Also put every hard (permanent) bounce in the outbox, not only state changes.
+    hard_bounces: bool = False
+    # The store trims the outbox stream to about this many entries (XADD MAXLEN ~).
+    outbox_maxlen: int = 1_000_000
+    # Consumer name in the stream's consumer group; empty: the host name. A restarted notifier with the
+    # same name takes up its own unacknowledged entries first.
+    consumer: str = ""
+    # Attempts per notification and target before it goes to the dead-letter stream.
+    max_attempts: int = 10
+    # Exponential backoff: initial * 2**(attempt-1), capped, with +-10 % jitter.
+    backoff_initial: float = 2.0
+    backoff_max: float = 600.0
+    # Entries another (dead) notifier left unacknowledged this long are taken over (XAUTOCLAIM).
+    claim_idle: float = 300.0
+    # Longest wait for new entries in one XREADGROUP call.
+    poll: float = 5.0
+    targets: tuple[NotifyTarget, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate target names: {', '.join(duplicates)}")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: str = "127.0.0.1:8025"
+    # File holding the bearer token of the API and the admin page. Required to start `bouncekeeper http`.
+    token_file: str = ""
+    # Largest request body (a raw bounce with its attachment), in bytes.
+    max_body: int = 10 * 1024 * 1024
+    # Rows per page of GET /suppressions and of the admin page.
+    page_size: int = 100
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    server: str = ""
+    port: int = 0  # 0: 993 with TLS, 143 without
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    user: str = ""
+    # The password: this file, else $BOUNCEKEEPER_IMAP_PASSWORD.
+    password_file: str = ""
+    folder: str = "INBOX"
+    backup_folder: str = "FoundBounces"
+    # CA bundle for a private CA or a self-signed server certificate; empty: the system's.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    enabled: bool = False
+    # A disabled address gets one probe every `interval_days` days, at most `count` probes.
+    interval_days: int = 7
+    count: int = 4
+    # The local MTA that sends probes.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    # From: header of the probe, and where the owner can re-enable the address ({address} allowed).
+    sender: str = ""
+    reenable_url: str = ""
+    # A text file with a Subject: line, a blank line, then the body; {address} and {reenable_url}
+    # are filled in. Empty: the built-in text.
+    template_file: str = ""
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: str = "/var/lib/bouncekeeper"
@@ -172,6 +286,10 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
     lmtp: LmtpSettings = field(default_factory=LmtpSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
     # Where the settings came from ("<defaults>" when no file was given); not a key.
     source: str = field(default="<defaults>", metadata={"internal": True})
 

@@ -220,6 +220,7 @@ class Service:
         token_recipients: tuple[str, ...] = ()
         context = ""
         message_id: str | None = None
+        sender: str | None = None  # the original mail's sender (token mode): picks the notify target
         if checked is not None and checked.status in authentic:
             context = checked.context
             if checked.token is not None:
@@ -228,6 +229,7 @@ class Service:
                     token_recipients = tuple(r for r in data.get("recipients", "").split("\n") if r)
                     context = data.get("context", "") or context
                     message_id = data.get("message_id") or None
+                    sender = data.get("sender") or None
                 if len(token_recipients) == 1:
                     verp_recipient = token_recipients[0]
             else:
@@ -249,6 +251,7 @@ class Service:
                 diagnostic=(failure.diagnostic[:DIAGNOSTIC_MAX] if failure else ""),
                 remote_mta=failure.remote_mta if failure else None,
                 context=context,
+                sender=sender,
                 client=client_addr,
                 queue_id=queue_id,
                 effect=effect.value,

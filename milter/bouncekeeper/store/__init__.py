@@ -15,12 +15,21 @@ from bouncekeeper.store.redis_store import Store, make_client
 def connect(settings: Settings, *, supervise: bool = False) -> Store:
     """A Store for these settings. With no URL, attach to (or start) the embedded redis-server; with
     `supervise` (the daemons) it is restarted if it dies. `Store.close()` stops a server it started."""
+    hard, maxlen = settings.notify.hard_bounces, settings.notify.outbox_maxlen
     if settings.redis.url:
-        return Store.from_settings(settings.redis)
+        return Store(
+            make_client(settings.redis), settings.redis, notify_hard_bounces=hard, outbox_maxlen=maxlen
+        )
     embedded = EmbeddedRedis(settings.state_dir, fsync=settings.redis.embedded_fsync)
     embedded.start(supervise=supervise)
     try:
-        return Store(make_client(settings.redis, embedded.url), settings.redis, on_close=embedded.stop)
+        return Store(
+            make_client(settings.redis, embedded.url),
+            settings.redis,
+            on_close=embedded.stop,
+            notify_hard_bounces=hard,
+            outbox_maxlen=maxlen,
+        )
     except Exception:
         embedded.stop()
         raise

@@ -59,6 +59,7 @@ class Event:
     diagnostic: str = ""
     remote_mta: str | None = None
     context: str = ""  # the VERP context tag
+    sender: str | None = None  # the original mail's envelope sender (picks the notify target)
     client: str | None = None  # the address of the client that delivered the bounce
     queue_id: str | None = None
     effect: str | None = None  # hard | soft | none, as assessed before the counters

@@ -17,6 +17,10 @@ HARD = "hard"  # hash: score, day (day number of the last rise); TTL = quiet per
 HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
 EVENTS = "events"  # list of JSON events, newest first, capped; TTL = history_days after the last event
 SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
+# list of outbox entries not yet in the outbox stream: Redis Cluster only (notify.py relays them)
+OUTBOX = "notify"
+# list of JSON probe records, newest first, capped (probes.py); never expires (a few per address)
+PROBES = "probes"
 
 ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, EVENTS)
 
@@ -54,6 +58,26 @@ class Keys:
     def stream(self) -> str:
         """The global event stream (XADD MAXLEN ~ stream_size)."""
         return f"{self.prefix}events"
+
+    # The notifier's keys share the hash tag {outbox}: one slot, so its MULTI steps work on a cluster.
+    @property
+    def outbox(self) -> str:
+        """The outbox stream of state-change notifications (notify.py; consumer group "notify")."""
+        return f"{self.prefix}{{outbox}}:stream"
+
+    @property
+    def outbox_dead(self) -> str:
+        """Notifications that could not be delivered (`bouncekeeper notify dead-letters`)."""
+        return f"{self.prefix}{{outbox}}:dead"
+
+    @property
+    def outbox_stats(self) -> str:
+        """hash "result:target" -> count: the notifier's deliveries, for /metrics of `bouncekeeper http`."""
+        return f"{self.prefix}{{outbox}}:stats"
+
+    def outbox_progress(self, entry_id: str) -> str:
+        """hash: which targets have an outbox entry, attempts and next try per target."""
+        return f"{self.prefix}{{outbox}}:state:{entry_id}"
 
     @property
     def stats(self) -> str:

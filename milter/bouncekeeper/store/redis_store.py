@@ -131,7 +131,12 @@ class Store:
         settings: RedisSettings | None = None,
         *,
         on_close: Callable[[], None] | None = None,
+        notify_hard_bounces: bool = False,
+        outbox_maxlen: int = 1_000_000,
     ) -> None:
+        # The outbox (notify.py): also announce every hard bounce; the stream's approximate cap.
+        self.notify_hard_bounces = notify_hard_bounces
+        self.outbox_maxlen = outbox_maxlen
         # Any: redis-py's annotations type replies as bytes | str whatever decode_responses says; ours
         # are always str (decode_responses=True in make_client).
         self.client: Any = client
@@ -222,6 +227,7 @@ class Store:
                 *self.keys.record_keys(item.address, item.event.id),
                 self.keys.stream,
                 self.keys.stats,
+                self.keys.outbox,
             ]
             args = [
                 1 if item.effect is not Effect.NONE and rules.breaker_addresses > 0 else 0,
@@ -236,6 +242,7 @@ class Store:
                 item.event.source.value,
                 event_json,
                 domain,
+                *self._outbox_args(),
             ]
             calls.append((keys, args))
         if len(calls) == 1:
@@ -291,7 +298,8 @@ class Store:
             # but adds no stream entry. Two copies delivered at the same instant can both pass
             # round trip 1: the script still counts one, the stream may show both (same `id`).
             args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
-            calls[n] = batch.script("record", self.keys.record_keys(item.address, item.event.id), args)
+            keys = [*self.keys.record_keys(item.address, item.event.id), self._outbox_key(item.address)]
+            calls[n] = batch.script("record", keys, [*args, *self._outbox_args()])
             if seen[n]:
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
                 continue
@@ -338,6 +346,18 @@ class Store:
         }
         self._xadd(pipe, kind, item.address, json.dumps({**entry, **extra}, separators=(",", ":")))
         pipe.hincrby(self.keys.stats, f"events:{kind}", 1)
+
+    def _outbox_key(self, address: str) -> str:
+        # A script touches one cluster slot: on a cluster, the address's own pending list (notify.py).
+        return self.keys.address(address, k.OUTBOX) if self.cluster else self.keys.outbox
+
+    def _outbox_args(self) -> list[Any]:
+        """record.lua's ARGV 17-19 (admin.lua takes the last two): the outbox."""
+        return [
+            1 if self.notify_hard_bounces else 0,
+            "list" if self.cluster else "stream",
+            self.outbox_maxlen,
+        ]
 
     def _record_args(
         self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool, event_json: str | None = None
@@ -438,7 +458,7 @@ class Store:
         with _guard(f"{action} address"):
             before, after = self._call(
                 "admin",
-                self.keys.admin_keys(address),
+                [*self.keys.admin_keys(address), self._outbox_key(address)],
                 [
                     action,
                     (state or State.ACTIVE).value,
@@ -447,6 +467,7 @@ class Store:
                     event.to_json(),
                     s.history_size,
                     s.history_days * DAY,
+                    *self._outbox_args()[1:],
                 ],
             )
             self.log_event(event)

@@ -2,6 +2,8 @@
 -- KEYS: 1 state  2 soft  3 hard  4 hits  5 events
 -- ARGV: 1 action enable|disable|reset  2 new state (disable)  3 now  4 by  5 event JSON object
 --       6 history_size  7 history_ttl s
+-- KEYS 6 and ARGV 8..9, the outbox (notify.py), optional: 6 the outbox stream or this address's pending
+--       list (cluster)  8 stream|list  9 maxlen
 -- enable: active again, counters reset. disable: the given state. reset: counters to zero, state kept.
 -- Returns {previous state, state}
 local previous = redis.call('HGET', KEYS[1], 'state') or 'active'
@@ -22,5 +24,23 @@ if tonumber(ARGV[6]) > 0 then
   redis.call('LPUSH', KEYS[5], string.sub(ARGV[5], 1, -2) .. decision)
   redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
   redis.call('EXPIRE', KEYS[5], ARGV[7])
+end
+-- The outbox: only an act that changes whether the address is mailed is announced.
+local announce = nil
+if action == 'enable' and previous ~= 'active' then
+  announce = 'enabled'
+elseif action == 'disable' and previous == 'active' then
+  announce = 'disabled'
+end
+if announce and KEYS[6] then
+  local e = cjson.decode(ARGV[5])
+  local fields = {'type', announce, 'address', e['address'] or '', 'state', state, 'kind', e['kind'] or '',
+    'reason', e['reason'] or e['note'] or '', 'status', '', 'event_id', e['id'] or '', 'sender', e['sender'] or '',
+    'context', e['context'] or '', 'ts', ARGV[3]}
+  if ARGV[8] == 'stream' then
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
+  else
+    redis.call('RPUSH', KEYS[6], cjson.encode(fields))
+  end
 end
 return {previous, state}

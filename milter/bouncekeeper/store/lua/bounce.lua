@@ -3,10 +3,11 @@
 -- into two pipelines). Redis.py prepends breaker.lua and record.lua as the local functions `breaker`
 -- and `record`, so the rules themselves exist once.
 --
--- KEYS: 1 failing  2 frozen  3-8 record.lua's KEYS  9 stream  10 stats
+-- KEYS: 1 failing  2 frozen  3-8 record.lua's KEYS  9 stream  10 stats  11 the outbox (record.lua's KEYS[7])
 -- ARGV: 1 use the breaker 0|1  2-6 breaker.lua's ARGV (address, now, window, threshold, freeze)
 --       7-22 record.lua's ARGV (16, the last one, frozen, is decided here)
 --       23 stream size  24 event kind  25 source  26 event JSON for the stream  27 domain
+--       28-30 record.lua's ARGV 17-19 (the outbox: hard bounces 0|1, stream|list, maxlen)
 -- Returns record.lua's reply followed by {open, opened_now, distinct addresses}
 
 local open, opened, distinct = 0, 0, 0
@@ -19,7 +20,8 @@ end
 local rargs = {}
 for i = 7, 22 do rargs[#rargs + 1] = ARGV[i] end
 rargs[16] = tostring(open)
-local r = record({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, rargs)
+for i = 28, 30 do rargs[#rargs + 1] = ARGV[i] end
+local r = record({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[11]}, rargs)
 
 local function announce(kind, note, extra)
   local entry = {at = tonumber(ARGV[3]), kind = kind, source = ARGV[25], address = ARGV[2], note = note}

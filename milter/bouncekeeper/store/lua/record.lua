@@ -8,6 +8,8 @@
 --       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
 --       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
 --       15 event id (hits member)  16 frozen 0|1
+--       KEYS 7 and ARGV 17..19, the outbox (notify.py), optional: 7 the outbox stream (single server) or
+--       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why}
 
 local effect = ARGV[1]
@@ -102,6 +104,30 @@ if tonumber(ARGV[11]) > 0 then
   redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
   redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
   redis.call('EXPIRE', KEYS[5], ARGV[12])
+end
+
+-- The outbox: a state change is announced in the same atomic step that makes it, so that no
+-- notification is lost and none is sent for a change that did not happen.
+local function announce(kind)
+  if not KEYS[7] then return end
+  local e = cjson.decode(ARGV[14])
+  local fields = {'type', kind, 'address', e['address'] or '', 'state', state, 'kind', e['kind'] or '',
+    'reason', e['reason'] or '', 'status', e['status'] or '', 'event_id', e['id'] or ARGV[15],
+    'sender', e['sender'] or '', 'context', e['context'] or '', 'ts', ARGV[2]}
+  if ARGV[18] == 'stream' then
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[19], '*', unpack(fields))
+  else
+    -- Redis Cluster: one script touches one slot; the notifier moves this list into the stream.
+    redis.call('RPUSH', KEYS[7], cjson.encode(fields))
+  end
+end
+if disabled == 1 then
+  announce('disabled')
+elseif converted == 1 then
+  announce('escalated')
+end
+if ARGV[17] == '1' and ARGV[1] == 'hard' then
+  announce('hard_bounce')
 end
 
 return {'new', state, current, soft, scored, converted, disabled, reached, why}

@@ -1,0 +1,268 @@
+"""A tiny Prometheus metric registry: counters, gauges and histograms with labels, text exposition.
+
+One process-wide `REGISTRY` that the milter, the LMTP listener, the HTTP API and the notifier all
+increment; whichever of them serves `/metrics` renders it. No dependency on prometheus_client: the text
+format (version 0.0.4) is a page of rules, and we need four metric families, not a framework.
+
+Gauges that are cheap to read but live elsewhere (the outbox depth in Redis) are registered as
+collectors, called on each scrape.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: metrics must stay importable by everything
+    from bouncekeeper.service import Outcome
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds; a Redis round trip on loopback is ~0.1 ms, an outage hits the 2 s socket timeout.
+DEFAULT_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+LabelValues = tuple[str, ...]
+
+
+def _escape(value: str) -> str:
+    # Exposition format: label values escape backslash, double quote and line feed.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(labels)
+        self._lock = lock
+
+    def _key(self, labels: Sequence[str]) -> LabelValues:
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
+        return tuple(str(v) for v in labels)
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def samples(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock) -> None:
+        super().__init__(name, help_text, labels, lock)
+        self._values: dict[LabelValues, float] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, *labels: str) -> float:
+        with self._lock:
+            return self._values.get(self._key(labels), 0.0)
+
+    def samples(self) -> list[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
+
+
+class Gauge(_Metric):
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock) -> None:
+        super().__init__(name, help_text, labels, lock)
+        self._values: dict[LabelValues, float] = {}
+        self._collector: Callable[[], Iterable[tuple[LabelValues, float]]] | None = None
+
+    def set(self, value: float, *labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = value
+
+    def collect_with(self, collector: Callable[[], Iterable[tuple[LabelValues, float]]]) -> None:
+        """Read the value(s) at scrape time instead of storing them (e.g. XLEN of the outbox)."""
+        self._collector = collector
+
+    def samples(self) -> list[str]:
+        with self._lock:
+            items = dict(self._values)
+        if self._collector is not None:
+            items.update({self._key(k): v for k, v in self._collector()})
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(items.items())]
+
+
+class Collected(_Metric):
+    """A counter or gauge whose values another process keeps (in Redis): read on each scrape."""
+
+    def __init__(
+        self, name: str, help_text: str, labels: Sequence[str], lock: threading.Lock, kind: str = "counter"
+    ) -> None:
+        super().__init__(name, help_text, labels, lock)
+        self.kind = kind
+        self._collector: Callable[[], Iterable[tuple[LabelValues, float]]] | None = None
+
+    def collect_with(self, collector: Callable[[], Iterable[tuple[LabelValues, float]]]) -> None:
+        self._collector = collector
+
+    def samples(self) -> list[str]:
+        items = {self._key(k): v for k, v in self._collector()} if self._collector else {}
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(items.items())]
+
+
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str],
+        lock: threading.Lock,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        super().__init__(name, help_text, labels, lock)
+        self.buckets = (*sorted(buckets), math.inf)
+        self._counts: dict[LabelValues, list[int]] = {}
+        self._sums: dict[LabelValues, float] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            counts = self._counts.setdefault(key, [0] * len(self.buckets))
+            for i, bound in enumerate(self.buckets):
+                if value <= bound:
+                    counts[i] += 1
+            self._sums[key] = self._sums.get(key, 0.0) + value
+
+    def count(self, *labels: str) -> int:
+        with self._lock:
+            counts = self._counts.get(self._key(labels))
+            return counts[-1] if counts else 0
+
+    def samples(self) -> list[str]:
+        with self._lock:
+            items = sorted((k, list(c), self._sums[k]) for k, c in self._counts.items())
+        lines: list[str] = []
+        for key, counts, total in items:
+            for bound, count in zip(self.buckets, counts, strict=True):
+                le = f'le="{_number(bound)}"'
+                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {count}")
+            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(total)}")
+            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {counts[-1]}")
+        return lines
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._metrics: dict[str, _Metric] = {}
+
+    def _add(self, metric: _Metric) -> None:
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name} registered twice")
+        self._metrics[metric.name] = metric
+
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        metric = Counter(name, help_text, labels, self._lock)
+        self._add(metric)
+        return metric
+
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
+        metric = Gauge(name, help_text, labels, self._lock)
+        self._add(metric)
+        return metric
+
+    def collected(
+        self, name: str, help_text: str, labels: Sequence[str] = (), kind: str = "counter"
+    ) -> Collected:
+        metric = Collected(name, help_text, labels, self._lock, kind)
+        self._add(metric)
+        return metric
+
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> Histogram:
+        metric = Histogram(name, help_text, labels, self._lock, buckets)
+        self._add(metric)
+        return metric
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every metric (families without samples keep HELP/TYPE)."""
+        lines: list[str] = []
+        for metric in list(self._metrics.values()):
+            lines.extend(metric.header())
+            lines.extend(metric.samples())
+        return "\n".join(lines) + "\n"
+
+
+REGISTRY = Registry()
+
+# The shared metric families. Adapters increment these; nothing else defines bouncekeeper_* names.
+BOUNCES = REGISTRY.counter(
+    "bouncekeeper_bounces_total",
+    "Failed recipients recorded, by kind and reason.",
+    ("source", "kind", "reason"),
+)
+DECISIONS = REGISTRY.counter(
+    "bouncekeeper_decisions_total",
+    "Per-message decisions of the adapters (recorded, not_bounce, tempfail, forged, loop ...).",
+    ("source", "decision"),
+)
+STORE_LATENCY = REGISTRY.histogram(
+    "bouncekeeper_store_seconds", "Latency of store operations, in seconds.", ("operation",)
+)
+# Kept in Redis by the notifier (another process), read at scrape time by whoever serves /metrics.
+NOTIFICATIONS = REGISTRY.collected(
+    "bouncekeeper_notifications_total",
+    "Webhook delivery attempts by target and result (delivered, retry, dead), from the notifier.",
+    ("target", "result"),
+)
+OUTBOX_DEPTH = REGISTRY.gauge(
+    "bouncekeeper_outbox_depth",
+    "Notifications waiting in the outbox (stream) and the dead-letter stream.",
+    ("stream",),
+)
+HTTP_REQUESTS = REGISTRY.counter(
+    "bouncekeeper_http_requests_total", "HTTP API requests by route and status code.", ("route", "code")
+)
+
+
+def observe(source: str, outcome: Outcome) -> None:
+    """Count one processed message: call it from every adapter (milter, lmtp, http, imap) alike."""
+    c = outcome.classification
+    if outcome.forged:
+        DECISIONS.inc(source, "forged")
+        return
+    DECISIONS.inc(source, "recorded" if c.is_bounce else c.message_type.value)
+    for decision in outcome.recorded:
+        if not decision.duplicate:
+            BOUNCES.inc(source, decision.kind.value, decision.reason or "undefined")

@@ -1,0 +1,38 @@
+"""Delivery status notifications written for the tests, in the shape Postfix gives them (RFC 3464).
+
+Made here, not copied from the corpus: a plain multipart/report with one failed recipient, addressed to
+the VERP envelope address the bounce would be delivered to.
+"""
+
+from __future__ import annotations
+
+
+def postfix_dsn(rcpt: str, *, to: str, status: str = "5.1.1", n: int = 1, reply: str = "550") -> bytes:
+    return (
+        "Return-Path: <>\r\n"
+        f"Delivered-To: {to}\r\n"
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <dsn{n}.{rcpt}@mx.example.org>\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BND"\r\n'
+        "\r\n"
+        "--BND\r\nContent-Type: text/plain\r\n\r\n"
+        f"I'm sorry to have to inform you that your message could not be delivered to {rcpt}.\r\n\r\n"
+        "--BND\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; {rcpt}\r\n"
+        f"Original-Recipient: rfc822; {rcpt}\r\n"
+        "Action: failed\r\n"
+        f"Status: {status}\r\n"
+        "Remote-MTA: dns; mx.example.com\r\n"
+        f"Diagnostic-Code: smtp; {reply} {status} <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n"
+        "--BND\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "From: app@example.net\r\n"
+        f"To: {rcpt}\r\n"
+        f"Message-ID: <orig{n}@example.net>\r\n"
+        "Subject: Newsletter\r\n\r\n"
+        "--BND--\r\n"
+    ).encode()
