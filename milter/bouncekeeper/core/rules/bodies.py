@@ -48,7 +48,7 @@ FAILURE_TEXT = re.compile(
     r"not accept|no mailbox|does not like|not valid|spam|too large|too big|exceed|malformed|"
     r"(?<![\d.])[45]\d\d(?![\d])|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}|"
     r"unzustellbar|unbekannt|nicht|inexistant|introuvable|non valide|no existe|inesistente",
-    re.IGNORECASE,
+    # no IGNORECASE: matched against ascii_lower() text
 )
 # Addresses in these positions are the sender or a server, not a failed recipient.
 _NOT_RECIPIENT_BEFORE = re.compile(
@@ -67,6 +67,7 @@ _HEADING = re.compile(
 # An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
 _ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
 _ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
+_DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLANKS = re.compile(r"[ \t\xa0]+")
@@ -188,14 +189,12 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
     """
     found: dict[str, str] = {}
     heading_seen = bool(_HEADING.search(text))
+    lower = ascii_lower(text)  # same indices as `text`; FAILURE_TEXT is written in lower case
     for match in _ADDRESS.finditer(text):
         address = normalise(match.group(0))
         if address is None or address in found:
             continue
-        local = address.partition("@")[0]
-        if re.fullmatch(
-            r"(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply)", local
-        ):
+        if _DAEMON.fullmatch(address.partition("@")[0]):
             continue
         line_start = text.rfind("\n", 0, match.start()) + 1
         line_end = text.find("\n", match.end())
@@ -203,14 +202,15 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
         before = text[line_start : match.start()]
         if _NOT_RECIPIENT_BEFORE.search(before):
             continue
-        line = text[line_start:line_end]
-        following = text[line_end : line_end + 400]
         after = text[match.end() : line_end]
         alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
-        preceding = text[max(0, line_start - 200) : line_start]
-        strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
-        weak = FAILURE_TEXT.search(line) or (
-            alone and (FAILURE_TEXT.search(following) or FAILURE_TEXT.search(preceding))
+        strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(lower))
+        weak = FAILURE_TEXT.search(lower, line_start, line_end) or (
+            alone
+            and (
+                FAILURE_TEXT.search(lower, line_end, line_end + 400)
+                or FAILURE_TEXT.search(lower, max(0, line_start - 200), line_start)
+            )
         )
         if strong or (weak and address not in exclude):
             found[address] = context_for(text, address)
