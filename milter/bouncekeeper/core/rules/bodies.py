@@ -135,9 +135,9 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     # A block ends with the remote server's reply (a reply or status code); until one is seen, blank
     # lines inside the block are skipped (Gmail puts "The error that the other server returned was:"
     # two paragraphs below the address).
-    seen_reason = bool(_CODE.search(_without_addresses(lines[0])))
+    seen_reason = _has_code(lines[0])
     blanks = 0
-    for line in text[first_end + 1 : first_end + 3000].split("\n"):
+    for line in text[first_end + 1 : first_end + 3000].split("\n", 40):
         if len(lines) >= 12:
             break
         if not line.strip():
@@ -145,16 +145,28 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             if seen_reason or blanks > 2:
                 break
             continue
-        leading = _LEADING_ADDRESS.match(line)
-        if leading and normalise(leading.group(1)) not in (address, None):
-            break  # the next recipient's block
-        if _ORIGINAL_MARKER.match(ascii_lower(line)):
+        if "@" in line:
+            leading = _LEADING_ADDRESS.match(line)
+            if leading and normalise(leading.group(1)) not in (address, None):
+                break  # the next recipient's block
+        if _MARKER_HINT.search(line) and _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
-        seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
+        seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
 
 
+def _has_code(line: str) -> bool:
+    """A reply or status code on the line, not counting digits inside addresses."""
+    if not _CODE.search(line):
+        return False
+    return "@" not in line or bool(_CODE.search(_without_addresses(line)))
+
+
+# Every marker line holds one of these (cheap test before the full marker pattern).
+_MARKER_HINT = re.compile(
+    r"[-=*_]{2}|(?i:cop|orig|below|return|unsent|header|forward|reads|text|follow|here|sent)"
+)
 _CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
 _LEADING_ADDRESS = re.compile(r"^[\s>*\-\"'<]*(?:rfc822;\s*)?([^\s@<>\"']+@[^\s<>\"':,;]+)")
 
