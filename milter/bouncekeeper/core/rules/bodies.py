@@ -65,7 +65,11 @@ _HEADING = re.compile(
     re.IGNORECASE,
 )
 # An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
-_ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
+_ALONE_BEFORE = re.compile(
+    r"[\s\"'<>:*\-•]*(?:(?:failed |intended |original |final )?(?:recipient|address|addressee)"
+    r"(?: address)?\s*:\s*[<\"]?)?(?:rfc822;\s*)?",
+    re.IGNORECASE,
+)
 _ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
