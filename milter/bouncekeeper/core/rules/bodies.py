@@ -72,6 +72,9 @@ _ALONE_BEFORE = re.compile(
 )
 _ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
+_SENDER_LEAD = re.compile(
+    r"(?:sent by|message from|sender(?: address)?|from)\s*:?\s*\n[ \t]*$", re.IGNORECASE
+)
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLANKS = re.compile(r"[ \t\xa0]+")
@@ -218,6 +221,8 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
         before = text[line_start : match.start()]
         if _NOT_RECIPIENT_BEFORE.search(before):
             continue
+        if not before.strip(" \t<\"'") and _SENDER_LEAD.search(text, max(0, line_start - 80), line_start):
+            continue  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
         after = text[match.end() : line_end]
         alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
         strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(lower))
