@@ -131,3 +131,12 @@ def test_mangled_real_bounces_never_raise(seed: pathlib.Path, cut: int, flips: l
         if data:
             data[position % len(data)] = value
     _is_sane(classify(bytes(data)))
+
+
+def test_broken_encoded_word_in_subject_is_kept_as_it_came() -> None:
+    raw = DSN_HEAD.replace(
+        b"Subject: Undelivered Mail Returned to Sender", b"Subject: =?utf-8?b?#####?= failure"
+    )
+    result = classify(raw)
+    assert result.errors == ()
+    assert [f.recipient for f in result.failures] == ["alice@example.org"]

@@ -18,6 +18,7 @@ same tree.
 
 from __future__ import annotations
 
+import email.errors
 import email.header
 import email.parser
 import email.policy
@@ -421,7 +422,11 @@ class _Triage:
 def _decode_words(text: str) -> str:
     """RFC 2047 encoded-words to text; undecodable pieces are kept as they came."""
     pieces = []
-    for chunk, charset in email.header.decode_header(text):
+    try:
+        chunks = email.header.decode_header(text)
+    except (email.errors.HeaderParseError, ValueError):  # a broken base64 encoded-word
+        return text
+    for chunk, charset in chunks:
         if isinstance(chunk, bytes):
             try:
                 pieces.append(chunk.decode(charset or "ascii", errors="replace"))
