@@ -317,6 +317,14 @@ class _Triage:
             return [], []
         human = self._human_text()
         found = bodies.find_recipients(human, exclude=self._own_addresses())
+        failed_header = self._header("x-failed-recipients")
+        if not found and failed_header:
+            # Exim and Google name the failed recipients in X-Failed-Recipients, whatever language
+            # the report is written in.
+            for piece in failed_header.split(","):
+                address = normalise(piece)
+                if address is not None and address not in {a for a, _ in found}:
+                    found.append((address, bodies.context_for(human, address)))
         failures = [
             _failure(address, context or human, None, Stage.RULES, diagnostic=context, fallback=human)
             for address, context in found

@@ -70,7 +70,8 @@ _ALONE_BEFORE = re.compile(
     r"(?: address)?\s*:\s*[<\"]?)?(?:rfc822;\s*)?",
     re.IGNORECASE,
 )
-_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
+# Exchange 2003 lists "alice@example.org on Thu, 29 Apr 2010 00:00:00 -0000" under its heading.
+_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>|\s+on\s+\w{3},?\s+\d.*)?\s*")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
 _SENDER_LEAD = re.compile(
     r"(?:sent by|message from|sender(?: address)?|from)\s*:?\s*\n[ \t]*$", re.IGNORECASE
