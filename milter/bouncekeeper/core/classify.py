@@ -209,8 +209,9 @@ class _Triage:
                 if action in _SUCCESS_ACTIONS:
                     successes += 1
                     continue
-                if action is None:
-                    continue
+                if action is None or (address, action) in seen:
+                    continue  # MTAs repeat a recipient's block (one per MX tried): the first tells
+                seen.add((address, action))
                 diagnostic = rcpt.diagnostic
                 if rcpt.status_comment and _has_words(rcpt.status_comment):
                     diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
@@ -231,7 +232,7 @@ class _Triage:
                     action == "failed"
                     and rcpt.action is None
                     and rcpt.status is None
-                    and _DELAY_TEXT.search(text)
+                    and _DELAY_TEXT.search(bodies.ascii_lower(text))
                 ):
                     action = "delayed"
                 failure = _failure(
@@ -248,10 +249,6 @@ class _Triage:
                     if human is None:
                         human = self._human_text()
                     failure = _after_data(failure, f"{text}\n{bodies.context_for(human, address)}\n{human}")
-                key = (address, action)
-                if key in seen:
-                    continue
-                seen.add(key)
                 (delays if action == "delayed" else failures).append(failure)
         return failures, delays, successes
 
