@@ -148,7 +148,7 @@ class _Triage:
         )
         self.signals = signals
 
-        if self.parsed.feedback or report_type == "feedback-report":
+        if self.parsed.feedback or report_type == "feedback-report" or msg.get("x-hmxmroriginalrecipient"):
             return self._finish(MessageType.FEEDBACK, [], [], signals)
 
         failures: list[Failure] = []
@@ -372,7 +372,7 @@ class _Triage:
         sender = normalise(self._header("from") or "") or ""
         return bool(
             loops.BOUNCE_SUBJECT.search(subject)
-            or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+            or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             or "null-sender" in self.signals
         )
 
@@ -389,7 +389,8 @@ class _Triage:
             subject = self._header("subject") or ""
             sender = normalise(self._header("from") or "") or ""
             return not (
-                loops.BOUNCE_SUBJECT.search(subject) or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+                loops.BOUNCE_SUBJECT.search(subject)
+                or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             )
         return False
 
@@ -635,6 +636,10 @@ def _collect(part: mime.Part, parsed: _Parsed, *, top: bool = False) -> None:
         value = inner.get("message-id")
         if value is not None:
             parsed.original_ids.append(value)
+        if inner.get("x-hmxmroriginalrecipient") is not None:
+            # Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-
+            # about message is attached with this header added.
+            parsed.feedback = True
     elif ctype in dsn.HEADERS_TYPES:
         parsed.original_headers.append(parsed.text(part))
     elif ctype == "text/plain" and part.filename is None:
