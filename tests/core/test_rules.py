@@ -148,3 +148,8 @@ def test_rule_tables_are_lower_case() -> None:
         assert not re.search(r"[A-Z]", stripped), row.pattern.pattern
     stripped = re.sub(r"\\[A-Za-z]|\[[^\]]*\]|\(\?[A-Za-z<=!:]", "", bodies.FAILURE_TEXT.pattern)
     assert not re.search(r"[A-Z]", stripped)
+
+
+def test_alternatives_split_only_at_top_level() -> None:
+    assert prefilter.alternatives(r"a|(b|c)|[|]d|\|e") == ["a", "(b|c)", "[|]d", r"\|e"]
+    assert prefilter.alternatives(r"no alternation") == ["no alternation"]

@@ -482,8 +482,9 @@ def _failure(
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
     reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
-    if strength < 2 and fallback and fallback != text:
+    if strength < 2 and fallback and fallback != text and not (strength == 1 and reply_code):
         # The lines next to the address said little; the whole report may say more (one reason for all).
+        # Not when they hold the remote server's own reply and a phrase: the rest is boilerplate.
         fb_status = status_code or dsn.status_of(fallback)
         fb_reply = reply_code or status.reply_code_in(fallback)
         fb_reason, fb_strength = rules.explain(fallback[:MAX_EXPLAIN_CHARS], fb_status, fb_reply)

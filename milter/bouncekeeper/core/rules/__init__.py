@@ -56,16 +56,19 @@ def _rows() -> tuple[list[_Row], dict[str, list[int]], list[int]]:
     by_literal: dict[str, list[int]] = {}
     always: list[int] = []
     for tier, table in tiers:
-        for reason, source in table:
-            index = len(rows)
-            # No IGNORECASE: explain() lower-cases the text once, and the tables are written in lower case
-            # (tests/core/test_rules.py checks it); a case-blind regex is about twice as slow.
-            rows.append(_Row(reason, re.compile(source), tier))
-            literals = prefilter.literals(source)
-            if literals is None:
-                always.append(index)
-            for literal in literals or ():
-                by_literal.setdefault(literal, []).append(index)
+        for reason, whole in table:
+            # A row "a|b|c" is the rows "a", "b", "c" in a row (same reason, same tier: the same first
+            # hit): each piece gets its own, more selective, literals and a cheaper regex.
+            for source in prefilter.alternatives(whole):
+                index = len(rows)
+                # No IGNORECASE: explain() lower-cases the text once, and the tables are written in lower
+                # case (tests/core/test_rules.py checks it); a case-blind regex is about twice as slow.
+                rows.append(_Row(reason, re.compile(source), tier))
+                literals = prefilter.literals(source)
+                if literals is None:
+                    always.append(index)
+                for literal in literals or ():
+                    by_literal.setdefault(literal, []).append(index)
     return rows, by_literal, always
 
 
