@@ -9,7 +9,8 @@ The change: issue 2 puts flufl.bounce before our rules. Measured on the shared c
 find more failed recipients at the same precision (recall 0.969 against 0.961), give a reason and a
 status for each (flufl.bounce gives neither), and spare most messages flufl.bounce's seventeen detectors,
 which cost more than the whole rest of the classifier (benchmarks/classify_speed.py). flufl.bounce still
-answers for every message our rules leave unrecognised.
+answers for every message our rules leave unrecognised that looks like a bounce (daemon sender, bounce
+subject, null sender, or a failure phrase in its text); ordinary mail never reaches its heuristics.
 
 A stage that fails on some input is recorded in `errors` and the next stage runs. The message is parsed
 once (compat32, the fastest stdlib policy and the one flufl.bounce expects) and every stage reads the
@@ -179,7 +180,7 @@ class _Triage:
                 failures, delays = self._rules_stage()
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"rules: {type(exc).__name__}: {exc}")
-            if not failures and not delays:
+            if not failures and not delays and self._worth_flufl():
                 try:
                     failures, delays = self._flufl_stage()
                 except Exception as exc:  # noqa: BLE001 - flufl.bounce raises IndexError etc. on real mail
@@ -375,6 +376,15 @@ class _Triage:
             or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             or "null-sender" in self.signals
         )
+
+    def _worth_flufl(self) -> bool:
+        """Whether flufl.bounce's detectors may find something our rules did not: the message looks like
+        a bounce, or its text says something only a failure report says. Ordinary mail skips them (they
+        cost more than the rest of the classifier together, and their heuristics are where false
+        positives come from)."""
+        if self._looks_like_bounce():
+            return True
+        return rules.explain(self._human_text()[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
 
     def _looks_autoreply(self) -> bool:
         """RFC 3834 auto-replies and vacation notices that do not also read as bounces.
