@@ -26,7 +26,11 @@ def literals(pattern: str) -> Need | None:
         tree = _p.parse(pattern, re.IGNORECASE)
     except re.error:
         return None
-    return _need(list(tree))
+    need = _need(list(tree))
+    if need is None:
+        return None
+    # "quota" present whenever "quota exceeded" is: a disjunction needs only its shortest members.
+    return tuple(x for x in need if not any(y != x and y in x for y in need))
 
 
 def _score(need: Need) -> tuple[int, int]:
