@@ -84,7 +84,6 @@ _PHASES: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = tuple(
     )
     for first in (True, False)
 )
-_LITERALS: tuple[str, ...] = tuple(sorted(_BY_LITERAL))
 
 
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:
