@@ -34,7 +34,9 @@ def normalise(raw: str | bytes) -> str | None:
     """Return `local@domain` in canonical form, or None when `raw` holds no usable address.
 
     Canonical form: no type prefix, brackets, quotes around the whole thing or trailing dot; the domain
-    lower-cased (DNS is case-insensitive) and IDNA-decoded to Unicode when it is an A-label; the local
+    lower-cased (DNS is case-insensitive) but otherwise in the form it came in: an A-label stays an
+    A-label and a U-label a U-label (RFC 6533 DSNs carry either; the VERP recipient, which is
+    authoritative, keeps the form the application used when it sent); the local
     part lower-cased too. RFC 5321 lets the local part be case-sensitive, but no mailbox provider in the
     corpus treats it so, and one address must map to one counter whatever case a bouncing MTA used.
     """
@@ -50,7 +52,7 @@ def normalise(raw: str | bytes) -> str | None:
         local = local[1:-1]  # "alice"@example.org is alice@example.org (RFC 5321 4.1.2)
     if not local or not domain or ("." not in domain and not domain.startswith("[")):
         return None
-    domain = _idna_to_unicode(domain.lower())
+    domain = domain.lower()
     address = f"{local.lower()}@{domain}"
     if len(address.encode("utf-8")) > _MAX_ADDRESS:
         return None
@@ -60,12 +62,3 @@ def normalise(raw: str | bytes) -> str | None:
 def domain_of(address: str) -> str:
     """The domain of a normalised address."""
     return address.rpartition("@")[2]
-
-
-def _idna_to_unicode(domain: str) -> str:
-    if "xn--" not in domain:
-        return domain
-    try:
-        return domain.encode("ascii").decode("idna")
-    except UnicodeError:
-        return domain  # a broken A-label is still the label the MTA used: keep it as it came
