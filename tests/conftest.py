@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
 
 
@@ -33,3 +34,15 @@ def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
     yield redis_server
     if redis_server.proc is None:
         redis_server.start()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three masters for the session (tests/support/redis_cluster.py)."""
+    with tempfile.TemporaryDirectory(prefix="bk-cluster-") as directory:
+        cluster = RedisClusterServers(pathlib.Path(directory))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, config, log
+from bouncekeeper import __version__, config, log, verpkeys
+from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
 
@@ -28,6 +29,43 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
 
 def _as_dict(settings: config.Settings) -> dict[str, object]:
     return dataclasses.asdict(settings)
+
+
+def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
+    keyring = verpkeys.load_keyring(settings)
+    if args.verp_command == "keyid":
+        print(json.dumps({"signing_key_id": keyring.signing_key_id, "key_ids": list(keyring.key_ids)}))
+        return 0
+    domain = verpkeys.require_bounce_domain(settings)
+    prefix = settings.verp.local_prefix
+    if args.verp_command == "encode":
+        day = verpkeys.today() if args.day is None else args.day
+        try:
+            address = verp.encode(
+                args.address,
+                keyring=keyring,
+                bounce_domain=domain,
+                day=day,
+                context=args.context,
+                prefix=prefix,
+            )
+        except verp.VerpUnencodable as exc:
+            print(f"bouncekeeper: {exc}", file=sys.stderr)
+            return 65  # EX_DATAERR (sysexits.h)
+        out = {"address": address, "context": args.context, "day": day, "key_id": keyring.signing_key_id}
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    today = verpkeys.today() if args.today is None else args.today
+    result = verp.decode(
+        args.address,
+        keyring=keyring,
+        bounce_domain=domain,
+        today=today,
+        max_age_days=settings.verp.max_age_days,
+        prefix=prefix,
+    )
+    print(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+    return 0 if result.status is verp.VerpStatus.VALID else 1
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -46,6 +84,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     check = csub.add_parser("check", help="load and validate the configuration, then exit")
     check.add_argument("--json", action="store_true", help="also print the effective settings")
     handlers["config"] = _cmd_config_check
+
+    p = sub.add_parser("verp", help="signed VERP addresses ([verp] keys)")
+    vsub = p.add_subparsers(dest="verp_command", required=True)
+    enc = vsub.add_parser("encode", help="print the signed VERP address of a recipient (JSON)")
+    enc.add_argument("address")
+    enc.add_argument("--context", default="", help="context tag ([a-z0-9][a-z0-9._-]*), e.g. a newsletter id")
+    enc.add_argument("--day", type=int, help="days since the epoch (default: today, UTC)")
+    dec = vsub.add_parser("decode", help="verify a VERP address (JSON; exit 0 only when valid)")
+    dec.add_argument("address")
+    dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
+    vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
+    handlers["verp"] = _cmd_verp
 
     return parser, handlers
 

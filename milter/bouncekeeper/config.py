@@ -17,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from bouncekeeper.core.model import Reason
+
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
 
 
@@ -62,21 +64,75 @@ class VerpSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    # Empty: bouncekeeper starts and supervises its own redis-server under state_dir.
+    # Empty: bouncekeeper starts and supervises its own redis-server under state_dir. Otherwise
+    # redis://, rediss:// (TLS), unix:///path?db=N, or redis+cluster://host:port for a Redis Cluster
+    # (any one node; the others are discovered).
     url: str = ""
+    # Prepended to every key; must not contain braces (they are Redis Cluster hash tags).
     prefix: str = "bk:"
+    # Per-command bounds. (connect_timeout + socket_timeout) * (retries + 1) must stay well under
+    # Postfix's milter_command_timeout (30 s): the defaults give at most 9 s.
     socket_timeout: float = 2.0
     connect_timeout: float = 1.0
     retries: int = 2
+    # Events kept per address (a capped list), and for how long after the address's last event.
+    history_size: int = 20
+    history_days: int = 90
+    # Entries kept in the global event stream (approximate cap, XADD MAXLEN ~).
+    stream_size: int = 100_000
+    # How long a delivered bounce is remembered so that a retry of the same bounce counts once:
+    # Postfix's maximal_queue_lifetime default (5 days), the longest an MTA usually retries.
+    dedup_hours: int = 120
+    # Keep the raw bounce (capped at raw_max_bytes) for this many days; 0 keeps none (the default).
+    raw_days: int = 0
+    raw_max_bytes: int = 65_536
+
+    def __post_init__(self) -> None:
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if self.url and not self.url.startswith(schemes):
+            raise ValueError(
+                f"url: use one of {', '.join(schemes)} (or leave it empty for the embedded server)"
+            )
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
+        if self.history_size < 1 or self.stream_size < 1:
+            raise ValueError("history_size and stream_size must be at least 1")
 
 
 @dataclass(frozen=True)
 class PolicySettings:
+    # observe: count and report, never disable; enforce: disable at the threshold.
     mode: Literal["observe", "enforce"] = "observe"
     soft_threshold: int = 5
     soft_window_days: int = 7
+    # daily: the hard score rises once per UTC day with a hard bounce and disables at hard_threshold;
+    # it resets when it has not risen for quiet_days. count: disabled after count_threshold hard
+    # bounces within count_window_days (MediaWiki's "3 in a week").
+    rule: Literal["daily", "count"] = "daily"
     hard_threshold: int = 5
     quiet_days: int = 7
+    count_threshold: int = 3
+    count_window_days: int = 7
+    # Reasons recorded but never scored (core/model.py Reason values). None: the built-in list
+    # (core/policy.py DEFAULT_NON_SCORING).
+    non_scoring_reasons: tuple[str, ...] | None = None
+    # Per-domain circuit breaker: when breaker_addresses distinct addresses of one domain get a scored
+    # failure within breaker_window_minutes, scoring stops for that domain for breaker_freeze_hours and
+    # an alert is recorded. 0 addresses turns the breaker off.
+    breaker_addresses: int = 100
+    breaker_window_minutes: int = 10
+    breaker_freeze_hours: int = 24
+
+    def __post_init__(self) -> None:
+        for name in self.non_scoring_reasons or ():
+            if name not in Reason.__members__.values():
+                raise ValueError(f"non_scoring_reasons: unknown reason {name!r}")
+        for key in ("soft_threshold", "hard_threshold", "count_threshold"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1")
+        for key in ("soft_window_days", "quiet_days", "count_window_days"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -284,3 +284,17 @@ def test_keyring_refuses_bad_ids_and_empty_input() -> None:
         Keyring([("ABC", K1)])
     with pytest.raises(ValueError, match="empty"):
         Keyring([("ab", b"")])
+
+
+def test_keyring_lists_key_ids_signing_first() -> None:
+    ring = Keyring.from_secrets([K2, K1])
+    assert ring.key_ids == (verp.key_id_of(K2), verp.key_id_of(K1))
+    assert ring.signing_key_id == verp.key_id_of(K2)
+
+
+def test_a_38_octet_body_fits_and_39_does_not() -> None:
+    # README and exim/ promise 38 octets for local=domain with the default prefix until day 99999.
+    fits = "a" * (38 - len("=example.org")) + "@example.org"
+    assert len(verp.encode(fits, keyring=RING, bounce_domain=DOMAIN, day=99_999).partition("@")[0]) == 64
+    with pytest.raises(VerpTooLong):
+        verp.encode("a" + fits, keyring=RING, bounce_domain=DOMAIN, day=DAY)

@@ -23,7 +23,7 @@ contain neither, and the context and the token come from a safe charset without 
 the TAG, the last `=` ends the recipient's local part, and a `+` after that `=` starts the context.
 
 RFC 5321 section 4.5.3.1.1 limits a local part to 64 octets. The fixed cost is len(prefix) + 19 octets
-(27 with "bounces" until day 99999, in the year 2243), which leaves 37 octets for `local=domain[+context]`.
+(26 with "bounces" until day 99999, in the year 2243), which leaves 38 octets for `local=domain[+context]`.
 `encode` raises `VerpTooLong` rather than produce a longer address that some MTAs would refuse or
 truncate; the milter then falls back to token mode (a short token stored in Redis names the recipients).
 
@@ -107,6 +107,11 @@ class Keyring:
     @property
     def signing_key_id(self) -> str:
         return self._keys[0][0]
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id, the signing one first."""
+        return tuple(key_id for key_id, _ in self._keys)
 
     def sign(self, data: str) -> tuple[str, str]:
         """(key id, MAC) of `data` under the signing key."""

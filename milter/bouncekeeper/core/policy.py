@@ -1,0 +1,317 @@
+"""What a failure does to an address: counters, thresholds and windows as a pure state machine.
+
+Nothing here reads a clock or talks to Redis: `now` (seconds since the epoch, UTC) is passed in. The store
+runs the same machine atomically in Lua (store/lua/record.lua); `tests/test_store.py` drives both with
+the same event sequences and requires the same answers, so this module is the executable specification.
+
+The rules (defaults from the issue; all configurable):
+
+- **soft** (a temporary failure that says something about the address: mailbox full, host down ...):
+  a counter that expires `soft_window` seconds after the *last* soft failure. Reaching `soft_threshold`
+  inside the window becomes one hard event, and the counter restarts (HPI Bounced Email Service).
+- **hard**, rule `daily` (Launchpad, Mailman): a score that rises by one per UTC calendar day with at least
+  one hard event, not per bounce, so one bad mailing cannot disable anyone. It resets to zero when it has
+  not risen for `quiet` seconds; in Redis that is the key's TTL, re-armed only when the score rises.
+- **hard**, rule `count` (MediaWiki's "3 in a week"): `count_threshold` hard events within `count_window`.
+- Reaching the threshold disables the address (`disabled-bounces`) in `enforce` mode; in `observe` mode
+  the counters run and the decision is reported, but nothing is disabled. A disabled state never expires.
+- Reasons that say nothing about the address (blocked, spam, policy, size, rate ...), auto-replies,
+  feedback reports, success and delay notices, forged VERP and failures of unknown kind are recorded,
+  never scored. A domain whose circuit breaker is open scores nothing either (store/README in the
+  project README: "Circuit breaker").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
+
+DAY = 86_400
+
+
+class State(StrEnum):
+    """Launchpad's list of email address states. Only ACTIVE addresses are mailed."""
+
+    ACTIVE = "active"
+    DISABLED_BOUNCES = "disabled-bounces"
+    DISABLED_USER = "disabled-user"
+    DISABLED_ADMIN = "disabled-admin"
+
+
+class Effect(StrEnum):
+    """What one recorded failure contributes to its address's counters."""
+
+    HARD = "hard"
+    SOFT = "soft"
+    NONE = "none"
+
+
+class Rule(StrEnum):
+    DAILY = "daily"
+    COUNT = "count"
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    ENFORCE = "enforce"
+
+
+# Reasons that describe the message, the sender or the path, not the recipient's address (issue 3:
+# "blocked, spam/content/policy/virus filtered, DMARC/auth failures, message too large, rate limits").
+# `rejected` is Sisimai's "the *sender* was rejected"; `norelaying` and `syntaxerror` are our own MTA's
+# configuration problems; `exceedlimit` is a size limit.
+DEFAULT_NON_SCORING: frozenset[Reason] = frozenset(
+    {
+        Reason.BLOCKED,
+        Reason.FILTERED,
+        Reason.SPAMDETECTED,
+        Reason.POLICYVIOLATION,
+        Reason.VIRUSDETECTED,
+        Reason.CONTENTERROR,
+        Reason.SECURITYERROR,
+        Reason.AUTHFAILURE,
+        Reason.MESGTOOBIG,
+        Reason.EXCEEDLIMIT,
+        Reason.TOOMANYCONN,
+        Reason.REJECTED,
+        Reason.NORELAYING,
+        Reason.SYNTAXERROR,
+        # Not failures at all.
+        Reason.VACATION,
+        Reason.FEEDBACK,
+        Reason.DELIVERED,
+        Reason.DELAYED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The policy's parameters, with every window in seconds (tests use windows of a second or two)."""
+
+    mode: Mode = Mode.OBSERVE
+    rule: Rule = Rule.DAILY
+    soft_threshold: int = 5
+    soft_window: int = 7 * DAY
+    hard_threshold: int = 5
+    quiet: int = 7 * DAY
+    count_threshold: int = 3
+    count_window: int = 7 * DAY
+    # The length of a "calendar day" for the daily rule: 86400 in production (UTC days, since epoch
+    # seconds have no leap seconds); tests shrink it to watch a score rise over several "days".
+    day_length: int = DAY
+    non_scoring: frozenset[Reason] = field(default=DEFAULT_NON_SCORING)
+    # Per-domain circuit breaker: `breaker_addresses` distinct addresses of one domain with a scored
+    # failure within `breaker_window` open it for `breaker_freeze`; 0 addresses: no breaker.
+    breaker_addresses: int = 100
+    breaker_window: int = 600
+    breaker_freeze: int = DAY
+
+    def day(self, now: float) -> int:
+        """The day number the daily rule uses for `now`."""
+        return int(now // self.day_length)
+
+    @property
+    def threshold(self) -> int:
+        return self.hard_threshold if self.rule is Rule.DAILY else self.count_threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    effect: Effect
+    # Why a failure is not scored ("non-scoring reason", "forged" ...); empty when it is.
+    why: str = ""
+
+
+def assess(kind: BounceKind, reason: Reason, rules: Rules, *, forged: bool = False) -> Assessment:
+    """Decide what one failure of one address contributes, before any counter is looked at."""
+    if forged:
+        return Assessment(Effect.NONE, "forged")
+    if reason in rules.non_scoring:
+        return Assessment(Effect.NONE, f"reason {reason.value} says nothing about the address")
+    if kind is BounceKind.PERMANENT:
+        return Assessment(Effect.HARD)
+    if kind is BounceKind.TEMPORARY:
+        return Assessment(Effect.SOFT)
+    return Assessment(Effect.NONE, "kind unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class AddressState:
+    """The counters of one address, with the time each one would be dropped by its TTL."""
+
+    state: State = State.ACTIVE
+    soft_count: int = 0
+    soft_expires: float | None = None
+    hard_score: int = 0
+    hard_day: int | None = None
+    hard_expires: float | None = None
+    # The times of the hard events inside the count rule's window.
+    hits: tuple[float, ...] = ()
+    hits_expires: float | None = None
+
+    def at(self, now: float, rules: Rules) -> AddressState:
+        """The state as Redis would show it at `now`: expired counters are gone."""
+        s = self
+        if s.soft_expires is not None and now >= s.soft_expires:
+            s = replace(s, soft_count=0, soft_expires=None)
+        if s.hard_expires is not None and now >= s.hard_expires:
+            s = replace(s, hard_score=0, hard_day=None, hard_expires=None)
+        if s.hits_expires is not None and now >= s.hits_expires:
+            s = replace(s, hits=(), hits_expires=None)
+        return s
+
+    def score(self, rules: Rules) -> int:
+        return self.hard_score if rules.rule is Rule.DAILY else len(self.hits)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The result of one event: the new state and what happened."""
+
+    state: AddressState
+    scored: bool = False
+    # A soft counter reached its threshold and became one hard event.
+    converted: bool = False
+    # The address went from active to disabled-bounces with this event.
+    disabled: bool = False
+    # The threshold is reached (in observe mode: the address *would* be disabled).
+    reached: bool = False
+    why: str = ""
+
+
+def step(current: AddressState, effect: Effect, now: float, rules: Rules, *, frozen: bool = False) -> Step:
+    """Apply one assessed failure at `now`. Mirrors store/lua/record.lua line by line."""
+    s = current.at(now, rules)
+    if effect is Effect.NONE:
+        return Step(s)
+    if frozen:
+        return Step(s, why="domain circuit breaker open")
+    if s.state is not State.ACTIVE:
+        return Step(s, why=f"address is {s.state.value}")
+    converted = False
+    if effect is Effect.SOFT:
+        count = s.soft_count + 1
+        if count < rules.soft_threshold:
+            return Step(replace(s, soft_count=count, soft_expires=now + rules.soft_window), scored=True)
+        s = replace(s, soft_count=0, soft_expires=None)
+        converted = True
+    if rules.rule is Rule.DAILY:
+        today = rules.day(now)
+        if s.hard_day != today:
+            s = replace(s, hard_score=s.hard_score + 1, hard_day=today, hard_expires=now + rules.quiet)
+    else:
+        hits = (*(t for t in s.hits if t > now - rules.count_window), now)
+        s = replace(s, hits=hits, hits_expires=now + rules.count_window)
+    reached = s.score(rules) >= rules.threshold
+    disabled = reached and rules.mode is Mode.ENFORCE
+    if disabled:
+        s = replace(s, state=State.DISABLED_BOUNCES)
+    return Step(s, scored=True, converted=converted, disabled=disabled, reached=reached)
+
+
+def replay(events: Iterable[tuple[float, Effect]], rules: Rules) -> AddressState:
+    """The state after a sequence of (now, effect) events, from a fresh address."""
+    s = AddressState()
+    for now, effect in events:
+        s = step(s, effect, now, rules).state
+    return s
+
+
+# --- SMTP-time failures (Launchpad): a reply code the application got when it submitted mail ---
+
+# RFC 3463 section 3 subject.detail codes, and RFC 7372 for the authentication ones.
+_STATUS_REASONS: dict[str, Reason] = {
+    "1.1": Reason.USERUNKNOWN,  # bad destination mailbox address
+    "1.2": Reason.HOSTUNKNOWN,  # bad destination system address
+    "1.3": Reason.USERUNKNOWN,  # bad destination mailbox address syntax
+    "1.6": Reason.HASMOVED,  # destination mailbox has moved
+    "2.1": Reason.SUSPEND,  # mailbox disabled, not accepting messages
+    "2.2": Reason.MAILBOXFULL,
+    "2.3": Reason.MESGTOOBIG,
+    "3.4": Reason.MESGTOOBIG,
+    "4.1": Reason.NETWORKERROR,
+    "4.2": Reason.NETWORKERROR,
+    "4.4": Reason.HOSTUNKNOWN,  # unable to route
+    "4.7": Reason.EXPIRED,
+    "5.3": Reason.SYSTEMERROR,
+    "7.0": Reason.SECURITYERROR,
+    "7.1": Reason.BLOCKED,  # delivery not authorized, message refused
+    "7.20": Reason.AUTHFAILURE,  # RFC 7372: no passing DKIM signature
+    "7.23": Reason.AUTHFAILURE,  # SPF validation failed
+    "7.25": Reason.AUTHFAILURE,  # reverse DNS validation failed
+    "7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
+}
+# Words in a reply text that say the failure is about us or the message, not the address. Checked before
+# the status: "550 5.1.1 ... blocked by Spamhaus" is a block, whatever the status claims.
+_TEXT_REASONS: tuple[tuple[re.Pattern[str], Reason], ...] = (
+    (
+        re.compile(r"blocked|blacklist|block ?list|denylist|\blisted\b|reputation|\brbl\b|spamhaus", re.I),
+        Reason.BLOCKED,
+    ),
+    (re.compile(r"spam|junk|bulk mail", re.I), Reason.SPAMDETECTED),
+    (re.compile(r"virus|malware", re.I), Reason.VIRUSDETECTED),
+    (re.compile(r"\bdmarc\b|\bspf\b|\bdkim\b|authenticat", re.I), Reason.AUTHFAILURE),
+    (re.compile(r"greylist|graylist|try again later", re.I), Reason.BLOCKED),
+    (
+        re.compile(r"rate limit|too many (?:messages|connections|recipients)|throttl", re.I),
+        Reason.TOOMANYCONN,
+    ),
+    (re.compile(r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum|size)", re.I), Reason.MESGTOOBIG),
+    (re.compile(r"policy|content|not allowed|prohibited", re.I), Reason.POLICYVIOLATION),
+    (re.compile(r"relay(?:ing)? (?:denied|not permitted|access denied)", re.I), Reason.NORELAYING),
+)
+_ADDRESS_TEXT: tuple[tuple[re.Pattern[str], Reason], ...] = (
+    (
+        re.compile(
+            r"user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox unavailable|"
+            r"does not exist|doesn't exist|invalid (?:recipient|mailbox|address)|recipient rejected|"
+            r"address rejected|not found",
+            re.I,
+        ),
+        Reason.USERUNKNOWN,
+    ),
+    (re.compile(r"mailbox (?:is )?full|over ?quota|quota exceeded", re.I), Reason.MAILBOXFULL),
+    (re.compile(r"disabled|suspended|inactive", re.I), Reason.SUSPEND),
+)
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+# A 450 or 5xx is permanent only for these (or when nothing says otherwise): model.py's rule that
+# PERMANENT means the address itself is dead.
+_PERMANENT_REASONS = frozenset(ADDRESS_REASONS | {Reason.UNDEFINED})
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpFailure:
+    kind: BounceKind
+    reason: Reason
+    status: str | None
+
+
+def judge_smtp_reply(code: int, status: str | None, text: str) -> SmtpFailure:
+    """Classify a reply the application got when it submitted mail (`bouncekeeper record`).
+
+    The seed's rule: 450 and 5xx are permanent, other 4xx temporary; unless the status or the text says
+    the failure is not about the address (a block, spam, policy, size, rate, a full mailbox), which is
+    then TEMPORARY with that reason: the treatment the classifier gives such DSNs (core/model.py).
+    Raises ValueError for a code that is no failure or a malformed status.
+    """
+    if not 400 <= code <= 599:
+        raise ValueError(f"not a failure reply code: {code}")
+    clean = status.strip() if status else None
+    match = _STATUS.match(clean) if clean else None
+    if clean and match is None:
+        raise ValueError(f"not an RFC 3463 status: {status!r}")
+    by_status: Reason | None = None
+    if match is not None:
+        by_status = _STATUS_REASONS.get(f"{int(match.group(2))}.{int(match.group(3))}")
+    by_text = next((reason for pattern, reason in _TEXT_REASONS if pattern.search(text)), None)
+    address_text = next((reason for pattern, reason in _ADDRESS_TEXT if pattern.search(text)), None)
+    reason = by_text or by_status or address_text or Reason.UNDEFINED
+    permanent = (code == 450 or code >= 500) and reason in _PERMANENT_REASONS
+    if match is not None and match.group(1) == "4":
+        permanent = False  # the enhanced status is the finer statement (RFC 3463 section 2)
+    return SmtpFailure(BounceKind.PERMANENT if permanent else BounceKind.TEMPORARY, reason, clean)

@@ -1,0 +1,96 @@
+"""The Redis key schema: the one place key names are made and parsed.
+
+Every key starts with the configured prefix (default `bk:`). Per-address keys carry the normalised address
+inside braces, `bk:{alice@example.org}:hard`: readable with redis-cli, and a Redis Cluster hash tag, so
+every key of one address lives in one slot and one Lua script can update them atomically. Domain keys use
+the domain as their tag. The README's "Redis keys" table documents each key; keep it in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Per-address key suffixes.
+STATE = "state"  # hash: state, since, by. Absent means active. Never expires.
+SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
+HARD = "hard"  # hash: score, day (day number of the last rise); TTL = quiet period after the last rise
+HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
+EVENTS = "events"  # list of JSON events, newest first, capped; TTL = history_days after the last event
+SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
+
+ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "bk:"
+
+    def address(self, address: str, suffix: str) -> str:
+        return f"{self.prefix}{{{address}}}:{suffix}"
+
+    def seen(self, address: str, event_id: str) -> str:
+        return f"{self.prefix}{{{address}}}:{SEEN}:{event_id}"
+
+    def record_keys(self, address: str, event_id: str) -> list[str]:
+        """KEYS of record.lua, in its order."""
+        return [
+            *(self.address(address, s) for s in (STATE, SOFT, HARD, HITS, EVENTS)),
+            self.seen(address, event_id),
+        ]
+
+    def admin_keys(self, address: str) -> list[str]:
+        """KEYS of admin.lua, in its order."""
+        return [self.address(address, s) for s in (STATE, SOFT, HARD, HITS, EVENTS)]
+
+    def failing(self, domain: str) -> str:
+        """zset address -> time of its last scored failure, the breaker's sliding window."""
+        return f"{self.prefix}domain:{{{domain}}}:failing"
+
+    def frozen(self, domain: str) -> str:
+        """hash since, addresses: exists while the domain's circuit breaker is open."""
+        return f"{self.prefix}domain:{{{domain}}}:frozen"
+
+    @property
+    def stream(self) -> str:
+        """The global event stream (XADD MAXLEN ~ stream_size)."""
+        return f"{self.prefix}events"
+
+    @property
+    def stats(self) -> str:
+        """hash of counters: events by kind, duplicates, breaker trips."""
+        return f"{self.prefix}stats"
+
+    def token(self, token: str) -> str:
+        """hash recipients, message_id, sender, context: a multi-recipient VERP token."""
+        return f"{self.prefix}token:{token}"
+
+    def raw(self, event_id: str) -> str:
+        """string: the raw bounce, when raw_days > 0."""
+        return f"{self.prefix}raw:{event_id}"
+
+    def address_pattern(self, suffix: str) -> str:
+        """A SCAN MATCH pattern for one suffix of every address (the prefix escaped for globbing)."""
+        return f"{_glob_escape(self.prefix)}\\{{*}}:{suffix}"
+
+    def frozen_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}domain:\\{{*}}:frozen"
+
+    def parse_address(self, key: str | bytes) -> str | None:
+        """The address in a per-address key, or None when the key is not one."""
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        if not text.startswith(self.prefix + "{"):
+            return None
+        inner, sep, _suffix = text[len(self.prefix) + 1 :].rpartition("}:")
+        return inner if sep else None
+
+    def parse_domain(self, key: str | bytes) -> str | None:
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        head = self.prefix + "domain:{"
+        if not text.startswith(head):
+            return None
+        inner, sep, _suffix = text[len(head) :].rpartition("}:")
+        return inner if sep else None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

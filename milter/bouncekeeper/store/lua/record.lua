@@ -1,0 +1,97 @@
+-- Record one event for one address, atomically: dedup, counters, state, history.
+-- The same machine as core/policy.py `step` (keep them in step; tests/test_store.py compares them).
+-- All KEYS share the address's hash tag, so this runs on one Redis Cluster slot.
+--
+-- KEYS: 1 state (hash)  2 soft (string counter)  3 hard (hash score/day)  4 hits (zset, count rule)
+--       5 events (list, newest first)  6 seen (string: this event was already recorded)
+-- ARGV: 1 effect hard|soft|none  2 now (epoch seconds)  3 day number  4 mode observe|enforce
+--       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
+--       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
+--       15 event id (hits member)  16 frozen 0|1
+-- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why}
+
+local effect = ARGV[1]
+local now = tonumber(ARGV[2])
+local rule = ARGV[5]
+
+local function score()
+  if rule == 'daily' then
+    return tonumber(redis.call('HGET', KEYS[3], 'score') or '0')
+  end
+  return redis.call('ZCARD', KEYS[4])
+end
+
+local function soft_count()
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+
+local dedup_ttl = tonumber(ARGV[13])
+if dedup_ttl > 0 then
+  if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', dedup_ttl) then
+    local state = redis.call('HGET', KEYS[1], 'state') or 'active'
+    return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded'}
+  end
+end
+
+local state = redis.call('HGET', KEYS[1], 'state') or 'active'
+local scored, converted, disabled, reached = 0, 0, 0, 0
+local why = ''
+
+if effect ~= 'none' then
+  if ARGV[16] == '1' then
+    effect = 'none'
+    why = 'domain circuit breaker open'
+  elseif state ~= 'active' then
+    effect = 'none'
+    why = 'address is ' .. state
+  end
+end
+
+if effect == 'soft' then
+  scored = 1
+  local count = redis.call('INCR', KEYS[2])
+  if count < tonumber(ARGV[6]) then
+    redis.call('EXPIRE', KEYS[2], ARGV[7])
+  else
+    -- The soft threshold inside the window is one hard event; the counter restarts (HPI).
+    redis.call('DEL', KEYS[2])
+    converted = 1
+    effect = 'hard'
+  end
+end
+
+if effect == 'hard' then
+  scored = 1
+  if rule == 'daily' then
+    -- Once per day: the score rises only on a day it has not risen yet, and only then is the
+    -- quiet-period TTL re-armed, so a score that stops rising drops to zero by itself.
+    if redis.call('HGET', KEYS[3], 'day') ~= ARGV[3] then
+      redis.call('HINCRBY', KEYS[3], 'score', 1)
+      redis.call('HSET', KEYS[3], 'day', ARGV[3])
+      redis.call('EXPIRE', KEYS[3], ARGV[9])
+    end
+  else
+    -- %.17g: the exact double, as Python computes it (Lua's default %.14g would round).
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
+    redis.call('ZADD', KEYS[4], ARGV[2], ARGV[15])
+    redis.call('EXPIRE', KEYS[4], ARGV[10])
+  end
+  if score() >= tonumber(ARGV[8]) then
+    reached = 1
+    if ARGV[4] == 'enforce' then
+      state = 'disabled-bounces'
+      disabled = 1
+      redis.call('HSET', KEYS[1], 'state', state, 'since', ARGV[2], 'by', 'bounces')
+    end
+  end
+end
+
+local current = score()
+local soft = soft_count()
+local decision = string.format(',"scored":%s,"state":"%s","score":%d,"soft":%d}',
+  scored == 1 and 'true' or 'false', state, current, soft)
+redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
+redis.call('EXPIRE', KEYS[5], ARGV[12])
+
+return {'new', state, current, soft, scored, converted, disabled, reached, why}

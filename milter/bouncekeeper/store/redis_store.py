@@ -1,0 +1,483 @@
+"""Bounce state in Redis: one atomic Lua step per address, at most two round trips per bounce.
+
+Round trip 1 (a pipeline): has this bounce been recorded for these addresses already, and, for failures
+that score, the domain circuit breaker (store/lua/breaker.lua, on the domain's slot). Round trip 2 (a
+pipeline): record.lua for each address (dedup, counters, state and history, atomically on the address's
+slot), the global stream entry and the stats counters. Only the bounce that disables an address (or opens
+a breaker) costs a third, for the stream entry announcing it.
+
+Every Redis failure becomes `StoreUnavailable`, the one error the adapters turn into a tempfail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import redis
+import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from bouncekeeper.config import RedisSettings
+from bouncekeeper.core.addresses import domain_of
+from bouncekeeper.core.policy import Effect, Rules, State
+from bouncekeeper.log import get_logger
+from bouncekeeper.store import keys as k
+from bouncekeeper.store.errors import StoreUnavailable
+from bouncekeeper.store.event import Event, EventKind, Source
+
+log = get_logger(__name__)
+
+Client: TypeAlias = "redis.Redis | RedisCluster"
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+DAY = 86_400
+
+
+def _script(name: str) -> str:
+    return importlib.resources.files("bouncekeeper.store").joinpath("lua", name).read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One address's part of one bounce."""
+
+    address: str
+    effect: Effect
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    address: str
+    duplicate: bool
+    state: State
+    score: int
+    soft_count: int
+    scored: bool = False
+    converted: bool = False
+    disabled: bool = False
+    reached: bool = False
+    frozen: bool = False
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressView:
+    """One address as Redis holds it now, with the seconds left before each counter resets."""
+
+    address: str
+    state: State
+    since: float | None = None
+    by: str | None = None
+    soft_count: int = 0
+    soft_ttl: int | None = None
+    hard_score: int = 0
+    hard_day: int | None = None
+    hard_ttl: int | None = None
+    hits: int = 0
+    hits_ttl: int | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tracked(self) -> bool:
+        return self.state is not State.ACTIVE or bool(self.soft_count or self.hard_score or self.hits)
+
+
+def make_client(settings: RedisSettings, url: str | None = None) -> Client:
+    """A redis-py client with the configured bounds: timeouts, and a few retries with backoff."""
+    url = url if url is not None else settings.url
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), settings.retries)
+    common: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": retry,
+        "decode_responses": True,
+    }
+    if url.startswith(CLUSTER_SCHEMES):
+        plain = url.replace("+cluster", "", 1)
+        return RedisCluster.from_url(plain, **common)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or redis+cluster://"
+        )
+    return redis.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
+
+
+@contextlib.contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Turn every Redis failure into StoreUnavailable, naming what we were doing."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as exc:
+        # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
+        log.error("redis refused %s: %s", what, exc)
+        raise StoreUnavailable(f"{what}: redis error: {exc}") from exc
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
+
+
+class Store:
+    def __init__(
+        self,
+        client: Client,
+        settings: RedisSettings | None = None,
+        *,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        # Any: redis-py's annotations type replies as bytes | str whatever decode_responses says; ours
+        # are always str (decode_responses=True in make_client).
+        self.client: Any = client
+        self.settings = settings or RedisSettings()
+        self.keys = k.Keys(self.settings.prefix)
+        self.cluster = isinstance(client, RedisCluster)
+        self._on_close = on_close
+        self._sources = {name: _script(f"{name}.lua") for name in ("record", "breaker", "admin")}
+        self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}  # noqa: S324 -- Redis names scripts by SHA-1
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings, url: str | None = None) -> Store:
+        return cls(make_client(settings, url), settings)
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            self.client.close()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    # --- scripts ---
+
+    def _load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            self.client.script_load(source)
+            log.debug("loaded %s.lua", name)
+
+    def _batch(self) -> _Batch:
+        return _Batch(self)
+
+    def _evalsha(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        # execute_command: redis-py blocks the evalsha *method* on cluster pipelines, not the command,
+        # which it routes by its keys (all in one slot here).
+        return client.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+    def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return self._evalsha(self.client, name, keys, args)
+        except redis.exceptions.NoScriptError:
+            self._load_scripts()
+            return self._evalsha(self.client, name, keys, args)
+
+    # --- recording ---
+
+    def record(
+        self,
+        items: Sequence[Item],
+        *,
+        now: float,
+        rules: Rules,
+        raw: bytes | None = None,
+    ) -> list[Result]:
+        """Record one bounce's items (one per address) atomically per address; ≤ 2 round trips."""
+        if not items:
+            return []
+        s = self.settings
+        with _guard("record bounce"):
+            # Round trip 1: already recorded? And the breaker for the failures that would score.
+            batch = self._batch()
+            breaker_at: dict[int, int] = {}
+            for item in items:
+                batch.pipe.exists(self.keys.seen(item.address, item.event.id))
+            for n, item in enumerate(items):
+                if item.effect is not Effect.NONE and rules.breaker_addresses > 0:
+                    domain = domain_of(item.address)
+                    breaker_at[n] = batch.script(
+                        "breaker",
+                        [self.keys.failing(domain), self.keys.frozen(domain)],
+                        [
+                            item.address,
+                            repr(now),
+                            rules.breaker_window,
+                            rules.breaker_addresses,
+                            rules.breaker_freeze,
+                        ],
+                    )
+            first = batch.execute()
+            seen = [bool(x) for x in first[: len(items)]]
+            frozen = {n: bool(first[i][0]) for n, i in breaker_at.items()}
+            opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
+
+            # Round trip 2: the atomic per-address steps, the stream and the stats.
+            batch = self._batch()
+            pipe = batch.pipe
+            day = rules.day(now)
+            calls: dict[int, tuple[int, bool]] = {}
+            for n, item in enumerate(items):
+                is_frozen = frozen.get(n, False)
+                # A duplicate still runs the script (it changes nothing and reports the current state)
+                # but adds no stream entry. Two copies delivered at the same instant can both pass
+                # round trip 1: the script still counts one, the stream may show both (same `id`).
+                at = self._record_call(batch, item, now=now, day=day, rules=rules, frozen=is_frozen)
+                calls[n] = (at, is_frozen)
+                if seen[n]:
+                    pipe.hincrby(self.keys.stats, "duplicates", 1)
+                    continue
+                self._xadd(pipe, item.event)
+                pipe.hincrby(self.keys.stats, f"events:{item.event.kind.value}", 1)
+            for n, count in opened.items():
+                alert = Event(
+                    at=now,
+                    kind=EventKind.BREAKER,
+                    source=items[n].event.source,
+                    address=items[n].address,
+                    note=f"domain {domain_of(items[n].address)}: {count} addresses failing within "
+                    f"{rules.breaker_window} s; scoring frozen for {rules.breaker_freeze} s",
+                )
+                self._xadd(pipe, alert)
+                pipe.hincrby(self.keys.stats, "breaker:opened", 1)
+                log.warning("circuit breaker opened: %s", alert.note)
+            if raw is not None and s.raw_days > 0 and not all(seen):
+                pipe.set(self.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
+            second = batch.execute()
+
+            results: list[Result] = []
+            announce: list[Event] = []
+            for n, item in enumerate(items):
+                i, was_frozen = calls[n]
+                r = second[i]
+                result = Result(
+                    address=item.address,
+                    duplicate=r[0] == "duplicate",
+                    state=State(r[1]),
+                    score=int(r[2]),
+                    soft_count=int(r[3]),
+                    scored=bool(r[4]),
+                    converted=bool(r[5]),
+                    disabled=bool(r[6]),
+                    reached=bool(r[7]),
+                    frozen=was_frozen,
+                    why=str(r[8]),
+                )
+                results.append(result)
+                if result.disabled or (result.reached and result.scored):
+                    announce.append(
+                        Event(
+                            at=now,
+                            kind=EventKind.DISABLED if result.disabled else EventKind.THRESHOLD,
+                            source=item.event.source,
+                            address=item.address,
+                            id=item.event.id,
+                            note=f"score {result.score}/{rules.threshold} ({rules.rule.value} rule)",
+                        )
+                    )
+            if announce:
+                # The rare third round trip: only the bounce that crosses the threshold pays it.
+                pipe = self.client.pipeline(transaction=False)
+                for event in announce:
+                    self._xadd(pipe, event)
+                    pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
+                pipe.execute()
+            return results
+
+    def _record_call(
+        self, batch: _Batch, item: Item, *, now: float, day: int, rules: Rules, frozen: bool
+    ) -> int:
+        s = self.settings
+        event = item.event
+        return batch.script(
+            "record",
+            self.keys.record_keys(item.address, event.id),
+            [
+                item.effect.value,
+                repr(now),
+                day,
+                rules.mode.value,
+                rules.rule.value,
+                rules.soft_threshold,
+                rules.soft_window,
+                rules.threshold,
+                rules.quiet,
+                rules.count_window,
+                s.history_size,
+                s.history_days * DAY,
+                s.dedup_hours * 3600 if event.id else 0,
+                event.to_json(),
+                event.id or repr(now),
+                1 if frozen else 0,
+            ],
+        )
+
+    def _xadd(self, pipe: Any, event: Event) -> None:
+        pipe.xadd(self.keys.stream, event.stream_fields(), maxlen=self.settings.stream_size, approximate=True)
+
+    def log_event(self, event: Event) -> None:
+        """An event for the global stream only (forged VERP, loops): one round trip."""
+        with _guard("log event"):
+            pipe = self.client.pipeline(transaction=False)
+            self._xadd(pipe, event)
+            pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
+            pipe.execute()
+
+    # --- the operator's view and acts ---
+
+    def view(self, address: str, *, events: int = 10) -> AddressView:
+        a = self.keys.address
+        with _guard("read address"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(a(address, k.STATE))
+            pipe.get(a(address, k.SOFT))
+            pipe.ttl(a(address, k.SOFT))
+            pipe.hgetall(a(address, k.HARD))
+            pipe.ttl(a(address, k.HARD))
+            pipe.zcard(a(address, k.HITS))
+            pipe.ttl(a(address, k.HITS))
+            pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
+            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = pipe.execute()
+
+        def ttl(value: int) -> int | None:
+            return int(value) if int(value) >= 0 else None
+
+        return AddressView(
+            address=address,
+            state=State(st.get("state", State.ACTIVE.value)),
+            since=float(st["since"]) if "since" in st else None,
+            by=st.get("by"),
+            soft_count=int(soft or 0),
+            soft_ttl=ttl(soft_ttl),
+            hard_score=int(hard.get("score", 0)),
+            hard_day=int(hard["day"]) if "day" in hard else None,
+            hard_ttl=ttl(hard_ttl),
+            hits=int(hits),
+            hits_ttl=ttl(hits_ttl),
+            events=[json.loads(e) for e in history][:events] if events > 0 else [],
+        )
+
+    def admin(
+        self, address: str, action: str, event: Event, *, state: State | None = None
+    ) -> tuple[State, State]:
+        """enable | disable (to `state`) | reset, with the audit event in the history and the stream."""
+        s = self.settings
+        with _guard(f"{action} address"):
+            before, after = self._call(
+                "admin",
+                self.keys.admin_keys(address),
+                [
+                    action,
+                    (state or State.ACTIVE).value,
+                    repr(event.at),
+                    event.note or event.source.value,
+                    event.to_json(),
+                    s.history_size,
+                    s.history_days * DAY,
+                ],
+            )
+            self.log_event(event)
+        return State(before), State(after)
+
+    def is_suppressed(self, address: str) -> bool:
+        with _guard("read state"):
+            state = self.client.hget(self.keys.address(address, k.STATE), "state")
+        return state is not None and state != State.ACTIVE.value
+
+    def addresses(self, suffixes: Sequence[str] = (k.STATE, k.HARD, k.SOFT, k.HITS)) -> Iterator[str]:
+        """Every address with one of these keys (SCAN, on every node of a cluster). Unordered, unique."""
+        seen: set[str] = set()
+        with _guard("scan addresses"):
+            for suffix in suffixes:
+                for key in self.client.scan_iter(match=self.keys.address_pattern(suffix), count=1000):
+                    address = self.keys.parse_address(key)
+                    if address is not None and address not in seen:
+                        seen.add(address)
+                        yield address
+
+    def frozen_domains(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with _guard("scan breakers"):
+            for key in self.client.scan_iter(match=self.keys.frozen_pattern(), count=1000):
+                domain = self.keys.parse_domain(key)
+                if domain is not None:
+                    info: dict[str, Any] = dict(self.client.hgetall(key))
+                    info["ttl"] = int(self.client.ttl(key))
+                    out[domain] = info
+        return out
+
+    def counters(self) -> dict[str, int]:
+        with _guard("read stats"):
+            raw = self.client.hgetall(self.keys.stats)
+            length = self.client.xlen(self.keys.stream)
+        out = {key: int(value) for key, value in raw.items()}
+        out["stream:length"] = int(length)
+        return out
+
+    def recent(self, count: int = 20) -> list[tuple[str, dict[str, str]]]:
+        with _guard("read stream"):
+            entries = self.client.xrevrange(self.keys.stream, count=count)
+        return [(str(i), dict(f)) for i, f in entries]
+
+    # --- token mode (several recipients behind one VERP address) ---
+
+    def put_token(self, token: str, fields: dict[str, str], ttl: int) -> None:
+        """Store a token's data for `ttl` seconds (the VERP validity). Tokens are random: 80 bits."""
+        key = self.keys.token(token)
+        with _guard("store token"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def get_token(self, token: str) -> dict[str, str] | None:
+        with _guard("read token"):
+            data = self.client.hgetall(self.keys.token(token))
+        return dict(data) if data else None
+
+    def ping(self) -> None:
+        with _guard("ping"):
+            self.client.ping()
+
+
+class _Batch:
+    """A non-transactional pipeline that remembers its script calls.
+
+    When Redis answers NOSCRIPT (it restarted and forgot the scripts), the scripts are loaded and only
+    the script calls that failed are sent again: the other commands of the batch (stream entries,
+    counters) already ran and must not run twice.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pipe: Any = store.client.pipeline(transaction=False)
+        self.calls: dict[int, tuple[str, list[str], list[Any]]] = {}
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> int:
+        """Queue a script call; return its position in the results."""
+        at = len(self.pipe)
+        self.calls[at] = (name, list(keys), list(args))
+        self.store._evalsha(self.pipe, name, keys, args)
+        return at
+
+    def execute(self) -> list[Any]:
+        if not len(self.pipe):
+            return []
+        results: list[Any] = self.pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            self.store._load_scripts()
+            again: Any = self.store.client.pipeline(transaction=False)
+            for i in missing:
+                name, keys, args = self.calls[i]
+                self.store._evalsha(again, name, keys, args)
+            for i, r in zip(missing, again.execute(raise_on_error=False), strict=True):
+                results[i] = r
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+
+__all__ = ["AddressView", "Item", "Result", "Source", "Store", "StoreUnavailable", "make_client"]

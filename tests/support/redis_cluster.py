@@ -1,0 +1,88 @@
+"""A private Redis Cluster of three masters on free 127.0.0.1 ports, started and stopped by the tests.
+
+Three `redis-server --cluster-enabled yes` processes joined with `redis-cli --cluster create ...
+--cluster-replicas 0 --cluster-yes` (shared/MTA-NOTES.md). Stopped by PID.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+
+import redis
+from redis.cluster import RedisCluster
+
+
+def free_port() -> int:
+    # Cluster bus port = port + 10000 must be free too; pick ports low enough for that.
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisClusterServers:
+    def __init__(self, directory: pathlib.Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.ports = [free_port() for _ in range(masters)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        for port in self.ports:
+            node = self.directory / str(port)
+            node.mkdir(parents=True, exist_ok=True)
+            argv = [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node / "nodes.conf"), "--dir", str(node), "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+            ]  # fmt: skip
+            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.ports:
+            self._wait(lambda p=port: redis.Redis(port=p).ping())
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
+
+    def _wait(self, ready: object) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ready():  # type: ignore[operator]
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis cluster did not come up")
+            time.sleep(0.05)
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.ports[0])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.procs = []

@@ -1,0 +1,312 @@
+"""The Redis store against real servers: one redis-server and a three-master Redis Cluster.
+
+Every test taking `store` runs on both. The Lua steps are checked against core/policy.py's `step`, the
+executable specification; TTL resets are watched happen in Redis with windows of a second or two.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from bouncekeeper.config import RedisSettings
+from bouncekeeper.core.policy import DAY, AddressState, Effect, Mode, Rule, Rules, State, step
+from bouncekeeper.store import Store, StoreUnavailable
+from bouncekeeper.store import keys as k
+from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.redis_store import Item
+from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_server import RedisServer
+
+T0 = 1_763_769_600.0
+ENFORCE = Rules(mode=Mode.ENFORCE, breaker_addresses=0)
+ADDRESS = "alice@example.org"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_db")
+        url = server.url
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        url = cluster.url
+    s = Store.from_settings(RedisSettings(url=url, history_size=5))
+    s.client.flushall()
+    yield s
+    s.close()
+
+
+_counter = iter(range(10**9))
+
+
+def item(
+    address: str = ADDRESS, effect: Effect = Effect.HARD, *, at: float = T0, id: str | None = None
+) -> Item:
+    kind = {Effect.HARD: EventKind.PERMANENT, Effect.SOFT: EventKind.TEMPORARY}.get(
+        effect, EventKind.AUTOREPLY
+    )
+    event = Event(
+        at=at,
+        kind=kind,
+        source=Source.CLI,
+        address=address,
+        id=id or f"ev{next(_counter)}",
+        status="5.1.1",
+        reason="userunknown",
+        diagnostic="smtp; 550 5.1.1 no such user",
+        remote_mta="mx.example.org",
+        message_id="<m1@example.net>",
+    )
+    return Item(address, effect, event)
+
+
+def test_score_rises_per_day_and_disables_at_threshold(store: Store) -> None:
+    results = [store.record([item(at=T0 + d * DAY + h)], now=T0 + d * DAY + h, rules=ENFORCE)[0]
+               for d in range(5) for h in (0, 3600)]  # fmt: skip
+    assert [r.score for r in results] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [r.disabled for r in results].index(True) == 8
+    assert results[-1].state is State.DISABLED_BOUNCES
+    assert not results[-1].scored
+    assert store.is_suppressed(ADDRESS)
+    view = store.view(ADDRESS)
+    assert view.state is State.DISABLED_BOUNCES
+    assert view.by == "bounces"
+    assert view.hard_score == 5
+    assert view.hard_ttl is not None
+    assert view.hard_ttl > 6 * DAY
+    kinds = [fields["kind"] for _, fields in store.recent(50)]
+    assert kinds.count("disabled") == 1
+    assert kinds.count("permanent") == 10
+
+
+def test_observe_mode_announces_the_threshold_but_keeps_the_address_active(store: Store) -> None:
+    rules = Rules(mode=Mode.OBSERVE, breaker_addresses=0, hard_threshold=2)
+    store.record([item(at=T0)], now=T0, rules=rules)
+    r = store.record([item(at=T0 + DAY)], now=T0 + DAY, rules=rules)[0]
+    assert r.reached
+    assert not r.disabled
+    assert r.state is State.ACTIVE
+    assert not store.is_suppressed(ADDRESS)
+    assert [f["kind"] for _, f in store.recent(1)] == ["threshold"]
+
+
+EFFECTS = st.sampled_from([Effect.HARD, Effect.SOFT, Effect.NONE])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.tuples(EFFECTS, st.integers(min_value=0, max_value=3 * 3600)), min_size=1, max_size=25),
+    rule=st.sampled_from([Rule.DAILY, Rule.COUNT]),
+)
+def test_lua_step_matches_the_pure_policy(store: Store, steps: list[tuple[Effect, int]], rule: Rule) -> None:
+    # "Days" of an hour and windows of a few hours on a synthetic clock. Redis's TTLs run on the real
+    # clock, so when the model says a counter's TTL has run out, the test deletes that key, as the TTL
+    # would have (the TTLs themselves are watched firing in test_counters_reset_by_redis_ttl).
+    rules = Rules(mode=Mode.ENFORCE, rule=rule, day_length=3600, soft_threshold=3, hard_threshold=4,
+                  soft_window=5 * 3600, quiet=6 * 3600, count_threshold=4, count_window=4 * 3600,
+                  breaker_addresses=0)  # fmt: skip
+    store.client.flushall()
+    model = AddressState()
+    now = T0
+    for effect, gap in steps:
+        now += gap
+        aged = model.at(now, rules)
+        for suffix, before, after in (
+            (k.SOFT, model.soft_count, aged.soft_count),
+            (k.HARD, model.hard_score, aged.hard_score),
+            (k.HITS, len(model.hits), len(aged.hits)),
+        ):
+            if before and not after:
+                store.client.delete(store.keys.address(ADDRESS, suffix))
+        expected = step(model, effect, now, rules)
+        got = store.record([item(effect=effect, at=now)], now=now, rules=rules)[0]
+        model = expected.state
+        assert (got.state, got.score, got.soft_count) == (model.state, model.score(rules), model.soft_count)
+        assert (got.scored, got.converted, got.disabled, got.reached) == (
+            expected.scored,
+            expected.converted,
+            expected.disabled,
+            expected.reached,
+        )
+
+
+def test_counters_reset_by_redis_ttl(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, soft_window=1, quiet=2, breaker_addresses=0)
+    now = time.time()
+    store.record([item(effect=Effect.SOFT, at=now)], now=now, rules=rules)
+    store.record([item(effect=Effect.HARD, at=now)], now=now, rules=rules)
+    view = store.view(ADDRESS)
+    assert (view.soft_count, view.hard_score) == (1, 1)
+    assert view.soft_ttl is not None
+    assert view.soft_ttl <= 1
+    time.sleep(1.2)
+    view = store.view(ADDRESS)
+    assert (view.soft_count, view.hard_score) == (0, 1)
+    time.sleep(1.0)
+    view = store.view(ADDRESS)
+    assert (view.soft_count, view.hard_score, view.hard_ttl) == (0, 0, None)
+    assert len(view.events) == 2  # the history outlives the counters
+
+
+def test_disabled_state_has_no_ttl(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=1, quiet=1, breaker_addresses=0)
+    store.record([item()], now=T0, rules=rules)
+    assert store.client.ttl(store.keys.address(ADDRESS, k.STATE)) == -1
+    time.sleep(1.1)
+    assert store.view(ADDRESS).state is State.DISABLED_BOUNCES
+
+
+def test_same_bounce_delivered_twice_counts_once(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, day_length=1, breaker_addresses=0)
+    first = store.record([item(id="same", at=T0)], now=T0, rules=rules)[0]
+    again = store.record([item(id="same", at=T0 + 5)], now=T0 + 5, rules=rules)[0]
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.score == 1
+    assert not again.scored
+    assert len(store.view(ADDRESS).events) == 1
+    assert len(store.recent(10)) == 1
+    assert store.counters()["duplicates"] == 1
+
+
+def test_the_same_bounce_for_two_addresses_counts_for_each(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, breaker_addresses=0)
+    results = store.record(
+        [item("a@example.org", id="x"), item("b@example.org", id="x")], now=T0, rules=rules
+    )
+    assert [r.score for r in results] == [1, 1]
+
+
+def test_many_threads_recording_for_one_address_give_exact_counts(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, rule=Rule.COUNT, count_threshold=10**6, soft_threshold=10**6,
+                  breaker_addresses=0)  # fmt: skip
+    threads, per_thread = 8, 40
+
+    def work(n: int) -> None:
+        for i in range(per_thread):
+            effect = Effect.SOFT if i % 2 else Effect.HARD
+            # Every bounce is recorded twice, as an MTA retry would: the copy must not count.
+            for _ in range(2):
+                store.record([item(effect=effect, id=f"t{n}-{i}", at=T0 + i)], now=T0 + i, rules=rules)
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    view = store.view(ADDRESS)
+    assert view.hits == threads * per_thread // 2
+    assert view.soft_count == threads * per_thread // 2
+
+
+def test_history_is_capped_newest_first(store: Store) -> None:
+    for i in range(8):
+        store.record([item(effect=Effect.NONE, at=T0 + i)], now=T0 + i, rules=ENFORCE)
+    events = store.view(ADDRESS, events=50).events
+    assert len(events) == 5  # history_size
+    assert [e["at"] for e in events] == [T0 + i for i in range(7, 2, -1)]
+    assert {
+        "message_id",
+        "date",
+        "address",
+        "kind",
+        "status",
+        "reason",
+        "diagnostic",
+        "remote_mta",
+        "source",
+    } <= set(events[0])
+
+
+def test_all_keys_of_an_address_share_one_cluster_slot(store: Store) -> None:
+    names = [
+        *store.keys.record_keys("o'brien+x@example.org", "abc"),
+        *store.keys.admin_keys("o'brien+x@example.org"),
+    ]
+    assert len({key_slot(n.encode()) for n in names}) == 1
+    assert store.keys.parse_address(names[0]) == "o'brien+x@example.org"
+
+
+def test_circuit_breaker_freezes_scoring_for_a_domain(store: Store) -> None:
+    rules = Rules(
+        mode=Mode.ENFORCE, hard_threshold=1, breaker_addresses=3, breaker_window=60, breaker_freeze=3600
+    )
+    results = [store.record([item(f"u{i}@big.example")], now=T0 + i, rules=rules)[0] for i in range(5)]
+    assert [r.disabled for r in results] == [True, True, False, False, False]
+    assert [r.frozen for r in results] == [False, False, True, True, True]
+    assert not store.is_suppressed("u3@big.example")
+    # Another domain is not affected.
+    assert store.record([item("u@small.example")], now=T0 + 9, rules=rules)[0].disabled
+    assert "big.example" in store.frozen_domains()
+    assert [f["kind"] for _, f in store.recent(50)].count("breaker") == 1
+
+
+def test_admin_disable_enable_reset_with_audit_events(store: Store) -> None:
+    store.record([item(effect=Effect.SOFT)], now=T0, rules=ENFORCE)
+    audit = Event(at=T0 + 1, kind=EventKind.DISABLED, source=Source.CLI, address=ADDRESS, note="admin")
+    assert store.admin(ADDRESS, "disable", audit, state=State.DISABLED_ADMIN) == (
+        State.ACTIVE,
+        State.DISABLED_ADMIN,
+    )
+    assert store.is_suppressed(ADDRESS)
+    enable = Event(at=T0 + 2, kind=EventKind.ENABLED, source=Source.CLI, address=ADDRESS)
+    assert store.admin(ADDRESS, "enable", enable) == (State.DISABLED_ADMIN, State.ACTIVE)
+    view = store.view(ADDRESS)
+    assert (view.state, view.soft_count) == (State.ACTIVE, 0)
+    assert [e["kind"] for e in view.events] == ["enabled", "disabled", "temporary"]
+
+
+def test_listing_finds_tracked_addresses(store: Store) -> None:
+    for n in range(30):
+        store.record([item(f"user{n}@example.org", effect=Effect.SOFT)], now=T0, rules=ENFORCE)
+    assert sorted(store.addresses()) == sorted(f"user{n}@example.org" for n in range(30))
+
+
+def test_token_round_trip_with_ttl(store: Store) -> None:
+    store.put_token("abc123", {"recipients": "a@x.org\nb@y.org", "sender": "app@z.org"}, ttl=100)
+    assert store.get_token("abc123") == {"recipients": "a@x.org\nb@y.org", "sender": "app@z.org"}
+    assert 0 < store.client.ttl(store.keys.token("abc123")) <= 100
+    assert store.get_token("nope") is None
+
+
+def test_scripts_forgotten_by_redis_are_reloaded_without_double_writes(store: Store) -> None:
+    store.record([item()], now=T0, rules=ENFORCE)
+    store.client.script_flush()
+    r = store.record([item(at=T0 + DAY)], now=T0 + DAY, rules=ENFORCE)[0]
+    assert r.score == 2
+    assert len(store.recent(10)) == 2
+
+
+def test_store_unavailable_when_redis_is_down(redis_db: RedisServer) -> None:
+    s = Store.from_settings(
+        RedisSettings(url=redis_db.url, socket_timeout=0.5, connect_timeout=0.5, retries=1)
+    )
+    s.record([item()], now=T0, rules=ENFORCE)
+    redis_db.stop()
+    with pytest.raises(StoreUnavailable):
+        s.record([item()], now=T0, rules=ENFORCE)
+    with pytest.raises(StoreUnavailable):
+        s.is_suppressed(ADDRESS)
+    with pytest.raises(StoreUnavailable):
+        s.view(ADDRESS)
+    redis_db.start()
+    assert s.record([item(at=T0 + DAY)], now=T0 + DAY, rules=ENFORCE)[0].score == 1  # --save "": data gone
+    s.close()
+
+
+def test_store_unavailable_when_nothing_listens() -> None:
+    s = Store.from_settings(RedisSettings(url="redis://127.0.0.1:1/0", connect_timeout=0.2, retries=0))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        s.ping()
+    assert time.monotonic() - started < 5
+    assert isinstance(StoreUnavailable("x"), Exception)
+    assert not isinstance(StoreUnavailable("x"), redis.RedisError)
