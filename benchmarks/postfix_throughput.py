@@ -1,0 +1,146 @@
+"""smtp-source -> Postfix -> smtp-sink, without a milter and with bouncekeeper's, in the same run.
+
+One private Postfix instance (tests/support/postfix.py) with one smtpd listener per variant, so every
+variant shares the same queue, disks and CPU state:
+
+- `none`: no milter (the baseline);
+- `unix`: the bouncekeeper milter on a unix socket; `inet`: the same milter on TCP (inet:PORT@127.0.0.1);
+- traffic `inbound`: ordinary inbound mail (the milter accepts it at DATA, header and body never reach
+  it); traffic `verp`: originating mail (the listener's {daemon_name} is ORIGINATING) that gets a signed
+  VERP sender via chgfrom at end of message.
+
+Throughput is measured as smtp-source's wall time to hand all messages to Postfix (what a milter slows
+down: smtpd waits for its answers), then the queue is drained before the next run. Prints msgs/s and the
+ratio to `none` at the same concurrency. Needs root (postfix), smtp-source, redis-server.
+
+    .venv/bin/python benchmarks/postfix_throughput.py [--messages 2000] [--inet-messages 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
+
+from tests.support.milter import MilterProcess  # noqa: E402
+from tests.support.postfix import Postfix, SmtpSink, free_port  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+SENDERS = {"inbound": "someone@remote.example", "verp": "app@example.org"}
+RCPT = "user@elsewhere.example"
+
+
+def start_milter(workdir: pathlib.Path, socket: str, redis_url: str, name: str) -> MilterProcess:
+    key = workdir / "verp.key"
+    if not key.exists():
+        key.write_bytes(os.urandom(24).hex().encode())
+    toml = f"""[log]
+level = "WARNING"
+[redis]
+url = "{redis_url}"
+[verp]
+bounce_domain = "bounces.example.org"
+secret_files = ["{key}"]
+[milter]
+# 127.0.0.1 is where smtp-source connects from: keep it inbound; ORIGINATING marks the verp listener.
+originating_networks = []
+originating_daemons = ["ORIGINATING"]
+"""
+    return MilterProcess(workdir, socket, toml, name).start()
+
+
+def drain(postfix: Postfix, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while postfix.queue():
+        if time.monotonic() > deadline:
+            raise RuntimeError("queue did not drain")
+        time.sleep(0.2)
+
+
+def blast(port: int, sender: str, messages: int, sessions: int) -> float:
+    start = time.monotonic()
+    subprocess.run(
+        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", "2000", "-f", sender, "-t", RCPT,
+         f"127.0.0.1:{port}"],
+        check=True, timeout=600,
+    )  # fmt: skip
+    return messages / (time.monotonic() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--inet-messages", type=int, default=400, help="TCP is slow; fewer messages")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("postfix_throughput: needs root (the postfix command)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
+        work = pathlib.Path(tmp)
+        work.chmod(0o755)
+        redis = RedisServer(work / "redis")
+        redis.start()
+        unix_socket = f"unix:{work}/milter.sock"
+        inet_port = free_port()
+        milters = [
+            start_milter(work, unix_socket, redis.url, "unix"),
+            start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
+        ]
+        sink = SmtpSink(work / "sink", dump=False).start()
+        orig = {"milter_macro_daemon_name": "ORIGINATING"}
+        listeners = {
+            "none": {"smtpd_milters": ""},
+            "unix-inbound": {"smtpd_milters": unix_socket},
+            "unix-verp": {"smtpd_milters": unix_socket, **orig},
+            "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
+            "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
+        }
+        postfix = Postfix(
+            work / "postfix",
+            relay_port=sink.port,
+            milter_socket=None,
+            listeners=listeners,
+            settings={"default_process_limit": "200", "smtpd_client_connection_count_limit": "0"},
+        )
+        postfix.start()
+        try:
+            # Warm up every path once (process start-up, the milter's first connections).
+            for name in listeners:
+                blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
+            drain(postfix)
+            print(f"{'sessions':>8} {'traffic':>8} {'milter':>6} {'msgs':>6} {'msgs/s':>8} {'ratio':>6}")
+            for sessions in args.sessions:
+                base = blast(postfix.ports["none"], SENDERS["inbound"], args.messages, sessions)
+                drain(postfix)
+                print(f"{sessions:>8} {'any':>8} {'none':>6} {args.messages:>6} {base:>8.0f} {1.0:>6.2f}")
+                for transport in ("unix", "inet"):
+                    count = args.messages if transport == "unix" else args.inet_messages
+                    for traffic in ("inbound", "verp"):
+                        rate = blast(
+                            postfix.ports[f"{transport}-{traffic}"], SENDERS[traffic], count, sessions
+                        )
+                        drain(postfix)
+                        row = f"{sessions:>8} {traffic:>8} {transport:>6} {count:>6} {rate:>8.0f}"
+                        print(f"{row} {rate / base:>6.2f}")
+            delivered = postfix.log().count("status=sent")
+            verp = postfix.log().count("from=<bounces+")
+            print(f"(maillog: {delivered} delivered, {verp} with a VERP sender)")
+        finally:
+            postfix.stop()
+            sink.stop()
+            for milter in milters:
+                milter.stop()
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
