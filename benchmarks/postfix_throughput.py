@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,9 +77,11 @@ def blast(port: int, sender: str, messages: int, sessions: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--inet-messages", type=int, default=400, help="TCP is slow; fewer messages")
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--inet-messages", type=int, default=300, help="TCP is slow; fewer messages")
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--transports", nargs="+", default=["unix", "inet"], choices=["unix", "inet"])
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("postfix_throughput: needs root (the postfix command)", file=sys.stderr)
@@ -116,20 +119,30 @@ def main() -> int:
             for name in listeners:
                 blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
             drain(postfix)
-            print(f"{'sessions':>8} {'traffic':>8} {'milter':>6} {'msgs':>6} {'msgs/s':>8} {'ratio':>6}")
+            variants = [("none", "inbound", "none")] + [
+                (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
+            ]
+            head = f"{'sessions':>8} {'traffic':>8} {'milter':>6} {'msgs':>6} {'msgs/s':>8} {'ratio':>6}"
+            print(f"{head}  (medians of {args.rounds} rounds)")
             for sessions in args.sessions:
-                base = blast(postfix.ports["none"], SENDERS["inbound"], args.messages, sessions)
-                drain(postfix)
-                print(f"{sessions:>8} {'any':>8} {'none':>6} {args.messages:>6} {base:>8.0f} {1.0:>6.2f}")
-                for transport in ("unix", "inet"):
-                    count = args.messages if transport == "unix" else args.inet_messages
-                    for traffic in ("inbound", "verp"):
-                        rate = blast(
-                            postfix.ports[f"{transport}-{traffic}"], SENDERS[traffic], count, sessions
-                        )
+                rates: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                ratios: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                # Rounds interleave the variants: a load change on the machine hits all of them alike,
+                # and each ratio is taken against the baseline of its own round.
+                for _ in range(args.rounds):
+                    base = 0.0
+                    for name, traffic, transport in variants:
+                        count = args.inet_messages if transport == "inet" else args.messages
+                        rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
                         drain(postfix)
-                        row = f"{sessions:>8} {traffic:>8} {transport:>6} {count:>6} {rate:>8.0f}"
-                        print(f"{row} {rate / base:>6.2f}")
+                        base = base or rate
+                        rates[name].append(rate)
+                        ratios[name].append(rate / base)
+                for name, traffic, transport in variants:
+                    count = args.inet_messages if transport == "inet" else args.messages
+                    shown = traffic if transport != "none" else "any"
+                    rate, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
+                    print(f"{sessions:>8} {shown:>8} {transport:>6} {count:>6} {rate:>8.0f} {ratio:>6.2f}")
             delivered = postfix.log().count("status=sent")
             verp = postfix.log().count("from=<bounces+")
             print(f"(maillog: {delivered} delivered, {verp} with a VERP sender)")
