@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, config, log, verpkeys
+from bouncekeeper import __version__, admin, config, log, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -96,6 +96,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
     vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
     handlers["verp"] = _cmd_verp
+
+    # The operator's commands on the bounce state (admin.py).
+    admin.add_commands(sub, handlers)
 
     return parser, handlers
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from bouncekeeper.core.model import Reason
+from bouncekeeper.core.policy import DEFAULT_NON_SCORING
 
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
 
@@ -113,9 +114,8 @@ class PolicySettings:
     quiet_days: int = 7
     count_threshold: int = 3
     count_window_days: int = 7
-    # Reasons recorded but never scored (core/model.py Reason values). None: the built-in list
-    # (core/policy.py DEFAULT_NON_SCORING).
-    non_scoring_reasons: tuple[str, ...] | None = None
+    # Reasons recorded but never scored (core/model.py Reason values); core/policy.py explains the list.
+    non_scoring_reasons: tuple[str, ...] = tuple(sorted(r.value for r in DEFAULT_NON_SCORING))
     # Per-domain circuit breaker: when breaker_addresses distinct addresses of one domain get a scored
     # failure within breaker_window_minutes, scoring stops for that domain for breaker_freeze_hours and
     # an alert is recorded. 0 addresses turns the breaker off.
@@ -124,7 +124,7 @@ class PolicySettings:
     breaker_freeze_hours: int = 24
 
     def __post_init__(self) -> None:
-        for name in self.non_scoring_reasons or ():
+        for name in self.non_scoring_reasons:
             if name not in Reason.__members__.values():
                 raise ValueError(f"non_scoring_reasons: unknown reason {name!r}")
         for key in ("soft_threshold", "hard_threshold", "count_threshold"):

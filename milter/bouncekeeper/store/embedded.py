@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import pathlib
 import shutil
@@ -22,6 +23,8 @@ import time
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bouncekeeper.log import get_logger
 from bouncekeeper.store.errors import StoreUnavailable
@@ -53,7 +56,13 @@ class EmbeddedRedis:
         return self.proc is not None
 
     def alive(self) -> bool:
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, socket_connect_timeout=1)
+        # No retries: redis-py's default Retry would turn each "not yet" into a second of backoff.
+        client = redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             return bool(client.ping())
         except (redis.exceptions.RedisError, OSError):
@@ -78,7 +87,7 @@ class EmbeddedRedis:
         if self.alive():
             log.info("embedded redis: attaching to the server already running on %s", self.socket)
             return
-        self._spawn()
+        self._spawn(supervise)
         if supervise:
             self._watcher = threading.Thread(target=self._watch, name="embedded-redis", daemon=True)
             self._watcher.start()
@@ -122,12 +131,14 @@ class EmbeddedRedis:
             "--loglevel", "notice",
         ]  # fmt: skip
 
-    def _spawn(self) -> None:
+    def _spawn(self, supervise: bool = True) -> None:
         # A new session: a Ctrl-C meant for bouncekeeper must not stop the store under it; stop() does.
         self.proc = subprocess.Popen(
             self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        log.info("embedded redis: started pid %s on %s", self.proc.pid, self.socket)
+        # INFO for the daemons; a CLI command that starts it for itself should not chatter.
+        log.log(logging.INFO if supervise else logging.DEBUG, "embedded redis: started pid %s on %s",
+                self.proc.pid, self.socket)  # fmt: skip
         self._wait_alive(self.proc)
 
     def _wait_alive(self, proc: subprocess.Popen[bytes] | None = None) -> None:

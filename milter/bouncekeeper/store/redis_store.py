@@ -359,7 +359,7 @@ class Store:
         )
 
     def admin(
-        self, address: str, action: str, event: Event, *, state: State | None = None
+        self, address: str, action: str, event: Event, *, state: State | None = None, by: str = "admin"
     ) -> tuple[State, State]:
         """enable | disable (to `state`) | reset, with the audit event in the history and the stream."""
         s = self.settings
@@ -371,7 +371,7 @@ class Store:
                     action,
                     (state or State.ACTIVE).value,
                     repr(event.at),
-                    event.note or event.source.value,
+                    by,
                     event.to_json(),
                     s.history_size,
                     s.history_days * DAY,

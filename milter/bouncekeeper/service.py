@@ -1,0 +1,425 @@
+"""One message through the core and the store: the API the milter, the LMTP listener and the CLI share.
+
+The adapters translate protocol to calls and `Outcome`s / `StoreUnavailable` to answers; every decision is
+made here or in the core. Nothing here answers SMTP: on `StoreUnavailable` the adapters tempfail (451
+4.3.0) so that no bounce is lost, and mail that is not a bounce never reaches this module's store calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import hashlib
+import importlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bouncekeeper import config, verpkeys
+from bouncekeeper.core import verp
+from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
+from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess, judge_smtp_reply
+from bouncekeeper.log import get_logger
+from bouncekeeper.store import Store, StoreUnavailable, connect
+from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.redis_store import Item, Result
+
+log = get_logger(__name__)
+
+Classifier = Callable[..., Classification]
+DIAGNOSTIC_MAX = 500  # characters of a diagnostic kept in an event
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+# Message types that are never failures, as the event kind they are recorded with.
+_NON_FAILURE_KINDS = {
+    MessageType.AUTOREPLY: EventKind.AUTOREPLY,
+    MessageType.FEEDBACK: EventKind.FEEDBACK,
+    MessageType.DELIVERED: EventKind.DELIVERED,
+    MessageType.DELAY: EventKind.DELAYED,
+    MessageType.UNRECOGNISED: EventKind.UNRECOGNISED,
+    MessageType.BOUNCE: EventKind.UNRECOGNISED,  # a bounce whose failures named nobody
+}
+
+
+def rules_from(policy: config.PolicySettings) -> Rules:
+    """The policy's parameters in seconds, from the settings in days."""
+    day = 86_400
+    return Rules(
+        mode=Mode(policy.mode),
+        rule=Rule(policy.rule),
+        soft_threshold=policy.soft_threshold,
+        soft_window=policy.soft_window_days * day,
+        hard_threshold=policy.hard_threshold,
+        quiet=policy.quiet_days * day,
+        count_threshold=policy.count_threshold,
+        count_window=policy.count_window_days * day,
+        non_scoring=frozenset(Reason(r) for r in policy.non_scoring_reasons),
+        breaker_addresses=policy.breaker_addresses,
+        breaker_window=policy.breaker_window_minutes * 60,
+        breaker_freeze=policy.breaker_freeze_hours * 3600,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one message did to one address."""
+
+    address: str
+    kind: EventKind
+    effect: Effect
+    state: State
+    score: int
+    threshold: int
+    soft_count: int = 0
+    status: str | None = None
+    reason: str | None = None
+    scored: bool = False
+    duplicate: bool = False
+    disabled: bool = False
+    reached: bool = False
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    classification: Classification
+    recorded: tuple[Decision, ...] = ()
+    verp: verp.VerpResult | None = None
+    forged: bool = False
+    event_id: str = ""
+    client_addr: str | None = None
+
+    def summary(self) -> str:
+        """The one INFO line for this message (STYLE.md):
+        `bounce recorded rcpt=alice@example.org kind=permanent status=5.1.1 reason=userunknown score=3/5`."""
+        c = self.classification
+        if self.forged:
+            rcpt = self.verp.recipient if self.verp and self.verp.recipient else "-"
+            status = self.verp.status.value if self.verp else "forged"
+            return f"forged bounce recorded verp={status} rcpt={rcpt} client={self.client_addr or '-'}"
+        what = "bounce" if c.is_bounce else c.message_type.value
+        if not self.recorded:
+            return f"{what} recorded without an address"
+        parts = []
+        for d in self.recorded:
+            text = (
+                f"rcpt={d.address} kind={d.kind.value} status={d.status or '-'} reason={d.reason or '-'} "
+                f"score={d.score}/{d.threshold}"
+            )
+            if d.duplicate:
+                text += " duplicate"
+            elif d.effect is not Effect.NONE and not d.scored:
+                text += f" unscored ({d.why})"
+            if d.state is not State.ACTIVE:
+                text += f" state={d.state.value}"
+            elif d.reached:
+                text += " threshold-reached(observe)"
+            parts.append(text)
+        return f"{what} recorded " + "; ".join(parts)
+
+
+class Service:
+    def __init__(
+        self,
+        settings: config.Settings,
+        store: Store,
+        *,
+        rules: Rules | None = None,
+        clock: Callable[[], float] = time.time,
+        classifier: Classifier | None = None,
+        keyring: verp.Keyring | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = rules or rules_from(settings.policy)
+        self.clock = clock
+        self._classifier = classifier
+        if keyring is None and settings.verp.bounce_domain and settings.verp.secret_files:
+            keyring = verpkeys.load_keyring(settings)
+        self.keyring = keyring
+
+    @classmethod
+    def open(cls, settings: config.Settings, *, supervise: bool = False) -> Service:
+        """A Service on the store the settings name (the embedded redis-server when url is empty)."""
+        return cls(settings, connect(settings, supervise=supervise))
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def classify(self) -> Classifier:
+        if self._classifier is None:
+            # Imported on first use: core.classify is the classifier branch's module.
+            self._classifier = importlib.import_module("bouncekeeper.core.classify").classify
+        return self._classifier
+
+    # --- the API (COMMON.md) ---
+
+    def check_rcpt(self, address: str) -> verp.VerpResult:
+        """Decode a VERP address with today's date. Pure: no Redis."""
+        v = self.settings.verp
+        if self.keyring is None or not v.bounce_domain:
+            return verp.VerpResult(verp.VerpStatus.NOT_VERP)
+        return verp.decode(
+            address,
+            keyring=self.keyring,
+            bounce_domain=v.bounce_domain,
+            today=verpkeys.today(self.clock()),
+            max_age_days=v.max_age_days,
+            prefix=v.local_prefix,
+        )
+
+    def process_bounce(
+        self,
+        raw: bytes,
+        *,
+        envelope_rcpt: str | None,
+        envelope_sender: str | None,
+        source: Source,
+        client_addr: str | None = None,
+        queue_id: str | None = None,
+        forged: bool = False,
+    ) -> Outcome:
+        """Classify one message and record what it says, atomically per address. Raises StoreUnavailable
+        (nothing, or only a harmless part, was written; a retry of the same message counts once)."""
+        now = self.clock()
+        checked = self.check_rcpt(envelope_rcpt) if envelope_rcpt else None
+        event_id = identity(raw)
+        if forged or (
+            checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
+        ):
+            classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
+            status = checked.status.value if checked else "forged"
+            self.store.log_event(
+                Event(
+                    at=now,
+                    kind=EventKind.FORGED,
+                    source=source,
+                    address=checked.recipient if checked else None,
+                    id=event_id,
+                    message_id=classification.original_message_id,
+                    client=client_addr,
+                    queue_id=queue_id,
+                    note=f"envelope recipient {envelope_rcpt} ({status})",
+                )
+            )
+            return Outcome(
+                classification, verp=checked, forged=True, event_id=event_id, client_addr=client_addr
+            )
+
+        verp_recipient: str | None = None
+        token_recipients: tuple[str, ...] = ()
+        context = ""
+        message_id: str | None = None
+        if checked is not None and checked.status is verp.VerpStatus.VALID:
+            context = checked.context
+            if checked.token is not None:
+                data = self.store.get_token(checked.token)
+                if data is not None:
+                    token_recipients = tuple(r for r in data.get("recipients", "").split("\n") if r)
+                    context = data.get("context", "") or context
+                    message_id = data.get("message_id") or None
+                if len(token_recipients) == 1:
+                    verp_recipient = token_recipients[0]
+            else:
+                verp_recipient = checked.recipient
+        classification = self.classify(raw, verp_recipient=verp_recipient, envelope_sender=envelope_sender)
+
+        def event(
+            kind: EventKind, address: str, failure: Failure | None, effect: Effect, note: str = ""
+        ) -> Event:
+            return Event(
+                at=now,
+                kind=kind,
+                source=source,
+                address=address,
+                id=event_id,
+                message_id=classification.original_message_id or message_id,
+                status=failure.status if failure else None,
+                reason=failure.reason.value if failure else None,
+                diagnostic=(failure.diagnostic[:DIAGNOSTIC_MAX] if failure else ""),
+                remote_mta=failure.remote_mta if failure else None,
+                context=context,
+                client=client_addr,
+                queue_id=queue_id,
+                effect=effect.value,
+                note=note,
+            )
+
+        items: list[Item] = []
+        for failure in classification.failures:
+            assessment = assess(failure.kind, failure.reason, self.rules)
+            effect, note = assessment.effect, assessment.why
+            if token_recipients and failure.recipient not in token_recipients:
+                # A signed token names the message's recipients; a failure for anyone else (an alias's
+                # expansion, a forwarder) is recorded for that address but cannot score.
+                effect, note = Effect.NONE, "not a recipient of the token's message"
+            kind = EventKind(failure.kind.value)
+            items.append(
+                Item(failure.recipient, effect, event(kind, failure.recipient, failure, effect, note))
+            )
+        for delay in classification.delays:
+            items.append(
+                Item(
+                    delay.recipient,
+                    Effect.NONE,
+                    event(EventKind.DELAYED, delay.recipient, delay, Effect.NONE),
+                )
+            )
+        if not items:
+            other = _NON_FAILURE_KINDS[classification.message_type]
+            for address in (verp_recipient,) if verp_recipient else token_recipients:
+                items.append(Item(address, Effect.NONE, event(other, address, None, Effect.NONE)))
+        if not items:
+            self.store.log_event(
+                Event(
+                    at=now,
+                    kind=_NON_FAILURE_KINDS[classification.message_type],
+                    source=source,
+                    id=event_id,
+                    message_id=classification.original_message_id,
+                    client=client_addr,
+                    queue_id=queue_id,
+                    note=f"envelope recipient {envelope_rcpt or '-'}",
+                )
+            )
+            return Outcome(classification, verp=checked, event_id=event_id, client_addr=client_addr)
+        results = self.store.record(items, now=now, rules=self.rules, raw=raw)
+        return Outcome(
+            classification,
+            recorded=tuple(self._decision(i, r) for i, r in zip(items, results, strict=True)),
+            verp=checked,
+            event_id=event_id,
+            client_addr=client_addr,
+        )
+
+    def record_loop(
+        self,
+        raw_headers_or_raw: bytes,
+        *,
+        rcpt: str,
+        signals: tuple[str, ...],
+        source: Source,
+        client_addr: str | None,
+        queue_id: str | None,
+    ) -> None:
+        """Record a message the adapter held back as part of a mail loop (global stream only)."""
+        headers = _HEADERS.parsebytes(raw_headers_or_raw)
+        self.store.log_event(
+            Event(
+                at=self.clock(),
+                kind=EventKind.LOOP,
+                source=source,
+                address=normalise(rcpt) or rcpt,
+                id=identity(raw_headers_or_raw),
+                message_id=(headers.get("Message-ID") or "").strip() or None,
+                client=client_addr,
+                queue_id=queue_id,
+                note=",".join(signals),
+            )
+        )
+
+    def is_suppressed(self, address: str) -> bool:
+        """True when the address must not be mailed (any disabled state). Raises StoreUnavailable."""
+        normal = normalise(address)
+        return normal is not None and self.store.is_suppressed(normal)
+
+    def register_token(
+        self, recipients: Sequence[str], *, message_id: str | None, sender: str, context: str
+    ) -> str:
+        """Store the recipients behind a multi-recipient VERP token; returns the token (16 characters
+        of [a-z2-7], 80 random bits). Kept for the VERP validity plus a day. Raises StoreUnavailable."""
+        token = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+        normal = [n for n in (normalise(r) for r in recipients) if n]
+        fields = {"recipients": "\n".join(normal), "sender": sender, "context": context}
+        if message_id:
+            fields["message_id"] = message_id
+        self.store.put_token(token, fields, ttl=(self.settings.verp.max_age_days + 1) * 86_400)
+        return token
+
+    def record_smtp_failure(
+        self, address: str, code: int, status: str | None, text: str, *, message_id: str | None = None
+    ) -> Outcome:
+        """Record a failure reply the application got when submitting mail (Launchpad's SMTP-time
+        bounces). 450 and 5xx are permanent, other 4xx temporary, unless the status or text says the
+        failure is not about the address. With `message_id`, recording the same failure again counts once.
+        Raises ValueError for a bad address, code or status; StoreUnavailable."""
+        normal = normalise(address)
+        if normal is None:
+            raise ValueError(f"not an address: {address!r}")
+        judged = judge_smtp_reply(code, status, text)
+        failure = Failure(
+            recipient=normal,
+            kind=judged.kind,
+            reason=judged.reason,
+            dsn_class=BounceKind.PERMANENT if code >= 500 else BounceKind.TEMPORARY,
+            status=judged.status,
+            reply_code=code,
+            diagnostic=text,
+            stage=Stage.RULES,
+        )
+        classification = Classification(
+            MessageType.BOUNCE, failures=(failure,), original_message_id=message_id
+        )
+        now = self.clock()
+        event_id = (
+            hashlib.sha256(f"smtp-time\0{message_id}\0{code}\0{status}".encode()).hexdigest()[:16]
+            if message_id
+            else secrets.token_hex(8)
+        )
+        assessment = assess(failure.kind, failure.reason, self.rules)
+        item = Item(
+            normal,
+            assessment.effect,
+            Event(
+                at=now,
+                kind=EventKind(failure.kind.value),
+                source=Source.SMTP_TIME,
+                address=normal,
+                id=event_id,
+                message_id=message_id,
+                status=failure.status,
+                reason=failure.reason.value,
+                diagnostic=f"smtp; {code} {text}".strip()[:DIAGNOSTIC_MAX],
+                effect=assessment.effect.value,
+                note=assessment.why,
+            ),
+        )
+        (result,) = self.store.record([item], now=now, rules=self.rules)
+        return Outcome(classification, recorded=(self._decision(item, result),), event_id=event_id)
+
+    def _decision(self, item: Item, result: Result) -> Decision:
+        return Decision(
+            address=item.address,
+            kind=item.event.kind,
+            effect=item.effect,
+            state=result.state,
+            score=result.score,
+            threshold=self.rules.threshold,
+            soft_count=result.soft_count,
+            status=item.event.status,
+            reason=item.event.reason,
+            scored=result.scored,
+            duplicate=result.duplicate,
+            disabled=result.disabled,
+            reached=result.reached,
+            why=result.why or item.event.note,
+        )
+
+
+def identity(raw: bytes) -> str:
+    """The dedup id of a delivered message: the same bounce delivered again gets the same id.
+
+    A retry re-sends the same queued file, but the receiving MTA may prepend its own trace headers: the
+    bounce's Message-ID (set once by the MTA that wrote it) is the identity when present, else the body.
+    """
+    head, _, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    message_id = (_HEADERS.parsebytes(head + b"\n\n").get("Message-ID") or "").strip()
+    basis = b"mid\0" + message_id.encode("utf-8", "replace") if message_id else b"body\0" + body
+    return hashlib.sha256(basis).hexdigest()[:16]
+
+
+__all__ = ["Decision", "Outcome", "Service", "Source", "StoreUnavailable", "identity", "rules_from"]

@@ -1,0 +1,235 @@
+"""The Service API the adapters share, against a real redis-server.
+
+The classifier (core.classify) is another branch's work; these tests hand the Service Classification
+objects built here, so they check what the Service does with a verdict, not the verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from bouncekeeper import config
+from bouncekeeper.core import verp
+from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason
+from bouncekeeper.core.policy import DAY, Mode, Rules, State
+from bouncekeeper.service import Service, Source, StoreUnavailable, identity, rules_from
+from bouncekeeper.store import Store
+from tests.support.redis_server import RedisServer
+
+T0 = 1_763_769_600.0
+KEYRING = verp.Keyring.from_secrets([b"0123456789abcdef0123456789abcdef"])
+DOMAIN = "bounce.example.net"
+RAW = b"From: MAILER-DAEMON@mx.example.org\nMessage-ID: <dsn1@mx.example.org>\n\nbody\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FixedClassifier:
+    """Returns the verdict it was given, and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.verdict = Classification(MessageType.UNRECOGNISED)
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(
+        self, raw: bytes, *, verp_recipient: str | None = None, envelope_sender: str | None = None
+    ) -> Classification:
+        self.calls.append({"verp_recipient": verp_recipient, "envelope_sender": envelope_sender})
+        return self.verdict
+
+
+@pytest.fixture
+def parts(redis_db: RedisServer) -> Iterator[tuple[Service, Clock, FixedClassifier]]:
+    settings = config.Settings(
+        verp=config.VerpSettings(bounce_domain=DOMAIN),
+        redis=config.RedisSettings(url=redis_db.url),
+        policy=config.PolicySettings(mode="enforce", hard_threshold=3, breaker_addresses=0),
+    )
+    clock, classifier = Clock(), FixedClassifier()
+    service = Service(
+        settings, Store.from_settings(settings.redis), clock=clock, classifier=classifier, keyring=KEYRING
+    )
+    yield service, clock, classifier
+    service.close()
+
+
+def bounce(
+    rcpt: str, kind: BounceKind = BounceKind.PERMANENT, reason: Reason = Reason.USERUNKNOWN
+) -> Classification:
+    failure = Failure(
+        recipient=rcpt, kind=kind, reason=reason, status="5.1.1", diagnostic="smtp; 550 5.1.1 unknown"
+    )
+    return Classification(MessageType.BOUNCE, failures=(failure,), original_message_id="<orig@example.net>")
+
+
+def vaddr(rcpt: str, day: float = T0, context: str = "") -> str:
+    return verp.encode(rcpt, keyring=KEYRING, bounce_domain=DOMAIN, day=int(day // DAY), context=context)
+
+
+def test_a_verp_bounce_is_recorded_for_the_decoded_recipient(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    outcome = service.process_bounce(
+        RAW,
+        envelope_rcpt=vaddr("alice@example.org", context="news"),
+        envelope_sender="",
+        source=Source.MILTER,
+        client_addr="192.0.2.1",
+        queue_id="4QbX2l0zYxz9",
+    )
+    assert classifier.calls == [{"verp_recipient": "alice@example.org", "envelope_sender": ""}]
+    assert outcome.summary() == (
+        "bounce recorded rcpt=alice@example.org kind=permanent status=5.1.1 reason=userunknown score=1/3"
+    )
+    (event,) = service.store.view("alice@example.org").events
+    assert event["context"] == "news"
+    assert event["client"] == "192.0.2.1"
+    assert event["queue_id"] == "4QbX2l0zYxz9"
+    assert event["source"] == "milter"
+    assert event["message_id"] == "<orig@example.net>"
+
+
+def test_the_same_bounce_delivered_twice_counts_once(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP)
+    clock.now += DAY  # a retry days later: a new day, but the same bounce
+    again = service.process_bounce(
+        b"Received: by us\n" + RAW, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP
+    )
+    assert again.recorded[0].duplicate
+    assert again.recorded[0].score == 1
+    assert "duplicate" in again.summary()
+
+
+def test_identity_ignores_trace_headers_added_on_the_way(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    assert identity(RAW) == identity(b"Received: from x\r\n" + RAW)
+    assert identity(b"Subject: a\n\nbody one\n") != identity(b"Subject: a\n\nbody two\n")
+
+
+def test_forged_verp_is_recorded_with_the_client_and_never_scored(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    good = vaddr("alice@example.org")
+    tampered = good.replace("alice=example.org", "bob=example.org")
+    outcome = service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.MILTER,
+                                     client_addr="203.0.113.9")  # fmt: skip
+    assert outcome.forged
+    assert not outcome.recorded
+    assert "client=203.0.113.9" in outcome.summary()
+    assert not service.store.view("bob@example.org").tracked
+    assert not service.store.view("alice@example.org").tracked
+    (_, fields), *_ = service.store.recent(1)
+    assert fields["kind"] == "forged"
+    assert fields["client"] == "203.0.113.9"
+
+
+def test_an_expired_verp_address_counts_as_forged(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    old = vaddr("alice@example.org", day=T0 - 30 * DAY)
+    assert service.process_bounce(RAW, envelope_rcpt=old, envelope_sender="", source=Source.MILTER).forged
+
+
+def test_autoreply_is_recorded_never_scored(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = Classification(MessageType.AUTOREPLY, loop_signals=("auto-submitted:auto-replied",))
+    outcome = service.process_bounce(RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender="",
+                                     source=Source.MILTER)  # fmt: skip
+    assert outcome.summary().startswith("autoreply recorded rcpt=alice@example.org kind=autoreply")
+    view = service.store.view("alice@example.org")
+    assert not view.tracked
+    assert view.events[0]["kind"] == "autoreply"
+
+
+def test_non_scoring_reason_is_recorded_not_scored(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org", BounceKind.TEMPORARY, Reason.SPAMDETECTED)
+    outcome = service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.CLI)
+    assert not outcome.recorded[0].scored
+    assert service.store.view("alice@example.org").soft_count == 0
+
+
+def test_three_days_of_hard_bounces_suppress_the_address(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    service, clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    for day in range(3):
+        clock.now = T0 + day * DAY
+        raw = RAW.replace(b"dsn1", f"dsn-day{day}".encode())  # a new bounce each day
+        outcome = service.process_bounce(raw, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP)
+    assert outcome.recorded[0].disabled
+    assert "state=disabled-bounces" in outcome.summary()
+    assert service.is_suppressed("Alice@Example.ORG")
+    assert not service.is_suppressed("bob@example.org")
+
+
+def test_token_mode_scores_only_the_tokens_recipients(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, _clock, classifier = parts
+    token = service.register_token(
+        ["a@example.org", "B@example.org"], message_id="<m@x>", sender="app@x", context="c1"
+    )
+    address = verp.encode_token(token, keyring=KEYRING, bounce_domain=DOMAIN, day=int(T0 // DAY))
+    assert service.check_rcpt(address).token == token
+    failures = (
+        Failure(recipient="b@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
+        Failure(recipient="stranger@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
+    )
+    classifier.verdict = Classification(MessageType.BOUNCE, failures=failures)
+    outcome = service.process_bounce(RAW, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
+    assert [(d.address, d.scored) for d in outcome.recorded] == [
+        ("b@example.org", True),
+        ("stranger@example.org", False),
+    ]
+    assert service.store.view("b@example.org").events[0]["context"] == "c1"
+
+
+def test_smtp_time_failure_is_recorded(parts: tuple[Service, Clock, FixedClassifier]) -> None:
+    service, _clock, _classifier = parts
+    outcome = service.record_smtp_failure(
+        "alice@example.org", 550, "5.1.1", "user unknown", message_id="<a@b>"
+    )
+    assert outcome.recorded[0].scored
+    assert outcome.recorded[0].kind.value == "permanent"
+    again = service.record_smtp_failure("alice@example.org", 550, "5.1.1", "user unknown", message_id="<a@b>")
+    assert again.recorded[0].duplicate
+    blocked = service.record_smtp_failure("alice@example.org", 554, "5.7.1", "blocked by policy")
+    assert not blocked.recorded[0].scored
+    (event, *_) = service.store.view("alice@example.org").events
+    assert event["source"] == "smtp-time"
+
+
+def test_store_unavailable_reaches_the_caller(
+    parts: tuple[Service, Clock, FixedClassifier], redis_db: RedisServer
+) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    redis_db.stop()
+    with pytest.raises(StoreUnavailable):
+        service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.MILTER)
+    with pytest.raises(StoreUnavailable):
+        service.is_suppressed("alice@example.org")
+    # check_rcpt never needs Redis.
+    assert service.check_rcpt(vaddr("alice@example.org")).status is verp.VerpStatus.VALID
+
+
+def test_rules_follow_the_settings() -> None:
+    rules = rules_from(config.PolicySettings(mode="enforce", soft_window_days=2, breaker_window_minutes=5))
+    assert rules == dataclasses.replace(Rules(), mode=Mode.ENFORCE, soft_window=2 * DAY, breaker_window=300)
+    assert State.ACTIVE.value == "active"
