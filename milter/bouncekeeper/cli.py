@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, admin, config, log, verpkeys
+from bouncekeeper import __version__, admin, classify_command, config, log, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -99,6 +99,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     # The operator's commands on the bounce state (admin.py).
     admin.add_commands(sub, handlers)
+
+    classify_command.add_parser(sub)
+    handlers["classify"] = classify_command.run
 
     return parser, handlers
 

@@ -170,6 +170,28 @@ class MilterSettings:
 class LmtpSettings:
     # "HOST:PORT" or "unix:/path".
     listen: str = "127.0.0.1:8024"
+    # Plain SMTP as well, for MTAs that forward bounces by SMTP: "HOST:PORT", or "" for none.
+    smtp_listen: str = ""
+    # Permissions of a unix socket: the MTA's user (Debian-exim) must be able to write to it.
+    socket_mode: int = 0o660
+    # Largest message accepted (octets); larger ones get 552 5.3.4 (RFC 1870), after the data is read.
+    max_message_size: int = 10_485_760
+    # Idle time before a session is closed (RFC 5321 section 4.5.3.2.7: a server waits 5 minutes).
+    timeout: float = 300.0
+    # Threads that classify and write to Redis: how many messages are processed at the same time.
+    workers: int = 8
+    # Name in the greeting; empty: the host name.
+    hostname: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("listen", "smtp_listen"):
+            value = getattr(self, name)
+            if value and not value.startswith("unix:") and not value.rpartition(":")[2].isdigit():
+                raise ValueError(f'{name}: use "HOST:PORT" or "unix:/path", not {value!r}')
+        if self.smtp_listen.startswith("unix:"):
+            raise ValueError("smtp_listen: TCP only (HOST:PORT)")
+        if self.workers < 1:
+            raise ValueError("workers: at least 1")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,678 @@
+"""The bounce classifier: raw message bytes -> Classification. Never raises.
+
+Triage order (Mailman 3's, STYLE.md): VERP recipient given by the caller -> RFC 3464 delivery-status
+parts -> flufl.bounce's detectors -> our own rules for non-standard formats -> auto-reply / feedback /
+success / delay detection -> unrecognised. A stage that fails on some input is recorded in `errors` and
+the next stage runs.
+
+The message is parsed once (compat32, the fastest stdlib policy and the one flufl.bounce expects) and
+every stage reads the same tree.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.parser
+import email.policy
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from email.message import Message
+
+from flufl.bounce import all_failures
+
+from bouncekeeper.core import dsn, loops, rules
+from bouncekeeper.core.addresses import decode, normalise
+from bouncekeeper.core.model import (
+    ADDRESS_REASONS,
+    BounceKind,
+    Classification,
+    Failure,
+    MessageType,
+    Reason,
+    Stage,
+)
+from bouncekeeper.core.rules import amazonses, bodies, status
+
+# Bounces put their report first; what follows is the returned original, which can be huge. Parsing is
+# bounded so that a 30 MB message costs what a 4 MB one does; a cut MIME tree parses leniently.
+MAX_PARSE_BYTES = 4 * 1024 * 1024
+MAX_TEXT_CHARS = 64 * 1024
+_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+
+# flufl.bounce logs a traceback for each detector exception before re-raising it; we contain those and
+# record them in Classification.errors, so its own log line would only duplicate them.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
+
+_FAILED_ACTIONS = ("fail", "undeliver", "bounce", "reject", "error", "deleted", "permanent")
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+# Human texts of delay warnings (Postfix "delay" notices, Sendmail "Warning: could not send message for
+# past 4 hours", Exim "has not yet been delivered ... will continue trying", Exchange "Delivery Status
+# Notification (Delay)").
+_DELAY_TEXT = re.compile(
+    r"will (?:keep|continue) (?:trying|to try|retrying)|will be retried|still trying|"
+    r"(?:message|delivery) (?:has been |is )?delayed|delivery delay|not yet been delivered|"
+    r"could not send message for past|warning: could not send|no action is required on your part|"
+    r"this is a warning message only|will retry|still being retried|retry (?:until|for)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class _Parsed:
+    """What one walk over the MIME tree found; the stages only read this."""
+
+    message: Message
+    dsn_parts: list[Message] = field(default_factory=list)
+    feedback: bool = False
+    text_parts: list[Message] = field(default_factory=list)
+    html_parts: list[Message] = field(default_factory=list)
+    original_headers: list[str] = field(default_factory=list)
+    original_ids: list[str] = field(default_factory=list)
+
+
+def classify(
+    raw: bytes, *, verp_recipient: str | None = None, envelope_sender: str | None = None
+) -> Classification:
+    """Classify one message. Never raises: a failure of the whole pipeline is UNRECOGNISED with errors."""
+    try:
+        return _Triage(raw, verp_recipient, envelope_sender).run()
+    except Exception as exc:  # noqa: BLE001 - the classifier's contract is to never raise
+        verp = normalise(verp_recipient) if verp_recipient else None
+        return Classification(
+            MessageType.UNRECOGNISED,
+            verp_recipient=verp,
+            errors=(f"classify: {type(exc).__name__}: {exc}",),
+        )
+
+
+class _Triage:
+    def __init__(self, raw: bytes, verp_recipient: str | None, envelope_sender: str | None) -> None:
+        self.raw = raw
+        self.verp = normalise(verp_recipient) if verp_recipient else None
+        self.envelope_sender = envelope_sender
+        self.errors: list[str] = []
+        self._human: str | None = None
+
+    # -- entry -------------------------------------------------------------------------------------
+
+    def run(self) -> Classification:
+        data = self.raw[:MAX_PARSE_BYTES] if len(self.raw) > MAX_PARSE_BYTES else self.raw
+        # Blank lines before the header (a paste or mbox artefact seen in real samples) would make the
+        # whole message a body with no headers.
+        data = data.lstrip(b" \t\r\n")
+        if b"\r" in data and b"\n" not in data:
+            # Old Mac line ends (CR only): the stdlib parser copes, but flufl.bounce's line-based
+            # detectors and our own do not. LF is what every stage expects.
+            data = data.replace(b"\r", b"\n")
+        if not data:
+            return self._finish(MessageType.UNRECOGNISED, [], [], ())
+        msg = _PARSER.parsebytes(data)
+        self.parsed = _walk(msg)
+        ctype = msg.get_content_type()
+        report_type = (msg.get_param("report-type") or "") if ctype == "multipart/report" else None
+        report_type = report_type.lower() if isinstance(report_type, str) else None
+        signals = loops.signals(
+            self._header, content_type=ctype, report_type=report_type, envelope_sender=self.envelope_sender
+        )
+        self.signals = signals
+
+        if self.parsed.feedback or report_type == "feedback-report":
+            return self._finish(MessageType.FEEDBACK, [], [], signals)
+
+        failures: list[Failure] = []
+        delays: list[Failure] = []
+        successes = 0
+        if self.parsed.dsn_parts:
+            try:
+                failures, delays, successes = self._dsn_stage()
+            except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+                self.errors.append(f"dsn: {type(exc).__name__}: {exc}")
+        if failures or delays:
+            return self._finish(
+                MessageType.BOUNCE if failures else MessageType.DELAY, failures, delays, signals
+            )
+        if successes:
+            return self._finish(MessageType.DELIVERED, [], [], signals)
+        notice = None
+        try:
+            notice = amazonses.read(self._human_text()) if self.parsed.text_parts else None
+        except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+            self.errors.append(f"amazonses: {type(exc).__name__}: {exc}")
+        if notice is not None:
+            return self._from_notice(notice, signals)
+
+        autoreply = self._looks_autoreply()
+        if not autoreply:
+            try:
+                failures, delays = self._flufl_stage()
+            except Exception as exc:  # noqa: BLE001 - flufl.bounce raises IndexError etc. on real mail
+                self.errors.append(f"flufl: {type(exc).__name__}: {exc}")
+            if not failures and not delays:
+                try:
+                    failures, delays = self._rules_stage()
+                except Exception as exc:  # noqa: BLE001
+                    self.errors.append(f"rules: {type(exc).__name__}: {exc}")
+        if failures or delays:
+            return self._finish(
+                MessageType.BOUNCE if failures else MessageType.DELAY, failures, delays, signals
+            )
+        if autoreply:
+            return self._finish(MessageType.AUTOREPLY, [], [], signals)
+        return self._finish(MessageType.UNRECOGNISED, [], [], signals)
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def _dsn_stage(self) -> tuple[list[Failure], list[Failure], int]:
+        failures: list[Failure] = []
+        delays: list[Failure] = []
+        successes = 0
+        human: str | None = None
+        seen: set[tuple[str, str]] = set()
+        for report in dsn.reports(self.parsed.dsn_parts):
+            for rcpt in report.recipients:
+                address = _address(rcpt.final_recipient) or _address(rcpt.original_recipient)
+                if address is None:
+                    continue
+                action = _action(rcpt.action, rcpt.status)
+                if action in _SUCCESS_ACTIONS:
+                    successes += 1
+                    continue
+                if action is None:
+                    continue
+                diagnostic = rcpt.diagnostic
+                if rcpt.status_comment and _has_words(rcpt.status_comment):
+                    diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
+                if not diagnostic or _is_bare_code(diagnostic):
+                    if human is None:
+                        human = self._human_text()
+                    context = bodies.context_for(human, address, rcpt.final_recipient)
+                    text = f"{diagnostic} {context}".strip()
+                else:
+                    text = diagnostic
+                fallback = ""
+                if not _has_words(text):
+                    if human is None:
+                        human = self._human_text()
+                    fallback = human
+                # No Action and no Status: a text that reads as a delay is one.
+                if (
+                    action == "failed"
+                    and rcpt.action is None
+                    and rcpt.status is None
+                    and _DELAY_TEXT.search(text)
+                ):
+                    action = "delayed"
+                failure = _failure(
+                    address,
+                    text,
+                    rcpt.status,
+                    Stage.DSN,
+                    diagnostic=diagnostic,
+                    remote_mta=rcpt.remote_mta,
+                    action=action,
+                    fallback=fallback,
+                )
+                if failure.reason is Reason.USERUNKNOWN:
+                    if human is None:
+                        human = self._human_text()
+                    failure = _after_data(failure, f"{text}\n{bodies.context_for(human, address)}\n{human}")
+                key = (address, action)
+                if key in seen:
+                    continue
+                seen.add(key)
+                (delays if action == "delayed" else failures).append(failure)
+        return failures, delays, successes
+
+    def _from_notice(self, notice: amazonses.Notice, signals: tuple[str, ...]) -> Classification:
+        if notice.kind == "complaint":
+            return self._finish(MessageType.FEEDBACK, [], [], signals)
+        if notice.kind == "delivery":
+            return self._finish(MessageType.DELIVERED, [], [], signals)
+        failures = []
+        for raw_address, status_field, diagnostic, _action in notice.recipients:
+            address = normalise(raw_address)
+            if address is not None:
+                failures.append(
+                    _failure(
+                        address, diagnostic, status.normal(status_field), Stage.RULES, diagnostic=diagnostic
+                    )
+                )
+        if failures:
+            return self._finish(MessageType.BOUNCE, failures, [], signals)
+        return self._finish(MessageType.UNRECOGNISED, [], [], signals)
+
+    def _flufl_stage(self) -> tuple[list[Failure], list[Failure]]:
+        temporary, permanent = all_failures(self.parsed.message)
+        failures: list[Failure] = []
+        delays: list[Failure] = []
+        if not temporary and not permanent:
+            return failures, delays
+        human = self._human_text()
+        delay_notice = bool(_DELAY_TEXT.search(human)) and not permanent
+        own = self._own_addresses(("from", "sender", "reply-to", "return-path"))
+        full = _full_text(self.parsed)
+
+        def unlikely(address: str) -> bool:
+            return self._is_own_address(address) or address in own or bodies.only_as_sender(full, address)
+
+        for raw_address in sorted(permanent):
+            address = normalise(raw_address)
+            if address is None or unlikely(address):
+                continue
+            context = bodies.context_for(human, address, decode(raw_address))
+            failures.append(
+                _failure(address, context or human, None, Stage.FLUFL, diagnostic=context, fallback=human)
+            )
+        for raw_address in sorted(temporary):
+            address = normalise(raw_address)
+            if address is None or address in {f.recipient for f in failures} or unlikely(address):
+                continue
+            context = bodies.context_for(human, address, decode(raw_address))
+            failure = _failure(
+                address, context or human, None, Stage.FLUFL, diagnostic=context, fallback=human
+            )
+            # flufl.bounce reports delay warnings (its SimpleWarning detector) as temporary failures.
+            if delay_notice:
+                delays.append(replace(failure, action="delayed", reason=Reason.DELAYED))
+            else:
+                failures.append(failure)
+        return failures, delays
+
+    def _rules_stage(self) -> tuple[list[Failure], list[Failure]]:
+        if not self._looks_like_bounce():
+            return [], []
+        human = self._human_text()
+        found = bodies.find_recipients(human, exclude=self._own_addresses())
+        failures = [
+            _failure(address, context or human, None, Stage.RULES, diagnostic=context, fallback=human)
+            for address, context in found
+        ]
+        if failures and _DELAY_TEXT.search(human) and not bodies.FAILURE_TEXT.search(human):
+            return [], [replace(f, action="delayed", reason=Reason.DELAYED) for f in failures]
+        return failures, []
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _header(self, name: str) -> str | None:
+        value = self.parsed.message.get(name)
+        if value is None:
+            return None
+        text = str(value) if not isinstance(value, str) else value
+        if name == "subject" and "=?" in text:
+            text = _decode_words(text)
+        return text
+
+    def _human_text(self) -> str:
+        if self._human is None:
+            self._human = _human_text(self.parsed)
+        return self._human
+
+    def _own_addresses(
+        self, names: tuple[str, ...] = ("from", "to", "sender", "reply-to", "return-path")
+    ) -> set[str]:
+        """The bounce's own From/To: the reporting daemon and the original sender, rarely a failed
+        recipient. (Delivered-To / X-Original-To are left out: they are the bounce address.)"""
+        own: set[str] = set()
+        for name in names:
+            value = self._header(name)
+            if value:
+                for piece in value.split(","):
+                    address = normalise(piece)
+                    if address:
+                        own.add(address)
+        if self.envelope_sender:
+            address = normalise(self.envelope_sender)
+            if address:
+                own.add(address)
+        return own
+
+    def _is_own_address(self, address: str) -> bool:
+        local = address.partition("@")[0]
+        return bool(loops.DAEMON_LOCAL.match(local))
+
+    def _looks_like_bounce(self) -> bool:
+        subject = self._header("subject") or ""
+        sender = normalise(self._header("from") or "") or ""
+        return bool(
+            loops.BOUNCE_SUBJECT.search(subject)
+            or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+            or "null-sender" in self.signals
+        )
+
+    def _looks_autoreply(self) -> bool:
+        """RFC 3834 auto-replies and vacation notices that do not also read as bounces.
+
+        Auto-Submitted alone decides nothing: Postfix, Exim and Mail.ru mark their bounces
+        "auto-replied" too. A mailer-daemon sender or a bounce subject wins over it.
+        """
+        if any(s.startswith("auto-submitted:auto-replied") for s in self.signals) or any(
+            s in loops.AUTOREPLY_HEADERS or s in ("vacation-subject", "x-post-messageclass")
+            for s in self.signals
+        ):
+            subject = self._header("subject") or ""
+            sender = normalise(self._header("from") or "") or ""
+            return not (
+                loops.BOUNCE_SUBJECT.search(subject) or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+            )
+        return False
+
+    def _finish(
+        self,
+        message_type: MessageType,
+        failures: list[Failure],
+        delays: list[Failure],
+        signals: tuple[str, ...],
+    ) -> Classification:
+        original = None
+        try:
+            original = _original_message_id(self.parsed, self._human) if hasattr(self, "parsed") else None
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(f"message-id: {type(exc).__name__}: {exc}")
+        if self.verp is not None:
+            message_type, failures, delays = _attribute_to_verp(
+                self.verp,
+                message_type,
+                failures,
+                delays,
+                looks_bounce=self._looks_like_bounce() if hasattr(self, "parsed") else False,
+            )
+        return Classification(
+            message_type,
+            failures=tuple(failures),
+            delays=tuple(delays),
+            loop_signals=signals,
+            original_message_id=original,
+            verp_recipient=self.verp,
+            errors=tuple(self.errors),
+        )
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded-words to text; undecodable pieces are kept as they came."""
+    pieces = []
+    for chunk, charset in email.header.decode_header(text):
+        if isinstance(chunk, bytes):
+            try:
+                pieces.append(chunk.decode(charset or "ascii", errors="replace"))
+            except LookupError:
+                pieces.append(chunk.decode("latin-1"))
+        else:
+            pieces.append(chunk)
+    return "".join(pieces)
+
+
+def _attribute_to_verp(
+    verp: str,
+    message_type: MessageType,
+    failures: list[Failure],
+    delays: list[Failure],
+    *,
+    looks_bounce: bool,
+) -> tuple[MessageType, list[Failure], list[Failure]]:
+    """The VERP recipient is authoritative (Mailman): the failure is its, whatever the DSN lists."""
+    if failures:
+        match = [f for f in failures if f.recipient == verp]
+        return message_type, match[:1] or [replace(failures[0], recipient=verp, stage=Stage.VERP)], []
+    if delays:
+        match = [f for f in delays if f.recipient == verp]
+        return message_type, [], match[:1] or [replace(delays[0], recipient=verp, stage=Stage.VERP)]
+    if message_type in (MessageType.FEEDBACK, MessageType.DELIVERED):
+        return message_type, [], []
+    if looks_bounce and message_type is MessageType.UNRECOGNISED:
+        # A bounce to a signed VERP address whose format nobody recognised: it still says this recipient
+        # failed, but not how, so it is recorded as UNKNOWN and never disables the address alone.
+        return MessageType.BOUNCE, [Failure(verp, BounceKind.UNKNOWN, stage=Stage.VERP)], []
+    # A VERP'd message that is no DSN is an auto-reply (Mailman 3's BounceRunner): never scored.
+    return MessageType.AUTOREPLY, [], []
+
+
+def _failure(
+    address: str,
+    text: str,
+    status_field: str | None,
+    stage: Stage,
+    *,
+    diagnostic: str = "",
+    remote_mta: str | None = None,
+    action: str | None = "failed",
+    fallback: str = "",
+) -> Failure:
+    status_code = _best_status(status_field, text)
+    reply_code = status.reply_code_in(text)
+    reason, strength = rules.explain(text[:4000], status_code, reply_code)
+    if strength < 2 and fallback and fallback != text:
+        # The lines next to the address said little; the whole report may say more (one reason for all).
+        fb_status = status_code or dsn.status_of(fallback)
+        fb_reply = reply_code or status.reply_code_in(fallback)
+        fb_reason, fb_strength = rules.explain(fallback[:4000], fb_status, fb_reply)
+        if fb_strength > strength:
+            reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
+    dsn_class = _class_of(status_code, reply_code)
+    if (
+        reason is Reason.USERUNKNOWN
+        and not _names_address(status_code)
+        and bodies.smtp_command(text) == "DATA"
+    ):
+        reason = Reason.FILTERED
+    if action == "delayed":
+        kind = BounceKind.TEMPORARY
+        reason = Reason.DELAYED if reason is Reason.UNDEFINED else reason
+    else:
+        kind = _kind(reason, dsn_class)
+    return Failure(
+        recipient=address,
+        kind=kind,
+        reason=reason,
+        dsn_class=dsn_class,
+        status=status_code,
+        reply_code=reply_code,
+        diagnostic=" ".join(diagnostic.split())[:1000],
+        remote_mta=remote_mta,
+        stage=stage,
+        action=action,
+    )
+
+
+def _after_data(failure: Failure, text: str) -> Failure:
+    """An "unknown user" answer to DATA, after RCPT TO was accepted, is a content filter talking: the
+    server knew the mailbox a moment earlier (Sisimai calls this "filtered")."""
+    if _names_address(failure.status) or bodies.smtp_command(text) != "DATA":
+        return failure
+    return replace(failure, reason=Reason.FILTERED, kind=_kind(Reason.FILTERED, failure.dsn_class))
+
+
+def _names_address(status_code: str | None) -> bool:
+    """x.1.1 / x.1.2 ...: the server named the address as the problem, whatever command it answered."""
+    return bool(status_code) and status.subject_detail(status_code or "").startswith("1.")
+
+
+def _kind(reason: Reason, dsn_class: BounceKind) -> BounceKind:
+    """PERMANENT only when the address itself is dead (corpus README, issue 2)."""
+    if reason in ADDRESS_REASONS:
+        if reason is Reason.NOTACCEPT and dsn_class is not BounceKind.PERMANENT:
+            return BounceKind.TEMPORARY
+        if dsn_class is BounceKind.TEMPORARY:
+            return BounceKind.TEMPORARY  # a 4xx "unknown user" is a lookup failure the MTA will retry
+        return BounceKind.PERMANENT
+    if reason is Reason.UNDEFINED:
+        return BounceKind.UNKNOWN
+    return BounceKind.TEMPORARY
+
+
+def _class_of(status_code: str | None, reply_code: int | None) -> BounceKind:
+    first = status_code[0] if status_code else (str(reply_code)[0] if reply_code else "")
+    if first == "5":
+        return BounceKind.PERMANENT
+    if first == "4":
+        return BounceKind.TEMPORARY
+    return BounceKind.UNKNOWN
+
+
+def _best_status(status_field: str | None, text: str) -> str | None:
+    """The Status field, unless it is the vague x.0.0 and the diagnostic names a precise code."""
+    in_text = dsn.status_of(text)
+    if status_field is None:
+        return in_text
+    if (
+        in_text
+        and status_field.endswith(".0.0")
+        and in_text[0] == status_field[0]
+        and in_text != status_field
+    ):
+        return in_text
+    return status_field
+
+
+def _action(action: str | None, status_code: str | None) -> str | None:
+    """Map real-world Action values onto RFC 3464's five; infer a missing one from Status."""
+    if action:
+        if action.startswith("delay"):
+            return "delayed"
+        for success in _SUCCESS_ACTIONS:
+            if action.startswith(success[:5]):
+                return success
+        if action.startswith(_FAILED_ACTIONS):
+            return "failed"
+    if status_code:
+        if status_code[0] == "2":
+            return "delivered"
+        return "failed"
+    return "failed" if action is None else None
+
+
+def _has_words(text: str) -> bool:
+    return bool(re.search(r"[A-Za-z]{3,}.*[A-Za-z]{3,}", text))
+
+
+def _is_bare_code(diagnostic: str) -> bool:
+    return not re.search(r"[A-Za-z]{3}", diagnostic)
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    return normalise(value)
+
+
+def _walk(msg: Message) -> _Parsed:
+    parsed = _Parsed(msg)
+    stack: list[Message] = [msg]
+    while stack:
+        part = stack.pop()
+        ctype = part.get_content_type()
+        if part.is_multipart() and ctype not in dsn.MESSAGE_TYPES and ctype not in dsn.DSN_TYPES:
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+            continue
+        if part.get_content_maintype() == "multipart":
+            # A multipart whose boundary never occurs (StartBoundaryNotFoundDefect) is left as one
+            # string: read it as text rather than lose the report inside it.
+            parsed.text_parts.append(part)
+            continue
+        if ctype in dsn.DSN_TYPES:
+            parsed.dsn_parts.append(part)
+        elif ctype in dsn.MESSAGE_TYPES and part is not msg and not parsed.dsn_parts and _is_report(part):
+            # A bounce forwarded as an attachment (some gateways wrap the DSN they received): read the
+            # inner report when the outer message has none of its own.
+            payload = part.get_payload()
+            if not isinstance(payload, list) or not isinstance(payload[0], Message):
+                continue
+            inner = _walk(payload[0])
+            parsed.dsn_parts.extend(inner.dsn_parts)
+            parsed.text_parts.extend(inner.text_parts)
+            parsed.original_ids.extend(inner.original_ids)
+            parsed.original_headers.extend(inner.original_headers)
+        elif ctype == "message/feedback-report":
+            parsed.feedback = True
+        elif ctype in dsn.MESSAGE_TYPES:
+            _read_original(part, parsed)
+        elif ctype in dsn.HEADERS_TYPES:
+            parsed.original_headers.append(dsn.part_text(part))
+        elif ctype == "text/plain" and part.get_filename() is None:
+            parsed.text_parts.append(part)
+        elif ctype == "text/html" and part.get_filename() is None:
+            parsed.html_parts.append(part)
+    if not parsed.dsn_parts:
+        # Some MTAs label the delivery-status part text/plain; a part that reads as one is one.
+        for part in parsed.text_parts:
+            text = dsn.part_text(part)
+            if re.search(r"^\s*Final-Recipient\s*:", text, re.IGNORECASE | re.MULTILINE) and re.search(
+                r"^\s*(?:Action|Status)\s*:", text, re.IGNORECASE | re.MULTILINE
+            ):
+                parsed.dsn_parts.append(part)
+    return parsed
+
+
+def _is_report(part: Message) -> bool:
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    return isinstance(inner, Message) and inner.get_content_type() == "multipart/report"
+
+
+def _read_original(part: Message, parsed: _Parsed) -> None:
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    if isinstance(inner, Message):
+        value = inner.get("message-id")
+        if value is not None:
+            parsed.original_ids.append(str(value))
+        return
+    if isinstance(payload, str):
+        parsed.original_headers.append(payload[:MAX_TEXT_CHARS])
+
+
+def _human_text(parsed: _Parsed) -> str:
+    """The human-readable report, cut before the returned original message."""
+    pieces: list[str] = []
+    for part in parsed.text_parts:
+        if part in parsed.dsn_parts and len(parsed.text_parts) > 1:
+            continue
+        pieces.append(dsn.part_text(part))
+        if sum(len(p) for p in pieces) > MAX_TEXT_CHARS:
+            break
+    if not pieces:
+        for part in parsed.html_parts:
+            pieces.append(bodies.strip_html(dsn.part_text(part)))
+    if not pieces and not parsed.message.is_multipart():
+        pieces.append(dsn.part_text(parsed.message))
+    text = "\n".join(pieces)[:MAX_TEXT_CHARS]
+    return bodies.cut_original(bodies.unix_newlines(text))
+
+
+def _full_text(parsed: _Parsed) -> str:
+    """Every text part, uncut (the returned original included), for position checks."""
+    pieces = [dsn.part_text(part) for part in parsed.text_parts[:8]]
+    if not pieces and not parsed.message.is_multipart():
+        pieces.append(dsn.part_text(parsed.message))
+    return bodies.unix_newlines("\n".join(pieces)[: MAX_TEXT_CHARS * 4])
+
+
+def _original_message_id(parsed: _Parsed, human: str | None) -> str | None:
+    for value in parsed.original_ids:
+        found = dsn.message_id_in(f"Message-ID: {value}")
+        if found:
+            return found
+    for text in parsed.original_headers:
+        found = dsn.message_id_in(text)
+        if found:
+            return found
+    # Plain-text bounces quote the original after a marker line; the bounce's own headers never reach here.
+    for part in _iter_text(parsed):
+        text = bodies.unix_newlines(dsn.part_text(part))
+        tail = bodies.original_section(text)
+        if tail:
+            found = dsn.message_id_in(tail)
+            if found:
+                return found
+    del human
+    return None
+
+
+def _iter_text(parsed: _Parsed) -> Iterator[Message]:
+    yield from parsed.text_parts
+    if not parsed.text_parts and not parsed.message.is_multipart():
+        yield parsed.message

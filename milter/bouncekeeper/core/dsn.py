@@ -1,0 +1,220 @@
+"""RFC 3464 / RFC 6533 delivery-status reader.
+
+A DSN is a multipart/report (RFC 6522) whose machine-readable part is `message/delivery-status`
+(RFC 3464 section 2) or, for internationalised mail, `message/global-delivery-status` (RFC 6533
+section 6). That part is a series of header-like field blocks separated by blank lines: the first block
+is per message (Reporting-MTA, Arrival-Date ...), each following block is per recipient
+(Final-Recipient, Action, Status, Diagnostic-Code, Remote-MTA ...).
+
+Real MTAs bend the rules: the per-message block is missing, blocks are not separated, fields are
+indented, the part is labelled text/plain. This reader is lenient: it reads every block and keeps the
+ones that name a recipient. It never raises on malformed text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.message import Message
+
+DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers", "text/global-headers"})
+MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+# RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
+STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_MESSAGE_ID = re.compile(r"^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientReport:
+    """One per-recipient block of a delivery-status part, fields as written (not yet normalised)."""
+
+    final_recipient: str | None
+    original_recipient: str | None
+    action: str | None  # lower-cased: failed | delayed | delivered | relayed | expanded
+    status: str | None  # the x.y.z of the Status field, None when absent or unreadable
+    diagnostic: str  # Diagnostic-Code without its type ("smtp;"), unfolded
+    diagnostic_type: str | None
+    remote_mta: str | None
+    # Text beside the code in the Status field: "5.0.0 (recipient reached disk quota)" or a bare
+    # "553 Exceeded maximum inbound message size" from MTAs that put an SMTP reply there.
+    status_comment: str = ""
+
+    @property
+    def recipient(self) -> str | None:
+        return self.final_recipient or self.original_recipient
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    reporting_mta: str | None
+    recipients: tuple[RecipientReport, ...]
+
+
+def field_blocks(text: str) -> list[dict[str, str]]:
+    """Split RFC 822-style field blocks: blank line separates blocks; folded lines are unfolded.
+
+    Field names are lower-cased; a repeated field keeps its first value (RFC 3464 allows each once).
+    """
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, last = {}, None
+            continue
+        if line[0] in " \t" and last is not None:
+            stripped = line.strip()
+            match = _FIELD.match(stripped)
+            # Some MTAs indent every field; an indented "Name: value" of a DSN field name is a field.
+            if match and match.group(1).lower() in _KNOWN_FIELDS:
+                name = match.group(1).lower()
+                if name in current and name == "final-recipient":
+                    blocks.append(current)
+                    current = {}
+                current.setdefault(name, match.group(2).strip())
+                last = name
+            else:
+                current[last] = f"{current[last]} {stripped}"
+            continue
+        match = _FIELD.match(line.strip())
+        if match is None:
+            last = None
+            continue
+        name = match.group(1).lower()
+        if name == "final-recipient" and "final-recipient" in current:
+            # Two recipients with no blank line between them (seen from some appliances).
+            blocks.append(current)
+            current = {}
+        current.setdefault(name, match.group(2).strip())
+        last = name
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+_KNOWN_FIELDS = frozenset(
+    {
+        "reporting-mta",
+        "original-envelope-id",
+        "arrival-date",
+        "received-from-mta",
+        "dsn-gateway",
+        "x-postfix-queue-id",
+        "x-postfix-sender",
+        "original-recipient",
+        "final-recipient",
+        "action",
+        "status",
+        "remote-mta",
+        "diagnostic-code",
+        "last-attempt-date",
+        "will-retry-until",
+        "final-log-id",
+        "x-actual-recipient",
+        "x-supplementary-info",
+        "x-display-name",
+    }
+)
+
+
+def _strip_type(value: str) -> tuple[str | None, str]:
+    """`smtp; 550 5.1.1 ...` -> ("smtp", "550 5.1.1 ..."); RFC 3464 section 2.3.6 type ";" text."""
+    kind, sep, rest = value.partition(";")
+    if sep and re.fullmatch(r"\s*[A-Za-z][A-Za-z0-9-]*\s*", kind):
+        return kind.strip().lower(), rest.strip()
+    return None, value.strip()
+
+
+def status_of(text: str | None) -> str | None:
+    if not text:
+        return None
+    match = STATUS_RE.search(text)
+    if match is None:
+        return None
+    return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
+
+
+def read(text: str) -> DeliveryStatus:
+    """Read the text of a delivery-status part."""
+    reporting: str | None = None
+    recipients: list[RecipientReport] = []
+    for block in field_blocks(text):
+        if "reporting-mta" in block and reporting is None:
+            reporting = _strip_type(block["reporting-mta"])[1] or None
+        final = block.get("final-recipient") or block.get("x-actual-recipient")
+        original = block.get("original-recipient")
+        if not final and not original:
+            continue
+        diag_type, diagnostic = _strip_type(block.get("diagnostic-code", ""))
+        remote = block.get("remote-mta")
+        recipients.append(
+            RecipientReport(
+                final_recipient=final,
+                original_recipient=original,
+                action=(block.get("action") or "").strip().split()[0].lower().rstrip(";.")
+                if (block.get("action") or "").strip()
+                else None,
+                status=status_of(block.get("status")),
+                diagnostic=diagnostic,
+                diagnostic_type=diag_type,
+                remote_mta=_strip_type(remote)[1] if remote else None,
+                status_comment=STATUS_RE.sub("", block.get("status", ""), count=1).strip(" ()\t"),
+            )
+        )
+    return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))
+
+
+def part_text(part: Message) -> str:
+    """The decoded text of a leaf part, or the flattened fields of a parsed message/delivery-status.
+
+    The stdlib parser turns message/delivery-status into a list of sub-messages (one per block); we
+    rebuild the blocks so that one reader handles every shape.
+    """
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        blocks = []
+        for sub in payload:
+            if isinstance(sub, Message):
+                lines = [f"{name}: {_header_text(value)}" for name, value in sub.items()]
+                body = sub.get_payload()
+                if isinstance(body, str) and body.strip():
+                    lines.append(body)
+                blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        return str(payload) if payload is not None else ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return raw.decode(charset, errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def _header_text(value: object) -> str:
+    text = str(value)
+    # Unfold (RFC 5322 section 2.2.3): a field's continuation lines are one logical line.
+    return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", " ")
+
+
+def reports(parts: Iterable[Message]) -> list[DeliveryStatus]:
+    """Read each of `parts`: delivery-status parts, or text parts that carry DSN fields."""
+    return [read(part_text(part)) for part in parts]
+
+
+def message_id_in(text: str) -> str | None:
+    """The Message-ID field of a block of header text (a returned original's headers)."""
+    match = _MESSAGE_ID.search(text)
+    if match is None:
+        return None
+    value = re.sub(r"\s+", " ", match.group(1)).strip()
+    angle = re.search(r"<[^<>\s]+>", value)
+    if angle:
+        return angle.group(0)
+    return value or None

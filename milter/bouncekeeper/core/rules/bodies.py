@@ -1,0 +1,252 @@
+"""Reading the human-readable part of a bounce: where the report ends, which addresses failed, and the
+text that says why for each of them.
+
+Non-standard bounces (qmail, old Sendmail and Exim, appliances, webmail providers) share a shape: a
+preamble, then each failed address on a line of its own or beside a failure phrase, then the reason,
+then a marker line and the returned original. These helpers read that shape without knowing the MTA.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from bouncekeeper.core.addresses import normalise
+
+# Lines that introduce the returned original message (its addresses must never be taken as failed
+# recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
+_ORIGINAL_MARKER = re.compile(
+    r"^[ \t>]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    r"(?:this is a |a )?copy of (?:the |your )?(?:original )?message|"
+    r"below this line is a copy|original message follows|original message headers|"
+    r"(?:the )?original message(?: was)?(?: attached| is attached| follows| headers)?[ \t]*(?:-{2,}|:|$)|"
+    r"returned message|unsent message below|message headers follow|headers of (?:the )?original|"
+    r"start of (?:the )?returned|forwarded message|(?:your )?message reads|"
+    r"the header of the original|returned mail follows|the text of your message|original text follows|"
+    r"begin (?:returned|original)|rfc ?822 headers|here is (?:a copy|your message)|"
+    r"the message you sent|the first .{0,20} of the original|content of the original|"
+    r"following is a copy)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# The returned original's header block when no marker introduces it.
+_EMBEDDED_HEADERS = re.compile(
+    r"^(?:Return-Path|Received|DKIM-Signature|Message-I[Dd]|X-Original-To|Delivered-To):[ \t]\S.*\n"
+    r"(?:[A-Za-z][\w-]*:|[ \t])",
+    re.MULTILINE | re.IGNORECASE,
+)
+_ADDRESS = re.compile(
+    r"""(?<![\w.+=-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}@(?:[\w-]{1,63}\.)+[a-z\u00a1-\uffff][\w-]{0,62}""",
+    re.IGNORECASE,
+)
+# Failure language (and SMTP error codes) that makes an address nearby a failed recipient.
+FAILURE_TEXT = re.compile(
+    r"unknown|no such|not exist|doesn't exist|does not exist|invalid|reject|fail|undeliver|not deliver|"
+    r"could not|couldn't|cannot|can't|unable|not found|denied|refused|full|quota|error|permanent|"
+    r"bounce|block|disabled|inactive|suspend|not available|unavailable|unrouteable|unroutable|expired|"
+    r"not accept|no mailbox|does not like|not valid|spam|too large|too big|exceed|malformed|"
+    r"(?<![\d.])[45]\d\d(?![\d])|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}|"
+    r"unzustellbar|unbekannt|nicht|inexistant|introuvable|non valide|no existe|inesistente",
+    re.IGNORECASE,
+)
+# Addresses in these positions are the sender or a server, not a failed recipient.
+_NOT_RECIPIENT_BEFORE = re.compile(
+    r"^[\s>*]*(?:from|sender|reply-to|return-path|message-?id|in-reply-to|references|x-sender|resent-from|"
+    r"errors-to|list-\w+)\s*:[^:]*$|"
+    r"(?:mail from|envelope-from|envelope sender|smtp\.mailfrom|sent by|helo|ehlo)\s*[:=]?\s*<?\s*$",
+    re.IGNORECASE,
+)
+_HEADING = re.compile(
+    r"(?:following|these|the) (?:e-?mail )?(?:address(?:es|\(es\))?|recipients?|destinations?)|"
+    r"(?:could not|couldn't|not be|wasn't able to|was not|unable to) (?:be )?deliver|"
+    r"delivery (?:has )?failed|failed recipient|recipient(?:\(s\)|s)?:|undeliverable to|"
+    r"permanent (?:fatal )?error|address(?:es)? failed|failure reasons?",
+    re.IGNORECASE,
+)
+_RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_MAX_RECIPIENTS = 50
+
+
+def unix_newlines(text: str) -> str:
+    """CRLF and CR-only (old Mac) line ends as LF, so that line-anchored patterns work on all three."""
+    if "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def strip_html(text: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", " ", text)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>", "\n", text)
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def cut_original(text: str) -> str:
+    """The report without the returned original message."""
+    cut = len(text)
+    marker = _ORIGINAL_MARKER.search(text)
+    if marker is not None:
+        cut = marker.start()
+    headers = _EMBEDDED_HEADERS.search(text, 0, cut)
+    if headers is not None and headers.start() > 0:
+        cut = headers.start()
+    return text[:cut]
+
+
+def original_section(text: str) -> str | None:
+    """The part of a plain-text bounce that quotes the original, for its Message-ID."""
+    marker = _ORIGINAL_MARKER.search(text)
+    if marker is not None:
+        return text[marker.start() :]
+    headers = _EMBEDDED_HEADERS.search(text)
+    if headers is not None:
+        return text[headers.start() :]
+    return None
+
+
+def context_for(text: str, address: str, raw: str | None = None) -> str:
+    """The lines that report on `address`: its line and those after it, up to the next recipient's
+    line, or a blank line once a reason has been seen (at most 12 lines, ~1,200 chars)."""
+    position = _find(text, address, raw)
+    if position < 0:
+        return ""
+    start = text.rfind("\n", 0, position) + 1
+    first_end = text.find("\n", position)
+    if first_end < 0:
+        return text[start:].strip()[:1200]
+    lines = [text[start:first_end]]
+    # A block ends with the remote server's reply (a reply or status code); until one is seen, blank
+    # lines inside the block are skipped (Gmail puts "The error that the other server returned was:"
+    # two paragraphs below the address).
+    seen_reason = bool(_CODE.search(_without_addresses(lines[0])))
+    blanks = 0
+    for line in text[first_end + 1 : first_end + 3000].split("\n"):
+        if len(lines) >= 12:
+            break
+        if not line.strip():
+            blanks += 1
+            if seen_reason or blanks > 2:
+                break
+            continue
+        leading = _LEADING_ADDRESS.match(line)
+        if leading and normalise(leading.group(1)) not in (address, None):
+            break  # the next recipient's block
+        if _ORIGINAL_MARKER.match(line):
+            break
+        lines.append(line)
+        seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
+    return "\n".join(lines).strip()[:1200]
+
+
+_CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
+_LEADING_ADDRESS = re.compile(r"^[\s>*\-\"'<]*(?:rfc822;\s*)?([^\s@<>\"']+@[^\s<>\"':,;]+)")
+
+
+def _without_addresses(line: str) -> str:
+    return _ADDRESS.sub(" ", line)
+
+
+def _find(text: str, address: str, raw: str | None) -> int:
+    lower = text.lower()
+    position = lower.find(address)
+    if position < 0 and raw:
+        bare = normalise(raw)
+        candidate = raw.split(";")[-1].strip().strip("<>").lower()
+        for needle in (candidate, bare or ""):
+            if needle and "@" in needle:
+                position = lower.find(needle)
+                if position >= 0:
+                    break
+    if position < 0:
+        local = address.partition("@")[0]
+        position = lower.find(local + "@") if len(local) > 2 else -1
+    return position
+
+
+def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
+    """Failed recipients of a non-standard bounce and, for each, the text that reports on it.
+
+    `exclude` (the bounce's own From/To: the daemon and the original sender) only vetoes addresses
+    found beside failure words; an address alone on its line under a "following addresses failed"
+    heading, or in "RCPT TO:<...>", is a recipient whoever else it is.
+    """
+    found: dict[str, str] = {}
+    heading_seen = bool(_HEADING.search(text))
+    for match in _ADDRESS.finditer(text):
+        address = normalise(match.group(0))
+        if address is None or address in found:
+            continue
+        local = address.partition("@")[0]
+        if re.fullmatch(
+            r"(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply)", local
+        ):
+            continue
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.end())
+        line_end = len(text) if line_end < 0 else line_end
+        before = text[line_start : match.start()]
+        if _NOT_RECIPIENT_BEFORE.search(before):
+            continue
+        line = text[line_start:line_end]
+        following = text[line_end : line_end + 400]
+        alone = re.fullmatch(
+            r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?"
+            + re.escape(match.group(0))
+            + r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*",
+            line,
+            re.IGNORECASE,
+        )
+        preceding = text[max(0, line_start - 200) : line_start]
+        strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
+        weak = FAILURE_TEXT.search(line) or (
+            alone and (FAILURE_TEXT.search(following) or FAILURE_TEXT.search(preceding))
+        )
+        if strong or (weak and address not in exclude):
+            found[address] = context_for(text, address)
+        if len(found) >= _MAX_RECIPIENTS:
+            break
+    return list(found.items())
+
+
+_REPLY_TO_COMMAND = re.compile(
+    r"in reply to (?:the )?(?:end of )?(data|rcpt to|rcpt|mail from|mail)\b|"
+    r"(?:after|did not like our) (?:end of )?(data|rcpt to|rcpt|mail from)\b",
+    re.IGNORECASE,
+)
+_TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[45])\d\d)", re.MULTILINE)
+
+
+def smtp_command(text: str) -> str | None:
+    """The SMTP command a remote server rejected, as the report states it: "DATA", "RCPT", "MAIL" or None.
+
+    Postfix writes "(in reply to end of DATA command)", Exim "after RCPT TO:", DMA "did not like our
+    RCPT TO:", Sendmail a ">>> DATA / <<< 550" transcript.
+    """
+    match = _REPLY_TO_COMMAND.search(text)
+    if match is not None:
+        word = (match.group(1) or match.group(2)).upper()
+        return word.split()[0][:4]
+    last = None
+    for line in _TRANSCRIPT.finditer(text):
+        if line.group("cmd"):
+            last = line.group("cmd").upper()[:4]
+        elif last is not None:
+            return last
+    return None
+
+
+def only_as_sender(text: str, address: str) -> bool:
+    """True when every mention of `address` in `text` is in a sender or Message-ID position.
+
+    flufl.bounce's heuristic detectors sometimes return the original's From or Message-ID; a failed
+    recipient is mentioned at least once elsewhere.
+    """
+    lower = text.lower()
+    start = lower.find(address)
+    if start < 0:
+        return False
+    while start >= 0:
+        line_start = lower.rfind("\n", 0, start) + 1
+        if not _NOT_RECIPIENT_BEFORE.search(lower[line_start:start]):
+            return False
+        start = lower.find(address, start + len(address))
+    return True

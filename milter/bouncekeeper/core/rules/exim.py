@@ -1,0 +1,22 @@
+"""Exim: texts of its delivery-failure and retry-timeout reports."""
+
+from __future__ import annotations
+
+from bouncekeeper.core.model import Reason
+
+PATTERNS: tuple[tuple[Reason, str], ...] = (
+    (Reason.EXPIRED, r"retry timeout exceeded|retry time not reached for any host after a long failure"),
+    (
+        Reason.USERUNKNOWN,
+        r"unrouteable address|unknown local-part|no such user here|"
+        r"all relevant mx records point to non-existent hosts",
+    ),
+    (
+        Reason.HOSTUNKNOWN,
+        r"unrouteable mail domain|an mx or srv record indicated no smtp service|"
+        r"no valid mx|all host address lookups failed",
+    ),
+    (Reason.MAILERERROR, r"pipe to \|.{0,80}(?:failed|returned)|child process of .{0,60} transport returned"),
+    (Reason.NETWORKERROR, r"too many \"received\" headers|remote host address is the local host"),
+    (Reason.CONTENTERROR, r"message has lines too long for transport"),
+)

@@ -1,0 +1,24 @@
+"""Postfix: texts of its bounce(8) reports and of smtpd restrictions on remote Postfix servers."""
+
+from __future__ import annotations
+
+from bouncekeeper.core.model import Reason
+
+PATTERNS: tuple[tuple[Reason, str], ...] = (
+    (
+        Reason.USERUNKNOWN,
+        r"user unknown in (?:local|virtual|relay) (?:recipient|alias|mailbox) table|"
+        r"recipient address rejected: user unknown|unknown user:|undeliverable address: unknown user",
+    ),
+    (Reason.HOSTUNKNOWN, r"host or domain name not found|domain not found"),
+    (Reason.NORELAYING, r"relay access denied"),
+    (Reason.MAILBOXFULL, r"mailbox size limit exceeded|maildir size limit|disk quota exceeded"),
+    (
+        Reason.NETWORKERROR,
+        r"mail for .{0,60} loops back to myself|conversation with .{0,80} timed out|"
+        r"lost connection with .{0,80} while",
+    ),
+    (Reason.BLOCKED, r"client host rejected: cannot find your (?:reverse )?hostname"),
+    (Reason.REJECTED, r"sender address rejected: domain not found|sender address rejected"),
+    (Reason.EXPIRED, r"delivery temporarily suspended"),
+)
