@@ -27,6 +27,23 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
     return 0
 
 
+def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
+    # Imported here: pymilter's C extension is only needed by this command.
+    from bouncekeeper import milterd, service, store  # noqa: PLC0415
+
+    # Everything that can be wrong in the config fails here, before the socket is opened.
+    policy = milterd.MilterPolicy.from_settings(settings)
+    signer = milterd.signer_from_settings(settings)
+    milterd.parse_mode(settings)
+
+    def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
+        # After the privileges are dropped: an embedded redis-server runs as the milter's user.
+        st = store.connect(settings, supervise=True)
+        return milterd.Runtime(policy, service.Service(settings, st), signer), st.close
+
+    return milterd.serve(settings, make_runtime)
+
+
 def _as_dict(settings: config.Settings) -> dict[str, object]:
     return dataclasses.asdict(settings)
 
@@ -102,6 +119,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     classify_command.add_parser(sub)
     handlers["classify"] = classify_command.run
+
+    sub.add_parser("milter", help="run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)")
+    handlers["milter"] = _cmd_milter
 
     return parser, handlers
 

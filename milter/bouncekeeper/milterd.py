@@ -34,6 +34,7 @@ import os
 import pathlib
 import pwd
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -351,8 +352,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     @_symlist("{daemon_name}")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         policy = self.runtime.policy
-        if isinstance(hostaddr, tuple) and hostaddr:
-            self.client_addr = str(hostaddr[0])
+        if family in (socket.AF_INET, socket.AF_INET6):
+            # libmilter gives (ip, port[, flow, scope]); some harnesses give the bare ip.
+            self.client_addr = str(hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr)
         self.daemon_name = self.getsymval("{daemon_name}")
         # Postfix's cleanup simulates a connection from localhost for non-SMTP mail; the daemon name set
         # on the cleanup service (postfix/master.cf) tells it apart from a real local SMTP client.
