@@ -360,6 +360,7 @@ def test_forged_verp_address_in_observe_mode_is_recorded_as_forged_and_scores_no
     assert view.hard_score == 0
     assert view.soft_count == 0
     assert harness.store.view("ivon@example.net").hard_score == 0
+    assert [f["kind"] for _id, f in harness.store.recent()] == ["forged"]
 
 
 def test_postfix_internal_path_never_rejects_a_forged_address(
