@@ -3,6 +3,7 @@ against the real Service and a real redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pathlib
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 import Milter
 import Milter.testctx
 import pytest
+import redis
 
 from bouncekeeper import config, milterd, service, store
 from bouncekeeper.core import verp
@@ -480,6 +482,11 @@ def test_daemon_opens_its_socket_writes_a_pid_file_and_stops_cleanly_on_sigterm(
         assert "listening on" in daemon.log()
     finally:
         daemon.stop()
+        # A daemon killed by a failing test leaves its embedded redis-server (own session) running.
+        embedded = daemon.state_dir / "redis" / "redis.sock"
+        if embedded.exists():
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis(unix_socket_path=str(embedded)).shutdown(nosave=True)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -31,6 +32,9 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
     # Imported here: pymilter's C extension is only needed by this command.
     from bouncekeeper import milterd, service, store  # noqa: PLC0415
 
+    # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
+    # embedded redis-server changes its own folder and would resolve it again from there.
+    settings = dataclasses.replace(settings, state_dir=os.path.abspath(settings.state_dir))
     # Everything that can be wrong in the config fails here, before the socket is opened.
     policy = milterd.MilterPolicy.from_settings(settings)
     signer = milterd.signer_from_settings(settings)

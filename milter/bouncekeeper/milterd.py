@@ -769,27 +769,29 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         libmilter.opensocket(True)  # True: remove a stale socket left by a crash
     finally:
         os.umask(old_umask)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{os.getpid()}\n")
-    if path is not None:
-        os.chmod(path, mode)
-    if user is not None:
-        for owned in [state_dir, pid_file, *([path] if path is not None else [])]:
-            os.chown(owned, user.pw_uid, user.pw_gid)
-        os.setgroups([g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-    _stop_on_signals()
-    runtime, shutdown = make_runtime()
-    BounceMilter.runtime = runtime
-    Milter.factory = BounceMilter
-    logger.info("listening on %s (pid %d)", spec, os.getpid())
+    shutdown: Callable[[], None] | None = None
     try:
-        # libmilter handles SIGTERM/SIGINT/SIGHUP in its own signal thread and returns from main.
-        libmilter.main()
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+        if path is not None:
+            os.chmod(path, mode)
+        if user is not None:
+            for owned in [state_dir, pid_file, *([path] if path is not None else [])]:
+                os.chown(owned, user.pw_uid, user.pw_gid)
+            os.setgroups([g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        _stop_on_signals()
+        # The MTA's connections wait in the listen backlog until main() accepts them.
+        runtime, shutdown = make_runtime()
+        BounceMilter.runtime = runtime
+        Milter.factory = BounceMilter
+        logger.info("listening on %s (pid %d)", spec, os.getpid())
+        libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT, SIGHUP: see _stop_on_signals)
     finally:
         logger.info("stopping")
-        shutdown()
+        if shutdown is not None:
+            shutdown()
         pid_file.unlink(missing_ok=True)
         if path is not None:
             path.unlink(missing_ok=True)
