@@ -7,10 +7,12 @@ import contextlib
 import io
 import os
 import pathlib
+import pwd
 import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import Milter.testctx
 import pytest
 import redis
 
-from bouncekeeper import config, milterd, service, store
+from bouncekeeper import cli, config, milterd, service, store
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import State
 from bouncekeeper.store.event import Event, EventKind, Source
@@ -503,3 +505,45 @@ def test_daemon_refuses_a_bad_config_before_opening_the_socket(tmp_path: pathlib
     )
     assert done.returncode == 78
     assert "milter.originating_networks[0]" in done.stderr
+
+
+def test_config_check_refuses_what_the_milter_would_refuse(tmp_path: pathlib.Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[milter]\nprotected_recipients = ["not an address"]\n')
+    assert cli.main(["--config", str(cfg), "config", "check"]) == 78
+    cfg.write_text('[milter]\nsocket_mode = "rw-rw----"\n')
+    assert cli.main(["--config", str(cfg), "config", "check"]) == 78
+    cfg.write_text('[verp]\nbounce_domain = "b.example"\n')  # VERP on, but no key
+    assert cli.main(["--config", str(cfg), "config", "check"]) == 78
+
+
+def _readable_by_others(path: pathlib.Path) -> bool:
+    return all(p.stat().st_mode & 0o005 == 0o005 for p in (path, *path.parents) if p.exists())
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not _readable_by_others(pathlib.Path(sysconfig.get_paths()["stdlib"])),
+    reason="needs root, and a Python whose standard library the unprivileged user can read",
+)
+def test_daemon_drops_privileges_to_the_configured_user(redis_db: RedisServer) -> None:
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="bk-u-"))
+    directory.chmod(0o755)
+    os.chown(directory, pwd.getpwnam("nobody").pw_uid, -1)  # the user's own folder, as in deployment
+    toml = f'[redis]\nurl = "{redis_db.url}"\n[milter]\nuser = "nobody"\n'
+    daemon = MilterProcess(directory, f"unix:{directory}/m.sock", toml, "u")
+    try:
+        daemon.start()
+        assert daemon.proc is not None
+        deadline = time.monotonic() + 10
+        status = ""
+        while "nobody" not in status and time.monotonic() < deadline:
+            uid = pathlib.Path(f"/proc/{daemon.proc.pid}/status").read_text().split("Uid:")[1].split()[0]
+            status = pwd.getpwuid(int(uid)).pw_name
+            time.sleep(0.05)
+        assert status == "nobody"
+        assert daemon.path is not None
+        assert daemon.path.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from bouncekeeper import __version__, admin, classify_command, config, log, verpkeys
+from bouncekeeper import __version__, admin, classify_command, config, log, milterd, service, store, verpkeys
 from bouncekeeper.core import verp
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
@@ -22,6 +22,7 @@ Handler = Callable[[argparse.Namespace, config.Settings], int]
 def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> int:
     for index, path in enumerate(settings.verp.secret_files):
         config.read_secret(path, f"verp.secret_files[{index}]", settings.source)
+    milterd.check_settings(settings)  # networks, addresses, socket mode: what `milter` would refuse
     print(f"{settings.source}: OK")
     if args.json:
         print(json.dumps(_as_dict(settings), indent=2, sort_keys=True))
@@ -29,16 +30,11 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
 
 
 def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
-    # Imported here: pymilter's C extension is only needed by this command.
-    from bouncekeeper import milterd, service, store  # noqa: PLC0415
-
     # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
     # embedded redis-server changes its own folder and would resolve it again from there.
     settings = dataclasses.replace(settings, state_dir=os.path.abspath(settings.state_dir))
     # Everything that can be wrong in the config fails here, before the socket is opened.
-    policy = milterd.MilterPolicy.from_settings(settings)
-    signer = milterd.signer_from_settings(settings)
-    milterd.parse_mode(settings)
+    policy, signer = milterd.check_settings(settings)
 
     def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
         # After the privileges are dropped: an embedded redis-server runs as the milter's user.

@@ -217,6 +217,14 @@ def signer_from_settings(settings: config.Settings) -> Signer | None:
     return Signer(keyring, settings.verp.bounce_domain.lower().rstrip("."), settings.verp.local_prefix)
 
 
+def check_settings(settings: config.Settings) -> tuple[MilterPolicy, Signer | None]:
+    """Everything the daemon would refuse at start-up, as a ConfigError naming file and key."""
+    policy = MilterPolicy.from_settings(settings)
+    signer = signer_from_settings(settings)
+    parse_mode(settings)
+    return policy, signer
+
+
 @dataclass
 class Runtime:
     """Everything a connection needs, shared by all connections (read-only after start-up)."""
@@ -745,9 +753,13 @@ def _stop_on_signals() -> None:
     def stopper() -> None:
         signum = os.read(read_end, 1)
         logger.info("signal %s received, stopping", signum[0] if signum else "?")
+        _stop_requested.set()
         libmilter.stop()
 
     threading.Thread(target=stopper, name="milter-stop", daemon=True).start()
+
+
+_stop_requested = threading.Event()
 
 
 def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, Callable[[], None]]]) -> int:
@@ -762,6 +774,7 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         path.parent.mkdir(parents=True, exist_ok=True)
     pid_file = pathlib.Path(settings.milter.pid_file or state_dir / "milter.pid")
 
+    _stop_on_signals()  # first: a SIGTERM during start-up must still stop cleanly
     _register(timeout=0)
     libmilter.setconn(spec)
     old_umask = os.umask(0o777 & ~mode)
@@ -781,18 +794,28 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
             os.setgroups([g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-        _stop_on_signals()
         # The MTA's connections wait in the listen backlog until main() accepts them.
         runtime, shutdown = make_runtime()
         BounceMilter.runtime = runtime
         Milter.factory = BounceMilter
         logger.info("listening on %s (pid %d)", spec, os.getpid())
-        libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT, SIGHUP: see _stop_on_signals)
+        try:
+            libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT, SIGHUP: see _stop_on_signals)
+        except libmilter.error:
+            if not _stop_requested.is_set():
+                raise
+            # Stopped before main() ran: libmilter refuses to start, which is what was asked.
     finally:
         logger.info("stopping")
         if shutdown is not None:
             shutdown()
-        pid_file.unlink(missing_ok=True)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        for leftover in (pid_file, path):
+            try:
+                if leftover is not None:
+                    leftover.unlink(missing_ok=True)
+            except OSError as exc:
+                # After dropping privileges, a folder the user may not write (keep the socket and the
+                # pid file in one it owns, e.g. systemd's RuntimeDirectory); a stale socket is replaced
+                # at the next start anyway.
+                logger.warning("cannot remove %s: %s", leftover, exc.strerror)
     return 0
