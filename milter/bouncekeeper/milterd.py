@@ -25,6 +25,7 @@ internal bounce loses mail. There it accepts and logs instead.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import grp
@@ -126,6 +127,9 @@ class MilterPolicy:
     suppression: Literal["off", "observe", "enforce"] = "off"
     bounce_action: Literal["discard", "accept"] = "discard"
     enforce: bool = False
+    # Domains whose recipients concern an inbound message (bounce domain, protected addresses' domains,
+    # in Unicode and A-label form): any other inbound recipient is passed without parsing it.
+    watched_domains: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: config.Settings) -> MilterPolicy:
@@ -146,6 +150,12 @@ class MilterPolicy:
                     settings.source, f"milter.protected_recipients[{index}]", f"not an address: {text!r}"
                 )
             protected.add(address)
+        watched = {v.bounce_domain.lower().rstrip(".")} if v.bounce_domain else set()
+        for address in protected:
+            domain = addresses.domain_of(address)
+            watched.add(domain)
+            with contextlib.suppress(UnicodeError):
+                watched.add(domain.encode("idna").decode("ascii"))
         return cls(
             bounce_domain=v.bounce_domain.lower().rstrip("."),
             local_prefix=v.local_prefix,
@@ -160,6 +170,7 @@ class MilterPolicy:
             suppression=m.suppression,
             bounce_action=m.bounce_action,
             enforce=settings.policy.mode == "enforce",
+            watched_domains=frozenset(watched),
         )
 
     def is_originating(self, client_addr: str | None) -> bool:
@@ -170,6 +181,11 @@ class MilterPolicy:
         except ValueError:
             return False
         return any(ip in net for net in self.originating_networks)
+
+    def concerns(self, rcpt: str) -> bool:
+        """Whether an inbound RCPT may be a bounce or a protected address (cheap: no parsing)."""
+        domain = rcpt.rpartition("@")[2].rstrip(">. \t").lower()
+        return domain in self.watched_domains
 
     def wants_verp(self, sender: str) -> bool:
         if not self.senders:
@@ -246,13 +262,15 @@ class _BounceRcpt:
 class _Message:
     """Per-transaction state, reset at MAIL FROM."""
 
-    sender: str = ""  # normalised; "" for the null sender <>
+    raw_sender: str = ""  # as sent, without brackets; "" for the null sender <>
+    sender: str = ""  # normalised (outbound mail only; see envfrom)
     null_sender: bool = False
     outbound: bool = False
     verp: bool = False
     bounces: list[_BounceRcpt] = field(default_factory=list)
     protected: list[tuple[str, str]] = field(default_factory=list)  # (rcpt as sent, normalised)
-    ordinary: list[tuple[str, str]] = field(default_factory=list)
+    ordinary: list[tuple[str, str]] = field(default_factory=list)  # outbound: kept for VERP and tokens
+    others: int = 0  # inbound recipients that concern nobody here (counted, not parsed)
     suppressed_seen: list[str] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     context_values: list[str] = field(default_factory=list)
@@ -396,11 +414,14 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self._update_queue_id()
         policy = self.runtime.policy
         raw = _strip_brackets(mailfrom)
-        sender = addresses.normalise(raw) if raw else None
+        self.msg.raw_sender = raw
         self.msg.null_sender = not raw
-        self.msg.sender = sender or ""
         authenticated = bool(self.getsymval("{auth_authen}"))
         self.msg.outbound = self.originating or authenticated
+        if not self.msg.outbound:
+            return CONTINUE  # inbound: the sender is parsed only if the message turns out to be a bounce
+        sender = addresses.normalise(raw) if raw else None
+        self.msg.sender = sender or ""
         self.msg.verp = (
             self.msg.outbound
             and self.runtime.signer is not None
@@ -417,6 +438,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if self.broken:
             return self.internal_error("envrcpt", self.broken)
         policy, msg = self.runtime.policy, self.msg
+        if not msg.outbound and not policy.concerns(to):
+            msg.others += 1  # the common case of an MX: ordinary inbound mail
+            return CONTINUE
         address = addresses.normalise(_strip_brackets(to))
         if address is None:
             return CONTINUE
@@ -516,7 +540,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 return rc
         if msg.outbound and msg.ordinary:
             self._eom_outbound()
-        total = len(msg.bounces) + len(msg.protected) + len(msg.ordinary)
+        total = len(msg.bounces) + len(msg.protected) + len(msg.ordinary) + msg.others
         if removed and len(removed) >= total:
             return DISCARD
         for rcpt in removed:
@@ -544,7 +568,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 outcome = service.process_bounce(
                     raw,
                     envelope_rcpt=bounce.address,
-                    envelope_sender=msg.sender or None,
+                    envelope_sender=addresses.normalise(msg.raw_sender) if msg.raw_sender else None,
                     source=Source.MILTER,
                     client_addr=self.client_addr,
                     queue_id=self.queue_id if self.queue_id != "-" else None,
@@ -588,7 +612,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     return TEMPFAIL
                 logger.warning("store unavailable, loop event not recorded (logged only): %s", exc)
         action = policy.loop_action
-        if action == "reject" and (self.internal or msg.ordinary or msg.bounces):
+        if action == "reject" and (self.internal or msg.ordinary or msg.others or msg.bounces):
             action = "discard"  # never refuse Postfix's own mail, never refuse other recipients' copy
         logger.info(
             "loop %s rcpt=%s signals=%s",
