@@ -65,6 +65,12 @@ def drain(postfix: Postfix, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15, in clock ticks)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def blast(port: int, sender: str, messages: int, sessions: int) -> float:
     start = time.monotonic()
     subprocess.run(
@@ -93,10 +99,10 @@ def main() -> int:
         redis.start()
         unix_socket = f"unix:{work}/milter.sock"
         inet_port = free_port()
-        milters = [
-            start_milter(work, unix_socket, redis.url, "unix"),
-            start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
-        ]
+        milters = {
+            "unix": start_milter(work, unix_socket, redis.url, "unix"),
+            "inet": start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
+        }
         sink = SmtpSink(work / "sink", dump=False).start()
         orig = {"milter_macro_daemon_name": "ORIGINATING"}
         listeners = {
@@ -122,18 +128,23 @@ def main() -> int:
             variants = [("none", "inbound", "none")] + [
                 (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
             ]
-            head = f"{'sessions':>8} {'traffic':>8} {'milter':>6} {'msgs':>6} {'msgs/s':>8} {'ratio':>6}"
-            print(f"{head}  (medians of {args.rounds} rounds)")
+            head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu"
+            print(f"{head}  (medians of {args.rounds} rounds; cpu = the milter's CPU µs per message)")
             for sessions in args.sessions:
                 rates: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 ratios: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                cpu: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 # Rounds interleave the variants: a load change on the machine hits all of them alike,
                 # and each ratio is taken against the baseline of its own round.
                 for _ in range(args.rounds):
                     base = 0.0
                     for name, traffic, transport in variants:
                         count = args.inet_messages if transport == "inet" else args.messages
+                        milter = milters.get(transport)
+                        before = cpu_seconds(milter.pid) if milter else 0.0
                         rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
+                        # The milter's own CPU per message: a figure the machine's other load cannot skew.
+                        cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
                         drain(postfix)
                         base = base or rate
                         rates[name].append(rate)
@@ -142,14 +153,16 @@ def main() -> int:
                     count = args.inet_messages if transport == "inet" else args.messages
                     shown = traffic if transport != "none" else "any"
                     rate, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
-                    print(f"{sessions:>8} {shown:>8} {transport:>6} {count:>6} {rate:>8.0f} {ratio:>6.2f}")
+                    used = statistics.median(cpu[name])
+                    row = f"{sessions:>8} {shown:>8} {transport:>6} {count:>6} {rate:>8.0f} {ratio:>6.2f}"
+                    print(f"{row} {used:>6.0f}")
             delivered = postfix.log().count("status=sent")
             verp = postfix.log().count("from=<bounces+")
             print(f"(maillog: {delivered} delivered, {verp} with a VERP sender)")
         finally:
             postfix.stop()
             sink.stop()
-            for milter in milters:
+            for milter in milters.values():
                 milter.stop()
             redis.stop()
     return 0

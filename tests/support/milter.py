@@ -32,6 +32,11 @@ class MilterProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def path(self) -> pathlib.Path | None:
         return pathlib.Path(self.socket.removeprefix("unix:")) if self.socket.startswith("unix:") else None
 
