@@ -454,7 +454,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
                     self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
                     return REJECT
-                logger.info("bounce address %s rcpt=%s mode=observe", result.status, address)
+                # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
+                logger.debug("bounce address %s rcpt=%s mode=observe", result.status, address)
                 msg.bounces.append(_BounceRcpt(to, address, result, forged=True))
                 return CONTINUE
             # not_verp: postmaster@ or another ordinary address of the bounce domain.
