@@ -185,3 +185,72 @@ def test_messages_reads_files_mbox_and_maildir(tmp_path: pathlib.Path) -> None:
         b"Subject: " + s.encode() in raw
         for s, (_, raw) in zip(["one", "m0", "m1", "m2", "md"], got, strict=True)
     ] == [True] * 5
+
+
+# A minimal RFC 3464 DSN written for these tests (not from the corpus).
+DSN = b"""From: Mail Delivery System <MAILER-DAEMON@mx.example.org>
+To: bounces@bounce.example.net
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <MSGID@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; carol@example.org
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown
+
+--B
+Content-Type: message/rfc822
+
+From: app@example.net
+To: carol@example.org
+Message-ID: <orig-1@example.net>
+Subject: hello
+
+hi
+--B--
+"""
+
+
+def test_ingest_a_maildir_and_an_mbox_counts_each_bounce_once(
+    conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    maildir = mailbox.Maildir(tmp_path / "md")
+    maildir.add(DSN.replace(b"MSGID", b"one"))
+    maildir.add(DSN.replace(b"MSGID", b"one"))  # the same bounce delivered twice
+    box = mailbox.mbox(tmp_path / "box")
+    box.add(DSN.replace(b"MSGID", b"two").replace(b"carol", b"dave"))
+    box.add(b"From: friend@example.org\nSubject: hi\n\nnot a bounce\n")
+    box.flush()
+    out = run_json(conf, capsys, "ingest", str(tmp_path / "md"), str(tmp_path / "box"))
+    assert isinstance(out, dict)
+    assert out["totals"]["messages"] == 4
+    assert out["totals"]["duplicates"] == 1
+    assert out["totals"]["recorded:permanent"] == 2
+    shown = run_json(conf, capsys, "show", "carol@example.org")
+    assert isinstance(shown, dict)
+    assert shown["hard_score"] == 1
+    (event,) = shown["events"]
+    assert (event["status"], event["reason"], event["message_id"]) == (
+        "5.1.1",
+        "userunknown",
+        "<orig-1@example.net>",
+    )
+    assert "User unknown" in event["diagnostic"]
+
+
+def test_ingest_reports_a_missing_file(
+    conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    assert run(conf, capsys, "ingest", str(tmp_path / "nope"))[0] == admin.EX_USAGE

@@ -114,11 +114,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
     handlers["verp"] = _cmd_verp
 
-    # The operator's commands on the bounce state (admin.py).
-    admin.add_commands(sub, handlers)
-
     classify_command.add_parser(sub)
     handlers["classify"] = classify_command.run
+
+    # The operator's commands on the bounce state (admin.py).
+    admin.add_commands(sub, handlers)
 
     sub.add_parser("milter", help="run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)")
     handlers["milter"] = _cmd_milter

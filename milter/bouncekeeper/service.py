@@ -11,7 +11,6 @@ import base64
 import email.parser
 import email.policy
 import hashlib
-import importlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
 from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess, judge_smtp_reply
 from bouncekeeper.log import get_logger
@@ -151,10 +151,7 @@ class Service:
 
     @property
     def classify(self) -> Classifier:
-        if self._classifier is None:
-            # Imported on first use: core.classify is the classifier branch's module.
-            self._classifier = importlib.import_module("bouncekeeper.core.classify").classify
-        return self._classifier
+        return self._classifier or classify
 
     # --- the API (COMMON.md) ---
 
