@@ -85,6 +85,19 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0 if result.status is verp.VerpStatus.VALID else 1
 
 
+def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
+    # Imported here: aiosmtpd and the store are needed by this command only.
+    from bouncekeeper import lmtpd  # noqa: PLC0415
+    from bouncekeeper.service import Service  # noqa: PLC0415
+
+    verpkeys.require_bounce_domain(settings)
+    service = Service.open(settings, supervise=True)
+    try:
+        return lmtpd.run(service, settings)
+    finally:
+        service.close()
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(prog="bouncekeeper", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"bouncekeeper {__version__}")
@@ -113,6 +126,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
     vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
     handlers["verp"] = _cmd_verp
+
+    sub.add_parser("lmtp", help="run the LMTP (and SMTP) listener for bounces ([lmtp] settings)")
+    handlers["lmtp"] = _cmd_lmtp
 
     classify_command.add_parser(sub)
     handlers["classify"] = classify_command.run

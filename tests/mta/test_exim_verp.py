@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def setup() -> Iterator[Setup]:
     s = Setup(directory)
     with running(s.sink, s.exim):
         yield s
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _send(setup: Setup, sender: str, recipients: list[str], **headers: str) -> None:

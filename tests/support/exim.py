@@ -38,9 +38,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before listening on {port}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.02)
@@ -142,7 +144,7 @@ class Exim:
     def start(self) -> None:
         # -bdf: the daemon in the foreground (our child, stopped by PID); -q1s retries deferred mail soon.
         self.proc = subprocess.Popen([str(self.binary), "-C", str(self.config), "-bdf", "-q1s"])
-        wait_for_port(self.port)
+        wait_for_port(self.port, proc=self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
