@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.message import Message
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
-HEADERS_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers", "text/global-headers"})
+HEADERS_TYPES = frozenset(
+    {"text/rfc822-headers", "message/rfc822-headers", "text/global-headers", "message/global-headers"}
+)
 MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -170,42 +171,9 @@ def read(text: str) -> DeliveryStatus:
     return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))
 
 
-def part_text(part: Message) -> str:
-    """The decoded text of a leaf part, or the flattened fields of a parsed message/delivery-status.
-
-    The stdlib parser turns message/delivery-status into a list of sub-messages (one per block); we
-    rebuild the blocks so that one reader handles every shape.
-    """
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        blocks = []
-        for sub in payload:
-            if isinstance(sub, Message):
-                lines = [f"{name}: {_header_text(value)}" for name, value in sub.items()]
-                body = sub.get_payload()
-                if isinstance(body, str) and body.strip():
-                    lines.append(body)
-                blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
-    raw = part.get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        return str(payload) if payload is not None else ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return raw.decode(charset, errors="replace")
-    except LookupError:
-        return raw.decode("utf-8", errors="replace")
-
-
-def _header_text(value: object) -> str:
-    text = str(value)
-    # Unfold (RFC 5322 section 2.2.3): a field's continuation lines are one logical line.
-    return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", " ")
-
-
-def reports(parts: Iterable[Message]) -> list[DeliveryStatus]:
-    """Read each of `parts`: delivery-status parts, or text parts that carry DSN fields."""
-    return [read(part_text(part)) for part in parts]
+def reports(texts: Iterable[str]) -> list[DeliveryStatus]:
+    """Read the texts of delivery-status parts (or of text parts that carry DSN fields)."""
+    return [read(text) for text in texts]
 
 
 def message_id_in(text: str) -> str | None:

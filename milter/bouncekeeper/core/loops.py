@@ -31,7 +31,7 @@ AUTOREPLY_HEADERS: tuple[str, ...] = (
 # Subjects of vacation/out-of-office notices in the languages seen in bounces (RFC 3834 section 3.1.5
 # suggests "Auto:"; real responders use the words below).
 VACATION_SUBJECT = re.compile(
-    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|risposta|respuesta|réponse)|"
+    r"^\s*(?:automatische antwort|auto(?:matic)?[ -]?(?:reply|response|antwort|risposta|respuesta|réponse)|"
     r"autoreply|auto:|out of (?:the )?office|ooo\b|on vacation|vacation|away from|abwesenheit|"
     r"abwesend|r[ée]ponse automatique|absence|urlaub|respuesta autom|risposta automatica|"
     r"fuera de la oficina|afwezig|automatisch antwoord|frånvaro|poza biurem|自動返信|自动回复|不在)",

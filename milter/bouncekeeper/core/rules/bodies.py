@@ -26,7 +26,7 @@ _ORIGINAL_MARKER = re.compile(
     r"begin (?:returned|original)|rfc ?822 headers|here is (?:a copy|your message)|"
     r"the message you sent|the first .{0,20} of the original|content of the original|"
     r"following is a copy)",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,  # applied to ascii_lower(text): case-folded once, not per pattern
 )
 # The returned original's header block when no marker introduces it.
 _EMBEDDED_HEADERS = re.compile(
@@ -62,9 +62,21 @@ _HEADING = re.compile(
     r"permanent (?:fatal )?error|address(?:es)? failed|failure reasons?",
     re.IGNORECASE,
 )
+# An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
+_ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
+_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _MAX_RECIPIENTS = 50
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case A-Z only: unlike str.lower() it keeps every index, so positions found in the result
+    are positions in `text`; searching it beats re.IGNORECASE several times over."""
+    return text.translate(_ASCII_LOWER)
 
 
 def unix_newlines(text: str) -> str:
@@ -83,7 +95,7 @@ def strip_html(text: str) -> str:
 def cut_original(text: str) -> str:
     """The report without the returned original message."""
     cut = len(text)
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         cut = marker.start()
     headers = _EMBEDDED_HEADERS.search(text, 0, cut)
@@ -94,7 +106,7 @@ def cut_original(text: str) -> str:
 
 def original_section(text: str) -> str | None:
     """The part of a plain-text bounce that quotes the original, for its Message-ID."""
-    marker = _ORIGINAL_MARKER.search(text)
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         return text[marker.start() :]
     headers = _EMBEDDED_HEADERS.search(text)
@@ -130,7 +142,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
         leading = _LEADING_ADDRESS.match(line)
         if leading and normalise(leading.group(1)) not in (address, None):
             break  # the next recipient's block
-        if _ORIGINAL_MARKER.match(line):
+        if _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
@@ -188,13 +200,8 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
             continue
         line = text[line_start:line_end]
         following = text[line_end : line_end + 400]
-        alone = re.fullmatch(
-            r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?"
-            + re.escape(match.group(0))
-            + r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*",
-            line,
-            re.IGNORECASE,
-        )
+        after = text[match.end() : line_end]
+        alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
         preceding = text[max(0, line_start - 200) : line_start]
         strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
         weak = FAILURE_TEXT.search(line) or (

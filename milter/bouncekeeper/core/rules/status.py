@@ -20,7 +20,6 @@ SPECIFIC: dict[str, Reason] = {
     "1.6": Reason.HASMOVED,  # Destination mailbox has moved, no forwarding address
     "1.7": Reason.REJECTED,  # Bad sender's mailbox address syntax
     "1.8": Reason.REJECTED,  # Bad sender's system address
-    "1.10": Reason.NOTACCEPT,  # RFC 7505: recipient domain has a null MX
     "2.1": Reason.SUSPEND,  # Mailbox disabled, not accepting messages
     "2.2": Reason.MAILBOXFULL,  # Mailbox full
     "2.3": Reason.MESGTOOBIG,  # Message length exceeds administrative limit
@@ -52,6 +51,8 @@ SPECIFIC: dict[str, Reason] = {
 
 # subject.detail -> reason, for codes used loosely by MTAs: only when no text rule matched.
 GENERIC: dict[str, Reason] = {
+    # RFC 7505 null MX, but Exchange Online uses 5.1.10 for "recipient not found": the text decides.
+    "1.10": Reason.NOTACCEPT,
     "1.0": Reason.USERUNKNOWN,
     "1.4": Reason.USERUNKNOWN,
     "2.0": Reason.USERUNKNOWN,

@@ -1,0 +1,197 @@
+"""A small, lenient MIME reader for bounces: headers, the part tree, and decoded text. Never raises.
+
+Why not the stdlib parser: it builds a full object model line by line and costs more per message than
+the whole rest of the classifier (benchmarks/classify_speed.py). A bounce needs much less: the top
+headers, which parts exist and their types, the decoded text of the few text and delivery-status parts,
+and the header block of the returned original. This reader splits on boundaries with bytes.find and
+decodes only the parts that are read. flufl.bounce, which needs an email.message.Message, still gets the
+stdlib's parse, only when it runs.
+
+RFC 2045/2046 are followed where real bounces do; where they do not (missing closing delimiter,
+boundary never found, 8-bit headers, CR-only line ends), the reader keeps what it can: a multipart
+whose boundary never occurs is one text leaf, 8-bit header bytes are UTF-8 (RFC 6532) or Latin-1.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass, field
+
+MAX_DEPTH = 8
+MAX_PARTS = 256
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 section 3.6.8 ftext
+_PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`{|}~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def decode_bytes(raw: bytes, charset: str | None = None) -> str:
+    """Text of some bytes: the declared charset, else UTF-8 (RFC 6532), else Latin-1. Never raises."""
+    if charset and charset not in ("us-ascii", "ascii", "utf-8", "utf8"):
+        try:
+            return raw.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+@dataclass(eq=False, slots=True)
+class Part:
+    """One MIME entity. Header names are lower-cased; values unfolded and decoded to text."""
+
+    headers: list[tuple[str, str]]
+    body: bytes
+    content_type: str = "text/plain"
+    params: dict[str, str] = field(default_factory=dict)
+    children: list[Part] = field(default_factory=list)
+    # For message/rfc822 and message/global: the enclosed message (its headers, and its parts when it is
+    # itself a report).
+    enclosed: Part | None = None
+    _index: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if self._index is None:
+            self._index = {}
+            for key, value in self.headers:
+                self._index.setdefault(key, value)
+        return self._index.get(name)
+
+    @property
+    def maintype(self) -> str:
+        return self.content_type.partition("/")[0]
+
+    @property
+    def is_multipart(self) -> bool:
+        return bool(self.children)
+
+    @property
+    def filename(self) -> str | None:
+        disposition = self.get("content-disposition") or ""
+        match = re.search(r'filename\*?\s*=\s*"?([^";]+)', disposition, re.IGNORECASE)
+        return match.group(1) if match else self.params.get("name")
+
+    def payload_bytes(self) -> bytes:
+        """The body with its Content-Transfer-Encoding undone (RFC 2045 section 6); lenient."""
+        encoding = (self.get("content-transfer-encoding") or "").strip().lower()
+        body = self.body
+        if encoding == "base64":
+            data = _NOT_BASE64.sub(b"", body)
+            data = data[: len(data) - len(data) % 4]
+            try:
+                return binascii.a2b_base64(data)
+            except binascii.Error:
+                return body
+        if encoding == "quoted-printable":
+            return binascii.a2b_qp(body)
+        return body
+
+    def text(self) -> str:
+        return decode_bytes(self.payload_bytes(), self.params.get("charset", "").lower() or None)
+
+    def walk(self) -> list[Part]:
+        found = [self]
+        for child in self.children:
+            found.extend(child.walk())
+        return found
+
+
+def parse(raw: bytes) -> Part:
+    """Parse one message. Never raises."""
+    counter = [0]
+    return _parse(raw, 0, counter, "text/plain")
+
+
+def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Part:
+    counter[0] += 1
+    match = _HEADER_END.search(raw)
+    if raw[:1] in (b"\n", b"\r"):
+        head, body = b"", raw.lstrip(b"\r\n")  # no header at all: the whole entity is body
+    elif match is None:
+        head, body = raw, b""
+    else:
+        head, body = raw[: match.start()], raw[match.end() :]
+    headers = _headers(head)
+    part = Part(headers, body)
+    value = part.get("content-type")
+    if value:
+        ctype, _, rest = value.partition(";")
+        ctype = ctype.strip().lower()
+        part.content_type = ctype if "/" in ctype else default_type
+        part.params = {
+            name.lower(): param.strip('"').replace('\\"', '"') for name, param in _PARAM.findall(";" + rest)
+        }
+    else:
+        part.content_type = default_type
+    if depth >= MAX_DEPTH or counter[0] >= MAX_PARTS:
+        return part
+    if part.maintype == "multipart" and part.params.get("boundary"):
+        child_default = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
+        for chunk in _split(body, part.params["boundary"].encode("utf-8", "replace")):
+            if counter[0] >= MAX_PARTS:
+                break
+            part.children.append(_parse(chunk, depth + 1, counter, child_default))
+        if part.children:
+            part.body = b""
+    elif part.content_type in ("message/rfc822", "message/global"):
+        encoding = (part.get("content-transfer-encoding") or "").strip().lower()
+        inner = part.payload_bytes() if encoding in ("base64", "quoted-printable") else body
+        part.enclosed = _parse(inner, depth + 1, counter, "text/plain")
+    return part
+
+
+def _headers(head: bytes) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    name = ""
+    value: list[str] = []
+    for line in decode_bytes(head).replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t"):
+            if name:
+                value.append(line.strip())
+            continue
+        if name:
+            headers.append((name, " ".join(value)))
+            name = ""
+        key, colon, rest = line.partition(":")
+        key = key.strip()
+        if colon and _FIELD_NAME.fullmatch(key):
+            name, value = key.lower(), [rest.strip()]
+    if name:
+        headers.append((name, " ".join(value)))
+    return headers
+
+
+def _split(body: bytes, boundary: bytes) -> list[bytes]:
+    """The body parts between `--boundary` delimiter lines (RFC 2046 section 5.1.1)."""
+    delimiter = b"--" + boundary
+    chunks: list[bytes] = []
+    start = -1
+    position = 0
+    while True:
+        found = body.find(delimiter, position)
+        if found < 0:
+            break
+        position = found + len(delimiter)
+        if found > 0 and body[found - 1 : found] not in (b"\n", b"\r"):
+            continue  # not at the start of a line
+        line_end = body.find(b"\n", position)
+        line_end = len(body) if line_end < 0 else line_end + 1
+        if start >= 0:
+            end = found
+            # The CRLF before a delimiter belongs to the delimiter (RFC 2046 section 5.1.1).
+            if body[end - 2 : end] == b"\r\n":
+                end -= 2
+            elif body[end - 1 : end] in (b"\n", b"\r"):
+                end -= 1
+            chunks.append(body[start:end])
+        if body[position : position + 2] == b"--":
+            return chunks  # close delimiter
+        start = line_end
+        position = line_end
+    if start >= 0 and start < len(body):
+        chunks.append(body[start:])  # no close delimiter: the last part runs to the end
+    return chunks

@@ -1,0 +1,69 @@
+"""Literal prefilters for the rule tables, derived from each regular expression's parse tree.
+
+`literals(pattern)` returns lower-case strings of which every match of `pattern` contains at least one,
+or None when the pattern guarantees none (then the regex always runs). Derived, never hand-written, so a
+new table row can never be silently skipped by a stale prefilter; tests/core/test_rules.py checks the
+derivation on every row.
+"""
+
+from __future__ import annotations
+
+import re
+
+# The stdlib's own regex parser (re._parser since 3.11, requires-python >= 3.11): the tree it builds is
+# the one the regex engine runs, so the literals derived here are exactly the pattern's.
+from re import _constants as _c  # type: ignore[attr-defined]  # typeshed omits the private module
+from re import _parser as _p  # type: ignore[attr-defined]  # typeshed omits the private module
+from typing import Any
+
+MIN_LITERAL = 3  # shorter literals match almost every text and only cost time
+
+Need = tuple[str, ...]  # a disjunction: at least one of these is in every match
+
+
+def literals(pattern: str) -> Need | None:
+    try:
+        tree = _p.parse(pattern, re.IGNORECASE)
+    except re.error:
+        return None
+    return _need(list(tree))
+
+
+def _score(need: Need) -> tuple[int, int]:
+    return (min(len(x) for x in need), -len(need))
+
+
+def _need(items: list[Any]) -> Need | None:
+    """The best disjunction of literals that every match of the sequence `items` contains."""
+    best: Need | None = None
+    run: list[str] = []
+
+    def offer(candidate: Need | None) -> None:
+        nonlocal best
+        if (
+            candidate
+            and all(len(x) >= MIN_LITERAL for x in candidate)
+            and (best is None or _score(candidate) > _score(best))
+        ):
+            best = candidate
+
+    def close_run() -> None:
+        if run:
+            offer(("".join(run),))
+            run.clear()
+
+    for op, arg in items:
+        if op is _c.LITERAL:
+            run.append(chr(arg).lower())
+            continue
+        close_run()
+        if op is _c.SUBPATTERN:
+            offer(_need(list(arg[-1])))
+        elif op is _c.BRANCH:
+            alternatives = [_need(list(branch)) for branch in arg[1]]
+            if all(alt is not None for alt in alternatives):
+                offer(tuple(dict.fromkeys(x for alt in alternatives if alt for x in alt)))
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[0] >= 1:
+            offer(_need(list(arg[2])))
+    close_run()
+    return best

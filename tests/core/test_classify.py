@@ -1,0 +1,209 @@
+"""The classifier on real messages (tests/fixtures/bounces, provenance in PROVENANCE.md) and per stage."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from bouncekeeper.core.classify import classify
+from bouncekeeper.core.model import BounceKind, MessageType, Reason, Stage
+
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "bounces"
+
+P, T, U = BounceKind.PERMANENT, BounceKind.TEMPORARY, BounceKind.UNKNOWN
+
+# fixture -> (message type, {failed recipient: (kind, reason)}). Read from each message by hand.
+BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
+    # Postfix DSN; "550 Unknown user" answered to end of DATA: a content filter, not a dead address.
+    "sisimai-bsd-lhost-postfix-03.eml": (MessageType.BOUNCE, {"kijitora@example.net": (T, Reason.FILTERED)}),
+    "sisimai-bsd-lhost-sendmail-01.eml": (
+        MessageType.BOUNCE,
+        {"userunknown@bouncehammer.jp": (P, Reason.USERUNKNOWN)},
+    ),
+    # CRLF line ends.
+    "sisimai-dos-lhost-yahoo-01.eml": (MessageType.BOUNCE, {"kijitora@example.org": (P, Reason.USERUNKNOWN)}),
+    # Exim plain-text report: "Please use the smtp server of your ISP" after MAIL FROM: says nothing
+    # about the recipient.
+    "sisimai-bsd-lhost-exim-01.eml": (MessageType.BOUNCE, {"kijitora@example.ed.jp": (T, Reason.REJECTED)}),
+    "sisimai-bsd-lhost-exim-02.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.jp": (P, Reason.USERUNKNOWN), "sabatora@example.jp": (P, Reason.USERUNKNOWN)},
+    ),
+    "sisimai-bsd-lhost-qmail-01.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.ne.jp": (P, Reason.USERUNKNOWN)},
+    ),
+    # The same qmail report with CR-only (old Mac) line ends.
+    "sisimai-mac-lhost-qmail-01.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.ne.jp": (P, Reason.USERUNKNOWN)},
+    ),
+    # Gmail puts the remote reply two paragraphs below the address.
+    "sisimai-bsd-lhost-gmail-01.eml": (
+        MessageType.BOUNCE,
+        {"userunknown@example.jp": (P, Reason.USERUNKNOWN)},
+    ),
+    "sisimai-bsd-lhost-office365-01.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.com": (P, Reason.USERUNKNOWN)},
+    ),
+    "sisimai-bsd-lhost-exchange2007-02.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.edu": (T, Reason.MAILBOXFULL)},
+    ),
+    "sisimai-bsd-rhost-aol-01.eml": (MessageType.BOUNCE, {"kijitora@example.jp": (P, Reason.HOSTUNKNOWN)}),
+    # One report, two recipients, two outcomes.
+    "sisimai-bsd-lhost-gmx-03.eml": (
+        MessageType.BOUNCE,
+        {
+            "mikeneko@example.co.jp": (P, Reason.USERUNKNOWN),
+            "sabineko@example.co.jp": (T, Reason.MAILBOXFULL),
+        },
+    ),
+    "sisimai-bsd-lhost-mailru-02.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.jp": (T, Reason.MAILBOXFULL)},
+    ),
+    # Amazon SES notification (JSON through SNS), not a DSN.
+    "sisimai-bsd-lhost-amazonses-09.eml": (
+        MessageType.BOUNCE,
+        {"bounce@simulator.amazonses.com": (P, Reason.USERUNKNOWN)},
+    ),
+    # DSN with bare "Status: 5.0.0" per recipient; the reasons are in the human-readable part.
+    "sisimai-bsd-lhost-opensmtpd-17.eml": (
+        MessageType.BOUNCE,
+        {
+            "userunknown@libsisimai.net": (P, Reason.USERUNKNOWN),
+            "mailboxfull@libsisimai.net": (T, Reason.MAILBOXFULL),
+        },
+    ),
+    "sisimai-bsd-rfc3464-08.eml": (MessageType.BOUNCE, {"kijitora@example.net": (T, Reason.SPAMDETECTED)}),
+    # multipart/report whose boundary never occurs: the DSN is read from the unsplit body.
+    "sisimai-bsd-rhost-google-02.eml": (
+        MessageType.BOUNCE,
+        {"neko-nyaan@example.org": (P, Reason.USERUNKNOWN)},
+    ),
+    # Blank lines before the header, and flufl.bounce raises IndexError on it.
+    "phpbouncehandler-exchange1.eml": (
+        MessageType.BOUNCE,
+        {"phk@nordiskeiendom.no": (P, Reason.USERUNKNOWN)},
+    ),
+    # Mail.ru bounce marked Auto-Submitted: auto-replied, with an RFC 2047 subject.
+    "flufl-simple_39.eml": (MessageType.BOUNCE, {"userx@example.ru": (P, Reason.USERUNKNOWN)}),
+    "flufl-qmail_03.eml": (MessageType.BOUNCE, {"userx@example.jp": (P, Reason.USERUNKNOWN)}),
+    # Not failures.
+    "sisimai-bsd-arf-12.eml": (MessageType.FEEDBACK, {}),
+    "phpbouncehandler-fbl-yahoo.eml": (MessageType.FEEDBACK, {}),
+    "sisimai-bsd-rfc3834-01.eml": (MessageType.AUTOREPLY, {}),
+    "phpbouncehandler-pr17-vac1.eml": (MessageType.AUTOREPLY, {}),
+    "sisimai-bsd-rfc3464-28.eml": (MessageType.DELIVERED, {}),
+    "sisimai-not-is-not-bounce-02.eml": (MessageType.UNRECOGNISED, {}),
+}
+
+# Delay warnings: the recipient is only delayed (never a failure).
+DELAYS: dict[str, str] = {
+    "sisimai-bsd-lhost-outlook-06.eml": "kijitora@example.com",  # Action: delayed
+    "sisimai-bsd-lhost-sendmail-29.eml": "this-local-part-does-not-exist-on-the-system@y-mobile.ne.jp",
+    "sisimai-bsd-lhost-exim-38.eml": "kijitora@example.co.jp",  # Exim's plain-text delay warning
+}
+
+
+def _read(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(BOUNCES))
+def test_real_message_is_classified(name: str) -> None:
+    message_type, expected = BOUNCES[name]
+    result = classify(_read(name))
+    assert result.message_type is message_type
+    got = {f.recipient: (f.kind, f.reason) for f in result.failures}
+    assert got == expected
+    assert result.errors == () or name == "phpbouncehandler-exchange1.eml"
+
+
+@pytest.mark.parametrize("name", sorted(DELAYS))
+def test_delay_warning_is_no_failure(name: str) -> None:
+    result = classify(_read(name))
+    assert result.message_type is MessageType.DELAY
+    assert result.failures == ()
+    assert [d.recipient for d in result.delays] == [DELAYS[name]]
+    assert all(d.kind is BounceKind.TEMPORARY for d in result.delays)
+
+
+def test_every_fixture_has_an_expectation() -> None:
+    names = {p.name for p in FIXTURES.glob("*.eml")}
+    assert names == set(BOUNCES) | set(DELAYS)
+
+
+def test_flufl_exception_is_recorded_and_the_next_stage_still_runs() -> None:
+    # The DSN stage answers first; flufl.bounce is not needed and must not be what decides.
+    result = classify(_read("phpbouncehandler-exchange1.eml"))
+    assert result.failures[0].stage is Stage.DSN
+
+
+def test_dsn_fields_are_reported() -> None:
+    result = classify(_read("sisimai-bsd-lhost-opensmtpd-17.eml"))
+    by_address = {f.recipient: f for f in result.failures}
+    full = by_address["mailboxfull@libsisimai.net"]
+    assert full.status == "5.2.2"  # the vague Status: 5.0.0 gives way to the precise code in the text
+    assert full.reply_code == 552
+    assert full.dsn_class is BounceKind.PERMANENT
+    assert full.action == "failed"
+    assert full.stage is Stage.DSN
+
+
+def test_original_message_id_is_found_for_correlation() -> None:
+    result = classify(_read("sisimai-bsd-rfc3464-08.eml"))
+    assert result.original_message_id == "<000000000000000000000000000000@mx.example.or.jp>"
+    plain = classify(_read("sisimai-bsd-lhost-qmail-01.eml"))  # quoted after "--- Below this line ..."
+    assert plain.original_message_id == "<000000000.9999999999999.JavaMail.postmaster@mailhub>"
+
+
+def test_bounce_loop_signals() -> None:
+    result = classify(_read("sisimai-bsd-lhost-postfix-03.eml"), envelope_sender="")
+    assert "null-sender" in result.loop_signals
+    assert any(s.startswith("multipart-report") for s in result.loop_signals)
+
+
+# -- VERP ------------------------------------------------------------------------------------------
+
+
+def test_verp_recipient_is_authoritative_for_the_failure() -> None:
+    result = classify(_read("sisimai-bsd-lhost-gmx-03.eml"), verp_recipient="sabineko@example.co.jp")
+    assert [(f.recipient, f.reason) for f in result.failures] == [
+        ("sabineko@example.co.jp", Reason.MAILBOXFULL)
+    ]
+    assert result.verp_recipient == "sabineko@example.co.jp"
+
+
+def test_verp_recipient_not_listed_takes_the_first_failure() -> None:
+    result = classify(_read("sisimai-bsd-lhost-qmail-01.eml"), verp_recipient="Alice@Example.org")
+    (failure,) = result.failures
+    assert failure.recipient == "alice@example.org"
+    assert (failure.kind, failure.reason, failure.stage) == (P, Reason.USERUNKNOWN, Stage.VERP)
+
+
+def test_verped_message_that_is_no_bounce_is_an_autoreply() -> None:
+    result = classify(_read("sisimai-not-is-not-bounce-02.eml"), verp_recipient="alice@example.org")
+    assert result.message_type is MessageType.AUTOREPLY
+    assert result.failures == ()
+
+
+def test_verped_unreadable_bounce_is_unknown_for_the_verp_recipient() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces+x@example.org\r\nSubject: Undeliverable\r\n\r\n"
+        b"Something went wrong with your message.\r\n"
+    )
+    result = classify(raw, verp_recipient="bob@example.com")
+    assert result.message_type is MessageType.BOUNCE
+    (failure,) = result.failures
+    assert (failure.recipient, failure.kind, failure.stage) == ("bob@example.com", U, Stage.VERP)
+
+
+def test_verp_keeps_a_delay_a_delay() -> None:
+    result = classify(_read("sisimai-bsd-lhost-outlook-06.eml"), verp_recipient="carol@example.com")
+    assert result.message_type is MessageType.DELAY
+    assert [d.recipient for d in result.delays] == ["carol@example.com"]
+    assert result.failures == ()

@@ -1,0 +1,119 @@
+"""Reason tables and the kind rule: permanent only when the address itself is dead."""
+
+from __future__ import annotations
+
+import pytest
+
+from bouncekeeper.core import rules
+from bouncekeeper.core.classify import _kind
+from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
+from bouncekeeper.core.rules import bodies, status
+
+R = Reason
+
+
+@pytest.mark.parametrize(
+    ("text", "status_code", "expected"),
+    [
+        (
+            "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown in virtual mailbox table",
+            "5.1.1",
+            R.USERUNKNOWN,
+        ),
+        ("550 Requested action not taken: mailbox unavailable", None, R.USERUNKNOWN),
+        ("sorry, no mailbox here by that name. (#5.1.1)", None, R.USERUNKNOWN),
+        ("550 5.2.2 The email account that you tried to reach is over quota", "5.2.2", R.MAILBOXFULL),
+        ("552 5.2.2 Mailbox full", "5.1.1", R.MAILBOXFULL),  # the text beats a loosely used code
+        ("Host or domain name not found. Name service error for name=x.example type=MX", None, R.HOSTUNKNOWN),
+        (
+            "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+            "5.7.1",
+            R.BLOCKED,
+        ),
+        ("550 5.7.1 Message rejected as spam by Content Filtering", "5.7.1", R.SPAMDETECTED),
+        (
+            "550 5.7.26 Unauthenticated email from example.com is not accepted due to DMARC policy",
+            "5.7.26",
+            R.AUTHFAILURE,
+        ),
+        ("552 5.3.4 Message size exceeds fixed limit", "5.3.4", R.MESGTOOBIG),
+        ("554 5.4.7 retry timeout exceeded", "5.4.7", R.EXPIRED),
+        ("550 5.2.1 The email account that you tried to reach is disabled", "5.2.1", R.SUSPEND),
+        ("421 4.7.0 Try again later, closing connection. (rate limit)", "4.7.0", R.TOOMANYCONN),
+        ("554 5.7.1 <a@b.example>: Relay access denied", "5.7.1", R.NORELAYING),
+        ("550 5.1.6 recipient no longer on server", "5.1.6", R.HASMOVED),
+        ("556 5.1.10 Recipient address has null MX", "5.1.10", R.NOTACCEPT),
+        ("Diagnostic: 554 5.7.0 Virus found in message", "5.7.0", R.VIRUSDETECTED),
+        ("", None, R.UNDEFINED),
+    ],
+)
+def test_reason_for_texts_of_many_mtas(text: str, status_code: str | None, expected: Reason) -> None:
+    assert rules.reason_for(text, status_code, status.reply_code_in(text)) is expected
+
+
+def test_status_code_decides_when_the_text_is_silent() -> None:
+    assert rules.reason_for("delivery failed", "5.1.2", None) is R.HOSTUNKNOWN
+    assert rules.reason_for("delivery failed", "5.2.2", None) is R.MAILBOXFULL
+
+
+@pytest.mark.parametrize("reason", sorted(ADDRESS_REASONS))
+def test_address_reasons_with_a_5xx_are_permanent(reason: Reason) -> None:
+    assert _kind(reason, BounceKind.PERMANENT) is BounceKind.PERMANENT
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        R.MAILBOXFULL,
+        R.BLOCKED,
+        R.SPAMDETECTED,
+        R.POLICYVIOLATION,
+        R.AUTHFAILURE,
+        R.MESGTOOBIG,
+        R.TOOMANYCONN,
+        R.FILTERED,
+        R.SUSPEND,
+        R.REJECTED,
+        R.EXPIRED,
+    ],
+)
+def test_other_reasons_are_temporary_even_with_a_5xx(reason: Reason) -> None:
+    assert _kind(reason, BounceKind.PERMANENT) is BounceKind.TEMPORARY
+
+
+def test_notaccept_needs_a_5xx_and_4xx_is_never_permanent() -> None:
+    assert _kind(R.NOTACCEPT, BounceKind.TEMPORARY) is BounceKind.TEMPORARY
+    assert _kind(R.NOTACCEPT, BounceKind.UNKNOWN) is BounceKind.TEMPORARY
+    assert _kind(R.USERUNKNOWN, BounceKind.TEMPORARY) is BounceKind.TEMPORARY
+    assert _kind(R.UNDEFINED, BounceKind.PERMANENT) is BounceKind.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<a@b.example>: host x said: 550 user unknown (in reply to end of DATA command)", "DATA"),
+        ("SMTP error from remote mail server after RCPT TO:<a@b.example>:", "RCPT"),
+        ("... while talking to mx.example.:\n>>> DATA\n<<< 550 5.7.1 no\n", "DATA"),
+        (">>> RCPT To:<a@b.example>\n<<< 550 5.1.1 unknown\n", "RCPT"),
+        ("550 user unknown", None),
+    ],
+)
+def test_smtp_command_of_a_report(text: str, expected: str | None) -> None:
+    assert bodies.smtp_command(text) == expected
+
+
+def test_context_stops_at_the_next_recipient() -> None:
+    text = "a@example.org: 550 5.1.1 User unknown\nb@example.org: 552 5.2.2 Mailbox full\n"
+    assert "Mailbox full" not in bodies.context_for(text, "a@example.org")
+    assert "Mailbox full" in bodies.context_for(text, "b@example.org")
+
+
+def test_find_recipients_skips_senders_and_message_ids() -> None:
+    text = (
+        "The following addresses had permanent fatal errors:\n"
+        "<gone@example.org>\n    (reason: 550 5.1.1 User unknown)\n\n"
+        "Message-ID: <123.456@mx.example.net>\nFrom: Sender <sender@example.net>\n"
+        "MAIL FROM:<sender@example.net> rejected? no\n"
+    )
+    found = [address for address, _ in bodies.find_recipients(text, exclude=set())]
+    assert found == ["gone@example.org"]
