@@ -109,7 +109,6 @@ class Harness:
 
     def connect(self, ip: str, daemon_name: str = "MTA") -> int:
         self.ctx._setsymval("{daemon_name}", daemon_name)
-        self.ctx._setsymval("{client_addr}", ip)
         self.ctx._setsymval("i", "4QTEST1")
         return int(self.ctx._connect(helo="client.example", ip=ip))
 
@@ -153,12 +152,12 @@ def test_negotiation_skips_unused_steps_and_replies(harness: Harness) -> None:
     harness.ctx = Ctx(offer_no_reply=True)
     harness.ctx._negotiate()
     negotiated = harness.ctx._protocol  # what the MTA offered (everything), minus what we declined
-    for step in (Milter.P_NOCONNECT, Milter.P_NOHELO, Milter.P_NOEOH, Milter.P_NOUNKNOWN):
+    for step in (Milter.P_NOHELO, Milter.P_NOEOH, Milter.P_NOUNKNOWN):
         assert negotiated & step, "a step the milter does not use must be skipped"
-    for step in (Milter.P_NOMAIL, Milter.P_NORCPT, Milter.P_NODATA, Milter.P_NOHDRS):
+    for step in (Milter.P_NOCONNECT, Milter.P_NOMAIL, Milter.P_NORCPT, Milter.P_NODATA, Milter.P_NOHDRS):
         assert not negotiated & step, "a step the milter uses must be kept"
-    # MAIL and header never change the verdict: the MTA need not wait for their reply.
-    for no_reply in (Milter.P_NR_MAIL, Milter.P_NR_HDR):
+    # connect, MAIL and header never change the verdict: the MTA need not wait for their reply.
+    for no_reply in (Milter.P_NR_CONN, Milter.P_NR_MAIL, Milter.P_NR_HDR):
         assert negotiated & no_reply
     assert not negotiated & Milter.P_NR_RCPT
     assert negotiated & Milter.P_SKIP

@@ -35,6 +35,7 @@ import os
 import pathlib
 import pwd
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -359,7 +360,6 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self.internal = False
         self.originating = False
         self.broken: str | None = None
-        self.classified = False
         self.msg = _Message()
 
     # -- negotiation ---------------------------------------------------------------------------------
@@ -373,30 +373,31 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     # -- connection ----------------------------------------------------------------------------------
 
-    # No connect callback: the MTA skips that step (one packet and one Python call less per connection).
-    # What the milter needs from it, the client address and the daemon name, Postfix sends at every stage
-    # ("Always" in MILTER_README's macro table) and the first MAIL FROM of the connection reads it.
-
-    def _classify_connection(self) -> None:
+    @_noreply
+    @_noreply_guarded
+    @_symlist("{daemon_name}")
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         policy = self.runtime.policy
-        self.client_addr = self.getsymval("{client_addr}") or None
+        if family in (socket.AF_INET, socket.AF_INET6):
+            # libmilter gives (ip, port[, flow, scope]); some harnesses give the bare ip.
+            self.client_addr = str(hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr)
         self.daemon_name = self.getsymval("{daemon_name}")
         # Postfix's cleanup simulates a connection from localhost for non-SMTP mail; the daemon name set
-        # on the cleanup service (postfix/master.cf.snippet) tells it apart from a real local client.
+        # on the cleanup service (postfix/master.cf) tells it apart from a real local SMTP client.
         self.internal = self.daemon_name in policy.internal_daemons or not self.client_addr
         self.originating = (
             self.internal
             or policy.is_originating(self.client_addr)
             or self.daemon_name in policy.originating_daemons
         )
-        self.classified = True
         logger.debug(
-            "connection client=%s daemon=%s internal=%s originating=%s",
+            "connect client=%s daemon=%s internal=%s originating=%s",
             self.client_addr,
             self.daemon_name,
             self.internal,
             self.originating,
         )
+        return CONTINUE
 
     # -- transaction ---------------------------------------------------------------------------------
 
@@ -405,13 +406,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     # round trip on every inbound message (benchmarks/postfix_throughput.py).
     @_noreply
     @_noreply_guarded
-    @_symlist("{auth_authen}", "i", "{daemon_name}", "{client_addr}")
+    @_symlist("{auth_authen}", "i")
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.msg = _Message()
-        self.broken = None  # a failure of the previous message is not this one's
+        if self.broken and not self.broken.startswith("connect"):
+            self.broken = None  # a failure of the previous message; a connect failure stays
         self._update_queue_id()
-        if not self.classified:
-            self._classify_connection()
         policy = self.runtime.policy
         raw = _strip_brackets(mailfrom)
         self.msg.raw_sender = raw
