@@ -9,6 +9,7 @@ import os
 import pathlib
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -547,3 +548,22 @@ def test_daemon_drops_privileges_to_the_configured_user(redis_db: RedisServer) -
     finally:
         daemon.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_connection_without_client_address_refuses_nothing_and_rewrites_nothing(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
+    h.ctx._negotiate()
+    h.ctx._setsymval("{daemon_name}", "MTA")
+    h.ctx._stage = Milter.M_CONNECT
+    Milter.connect_callback(h.ctx, "localhost", socket.AF_UNIX, "/some/socket")  # no IP address
+    h.ctx._stage = None
+    h.ctx._envfrom("<someone@remote.example>")
+    assert h.ctx._envrcpt(f"<bounces+x=y.example+1234567890abcdef@{BOUNCE_DOMAIN}>") == Milter.CONTINUE
+    assert h.ctx._envrcpt("<user@example.net>") == Milter.CONTINUE
+    assert h.ctx._data() == Milter.CONTINUE  # the (forged) bounce is kept for the record, not refused
+    milter = h.ctx.getpriv()
+    assert milter.internal
+    assert not milter.originating
+    h.store.close()

@@ -384,9 +384,13 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self.daemon_name = self.getsymval("{daemon_name}")
         # Postfix's cleanup simulates a connection from localhost for non-SMTP mail; the daemon name set
         # on the cleanup service (postfix/master.cf) tells it apart from a real local SMTP client.
-        self.internal = self.daemon_name in policy.internal_daemons or not self.client_addr
+        marked_internal = self.daemon_name in policy.internal_daemons
+        # Without a client address the milter cannot tell where the mail comes from: it refuses nothing
+        # (the non-SMTP rules), but it does not treat the mail as outbound either: rewriting the sender
+        # of inbound mail would be worse than missing a VERP.
+        self.internal = marked_internal or not self.client_addr
         self.originating = (
-            self.internal
+            marked_internal
             or policy.is_originating(self.client_addr)
             or self.daemon_name in policy.originating_daemons
         )
