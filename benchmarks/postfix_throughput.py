@@ -122,8 +122,10 @@ def main() -> int:
         postfix.start()
         try:
             # Warm up every path once (process start-up, the milter's first connections).
+            sent_verp = 0
             for name in listeners:
                 blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
+                sent_verp += 50 if "verp" in name else 0
             drain(postfix)
             variants = [("none", "inbound", "none")] + [
                 (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
@@ -143,6 +145,7 @@ def main() -> int:
                         milter = milters.get(transport)
                         before = cpu_seconds(milter.pid) if milter else 0.0
                         rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
+                        sent_verp += count if traffic == "verp" and transport != "none" else 0
                         # The milter's own CPU per message: a figure the machine's other load cannot skew.
                         cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
                         drain(postfix)
@@ -158,7 +161,14 @@ def main() -> int:
                     print(f"{row} {used:>6.0f}")
             delivered = postfix.log().count("status=sent")
             verp = postfix.log().count("from=<bounces+")
-            print(f"(maillog: {delivered} delivered, {verp} with a VERP sender)")
+            # A check on the run itself: exactly the originating traffic got a VERP sender.
+            print(f"(maillog: {delivered} delivered, {verp} with a VERP sender, {sent_verp} expected)")
+            if verp != sent_verp:
+                print(
+                    "postfix_throughput: the VERP count is wrong: the milter misjudged traffic",
+                    file=sys.stderr,
+                )
+                return 1
         finally:
             postfix.stop()
             sink.stop()
