@@ -65,6 +65,29 @@ def drain(postfix: Postfix, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+class FloorMilter:
+    """benchmarks/floor_milter.py: pymilter doing nothing in the same protocol steps."""
+
+    def __init__(self, socket: str, log: pathlib.Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "floor_milter.py"), socket], stderr=log.open("wb")
+        )
+        path = pathlib.Path(socket.removeprefix("unix:"))
+        deadline = time.monotonic() + 15
+        while not path.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"floor milter did not start: {log.read_text()}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (/proc/PID/stat fields 14 and 15, in clock ticks)."""
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -87,7 +110,13 @@ def main() -> int:
     parser.add_argument("--inet-messages", type=int, default=300, help="TCP is slow; fewer messages")
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--transports", nargs="+", default=["unix", "inet"], choices=["unix", "inet"])
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        default=["unix", "floor", "inet"],
+        choices=["unix", "floor", "inet"],
+        help="floor: a pymilter milter doing nothing in the same steps (unix socket)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("postfix_throughput: needs root (the postfix command)", file=sys.stderr)
@@ -99,9 +128,11 @@ def main() -> int:
         redis.start()
         unix_socket = f"unix:{work}/milter.sock"
         inet_port = free_port()
-        milters = {
+        floor_socket = f"unix:{work}/floor.sock"
+        milters: dict[str, MilterProcess | FloorMilter] = {
             "unix": start_milter(work, unix_socket, redis.url, "unix"),
             "inet": start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
+            "floor": FloorMilter(floor_socket, work / "floor.log"),
         }
         sink = SmtpSink(work / "sink", dump=False).start()
         orig = {"milter_macro_daemon_name": "ORIGINATING"}
@@ -109,6 +140,8 @@ def main() -> int:
             "none": {"smtpd_milters": ""},
             "unix-inbound": {"smtpd_milters": unix_socket},
             "unix-verp": {"smtpd_milters": unix_socket, **orig},
+            "floor-inbound": {"smtpd_milters": floor_socket},
+            "floor-verp": {"smtpd_milters": floor_socket, **orig},
             "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
             "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
         }
