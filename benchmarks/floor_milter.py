@@ -8,6 +8,8 @@ difference to bouncekeeper's row is bouncekeeper's code.
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from typing import Any
 
@@ -54,6 +56,8 @@ class Floor(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
 def main() -> int:
     Milter.factory = Floor
+    importlib.import_module("milter").set_flags(Milter.CHGFROM | Milter.SETSYMLIST)  # as bouncekeeper asks
+    os.umask(0o111)  # a 0666 socket: Postfix's smtpd (user postfix) must be able to write it
     Milter.runmilter("floor", sys.argv[1], timeout=60)
     return 0
 
