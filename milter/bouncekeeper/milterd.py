@@ -378,13 +378,17 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     @_symlist("{daemon_name}")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         policy = self.runtime.policy
+        simulated = False
         if family in (socket.AF_INET, socket.AF_INET6):
             # libmilter gives (ip, port[, flow, scope]); some harnesses give the bare ip.
             self.client_addr = str(hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr)
+            # Postfix's cleanup simulates "localhost[127.0.0.1]" for non-SMTP mail, with client port 0
+            # (checked with Postfix 3.7): no real TCP client has port 0.
+            simulated = isinstance(hostaddr, tuple) and len(hostaddr) > 1 and hostaddr[1] == 0
         self.daemon_name = self.getsymval("{daemon_name}")
-        # Postfix's cleanup simulates a connection from localhost for non-SMTP mail; the daemon name set
-        # on the cleanup service (postfix/master.cf) tells it apart from a real local SMTP client.
-        marked_internal = self.daemon_name in policy.internal_daemons
+        # The daemon name set on the cleanup service (postfix/master.cf.snippet) is the explicit mark of
+        # Postfix's non-SMTP path; the simulated client is the safety net when that snippet is missing.
+        marked_internal = self.daemon_name in policy.internal_daemons or simulated
         # Without a client address the milter cannot tell where the mail comes from: it refuses nothing
         # (the non-SMTP rules), but it does not treat the mail as outbound either: rewriting the sender
         # of inbound mail would be worse than missing a VERP.
