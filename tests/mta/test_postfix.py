@@ -24,7 +24,6 @@ import pytest
 
 from bouncekeeper import config, milterd, store
 from bouncekeeper.core import verp
-from tests.support.dead_mx import DeadMx
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
 from tests.support.redis_server import RedisServer
@@ -44,7 +43,7 @@ APP = "app@example.org"
 class Mta:
     postfix: Postfix
     sink: SmtpSink
-    dead: DeadMx
+    dead: SmtpSink
     redis: RedisServer
     settings: config.Settings
     signer: milterd.Signer
@@ -110,7 +109,7 @@ def mta() -> Iterator[Mta]:
         enforce = MilterProcess(d, f"unix:{d}/enforce.sock", _toml(redis, key, "enforce"), "enforce")
         observe = MilterProcess(d, f"unix:{d}/observe.sock", _toml(redis, key, "observe"), "observe")
         sink = SmtpSink(d / "sink")
-        dead = DeadMx()
+        dead = SmtpSink(d / "dead", reject="RCPT")  # 550 5.1.1 to every recipient
         postfix = Postfix(
             d / "postfix",
             relay_port=0,

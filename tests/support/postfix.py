@@ -123,12 +123,21 @@ class SinkMessage:
 
 
 class SmtpSink:
-    """smtp-sink as a remote MX; `reject` = "RCPT" makes it refuse every recipient with 5xx."""
+    """smtp-sink as a remote MX; `reject` = "RCPT" makes it refuse every recipient with `reply` (5xx)."""
 
-    def __init__(self, directory: pathlib.Path, *, reject: str = "", dump: bool = True) -> None:
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        *,
+        reject: str = "",
+        reply: str = "550 5.1.1 Recipient address rejected: User unknown in virtual mailbox table",
+        dump: bool = True,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.reject = reject
+        # smtp-sink's own default, "500 5.3.0 Error: command failed", says nothing about the address.
+        self.reply = reply
         self.dump = dump
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -140,7 +149,7 @@ class SmtpSink:
         if self.dump:
             argv += ["-d", f"{self.directory}/%H%M%S."]
         if self.reject:
-            argv += ["-f", self.reject]
+            argv += ["-f", self.reject, "-B", self.reply]
         argv += [f"127.0.0.1:{self.port}", "256"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
