@@ -320,3 +320,18 @@ def test_with_redis_down_a_bounce_is_deferred_and_recorded_after_the_retry(mta_c
     while mta.postfix.queue() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert mta.postfix.queue() == []
+
+
+def test_with_redis_down_postfix_own_bounce_is_passed_on_and_recorded_after_retry(mta_clean: Mta) -> None:
+    # The non-SMTP path must never tempfail: Postfix's own bounce goes on to the bounce domain's route
+    # (here this host's smtp listener), whose milter answers 451 until Redis is back.
+    mta = mta_clean
+    mta.redis.stop()
+    start = len(mta.postfix.log())
+    mta.send("submission", APP, ["lost@dead.test"], _message("s6-internal"))
+    mta.postfix.wait_log(r"to=<bounces\+lost=dead\.test.*status=deferred.*451 4\.3\.0", start=start)
+    assert "milter-discard" not in mta.postfix.log()[start:]
+    mta.redis.start()
+    mta.postfix.flush()
+    events = mta.wait_events("lost@dead.test", lambda e: bool(e))
+    assert events[0]["kind"] == "permanent"
