@@ -15,7 +15,7 @@ from bouncekeeper import config
 from bouncekeeper.core import verp
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason
 from bouncekeeper.core.policy import DAY, Mode, Rules, State
-from bouncekeeper.service import Service, Source, StoreUnavailable, identity, rules_from
+from bouncekeeper.service import Service, Source, StoreUnavailable, identity, record_smtp_failure, rules_from
 from bouncekeeper.store import Store
 from tests.support.redis_server import RedisServer
 
@@ -233,3 +233,38 @@ def test_rules_follow_the_settings() -> None:
     rules = rules_from(config.PolicySettings(mode="enforce", soft_window_days=2, breaker_window_minutes=5))
     assert rules == dataclasses.replace(Rules(), mode=Mode.ENFORCE, soft_window=2 * DAY, breaker_window=300)
     assert State.ACTIVE.value == "active"
+
+
+def test_verp_without_keys_is_a_configuration_error(redis_db: RedisServer) -> None:
+    settings = config.Settings(
+        verp=config.VerpSettings(bounce_domain=DOMAIN), redis=config.RedisSettings(url=redis_db.url)
+    )
+    store = Store.from_settings(settings.redis)
+    with pytest.raises(config.ConfigError, match="secret_files"):
+        Service(settings, store)
+    store.close()
+
+
+def test_record_smtp_failure_function_for_applications(redis_db: RedisServer) -> None:
+    settings = config.Settings(redis=config.RedisSettings(url=redis_db.url))
+    outcome = record_smtp_failure("carol@example.org", 550, "5.1.1", "no such user", settings=settings)
+    assert outcome.recorded[0].scored
+    again = record_smtp_failure("carol@example.org", 550, settings=settings)
+    assert again.recorded[0].score == 1  # the same day: the score rises once
+    store = Store.from_settings(settings.redis)
+    assert len(store.view("carol@example.org").events) == 2
+    store.close()
+
+
+def test_ingest_from_files_accepts_an_expired_but_authentic_verp(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    service, _clock, classifier = parts
+    classifier.verdict = bounce("alice@example.org")
+    old = vaddr("alice@example.org", day=T0 - 30 * DAY)
+    outcome = service.process_bounce(RAW, envelope_rcpt=old, envelope_sender="", source=Source.CLI)
+    assert not outcome.forged
+    assert outcome.recorded[0].scored
+    assert classifier.calls[-1]["verp_recipient"] == "alice@example.org"
+    tampered = old.replace("alice=example.org", "bob=example.org")
+    assert service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.CLI).forged

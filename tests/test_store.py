@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from bouncekeeper.config import RedisSettings
-from bouncekeeper.core.policy import DAY, AddressState, Effect, Mode, Rule, Rules, State, step
+from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.event import Event, EventKind, Source
@@ -310,3 +310,85 @@ def test_store_unavailable_when_nothing_listens() -> None:
     assert time.monotonic() - started < 5
     assert isinstance(StoreUnavailable("x"), Exception)
     assert not isinstance(StoreUnavailable("x"), redis.RedisError)
+
+
+def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
+    s = Store.from_settings(RedisSettings(url=redis_db.url, history_size=0))
+    s.record([item()], now=T0, rules=ENFORCE)
+    assert s.view(ADDRESS).hard_score == 1
+    assert s.view(ADDRESS).events == []
+    assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
+    assert len(s.recent(5)) == 1
+    s.close()
+
+
+def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
+    off = Store.from_settings(RedisSettings(url=redis_db.url))
+    off.record([item(id="r1")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert not off.client.exists(off.keys.raw("r1"))
+    on = Store.from_settings(RedisSettings(url=redis_db.url, raw_days=2, raw_max_bytes=3))
+    on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert on.client.get(on.keys.raw("r2")) == "raw"
+    assert 0 < on.client.ttl(on.keys.raw("r2")) <= 2 * 86_400
+    off.close()
+    on.close()
+
+
+def test_views_read_many_addresses_in_batches(store: Store) -> None:
+    addresses = [f"user{n}@example.org" for n in range(23)]
+    for n, address in enumerate(addresses):
+        for _ in range(n % 3):
+            store.record([item(address, effect=Effect.SOFT)], now=T0, rules=ENFORCE)
+    views = list(store.views(addresses, batch=5))
+    assert [v.address for v in views] == addresses
+    assert [v.soft_count for v in views] == [n % 3 for n in range(23)]
+
+
+class CountingConnection(redis.UnixDomainSocketConnection):
+    writes = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        super().send_packed_command(command, check_health)  # type: ignore[arg-type]
+
+
+def test_one_round_trip_per_bounce_on_a_single_server(redis_db: RedisServer) -> None:
+    pool = redis.ConnectionPool(
+        connection_class=CountingConnection, path=str(redis_db.socket), decode_responses=True
+    )
+    s = Store(redis.Redis(connection_pool=pool), RedisSettings())
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=3, breaker_addresses=100)
+    s.record([item()], now=T0, rules=rules)  # connection opened, scripts loaded
+    CountingConnection.writes = 0
+    for day in range(1, 5):  # including the bounce that disables the address
+        s.record([item(at=T0 + day * DAY)], now=T0 + day * DAY, rules=rules)
+    assert CountingConnection.writes == 4
+    CountingConnection.writes = 0
+    s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)  # two addresses, one pipeline
+    assert CountingConnection.writes == 1
+    s.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 400)), min_size=1, max_size=30))
+def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int, int]]) -> None:
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=10**6, breaker_addresses=3, breaker_window=600,
+                  breaker_freeze=1000)  # fmt: skip
+    store.client.flushall()
+    model = Breaker()
+    now = T0
+    for who, gap in steps:
+        now += gap
+        if model.open_until is not None and not model.is_open(now):
+            store.client.delete(store.keys.frozen("d.example"))  # its TTL, on the synthetic clock
+        expected = trip(model, f"u{who}@d.example", now, rules)
+        model = expected.breaker
+        got = store.record([item(f"u{who}@d.example", at=now)], now=now, rules=rules)[0]
+        assert got.frozen == expected.open
+    opened = sum(1 for _, f in store.recent(200) if f["kind"] == "breaker")
+    assert opened == store.counters().get("breaker:opened", 0)
+
+
+def test_store_unavailable_when_no_cluster_node_answers() -> None:
+    with pytest.raises(StoreUnavailable):
+        Store.from_settings(RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0))

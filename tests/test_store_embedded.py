@@ -100,3 +100,14 @@ def test_an_orphaned_server_is_adopted_not_duplicated(state_dir: pathlib.Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_fsync_always_is_passed_to_the_server(state_dir: pathlib.Path) -> None:
+    store = connect(
+        config.Settings(state_dir=str(state_dir), redis=config.RedisSettings(embedded_fsync="always"))
+    )
+    try:
+        assert store.client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert store.client.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        store.close()

@@ -21,10 +21,13 @@ from typing import Any, TextIO
 from bouncekeeper import config
 from bouncekeeper.core.addresses import domain_of, normalise
 from bouncekeeper.core.policy import Rule, State
+from bouncekeeper.log import get_logger
 from bouncekeeper.service import Outcome, Service, Source
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, iso
 from bouncekeeper.store.redis_store import AddressView
+
+log = get_logger(__name__)
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later
 EX_USAGE = 2
@@ -173,13 +176,11 @@ def show(args: argparse.Namespace, service: Service) -> int:
 
 def _views(service: Service, state: str | None = None, domain: str | None = None) -> Iterator[AddressView]:
     wanted_domain = normalise(f"x@{domain}") if domain else None
-    for address in sorted(service.store.addresses()):
-        if wanted_domain and domain_of(address) != domain_of(wanted_domain):
-            continue
-        view = service.store.view(address, events=0)
-        if state is not None and view.state.value != state:
-            continue
-        if view.tracked:
+    addresses = sorted(service.store.addresses())
+    if wanted_domain:
+        addresses = [a for a in addresses if domain_of(a) == domain_of(wanted_domain)]
+    for view in service.store.views(addresses):
+        if (state is None or view.state.value == state) and view.tracked:
             yield view
 
 
@@ -207,6 +208,7 @@ def _admin(
         at=service.clock(), kind=kind, source=Source.CLI, address=address, note=args.note or f"by {by}"
     )
     before, after = service.store.admin(address, action, event, state=state, by=by)
+    log.info("%s %s by %s: %s -> %s (%s)", action, address, by, before.value, after.value, event.note)
     data = {"address": address, "action": action, "previous": before.value, "state": after.value}
     _emit(args, data, f"{address}: {action}: {before.value} -> {after.value}")
     return 0
@@ -253,8 +255,8 @@ def stats(args: argparse.Namespace, service: Service) -> int:
 def export(args: argparse.Namespace, service: Service) -> int:
     wanted = set(args.state or [s.value for s in State if s is not State.ACTIVE])
     rows = []
-    for address in sorted(service.store.addresses(("state",))):
-        view = service.store.view(address, events=0)
+    for view in service.store.views(sorted(service.store.addresses(("state",)))):
+        address = view.address
         if view.state.value in wanted:
             since = iso(view.since) if view.since else ""
             rows.append({"address": address, "state": view.state.value, "since": since, "by": view.by or ""})

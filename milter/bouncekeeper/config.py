@@ -76,7 +76,8 @@ class RedisSettings:
     socket_timeout: float = 2.0
     connect_timeout: float = 1.0
     retries: int = 2
-    # Events kept per address (a capped list), and for how long after the address's last event.
+    # Events kept per address (a capped list; 0 keeps none, the global stream only), and for how long
+    # after the address's last event.
     history_size: int = 20
     history_days: int = 90
     # Entries kept in the global event stream (approximate cap, XADD MAXLEN ~).
@@ -87,6 +88,9 @@ class RedisSettings:
     # Keep the raw bounce (capped at raw_max_bytes) for this many days; 0 keeps none (the default).
     raw_days: int = 0
     raw_max_bytes: int = 65_536
+    # The embedded server's appendfsync: "everysec" (a machine crash loses at most the last second of
+    # updates) or "always" (fsync before each reply: nothing lost, far fewer writes per second).
+    embedded_fsync: Literal["everysec", "always"] = "everysec"
 
     def __post_init__(self) -> None:
         schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
@@ -96,8 +100,8 @@ class RedisSettings:
             )
         if "{" in self.prefix or "}" in self.prefix:
             raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
-        if self.history_size < 1 or self.stream_size < 1:
-            raise ValueError("history_size and stream_size must be at least 1")
+        if self.stream_size < 1:
+            raise ValueError("stream_size: must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 queue_id: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="-")
 
@@ -22,6 +22,21 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{queue_id.get()}: {msg}", kwargs
+
+
+class _CurrentStderr(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is at the time of the record, not at set-up.
+
+    A daemon never swaps stderr, but tests (and tools embedding the CLI) do; a handler bound to a stream
+    that was since closed would fail on every later log line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def get_logger(name: str) -> QueueIdAdapter:
@@ -40,7 +55,7 @@ def setup(level: str = "INFO", target: str = "stderr", facility: str = "mail") -
         )
         out.setFormatter(logging.Formatter("bouncekeeper[%(process)d]: %(name)s: %(message)s"))
     else:
-        out = logging.StreamHandler(sys.stderr)
+        out = _CurrentStderr()
         out.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(out)
     root.setLevel(level)

@@ -137,7 +137,8 @@ class Service:
         self.rules = rules or rules_from(settings.policy)
         self.clock = clock
         self._classifier = classifier
-        if keyring is None and settings.verp.bounce_domain and settings.verp.secret_files:
+        if keyring is None and settings.verp.bounce_domain:
+            # VERP is on: its keys must load (a ConfigError names the key otherwise).
             keyring = verpkeys.load_keyring(settings)
         self.keyring = keyring
 
@@ -185,11 +186,19 @@ class Service:
         now = self.clock()
         checked = self.check_rcpt(envelope_rcpt) if envelope_rcpt else None
         event_id = identity(raw)
-        if forged or (
-            checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
-        ):
+        # An expired signature is authentic but old: refused from the network (a replayed address), but
+        # an operator ingesting old bounces from files vouches for them.
+        authentic = (
+            (verp.VerpStatus.VALID, verp.VerpStatus.EXPIRED)
+            if source is Source.CLI
+            else (verp.VerpStatus.VALID,)
+        )
+        refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
+        if forged or (refused and checked is not None and checked.status not in authentic):
             classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
-            status = checked.status.value if checked else "forged"
+            status = (
+                checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
+            )
             self.store.log_event(
                 Event(
                     at=now,
@@ -211,7 +220,7 @@ class Service:
         token_recipients: tuple[str, ...] = ()
         context = ""
         message_id: str | None = None
-        if checked is not None and checked.status is verp.VerpStatus.VALID:
+        if checked is not None and checked.status in authentic:
             context = checked.context
             if checked.token is not None:
                 data = self.store.get_token(checked.token)
@@ -407,6 +416,28 @@ class Service:
         )
 
 
+def record_smtp_failure(
+    address: str,
+    code: int,
+    status: str | None = None,
+    text: str = "",
+    *,
+    message_id: str | None = None,
+    settings: config.Settings | None = None,
+) -> Outcome:
+    """For applications: record a failure reply got at submission, as `bouncekeeper record` does.
+
+    Opens the store the settings name (default: $BOUNCEKEEPER_CONFIG, else the built-in defaults) for
+    this one call. An application recording many should keep a `Service` open instead.
+    Raises ValueError for bad input and StoreUnavailable when Redis is unreachable.
+    """
+    service = Service.open(settings or config.load())
+    try:
+        return service.record_smtp_failure(address, code, status, text, message_id=message_id)
+    finally:
+        service.close()
+
+
 def identity(raw: bytes) -> str:
     """The dedup id of a delivered message: the same bounce delivered again gets the same id.
 
@@ -419,4 +450,13 @@ def identity(raw: bytes) -> str:
     return hashlib.sha256(basis).hexdigest()[:16]
 
 
-__all__ = ["Decision", "Outcome", "Service", "Source", "StoreUnavailable", "identity", "rules_from"]
+__all__ = [
+    "Decision",
+    "Outcome",
+    "Service",
+    "Source",
+    "StoreUnavailable",
+    "identity",
+    "record_smtp_failure",
+    "rules_from",
+]

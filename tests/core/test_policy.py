@@ -8,6 +8,7 @@ from bouncekeeper.core.model import BounceKind, Reason
 from bouncekeeper.core.policy import (
     DAY,
     AddressState,
+    Breaker,
     Effect,
     Mode,
     Rule,
@@ -17,6 +18,7 @@ from bouncekeeper.core.policy import (
     judge_smtp_reply,
     replay,
     step,
+    trip,
 )
 
 T0 = 1_763_769_600.0  # 2025-11-22 00:00:00 UTC
@@ -185,3 +187,33 @@ def test_smtp_time_rule(code: int, status: str | None, text: str, kind: BounceKi
 def test_smtp_time_rule_rejects_what_is_no_failure(code: int, status: str | None) -> None:
     with pytest.raises(ValueError, match="not"):
         judge_smtp_reply(code, status, "")
+
+
+BREAKER = Rules(breaker_addresses=3, breaker_window=600, breaker_freeze=3600)
+
+
+def test_breaker_opens_at_the_threshold_of_distinct_addresses_in_the_window() -> None:
+    b = Breaker()
+    trips = []
+    for n, address in enumerate(["a@d", "a@d", "b@d", "c@d", "d@d"]):
+        t = trip(b, address, T0 + n, BREAKER)
+        b = t.breaker
+        trips.append((t.open, t.opened, t.distinct))
+    # The same address twice counts once; the third distinct one opens it; then it stays open.
+    assert trips == [
+        (False, False, 1),
+        (False, False, 1),
+        (False, False, 2),
+        (True, True, 3),
+        (True, False, 3),
+    ]
+    assert not b.is_open(T0 + 3 + 3600)
+    assert trip(b, "e@d", T0 + 3 + 3600, BREAKER).distinct == 1
+
+
+def test_breaker_forgets_failures_older_than_the_window() -> None:
+    b = Breaker()
+    for n, address in enumerate(["a@d", "b@d"]):
+        b = trip(b, address, T0 + n * 599, BREAKER).breaker
+    t = trip(b, "c@d", T0 + 600, BREAKER)  # a@d (at T0) is exactly one window old: out
+    assert (t.open, t.distinct) == (False, 2)

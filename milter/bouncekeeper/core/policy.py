@@ -17,8 +17,10 @@ The rules (defaults from the issue; all configurable):
   the counters run and the decision is reported, but nothing is disabled. A disabled state never expires.
 - Reasons that say nothing about the address (blocked, spam, policy, size, rate ...), auto-replies,
   feedback reports, success and delay notices, forged VERP and failures of unknown kind are recorded,
-  never scored. A domain whose circuit breaker is open scores nothing either (store/README in the
-  project README: "Circuit breaker").
+  never scored.
+- **per-domain circuit breaker** (`trip`): when `breaker_addresses` distinct addresses of one domain get a
+  scored failure within `breaker_window`, the domain scores nothing for `breaker_freeze` (README,
+  "Per-domain circuit breaker"); store/lua/breaker.lua is the same machine.
 """
 
 from __future__ import annotations
@@ -220,6 +222,48 @@ def replay(events: Iterable[tuple[float, Effect]], rules: Rules) -> AddressState
     for now, effect in events:
         s = step(s, effect, now, rules).state
     return s
+
+
+# --- Per-domain circuit breaker (store/lua/breaker.lua runs the same machine) ---
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """One recipient domain's breaker: the addresses with a scored failure in the window, by the time
+    of their last one, and while open, the time it closes (the frozen key's TTL)."""
+
+    failing: tuple[tuple[str, float], ...] = ()
+    open_until: float | None = None
+    opened_with: int = 0  # distinct addresses when it opened
+
+    def is_open(self, now: float) -> bool:
+        return self.open_until is not None and now < self.open_until
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    breaker: Breaker
+    open: bool  # scoring is frozen for this failure
+    opened: bool  # this failure opened the breaker
+    distinct: int  # distinct failing addresses in the window
+
+
+def trip(current: Breaker, address: str, now: float, rules: Rules) -> Trip:
+    """Count one scored failure of `address` against its domain's breaker at `now`.
+
+    When `breaker_addresses` distinct addresses failed within `breaker_window`, the breaker opens for
+    `breaker_freeze` seconds and the window starts afresh; while open, failures are not counted.
+    """
+    if current.is_open(now):
+        return Trip(current, open=True, opened=False, distinct=current.opened_with)
+    # Entries older than the window drop out (and with them, at the latest, the key's TTL runs out).
+    kept = {a: t for a, t in current.failing if t > now - rules.breaker_window}
+    kept[address] = now
+    failing = tuple(sorted(kept.items(), key=lambda pair: (pair[1], pair[0])))
+    if len(failing) >= rules.breaker_addresses:
+        opened = Breaker((), now + rules.breaker_freeze, len(failing))
+        return Trip(opened, open=True, opened=True, distinct=len(failing))
+    return Trip(Breaker(failing, None), open=False, opened=False, distinct=len(failing))
 
 
 # --- SMTP-time failures (Launchpad): a reply code the application got when it submitted mail ---

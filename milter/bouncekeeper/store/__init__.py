@@ -16,10 +16,14 @@ def connect(settings: Settings, *, supervise: bool = False) -> Store:
     """A Store for these settings. With no URL, attach to (or start) the embedded redis-server; with
     `supervise` (the daemons) it is restarted if it dies. `Store.close()` stops a server it started."""
     if settings.redis.url:
-        return Store(make_client(settings.redis), settings.redis)
-    embedded = EmbeddedRedis(settings.state_dir)
+        return Store.from_settings(settings.redis)
+    embedded = EmbeddedRedis(settings.state_dir, fsync=settings.redis.embedded_fsync)
     embedded.start(supervise=supervise)
-    return Store(make_client(settings.redis, embedded.url), settings.redis, on_close=embedded.stop)
+    try:
+        return Store(make_client(settings.redis, embedded.url), settings.redis, on_close=embedded.stop)
+    except Exception:
+        embedded.stop()
+        raise
 
 
 __all__ = ["EmbeddedRedis", "Store", "StoreUnavailable", "connect"]

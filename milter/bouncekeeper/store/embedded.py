@@ -1,11 +1,12 @@
 """The embedded default: with `[redis] url` empty, bouncekeeper runs its own redis-server.
 
-It listens on a unix socket under `state_dir/redis/` (no TCP port at all), keeps an append-only file there
-(`appendfsync everysec`: a crash of the machine loses at most the last second; a crash of bouncekeeper or
-redis-server loses nothing), and is supervised: if it dies, it is started again on the same data. A lock
-file makes one process the supervisor; other processes (the CLI while the milter runs) only attach to the
-socket. A redis-server left running by a supervisor that was killed is attached to, not duplicated:
-redis-server would otherwise unlink the live socket and take it over.
+It listens on a unix socket under `state_dir/redis/` (no TCP port at all), keeps an append-only file
+there and is supervised: if it dies, it is started again on the same data. `appendfsync everysec` by
+default: a crash of the machine loses at most the last second, a crash of bouncekeeper or redis-server
+nothing; `[redis] embedded_fsync = "always"` loses nothing. A lock file makes one process the supervisor;
+other processes (the CLI while the milter runs) only attach to the socket. A redis-server left running by
+a supervisor that was killed is attached to, not duplicated: redis-server would otherwise unlink the live
+socket and take it over.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class EmbeddedRedis:
-    def __init__(self, state_dir: str | os.PathLike[str], *, binary: str | None = None) -> None:
+    def __init__(
+        self, state_dir: str | os.PathLike[str], *, binary: str | None = None, fsync: str = "everysec"
+    ) -> None:
         self.directory = pathlib.Path(state_dir) / "redis"
         self.socket = self.directory / "redis.sock"
         self.binary = binary
+        self.fsync = fsync
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[bytes] | None = None
         self._stopping = threading.Event()
@@ -124,7 +128,7 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self.directory),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),

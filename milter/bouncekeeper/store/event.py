@@ -64,23 +64,24 @@ class Event:
     effect: str | None = None  # hard | soft | none, as assessed before the counters
     note: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, date: bool = True) -> dict[str, Any]:
         """The non-empty fields, with `date` (ISO 8601 UTC) for people beside `at`."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
             if value is None or value == "":
                 continue
-            out[f.name] = value.value if isinstance(value, StrEnum) else value
-        out["date"] = iso(self.at)
+            out[name] = value.value if isinstance(value, StrEnum) else value
+        if date:
+            out["date"] = iso(self.at)
         return out
 
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    def to_json(self, *, date: bool = True) -> str:
+        return json.dumps(self.as_dict(date=date), ensure_ascii=False, separators=(",", ":"))
 
-    def stream_fields(self) -> dict[str, str]:
-        """The fields of the global stream entry: strings only (XADD)."""
-        return {k: str(v) for k, v in self.as_dict().items()}
+
+# Looked up once: dataclasses.fields() per event is a measurable part of recording one (benchmarks/).
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
 
 
 def iso(epoch: float) -> str:

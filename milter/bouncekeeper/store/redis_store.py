@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import importlib.resources
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -31,7 +31,7 @@ from bouncekeeper.core.policy import Effect, Rules, State
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
-from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.event import Event, Source
 
 log = get_logger(__name__)
 
@@ -119,7 +119,8 @@ def _guard(what: str) -> Iterator[None]:
         # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
         log.error("redis refused %s: %s", what, exc)
         raise StoreUnavailable(f"{what}: redis error: {exc}") from exc
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        # RedisClusterException ("no reachable node") is not a RedisError subclass.
         raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
 
 
@@ -139,11 +140,17 @@ class Store:
         self.cluster = isinstance(client, RedisCluster)
         self._on_close = on_close
         self._sources = {name: _script(f"{name}.lua") for name in ("record", "breaker", "admin")}
+        # The single-server path: breaker and record as local functions of one script (bounce.lua).
+        self._sources["bounce"] = (
+            f"local function breaker(KEYS, ARGV)\n{self._sources['breaker']}\nend\n"
+            f"local function record(KEYS, ARGV)\n{self._sources['record']}\nend\n{_script('bounce.lua')}"
+        )
         self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}  # noqa: S324 -- Redis names scripts by SHA-1
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, url: str | None = None) -> Store:
-        return cls(make_client(settings, url), settings)
+        with _guard("connect"):  # a Cluster client connects (and can fail) as it is made
+            return cls(make_client(settings, url), settings)
 
     def close(self) -> None:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
@@ -184,179 +191,244 @@ class Store:
         rules: Rules,
         raw: bytes | None = None,
     ) -> list[Result]:
-        """Record one bounce's items (one per address) atomically per address; ≤ 2 round trips."""
+        """Record one bounce's items (one per address), atomically per address.
+
+        One round trip on a single server (bounce.lua per item, pipelined); two on a Cluster.
+        """
         if not items:
             return []
         s = self.settings
         with _guard("record bounce"):
-            # Round trip 1: already recorded? And the breaker for the failures that would score.
+            if self.cluster:
+                results = self._record_split(items, now=now, rules=rules)
+            else:
+                results = self._record_single(items, now=now, rules=rules)
+            if raw is not None and s.raw_days > 0 and not all(r.duplicate for r in results):
+                self.client.set(self.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
+        for r in results:
+            if r.disabled:
+                log.info("address disabled by bounces: %s score=%s/%s", r.address, r.score, rules.threshold)
+        return results
+
+    def _record_single(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
+        day = rules.day(now)
+        calls = []
+        for item in items:
+            domain = domain_of(item.address)
+            event_json = item.event.to_json()
+            keys = [
+                self.keys.failing(domain),
+                self.keys.frozen(domain),
+                *self.keys.record_keys(item.address, item.event.id),
+                self.keys.stream,
+                self.keys.stats,
+            ]
+            args = [
+                1 if item.effect is not Effect.NONE and rules.breaker_addresses > 0 else 0,
+                item.address,
+                repr(now),
+                rules.breaker_window,
+                rules.breaker_addresses,
+                rules.breaker_freeze,
+                *self._record_args(item, now=now, day=day, rules=rules, frozen=False, event_json=event_json),
+                self.settings.stream_size,
+                item.event.kind.value,
+                item.event.source.value,
+                event_json,
+                domain,
+            ]
+            calls.append((keys, args))
+        if len(calls) == 1:
+            # The common case, one address: a plain call is cheaper than a pipeline.
+            replies = [self._call("bounce", *calls[0])]
+        else:
             batch = self._batch()
-            breaker_at: dict[int, int] = {}
-            for item in items:
-                batch.pipe.exists(self.keys.seen(item.address, item.event.id))
-            for n, item in enumerate(items):
-                if item.effect is not Effect.NONE and rules.breaker_addresses > 0:
-                    domain = domain_of(item.address)
-                    breaker_at[n] = batch.script(
-                        "breaker",
-                        [self.keys.failing(domain), self.keys.frozen(domain)],
-                        [
-                            item.address,
-                            repr(now),
-                            rules.breaker_window,
-                            rules.breaker_addresses,
-                            rules.breaker_freeze,
-                        ],
-                    )
-            first = batch.execute()
-            seen = [bool(x) for x in first[: len(items)]]
-            frozen = {n: bool(first[i][0]) for n, i in breaker_at.items()}
-            opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
-
-            # Round trip 2: the atomic per-address steps, the stream and the stats.
-            batch = self._batch()
-            pipe = batch.pipe
-            day = rules.day(now)
-            calls: dict[int, tuple[int, bool]] = {}
-            for n, item in enumerate(items):
-                is_frozen = frozen.get(n, False)
-                # A duplicate still runs the script (it changes nothing and reports the current state)
-                # but adds no stream entry. Two copies delivered at the same instant can both pass
-                # round trip 1: the script still counts one, the stream may show both (same `id`).
-                at = self._record_call(batch, item, now=now, day=day, rules=rules, frozen=is_frozen)
-                calls[n] = (at, is_frozen)
-                if seen[n]:
-                    pipe.hincrby(self.keys.stats, "duplicates", 1)
-                    continue
-                self._xadd(pipe, item.event)
-                pipe.hincrby(self.keys.stats, f"events:{item.event.kind.value}", 1)
-            for n, count in opened.items():
-                alert = Event(
-                    at=now,
-                    kind=EventKind.BREAKER,
-                    source=items[n].event.source,
-                    address=items[n].address,
-                    note=f"domain {domain_of(items[n].address)}: {count} addresses failing within "
-                    f"{rules.breaker_window} s; scoring frozen for {rules.breaker_freeze} s",
+            for keys, args in calls:
+                batch.script("bounce", keys, args)
+            replies = batch.execute()
+        results = []
+        for item, r in zip(items, replies, strict=True):
+            if r[10]:
+                log.warning(
+                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[11]
                 )
-                self._xadd(pipe, alert)
-                pipe.hincrby(self.keys.stats, "breaker:opened", 1)
-                log.warning("circuit breaker opened: %s", alert.note)
-            if raw is not None and s.raw_days > 0 and not all(seen):
-                pipe.set(self.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
-            second = batch.execute()
+            results.append(_result(item, r, frozen=bool(r[9])))
+        return results
 
-            results: list[Result] = []
-            announce: list[Event] = []
-            for n, item in enumerate(items):
-                i, was_frozen = calls[n]
-                r = second[i]
-                result = Result(
-                    address=item.address,
-                    duplicate=r[0] == "duplicate",
-                    state=State(r[1]),
-                    score=int(r[2]),
-                    soft_count=int(r[3]),
-                    scored=bool(r[4]),
-                    converted=bool(r[5]),
-                    disabled=bool(r[6]),
-                    reached=bool(r[7]),
-                    frozen=was_frozen,
-                    why=str(r[8]),
+    def _record_split(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
+        """The Cluster path: the domain, address, stream and stats keys live in different slots."""
+        # Round trip 1: already recorded? And the breaker for the failures that would score.
+        batch = self._batch()
+        breaker_at: dict[int, int] = {}
+        for item in items:
+            batch.pipe.exists(self.keys.seen(item.address, item.event.id))
+        for n, item in enumerate(items):
+            if item.effect is not Effect.NONE and rules.breaker_addresses > 0:
+                domain = domain_of(item.address)
+                breaker_at[n] = batch.script(
+                    "breaker",
+                    [self.keys.failing(domain), self.keys.frozen(domain)],
+                    [
+                        item.address,
+                        repr(now),
+                        rules.breaker_window,
+                        rules.breaker_addresses,
+                        rules.breaker_freeze,
+                    ],
                 )
-                results.append(result)
-                if result.disabled or (result.reached and result.scored):
-                    announce.append(
-                        Event(
-                            at=now,
-                            kind=EventKind.DISABLED if result.disabled else EventKind.THRESHOLD,
-                            source=item.event.source,
-                            address=item.address,
-                            id=item.event.id,
-                            note=f"score {result.score}/{rules.threshold} ({rules.rule.value} rule)",
-                        )
-                    )
-            if announce:
-                # The rare third round trip: only the bounce that crosses the threshold pays it.
-                pipe = self.client.pipeline(transaction=False)
-                for event in announce:
-                    self._xadd(pipe, event)
-                    pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
-                pipe.execute()
-            return results
+        first = batch.execute()
+        seen = [bool(x) for x in first[: len(items)]]
+        frozen = {n: bool(first[i][0]) for n, i in breaker_at.items()}
+        opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
 
-    def _record_call(
-        self, batch: _Batch, item: Item, *, now: float, day: int, rules: Rules, frozen: bool
-    ) -> int:
+        # Round trip 2: the atomic per-address steps, the stream and the stats.
+        batch = self._batch()
+        pipe = batch.pipe
+        day = rules.day(now)
+        calls: dict[int, int] = {}
+        for n, item in enumerate(items):
+            # A duplicate still runs the script (it changes nothing and reports the current state)
+            # but adds no stream entry. Two copies delivered at the same instant can both pass
+            # round trip 1: the script still counts one, the stream may show both (same `id`).
+            args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
+            calls[n] = batch.script("record", self.keys.record_keys(item.address, item.event.id), args)
+            if seen[n]:
+                pipe.hincrby(self.keys.stats, "duplicates", 1)
+                continue
+            self._xadd(pipe, item.event.kind.value, item.address, item.event.to_json())
+            pipe.hincrby(self.keys.stats, f"events:{item.event.kind.value}", 1)
+        for n, count in opened.items():
+            domain = domain_of(items[n].address)
+            note = (
+                f"domain {domain}: {count} addresses failing within {rules.breaker_window} s; "
+                f"scoring frozen for {rules.breaker_freeze} s"
+            )
+            self._announce(pipe, "breaker", items[n], now, note)
+            pipe.hincrby(self.keys.stats, "breaker:opened", 1)
+            log.warning("circuit breaker opened for %s: %s addresses failing", domain, count)
+        second = batch.execute()
+
+        results = [
+            _result(item, second[calls[n]], frozen=frozen.get(n, False)) for n, item in enumerate(items)
+        ]
+        announce = [
+            (item, r)
+            for item, r in zip(items, results, strict=True)
+            if r.disabled or (r.reached and r.scored)
+        ]
+        if announce:
+            # The rare third round trip: only the bounce that crosses the threshold pays it.
+            pipe = self.client.pipeline(transaction=False)
+            for item, r in announce:
+                note = f"score {r.score}/{rules.threshold} ({rules.rule.value} rule)"
+                self._announce(
+                    pipe, "disabled" if r.disabled else "threshold", item, now, note, id=item.event.id
+                )
+            pipe.execute()
+        return results
+
+    def _announce(self, pipe: Any, kind: str, item: Item, now: float, note: str, **extra: str) -> None:
+        """A state change or alert in the stream; the same fields bounce.lua writes."""
+        entry = {
+            "at": now,
+            "kind": kind,
+            "source": item.event.source.value,
+            "address": item.address,
+            "note": note,
+        }
+        self._xadd(pipe, kind, item.address, json.dumps({**entry, **extra}, separators=(",", ":")))
+        pipe.hincrby(self.keys.stats, f"events:{kind}", 1)
+
+    def _record_args(
+        self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool, event_json: str | None = None
+    ) -> list[Any]:
+        """ARGV of record.lua, in its order."""
         s = self.settings
         event = item.event
-        return batch.script(
-            "record",
-            self.keys.record_keys(item.address, event.id),
-            [
-                item.effect.value,
-                repr(now),
-                day,
-                rules.mode.value,
-                rules.rule.value,
-                rules.soft_threshold,
-                rules.soft_window,
-                rules.threshold,
-                rules.quiet,
-                rules.count_window,
-                s.history_size,
-                s.history_days * DAY,
-                s.dedup_hours * 3600 if event.id else 0,
-                event.to_json(),
-                event.id or repr(now),
-                1 if frozen else 0,
-            ],
-        )
+        return [
+            item.effect.value,
+            repr(now),
+            day,
+            rules.mode.value,
+            rules.rule.value,
+            rules.soft_threshold,
+            rules.soft_window,
+            rules.threshold,
+            rules.quiet,
+            rules.count_window,
+            s.history_size,
+            s.history_days * DAY,
+            s.dedup_hours * 3600 if event.id else 0,
+            event_json if event_json is not None else event.to_json(),
+            event.id or repr(now),
+            1 if frozen else 0,
+        ]
 
-    def _xadd(self, pipe: Any, event: Event) -> None:
-        pipe.xadd(self.keys.stream, event.stream_fields(), maxlen=self.settings.stream_size, approximate=True)
+    def _xadd(self, pipe: Any, kind: str, address: str, event_json: str) -> None:
+        """A stream entry: `kind` and `address` as fields for cheap filtering, the rest as JSON in `event`."""
+        fields = {"kind": kind, "address": address, "event": event_json}
+        pipe.xadd(self.keys.stream, fields, maxlen=self.settings.stream_size, approximate=True)
 
     def log_event(self, event: Event) -> None:
         """An event for the global stream only (forged VERP, loops): one round trip."""
         with _guard("log event"):
             pipe = self.client.pipeline(transaction=False)
-            self._xadd(pipe, event)
+            self._xadd(pipe, event.kind.value, event.address or "", event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
             pipe.execute()
 
     # --- the operator's view and acts ---
 
     def view(self, address: str, *, events: int = 10) -> AddressView:
+        """One address as Redis holds it now (one round trip)."""
+        return next(self.views([address], events=events))
+
+    def views(self, addresses: Iterable[str], *, events: int = 0, batch: int = 500) -> Iterator[AddressView]:
+        """Many addresses, `batch` per round trip (list, stats and export read thousands)."""
+        pending: list[str] = []
+        for address in addresses:
+            pending.append(address)
+            if len(pending) >= batch:
+                yield from self._views(pending, events)
+                pending = []
+        if pending:
+            yield from self._views(pending, events)
+
+    def _views(self, addresses: list[str], events: int) -> list[AddressView]:
         a = self.keys.address
+        per = 8
         with _guard("read address"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(a(address, k.STATE))
-            pipe.get(a(address, k.SOFT))
-            pipe.ttl(a(address, k.SOFT))
-            pipe.hgetall(a(address, k.HARD))
-            pipe.ttl(a(address, k.HARD))
-            pipe.zcard(a(address, k.HITS))
-            pipe.ttl(a(address, k.HITS))
-            pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
-            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = pipe.execute()
-
-        def ttl(value: int) -> int | None:
-            return int(value) if int(value) >= 0 else None
-
-        return AddressView(
-            address=address,
-            state=State(st.get("state", State.ACTIVE.value)),
-            since=float(st["since"]) if "since" in st else None,
-            by=st.get("by"),
-            soft_count=int(soft or 0),
-            soft_ttl=ttl(soft_ttl),
-            hard_score=int(hard.get("score", 0)),
-            hard_day=int(hard["day"]) if "day" in hard else None,
-            hard_ttl=ttl(hard_ttl),
-            hits=int(hits),
-            hits_ttl=ttl(hits_ttl),
-            events=[json.loads(e) for e in history][:events] if events > 0 else [],
-        )
+            for address in addresses:
+                pipe.hgetall(a(address, k.STATE))
+                pipe.get(a(address, k.SOFT))
+                pipe.ttl(a(address, k.SOFT))
+                pipe.hgetall(a(address, k.HARD))
+                pipe.ttl(a(address, k.HARD))
+                pipe.zcard(a(address, k.HITS))
+                pipe.ttl(a(address, k.HITS))
+                pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
+            replies = pipe.execute()
+        out = []
+        for n, address in enumerate(addresses):
+            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = replies[n * per : (n + 1) * per]
+            out.append(
+                AddressView(
+                    address=address,
+                    state=State(st.get("state", State.ACTIVE.value)),
+                    since=float(st["since"]) if "since" in st else None,
+                    by=st.get("by"),
+                    soft_count=int(soft or 0),
+                    soft_ttl=_ttl(soft_ttl),
+                    hard_score=int(hard.get("score", 0)),
+                    hard_day=int(hard["day"]) if "day" in hard else None,
+                    hard_ttl=_ttl(hard_ttl),
+                    hits=int(hits),
+                    hits_ttl=_ttl(hits_ttl),
+                    events=[json.loads(e) for e in history][:events] if events > 0 else [],
+                )
+            )
+        return out
 
     def admin(
         self, address: str, action: str, event: Event, *, state: State | None = None, by: str = "admin"
@@ -415,10 +487,11 @@ class Store:
         out["stream:length"] = int(length)
         return out
 
-    def recent(self, count: int = 20) -> list[tuple[str, dict[str, str]]]:
+    def recent(self, count: int = 20) -> list[tuple[str, dict[str, Any]]]:
+        """The newest stream entries: (entry id, the event's fields)."""
         with _guard("read stream"):
             entries = self.client.xrevrange(self.keys.stream, count=count)
-        return [(str(i), dict(f)) for i, f in entries]
+        return [(str(i), parse_entry(f)) for i, f in entries]
 
     # --- token mode (several recipients behind one VERP address) ---
 
@@ -439,6 +512,37 @@ class Store:
     def ping(self) -> None:
         with _guard("ping"):
             self.client.ping()
+
+
+def parse_entry(fields: dict[str, str]) -> dict[str, Any]:
+    """A stream entry's fields as one dict (the JSON `event` merged with `kind` and `address`)."""
+    out: dict[str, Any] = json.loads(fields.get("event") or "{}")
+    out.setdefault("kind", fields.get("kind"))
+    if fields.get("address"):
+        out.setdefault("address", fields["address"])
+    return out
+
+
+def _ttl(value: int) -> int | None:
+    """A TTL reply as seconds left, None when the key is missing (-2) or has no TTL (-1)."""
+    return int(value) if int(value) >= 0 else None
+
+
+def _result(item: Item, r: Sequence[Any], *, frozen: bool) -> Result:
+    """record.lua's reply as a Result."""
+    return Result(
+        address=item.address,
+        duplicate=r[0] == "duplicate",
+        state=State(r[1]),
+        score=int(r[2]),
+        soft_count=int(r[3]),
+        scored=bool(r[4]),
+        converted=bool(r[5]),
+        disabled=bool(r[6]),
+        reached=bool(r[7]),
+        frozen=frozen,
+        why=str(r[8]),
+    )
 
 
 class _Batch:

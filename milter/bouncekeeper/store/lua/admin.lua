@@ -18,7 +18,9 @@ elseif action == 'disable' then
   redis.call('HSET', KEYS[1], 'state', state, 'since', ARGV[3], 'by', ARGV[4])
 end
 local decision = string.format(',"state":"%s","previous":"%s"}', state, previous)
-redis.call('LPUSH', KEYS[5], string.sub(ARGV[5], 1, -2) .. decision)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
-redis.call('EXPIRE', KEYS[5], ARGV[7])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('LPUSH', KEYS[5], string.sub(ARGV[5], 1, -2) .. decision)
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+  redis.call('EXPIRE', KEYS[5], ARGV[7])
+end
 return {previous, state}

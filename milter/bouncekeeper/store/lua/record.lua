@@ -47,14 +47,19 @@ if effect ~= 'none' then
   end
 end
 
+-- The values known from this step's own commands are kept, to spare reading them again.
+local current, soft = nil, nil
+
 if effect == 'soft' then
   scored = 1
   local count = redis.call('INCR', KEYS[2])
   if count < tonumber(ARGV[6]) then
     redis.call('EXPIRE', KEYS[2], ARGV[7])
+    soft = count
   else
     -- The soft threshold inside the window is one hard event; the counter restarts (HPI).
     redis.call('DEL', KEYS[2])
+    soft = 0
     converted = 1
     effect = 'hard'
   end
@@ -65,9 +70,11 @@ if effect == 'hard' then
   if rule == 'daily' then
     -- Once per day: the score rises only on a day it has not risen yet, and only then is the
     -- quiet-period TTL re-armed, so a score that stops rising drops to zero by itself.
-    if redis.call('HGET', KEYS[3], 'day') ~= ARGV[3] then
-      redis.call('HINCRBY', KEYS[3], 'score', 1)
-      redis.call('HSET', KEYS[3], 'day', ARGV[3])
+    local hard = redis.call('HMGET', KEYS[3], 'score', 'day')
+    current = tonumber(hard[1] or '0')
+    if hard[2] ~= ARGV[3] then
+      current = current + 1
+      redis.call('HSET', KEYS[3], 'score', current, 'day', ARGV[3])
       redis.call('EXPIRE', KEYS[3], ARGV[9])
     end
   else
@@ -75,8 +82,9 @@ if effect == 'hard' then
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
     redis.call('ZADD', KEYS[4], ARGV[2], ARGV[15])
     redis.call('EXPIRE', KEYS[4], ARGV[10])
+    current = redis.call('ZCARD', KEYS[4])
   end
-  if score() >= tonumber(ARGV[8]) then
+  if current >= tonumber(ARGV[8]) then
     reached = 1
     if ARGV[4] == 'enforce' then
       state = 'disabled-bounces'
@@ -86,12 +94,14 @@ if effect == 'hard' then
   end
 end
 
-local current = score()
-local soft = soft_count()
+current = current or score()
+soft = soft or soft_count()
 local decision = string.format(',"scored":%s,"state":"%s","score":%d,"soft":%d}',
   scored == 1 and 'true' or 'false', state, current, soft)
-redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
-redis.call('EXPIRE', KEYS[5], ARGV[12])
+if tonumber(ARGV[11]) > 0 then
+  redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
+  redis.call('EXPIRE', KEYS[5], ARGV[12])
+end
 
 return {'new', state, current, soft, scored, converted, disabled, reached, why}
