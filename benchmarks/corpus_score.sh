@@ -11,6 +11,7 @@ CORPUS=$(cd "$CORPUS" && pwd)
 PY=${PYTHON:-$HERE/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 cd "$CORPUS"
 # shellcheck disable=SC2046  # the file list is meant to be split into words
 PYTHONPATH="$HERE/milter" "$PY" -m bouncekeeper.cli classify --jsonl $(find emails -name '*.eml' | sort) > "$OUT/out.jsonl"

@@ -1,6 +1,6 @@
 """Bounces per second through `bouncekeeper lmtp` into Redis, against `bouncekeeper ingest` in the same run.
 
-    python benchmarks/lmtp_throughput.py [--messages N] [--concurrency 1,10,50]
+    python benchmarks/lmtp_throughput.py [--messages N] [--concurrency 1,10,50] [--rounds 3]
 
 Starts a private redis-server and the real listener (`bouncekeeper lmtp`, a separate process, on a unix
 socket as Exim uses it, and on TCP), then delivers N corpus bounces (../shared/corpus, every message
@@ -8,7 +8,8 @@ labelled a bounce, each given a unique Message-ID and its own signed VERP recipi
 duplicate) over C persistent LMTP sessions in parallel. Each message is classified and recorded before
 its 250. The baseline is the same N messages through `bouncekeeper ingest` (one process, no protocol),
 timed from process start to exit; and, as the ceiling, Service.process_bounce called in a loop in this
-process. Prints messages/s and the ratio to ingest.
+process. The paths take turns, for --rounds rounds; it prints the median messages/s of each, the range,
+and the ratio to ingest.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pathlib
 import re
 import signal
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,69 +135,82 @@ def deliver_all(listen: str, work: list[tuple[str, bytes]], concurrency: int) ->
     return time.perf_counter() - start, sum(ok)
 
 
+def run_ingest(directory: pathlib.Path, conf: pathlib.Path, n: int, run: str) -> float:
+    """The baseline: `bouncekeeper ingest` over a maildir of the same messages, process start to exit."""
+    box = mailbox.Maildir(directory / f"maildir-{run}", create=True)
+    for _, raw in workload(n, run):
+        box.add(raw)
+    start = time.perf_counter()
+    proc = bouncekeeper(conf, "ingest", str(directory / f"maildir-{run}"), stdout=subprocess.DEVNULL)
+    if proc.wait() != 0:
+        raise RuntimeError("bouncekeeper ingest failed")
+    return n / (time.perf_counter() - start)
+
+
+def run_direct(conf: pathlib.Path, n: int, run: str) -> float:
+    """The ceiling: Service.process_bounce called in a loop, no protocol, no process start."""
+    service = Service.open(config.load(conf))
+    work = workload(n, run)
+    start = time.perf_counter()
+    for rcpt, raw in work:
+        service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP)
+    rate = n / (time.perf_counter() - start)
+    service.close()
+    return rate
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running every path once")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     n = args.messages
     load_before = os.getloadavg()[0]
+    rates: dict[str, list[float]] = {}
+    ingest = "bouncekeeper ingest (maildir, one process)"
 
     with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
         directory = pathlib.Path(tmp)
         redis = RedisServer(directory / "redis")
         redis.start()
-        results: list[tuple[str, float]] = []
+        unix, tcp = f"unix:{directory}/lmtp.sock", "127.0.0.1:18024"
+        listeners = [
+            bouncekeeper(write_config(directory, redis.url, listen), "lmtp") for listen in (unix, tcp)
+        ]
         try:
-            # Baseline: the same number of messages through `bouncekeeper ingest` (a maildir).
-            box = mailbox.Maildir(directory / "maildir", create=True)
-            for _, raw in workload(n, "ingest"):
-                box.add(raw)
+            for listen, proc in zip((unix, tcp), listeners, strict=True):
+                wait_listening(listen, proc)
             conf = write_config(directory, redis.url, "unix:/dev/null")
-            start = time.perf_counter()
-            proc = bouncekeeper(conf, "ingest", str(directory / "maildir"), stdout=subprocess.DEVNULL)
-            if proc.wait() != 0:
-                raise RuntimeError("bouncekeeper ingest failed")
-            ingest_rate = n / (time.perf_counter() - start)
-            results.append(("bouncekeeper ingest (maildir, one process)", ingest_rate))
-
-            # The ceiling: Service.process_bounce called in a loop, no protocol, no process start.
-            service = Service.open(config.load(conf))
-            work = workload(n, "direct")
-            start = time.perf_counter()
-            for rcpt, raw in work:
-                service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP)
-            results.append(
-                ("Service.process_bounce in-process (no protocol)", n / (time.perf_counter() - start))
-            )
-            service.close()
-
-            for listen in (f"unix:{directory}/lmtp.sock", "127.0.0.1:18024"):
-                conf = write_config(directory, redis.url, listen)
-                proc = bouncekeeper(conf, "lmtp")
-                try:
-                    wait_listening(listen, proc)
-                    for c in levels if listen.startswith("unix:") else [10]:
-                        work = workload(n, f"lmtp-{listen}-{c}")
-                        seconds, ok = deliver_all(listen, work, c)
+            # Rounds interleave the paths, so that other work on the machine hits them alike.
+            for r in range(args.rounds):
+                rates.setdefault(ingest, []).append(run_ingest(directory, conf, n, f"ingest-{r}"))
+                name = "Service.process_bounce in-process (no protocol)"
+                rates.setdefault(name, []).append(run_direct(conf, n, f"direct-{r}"))
+                for listen, cs in ((unix, levels), (tcp, [10])):
+                    for c in cs:
+                        seconds, ok = deliver_all(listen, workload(n, f"lmtp-{r}-{listen}-{c}"), c)
                         if ok != n:
                             raise RuntimeError(f"only {ok}/{n} messages got 250")
-                        kind = "unix socket" if listen.startswith("unix:") else "TCP"
-                        results.append((f"lmtp, {kind}, concurrency {c}", n / seconds))
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(30)
+                        kind = "unix socket" if listen == unix else "TCP"
+                        rates.setdefault(f"lmtp, {kind}, concurrency {c}", []).append(n / seconds)
             stored = redis.client().xlen("bk:events")
         finally:
+            for proc in listeners:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
             redis.stop()
 
+    base = statistics.median(rates[ingest])
     print(f"{n} corpus bounces per run, each recorded in Redis before its answer; {os.cpu_count()} CPUs")
     # Other work on the machine skews every row alike; the ratios are what compare.
-    print(f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
-    print(f"{'path':<50} {'msgs/s':>9} {'vs ingest':>10}")
-    for name, rate in results:
-        print(f"{name:<50} {rate:>9.0f} {rate / ingest_rate:>9.2f}x")
+    print(f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}; {args.rounds} rounds")
+    print(f"{'path':<50} {'median msgs/s':>14} {'(min-max)':>12} {'vs ingest':>10}")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        spread = f"{min(values):.0f}-{max(values):.0f}"
+        print(f"{name:<50} {median:>14.0f} {spread:>12} {median / base:>9.2f}x")
     print(f"(events in the Redis stream at the end: {stored})")
     return 0
 

@@ -9,6 +9,7 @@ import pytest
 
 from bouncekeeper import cli, verpkeys
 from bouncekeeper.core import verp
+from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 
 SECRET_OLD = "old-secret-0123456789abcdef"
 SECRET_NEW = "new-secret-0123456789abcdef"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
@@ -16,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, verpkeys
+from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.service import Service
 from tests.support.exim import free_port, wait_for_port
 from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerThread, settings_for
+from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "lmtp"
@@ -116,6 +118,27 @@ def test_each_recipient_gets_its_own_reply_and_its_own_record(harness: Harness) 
         assert view.events, address
         assert view.events[0]["kind"] == "permanent"
         assert view.events[0]["source"] == "lmtp"
+
+
+def test_one_info_line_per_recipient_with_the_queue_id(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = harness.start()
+    with caplog.at_level(logging.INFO, logger="bouncekeeper.lmtpd"):
+        deliver(listener.lmtp_address, [vaddr("alice@example.org")], PERMANENT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bouncekeeper.lmtpd"]
+    recorded = [line for line in lines if "bounce recorded rcpt=alice@example.org kind=permanent" in line]
+    assert len(recorded) == 1, lines
+    assert re.match(r"[0-9a-f]{12}: bounce recorded ", recorded[0])
+
+
+def test_the_lmtp_command_needs_a_bounce_domain(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "bk.toml"
+    conf.write_text('[lmtp]\nlisten = "127.0.0.1:0"\n')
+    assert cli.main(["--config", str(conf), "lmtp"]) == 78
+    assert "verp.bounce_domain" in capsys.readouterr().err
 
 
 def test_a_temporary_failure_is_recorded_as_temporary(harness: Harness) -> None:
@@ -278,6 +301,32 @@ def test_unix_socket_listener_serves_and_removes_its_socket_on_shutdown(harness:
     assert [code for code, _ in data] == [250]
     listener.stop()
     assert not path.exists()
+
+
+class Slow(Service):
+    """Fault injection: each message takes a while inside (a slow Redis), to stop the listener meanwhile."""
+
+    def process_bounce(self, raw: bytes, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return super().process_bounce(raw, **kwargs)
+
+
+def test_shutdown_lets_a_message_being_processed_finish_and_answers_it(harness: Harness) -> None:
+    listener = harness.start(service_class=Slow)
+    replies: list[Replies] = []
+    sender = threading.Thread(
+        target=lambda: replies.append(deliver(listener.lmtp_address, [vaddr("alice@example.org")], PERMANENT))
+    )
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not listener.listener.handler.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listener.listener.handler.in_flight == 1
+    listener.stop()  # while the message is inside process_bounce
+    sender.join(10)
+    ((_, data),) = replies
+    assert [code for code, _ in data] == [250]
+    assert listener.service.store.view("alice@example.org").events
 
 
 def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness: Harness) -> None:

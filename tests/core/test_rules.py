@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from bouncekeeper.core import rules
 from bouncekeeper.core.classify import _kind
 from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
-from bouncekeeper.core.rules import bodies, status
+from bouncekeeper.core.rules import bodies, prefilter, status
 
 R = Reason
 
@@ -117,3 +119,21 @@ def test_find_recipients_skips_senders_and_message_ids() -> None:
     )
     found = [address for address, _ in bodies.find_recipients(text, exclude=set())]
     assert found == ["gone@example.org"]
+
+
+def test_prefilter_literals_are_in_every_match() -> None:
+    assert prefilter.literals(r"mail ?box (?:is )?full") == ("mail",)
+    assert set(prefilter.literals(r"user unknown|no such user") or ()) == {"user unknown", "no such user"}
+    assert prefilter.literals(r"\bptr\b|x") is None  # one branch has no literal: the regex must always run
+    # Every row, on every fixture text: whenever a row's regex matches, one of its literals is present,
+    # so skipping rows by literal never changes a result.
+    fixtures = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "bounces"
+    texts = [" ".join(p.read_bytes().decode("latin-1").split()).lower() for p in fixtures.glob("*.eml")]
+    checked = 0
+    for row_index, row in enumerate(rules._ROWS):
+        literals = [lit for lit, rows in rules._BY_LITERAL.items() if row_index in rows]
+        for text in texts:
+            if row.pattern.search(text):
+                checked += 1
+                assert row_index in rules._ALWAYS or any(lit in text for lit in literals), row.pattern.pattern
+    assert checked > 50

@@ -46,6 +46,8 @@ MAX_PARSE_BYTES = 4 * 1024 * 1024
 MAX_TEXT_CHARS = 64 * 1024
 # The human-readable report comes first; what follows the first 16 KiB is the returned original.
 MAX_REPORT_CHARS = 16 * 1024
+# Reasons are read from the start of a diagnostic or report: past 2,000 characters it is boilerplate.
+MAX_EXPLAIN_CHARS = 2000
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 # flufl.bounce logs a traceback for each detector exception before re-raising it; we contain those and
@@ -468,12 +470,12 @@ def _failure(
 ) -> Failure:
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
-    reason, strength = rules.explain(text[:4000], status_code, reply_code)
+    reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
     if strength < 2 and fallback and fallback != text:
         # The lines next to the address said little; the whole report may say more (one reason for all).
         fb_status = status_code or dsn.status_of(fallback)
         fb_reply = reply_code or status.reply_code_in(fallback)
-        fb_reason, fb_strength = rules.explain(fallback[:4000], fb_status, fb_reply)
+        fb_reason, fb_strength = rules.explain(fallback[:MAX_EXPLAIN_CHARS], fb_status, fb_reply)
         if fb_strength > strength:
             reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
     dsn_class = _class_of(status_code, reply_code)
@@ -590,7 +592,8 @@ def _walk(msg: mime.Part) -> _Parsed:
         # Some MTAs label the delivery-status part text/plain; a part that reads as one is one.
         for part in parsed.text_parts:
             text = parsed.text(part)
-            if _DSN_FIELDS.search(text) and _DSN_ACTION.search(text):
+            # "inal-" / "INAL-": a cheap case-sensitive test before the case-blind line scans.
+            if ("inal-" in text or "INAL-" in text) and _DSN_FIELDS.search(text) and _DSN_ACTION.search(text):
                 parsed.dsn_parts.append(part)
     return parsed
 
@@ -661,11 +664,10 @@ def _original_message_id(parsed: _Parsed) -> str | None:
         found = dsn.message_id_in(text)
         if found:
             return found
-    # Plain-text bounces quote the original after a marker line; the bounce's own headers never reach here.
+    # Plain-text bounces quote the original's headers in their body; the bounce's own Message-ID is a
+    # header, never a body line, so the first Message-ID line of a text part is the original's.
     for part in parsed.text_parts:
-        tail = bodies.original_section(bodies.unix_newlines(parsed.text(part)))
-        if tail:
-            found = dsn.message_id_in(tail)
-            if found:
-                return found
+        found = dsn.message_id_in(parsed.text(part))
+        if found:
+            return found
     return None

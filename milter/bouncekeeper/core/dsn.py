@@ -26,7 +26,8 @@ MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 # RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_MESSAGE_ID = re.compile(r"^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(r"message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE)
+_MESSAGE_ID_NAME = re.compile(r"message-id[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,17 @@ def reports(texts: Iterable[str]) -> list[DeliveryStatus]:
 
 def message_id_in(text: str) -> str | None:
     """The Message-ID field of a block of header text (a returned original's headers)."""
-    match = _MESSAGE_ID.search(text)
+    # Case-sensitive substring tests first (Message-ID, Message-Id, message-id, MESSAGE-ID): a
+    # case-blind regex that finds nothing scans the whole text slowly.
+    if "essage-" not in text and "ESSAGE-" not in text:
+        return None
+    match = None
+    for found in _MESSAGE_ID_NAME.finditer(text):
+        start = found.start()
+        if start == 0 or text[start - 1] in "\r\n":  # a field at the start of a line
+            match = _MESSAGE_ID.match(text, start)
+            if match is not None:
+                break
     if match is None:
         return None
     value = re.sub(r"\s+", " ", match.group(1)).strip()

@@ -22,7 +22,7 @@ MAX_DEPTH = 8
 MAX_PARTS = 256
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 section 3.6.8 ftext
+_FILENAME = re.compile(r'filename\*?\s*=\s*"?([^";]+)', re.IGNORECASE)
 _PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`{|}~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
@@ -72,7 +72,7 @@ class Part:
     @property
     def filename(self) -> str | None:
         disposition = self.get("content-disposition") or ""
-        match = re.search(r'filename\*?\s*=\s*"?([^";]+)', disposition, re.IGNORECASE)
+        match = _FILENAME.search(disposition) if "ilename" in disposition else None
         return match.group(1) if match else self.params.get("name")
 
     def payload_bytes(self) -> bytes:
@@ -144,25 +144,15 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
     return part
 
 
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE)
+_FOLD = re.compile(r"\n[ \t]+")
+
+
 def _headers(head: bytes) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    name = ""
-    value: list[str] = []
-    for line in decode_bytes(head).replace("\r\n", "\n").split("\n"):
-        if line[:1] in (" ", "\t"):
-            if name:
-                value.append(line.strip())
-            continue
-        if name:
-            headers.append((name, " ".join(value)))
-            name = ""
-        key, colon, rest = line.partition(":")
-        key = key.strip()
-        if colon and _FIELD_NAME.fullmatch(key):
-            name, value = key.lower(), [rest.strip()]
-    if name:
-        headers.append((name, " ".join(value)))
-    return headers
+    """Header fields in order: name lower-cased, value unfolded (RFC 5322 section 2.2.3) and stripped.
+    Lines that are neither a field nor a continuation (an mbox "From " line, garbage) are skipped."""
+    text = decode_bytes(head).replace("\r\n", "\n")
+    return [(name.lower(), _FOLD.sub(" ", value).strip()) for name, value in _FIELD.findall(text)]
 
 
 def _split(body: bytes, boundary: bytes) -> list[bytes]:

@@ -8,6 +8,7 @@ code, and finally the SMTP reply code. The first hit wins, as in flufl.bounce's 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from bouncekeeper.core.model import Reason
 from bouncekeeper.core.rules import (
@@ -30,49 +31,44 @@ from bouncekeeper.core.rules import (
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
 DIALECTS = (google, exchange, yahoo, aol, gmx, mailru, amazonses, qmail, exim, postfix, sendmail)
 
-# A row: the reason, its compiled pattern, and literals of which every match contains at least one (None
-# when no such literal can be derived). Matching lower-cases the text once and runs a row's regex only
-# when one of its literals is present: a substring test is ~100x cheaper than a regex scan, and most
-# rows' literals are absent from most diagnostics (benchmarks/classify_speed.py).
-Row = tuple[Reason, re.Pattern[str], frozenset[str] | None]
-Table = tuple[Row, ...]
+# All rows in priority order: provider dialects, then the generic STRONG, ADDRESS and WEAK tiers. Each
+# row's regex runs only when the text contains one of the row's literals (derived by
+# rules.prefilter from the regex itself): finding which rows qualify is one substring test per literal
+# and a dictionary lookup, instead of a regex scan per row (benchmarks/classify_speed.py).
+_TIER_STRENGTH = {"dialect": 3, "strong": 3, "address": 2, "weak": 1}
 
 
-def _compile(rows: tuple[tuple[Reason, str], ...]) -> Table:
-    compiled = []
-    for reason, pattern in rows:
-        literals = prefilter.literals(pattern)
-        compiled.append(
-            (reason, re.compile(pattern, re.IGNORECASE), frozenset(literals) if literals else None)
-        )
-    return tuple(compiled)
+@dataclass(frozen=True, slots=True)
+class _Row:
+    reason: Reason
+    pattern: re.Pattern[str]
+    tier: str
 
 
-_DIALECT_TABLE: Table = _compile(tuple(row for module in DIALECTS for row in module.PATTERNS))
-_STRONG: Table = _compile(generic.STRONG)
-_ADDRESS: Table = _compile(generic.ADDRESS)
-_WEAK: Table = _compile(generic.WEAK)
-# Every literal of every row: tested once per text, so that each row's check is one set operation.
-_LITERALS: tuple[str, ...] = tuple(
-    sorted(
-        {
-            lit
-            for table in (_DIALECT_TABLE, _STRONG, _ADDRESS, _WEAK)
-            for _, _, lits in table
-            for lit in lits or ()
-        }
+def _rows() -> tuple[list[_Row], dict[str, list[int]], list[int]]:
+    tiers = (
+        ("dialect", tuple(row for module in DIALECTS for row in module.PATTERNS)),
+        ("strong", generic.STRONG),
+        ("address", generic.ADDRESS),
+        ("weak", generic.WEAK),
     )
-)
+    rows: list[_Row] = []
+    by_literal: dict[str, list[int]] = {}
+    always: list[int] = []
+    for tier, table in tiers:
+        for reason, source in table:
+            index = len(rows)
+            rows.append(_Row(reason, re.compile(source, re.IGNORECASE), tier))
+            literals = prefilter.literals(source)
+            if literals is None:
+                always.append(index)
+            for literal in literals or ():
+                by_literal.setdefault(literal, []).append(index)
+    return rows, by_literal, always
 
 
-def _first(table: Table, text: str, present: frozenset[str]) -> Reason | None:
-    """`text` is lower-cased already; `present` holds the literals it contains."""
-    for reason, pattern, literals in table:
-        if literals is not None and literals.isdisjoint(present):
-            continue
-        if pattern.search(text):
-            return reason
-    return None
+_ROWS, _BY_LITERAL, _ALWAYS = _rows()
+_LITERALS: tuple[str, ...] = tuple(sorted(_BY_LITERAL))
 
 
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:
@@ -82,19 +78,30 @@ def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Re
 
 def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple[Reason, int]:
     """The reason and how sure: 3 a provider or STRONG phrase, 2 a specific status code or an ADDRESS
-    phrase, 1 a WEAK phrase or a generic code, 0 nothing."""
+    phrase, 1 a WEAK phrase or a generic code, 0 nothing.
+
+    Order: dialect and STRONG rows, a specific RFC 3463 code, ADDRESS rows, WEAK rows, a generic code,
+    the SMTP reply code. The first hit wins.
+    """
     text = " ".join(text.split()).lower()  # one line: MTAs wrap diagnostics anywhere
-    present = frozenset(literal for literal in _LITERALS if literal in text)
-    found = _first(_DIALECT_TABLE, text, present) or _first(_STRONG, text, present)
-    if found is not None:
-        return found, 3
-    specific = status.specific(status_code)
-    if specific is not None:
-        return specific, 2
-    found = _first(_ADDRESS, text, present)
-    if found is not None:
-        return found, 2
-    found = _first(_WEAK, text, present) or status.generic(status_code)
+    candidates = set(_ALWAYS)
+    for literal in filter(text.__contains__, _LITERALS):  # C-level scan: no bytecode per absent literal
+        candidates.update(_BY_LITERAL[literal])
+    specific_checked = False
+    for index in sorted(candidates):
+        row = _ROWS[index]
+        if row.tier in ("address", "weak") and not specific_checked:
+            specific_checked = True
+            specific = status.specific(status_code)
+            if specific is not None:
+                return specific, 2
+        if row.pattern.search(text):
+            return row.reason, _TIER_STRENGTH[row.tier]
+    if not specific_checked:
+        specific = status.specific(status_code)
+        if specific is not None:
+            return specific, 2
+    found = status.generic(status_code)
     if found is not None:
         return found, 1
     if reply_code is not None:

@@ -16,7 +16,9 @@ from bouncekeeper.core.addresses import normalise
 # Lines that introduce the returned original message (its addresses must never be taken as failed
 # recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
 _ORIGINAL_MARKER = re.compile(
-    r"^[ \t>]*(?:-{2,}|={2,}|\*{2,}|_{2,})?[ \t]*(?:"
+    # One way only to match leading blanks (no "[ \t]*...[ \t]*" pair): stripped HTML has long runs
+    # of spaces, on which an ambiguous prefix backtracks quadratically.
+    r"^[ \t>]*(?:(?:-{2,}|={2,}|\*{2,}|_{2,})[ \t]*)?(?:"
     r"(?:this is a |a )?copy of (?:the |your )?(?:original )?message|"
     r"below this line is a copy|original message follows|original message headers|"
     r"(?:the )?original message(?: was)?(?: attached| is attached| follows| headers)?[ \t]*(?:-{2,}|:|$)|"
@@ -67,6 +69,7 @@ _ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
 _ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+_BLANKS = re.compile(r"[ \t\xa0]+")
 _MAX_RECIPIENTS = 50
 
 
@@ -74,9 +77,11 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 def ascii_lower(text: str) -> str:
-    """Lower-case A-Z only: unlike str.lower() it keeps every index, so positions found in the result
-    are positions in `text`; searching it beats re.IGNORECASE several times over."""
-    return text.translate(_ASCII_LOWER)
+    """Lower-cased text whose every index is the same as in `text`, so positions found in the result are
+    positions in `text`; searching it beats re.IGNORECASE several times over. str.lower() keeps the
+    length except for a few characters (U+0130 ...); str.translate does always, but is much slower."""
+    lower = text.lower()
+    return lower if len(lower) == len(text) else text.translate(_ASCII_LOWER)
 
 
 def unix_newlines(text: str) -> str:
@@ -89,7 +94,7 @@ def unix_newlines(text: str) -> str:
 def strip_html(text: str) -> str:
     text = re.sub(r"(?is)<(script|style).*?</\1>", " ", text)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>", "\n", text)
-    return html.unescape(_TAG.sub(" ", text))
+    return _BLANKS.sub(" ", html.unescape(_TAG.sub(" ", text)))
 
 
 def cut_original(text: str) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from bouncekeeper.core.model import Reason
 
+# Exim appends ": retry timeout exceeded" to the last error it saw ("mailbox is full: retry timeout
+# exceeded"): that error is the reason, so the suffix is left to the generic EXPIRED row, which comes
+# after the specific ones.
 PATTERNS: tuple[tuple[Reason, str], ...] = (
-    (Reason.EXPIRED, r"retry timeout exceeded|retry time not reached for any host after a long failure"),
+    (Reason.EXPIRED, r"retry time not reached for any host after a long failure"),
     (
         Reason.USERUNKNOWN,
         r"unrouteable address|unknown local-part|no such user here|"

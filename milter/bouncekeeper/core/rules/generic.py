@@ -132,6 +132,14 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
     # "553 neko.example.com does not exist": a host name, not an address, does not exist.
     (R.HOSTUNKNOWN, r"(?<![@\w.-])(?:[\w-]+\.)+[a-z]{2,}\]?:? (?:does not exist|doesn't exist|not found)"),
     (R.NOTACCEPT, r"(?:does not|doesn't|do not|not) accept(?:ing)? (?:any )?(?:e-?)?mail|null mx"),
+    # "Please check if address is correct", "did not exactly match an LLNL email address", "does not
+    # have a final email delivery point": the sender is told the address itself is wrong.
+    (
+        R.USERUNKNOWN,
+        r"(?:check|verify) (?:if |that |whether )?(?:the )?(?:recipient'?s? )?(?:e-?mail )?address(?:es)? "
+        r"(?:is |are )?(?:correct|valid|spelled)|did not (?:exactly )?match (?:an? |any )?.{0,30}address|"
+        r"does not have a final (?:e-?mail )?delivery point",
+    ),
     (
         R.USERUNKNOWN,
         r"(?:recipient|user) ?(?:name|id)? is not recognized|invalid (?:final )?delivery userid|"

@@ -5,12 +5,9 @@ from __future__ import annotations
 from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
-    (
-        Reason.USERUNKNOWN,
-        r"user not found|no such user|mailbox not found|пользователь не найден|"
-        r"нет такого пользователя|адрес не существует",
-    ),
-    (Reason.MAILBOXFULL, r"mailbox is full|ящик переполнен|переполнен"),
+    # Only what the generic tables do not say already: a provider row outranks every generic one.
+    (Reason.USERUNKNOWN, r"пользователь не найден|нет такого пользователя|адрес не существует"),
+    (Reason.MAILBOXFULL, r"ящик переполнен|переполнен"),
     (Reason.SPAMDETECTED, r"message rejected as spam|rejected due to spam|спам"),
     (Reason.SUSPEND, r"mailbox is disabled|user is blocked|заблокирован"),
 )

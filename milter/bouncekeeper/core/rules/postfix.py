@@ -5,6 +5,13 @@ from __future__ import annotations
 from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
+    # A local delivery agent failed (procmail, a pipe): "Command output:" is local(8)'s report of it.
+    (
+        Reason.MAILERERROR,
+        r"procmail: |command died with (?:status|signal)|\bcommand output: (?!.{0,40}quota)",
+    ),
+    # DNS lookup failed temporarily ("Host not found, try again"): not a verdict on the domain.
+    (Reason.NETWORKERROR, r"host not found, try again|name service error for .{0,80}try again"),
     (
         Reason.USERUNKNOWN,
         r"user unknown in (?:local|virtual|relay) (?:recipient|alias|mailbox) table|"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
-    (Reason.USERUNKNOWN, r"no mailbox here by that name|sorry, no mailbox|does not like recipient"),
+    # "does not like recipient." is qmail-remote's wrapper for any RCPT rejection: the remote's words
+    # that follow it decide, so it is not a row here.
+    (Reason.USERUNKNOWN, r"no mailbox here by that name|sorry, no mailbox"),
     (Reason.MAILBOXFULL, r"recipient's mailbox is full|mailbox is full \(#5\.2\.2\)|disk quota exceeded"),
     (
         Reason.HOSTUNKNOWN,
