@@ -95,6 +95,10 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # Not failures.
     "sisimai-bsd-arf-12.eml": (MessageType.FEEDBACK, {}),
     "phpbouncehandler-fbl-yahoo.eml": (MessageType.FEEDBACK, {}),
+    # Microsoft JMRP complaint (not ARF): the attached message carries X-HmXmrOriginalRecipient.
+    "sisimai-bsd-arf-22.eml": (MessageType.FEEDBACK, {}),
+    # Auto-Submitted: auto-replied from a no-reply sender: an auto-reply, not a daemon's bounce.
+    "sisimai-bsd-rfc3834-06.eml": (MessageType.AUTOREPLY, {}),
     "sisimai-bsd-rfc3834-01.eml": (MessageType.AUTOREPLY, {}),
     "phpbouncehandler-pr17-vac1.eml": (MessageType.AUTOREPLY, {}),
     "sisimai-bsd-rfc3464-28.eml": (MessageType.DELIVERED, {}),

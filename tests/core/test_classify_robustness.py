@@ -88,16 +88,26 @@ def test_flufl_raising_is_recorded_and_the_result_still_comes(monkeypatch: pytes
         raise IndexError("list index out of range")
 
     monkeypatch.setattr(classify_module, "all_failures", explode)
-    # Not bounce-shaped for our own rules, so flufl.bounce is consulted, and raises.
-    raw = b"From: someone@example.net\nSubject: hello\n\nbob@example.com said hello\n"
+    # Bounce-shaped, but nothing our own rules can read: flufl.bounce is consulted, and raises.
+    raw = b"From: MAILER-DAEMON@example.net\nSubject: Undeliverable: hello\n\nno address here\n"
     result = classify(raw)
     assert any(e.startswith("flufl: IndexError") for e in result.errors)
     assert result.message_type is MessageType.UNRECOGNISED
 
 
+def test_ordinary_mail_never_reaches_flufl(monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(msg: object) -> object:
+        raise AssertionError("flufl.bounce must not run on ordinary mail")
+
+    monkeypatch.setattr(classify_module, "all_failures", explode)
+    result = classify(b"From: someone@example.net\nSubject: lunch\n\nbob@example.com said hello\n")
+    assert result.errors == ()
+    assert result.message_type is MessageType.UNRECOGNISED
+
+
 def test_real_flufl_exception_is_contained() -> None:
     # flufl.bounce 6's Yale detector raises IndexError on a message without From (issue 2).
-    raw = b"Subject: hello\nTo: x@example.org\n\nnothing to see\n"
+    raw = b"Subject: Undeliverable: hello\nTo: x@example.org\n\nnothing to see\n"
     result = classify(raw)
     assert any(e.startswith("flufl: IndexError") for e in result.errors)
     assert result.message_type is MessageType.UNRECOGNISED
@@ -131,3 +141,12 @@ def test_mangled_real_bounces_never_raise(seed: pathlib.Path, cut: int, flips: l
         if data:
             data[position % len(data)] = value
     _is_sane(classify(bytes(data)))
+
+
+def test_broken_encoded_word_in_subject_is_kept_as_it_came() -> None:
+    raw = DSN_HEAD.replace(
+        b"Subject: Undelivered Mail Returned to Sender", b"Subject: =?utf-8?b?abcde?= failure"
+    )
+    result = classify(raw)
+    assert result.errors == ()
+    assert [f.recipient for f in result.failures] == ["alice@example.org"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 
@@ -137,3 +138,18 @@ def test_prefilter_literals_are_in_every_match() -> None:
                 checked += 1
                 assert row_index in rules._ALWAYS or any(lit in text for lit in literals), row.pattern.pattern
     assert checked > 50
+
+
+def test_rule_tables_are_lower_case() -> None:
+    # explain() lower-cases the text and compiles the rows without IGNORECASE: an upper-case letter in a
+    # row (outside escapes and classes) could never match.
+    for row in rules._ROWS:
+        stripped = re.sub(r"\\[A-Za-z]|\[[^\]]*\]|\(\?[A-Za-z<=!:]", "", row.pattern.pattern)
+        assert not re.search(r"[A-Z]", stripped), row.pattern.pattern
+    stripped = re.sub(r"\\[A-Za-z]|\[[^\]]*\]|\(\?[A-Za-z<=!:]", "", bodies.FAILURE_TEXT.pattern)
+    assert not re.search(r"[A-Z]", stripped)
+
+
+def test_alternatives_split_only_at_top_level() -> None:
+    assert prefilter.alternatives(r"a|(b|c)|[|]d|\|e") == ["a", "(b|c)", "[|]d", r"\|e"]
+    assert prefilter.alternatives(r"no alternation") == ["no alternation"]

@@ -9,7 +9,8 @@ The change: issue 2 puts flufl.bounce before our rules. Measured on the shared c
 find more failed recipients at the same precision (recall 0.969 against 0.961), give a reason and a
 status for each (flufl.bounce gives neither), and spare most messages flufl.bounce's seventeen detectors,
 which cost more than the whole rest of the classifier (benchmarks/classify_speed.py). flufl.bounce still
-answers for every message our rules leave unrecognised.
+answers for every message our rules leave unrecognised that looks like a bounce (daemon sender, bounce
+subject, null sender, or a failure phrase in its text); ordinary mail never reaches its heuristics.
 
 A stage that fails on some input is recorded in `errors` and the next stage runs. The message is parsed
 once (compat32, the fastest stdlib policy and the one flufl.bounce expects) and every stage reads the
@@ -18,6 +19,7 @@ same tree.
 
 from __future__ import annotations
 
+import email.errors
 import email.header
 import email.parser
 import email.policy
@@ -147,7 +149,7 @@ class _Triage:
         )
         self.signals = signals
 
-        if self.parsed.feedback or report_type == "feedback-report":
+        if self.parsed.feedback or report_type == "feedback-report" or msg.get("x-hmxmroriginalrecipient"):
             return self._finish(MessageType.FEEDBACK, [], [], signals)
 
         failures: list[Failure] = []
@@ -178,7 +180,7 @@ class _Triage:
                 failures, delays = self._rules_stage()
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"rules: {type(exc).__name__}: {exc}")
-            if not failures and not delays:
+            if not failures and not delays and self._worth_flufl():
                 try:
                     failures, delays = self._flufl_stage()
                 except Exception as exc:  # noqa: BLE001 - flufl.bounce raises IndexError etc. on real mail
@@ -208,8 +210,9 @@ class _Triage:
                 if action in _SUCCESS_ACTIONS:
                     successes += 1
                     continue
-                if action is None:
-                    continue
+                if action is None or (address, action) in seen:
+                    continue  # MTAs repeat a recipient's block (one per MX tried): the first tells
+                seen.add((address, action))
                 diagnostic = rcpt.diagnostic
                 if rcpt.status_comment and _has_words(rcpt.status_comment):
                     diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
@@ -230,7 +233,7 @@ class _Triage:
                     action == "failed"
                     and rcpt.action is None
                     and rcpt.status is None
-                    and _DELAY_TEXT.search(text)
+                    and _DELAY_TEXT.search(bodies.ascii_lower(text))
                 ):
                     action = "delayed"
                 failure = _failure(
@@ -247,10 +250,6 @@ class _Triage:
                     if human is None:
                         human = self._human_text()
                     failure = _after_data(failure, f"{text}\n{bodies.context_for(human, address)}\n{human}")
-                key = (address, action)
-                if key in seen:
-                    continue
-                seen.add(key)
                 (delays if action == "delayed" else failures).append(failure)
         return failures, delays, successes
 
@@ -316,6 +315,14 @@ class _Triage:
             return [], []
         human = self._human_text()
         found = bodies.find_recipients(human, exclude=self._own_addresses())
+        failed_header = self._header("x-failed-recipients")
+        if not found and failed_header:
+            # Exim and Google name the failed recipients in X-Failed-Recipients, whatever language
+            # the report is written in.
+            for piece in failed_header.split(","):
+                address = normalise(piece)
+                if address is not None and address not in {a for a, _ in found}:
+                    found.append((address, bodies.context_for(human, address)))
         failures = [
             _failure(address, context or human, None, Stage.RULES, diagnostic=context, fallback=human)
             for address, context in found
@@ -366,9 +373,18 @@ class _Triage:
         sender = normalise(self._header("from") or "") or ""
         return bool(
             loops.BOUNCE_SUBJECT.search(subject)
-            or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+            or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             or "null-sender" in self.signals
         )
+
+    def _worth_flufl(self) -> bool:
+        """Whether flufl.bounce's detectors may find something our rules did not: the message looks like
+        a bounce, or its text says something only a failure report says. Ordinary mail skips them (they
+        cost more than the rest of the classifier together, and their heuristics are where false
+        positives come from)."""
+        if self._looks_like_bounce():
+            return True
+        return rules.explain(self._human_text()[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
 
     def _looks_autoreply(self) -> bool:
         """RFC 3834 auto-replies and vacation notices that do not also read as bounces.
@@ -383,7 +399,8 @@ class _Triage:
             subject = self._header("subject") or ""
             sender = normalise(self._header("from") or "") or ""
             return not (
-                loops.BOUNCE_SUBJECT.search(subject) or loops.DAEMON_LOCAL.match(sender.partition("@")[0])
+                loops.BOUNCE_SUBJECT.search(subject)
+                or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             )
         return False
 
@@ -421,7 +438,11 @@ class _Triage:
 def _decode_words(text: str) -> str:
     """RFC 2047 encoded-words to text; undecodable pieces are kept as they came."""
     pieces = []
-    for chunk, charset in email.header.decode_header(text):
+    try:
+        chunks = email.header.decode_header(text)
+    except (email.errors.HeaderParseError, ValueError):  # a broken base64 encoded-word
+        return text
+    for chunk, charset in chunks:
         if isinstance(chunk, bytes):
             try:
                 pieces.append(chunk.decode(charset or "ascii", errors="replace"))
@@ -471,8 +492,9 @@ def _failure(
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
     reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
-    if strength < 2 and fallback and fallback != text:
+    if strength < 2 and fallback and fallback != text and not (strength == 1 and reply_code):
         # The lines next to the address said little; the whole report may say more (one reason for all).
+        # Not when they hold the remote server's own reply and a phrase: the rest is boilerplate.
         fb_status = status_code or dsn.status_of(fallback)
         fb_reply = reply_code or status.reply_code_in(fallback)
         fb_reason, fb_strength = rules.explain(fallback[:MAX_EXPLAIN_CHARS], fb_status, fb_reply)
@@ -625,6 +647,10 @@ def _collect(part: mime.Part, parsed: _Parsed, *, top: bool = False) -> None:
         value = inner.get("message-id")
         if value is not None:
             parsed.original_ids.append(value)
+        if inner.get("x-hmxmroriginalrecipient") is not None:
+            # Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-
+            # about message is attached with this header added.
+            parsed.feedback = True
     elif ctype in dsn.HEADERS_TYPES:
         parsed.original_headers.append(parsed.text(part))
     elif ctype == "text/plain" and part.filename is None:

@@ -48,6 +48,13 @@ BOUNCE_SUBJECT = re.compile(
     r"не доставлено|доставлен",
     re.IGNORECASE,
 )
+# Local parts of the daemons that send bounces (a bounce's From).
+BOUNCE_SENDER_LOCAL = re.compile(
+    r"^(?:mailer-daemon|post_?master|mail-daemon|mailer|mail\.daemon|mdaemon|mail-notify|mailerdaemon)$",
+    re.IGNORECASE,
+)
+# Local parts that are never a failed recipient worth scoring: the daemons, and the automatic senders
+# (no-reply, bounces) whose addresses appear in reports as the other side.
 DAEMON_LOCAL = re.compile(
     r"^(?:mailer-daemon|post_?master|mail-daemon|mailer|mail\.daemon|mdaemon|mail-notify|mailerdaemon|"
     r"bounce|bounces|no-?reply|noreply|system|root)$",

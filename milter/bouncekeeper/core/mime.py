@@ -140,7 +140,14 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
     elif part.content_type in ("message/rfc822", "message/global"):
         encoding = (part.get("content-transfer-encoding") or "").strip().lower()
         inner = part.payload_bytes() if encoding in ("base64", "quoted-printable") else body
-        part.enclosed = _parse(inner, depth + 1, counter, "text/plain")
+        # The returned original: its headers (Message-ID) are all a bounce needs, unless it is itself
+        # a report (a forwarded bounce); its own attachments are never read, so never split.
+        head_end = _HEADER_END.search(inner)
+        head = inner if head_end is None else inner[: head_end.start()]
+        if b"multipart/report" in head.lower():
+            part.enclosed = _parse(inner, depth + 1, counter, "text/plain")
+        else:
+            part.enclosed = Part(_headers(head), b"" if head_end is None else inner[head_end.end() :])
     return part
 
 
@@ -152,7 +159,10 @@ def _headers(head: bytes) -> list[tuple[str, str]]:
     """Header fields in order: name lower-cased, value unfolded (RFC 5322 section 2.2.3) and stripped.
     Lines that are neither a field nor a continuation (an mbox "From " line, garbage) are skipped."""
     text = decode_bytes(head).replace("\r\n", "\n")
-    return [(name.lower(), _FOLD.sub(" ", value).strip()) for name, value in _FIELD.findall(text)]
+    return [
+        (name.lower(), (_FOLD.sub(" ", value) if "\n" in value else value).strip())
+        for name, value in _FIELD.findall(text)
+    ]
 
 
 def _split(body: bytes, boundary: bytes) -> list[bytes]:

@@ -48,7 +48,7 @@ FAILURE_TEXT = re.compile(
     r"not accept|no mailbox|does not like|not valid|spam|too large|too big|exceed|malformed|"
     r"(?<![\d.])[45]\d\d(?![\d])|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}|"
     r"unzustellbar|unbekannt|nicht|inexistant|introuvable|non valide|no existe|inesistente",
-    re.IGNORECASE,
+    # no IGNORECASE: matched against ascii_lower() text
 )
 # Addresses in these positions are the sender or a server, not a failed recipient.
 _NOT_RECIPIENT_BEFORE = re.compile(
@@ -65,8 +65,17 @@ _HEADING = re.compile(
     re.IGNORECASE,
 )
 # An address "alone" on its line: only punctuation, an rfc822; type or a repeat in brackets beside it.
-_ALONE_BEFORE = re.compile(r"[\s\"'<>:*\-•]*(?:rfc822;\s*)?", re.IGNORECASE)
-_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>)?\s*")
+_ALONE_BEFORE = re.compile(
+    r"[\s\"'<>:*\-•]*(?:(?:failed |intended |original |final )?(?:recipient|address|addressee)"
+    r"(?: address)?\s*:\s*[<\"]?)?(?:rfc822;\s*)?",
+    re.IGNORECASE,
+)
+# Exchange 2003 lists "alice@example.org on Thu, 29 Apr 2010 00:00:00 -0000" under its heading.
+_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>|\s+on\s+\w{3},?\s+\d.*)?\s*")
+_DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
+_SENDER_LEAD = re.compile(
+    r"(?:sent by|message from|sender(?: address)?|from)\s*:?\s*\n[ \t]*$", re.IGNORECASE
+)
 _RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLANKS = re.compile(r"[ \t\xa0]+")
@@ -134,9 +143,9 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     # A block ends with the remote server's reply (a reply or status code); until one is seen, blank
     # lines inside the block are skipped (Gmail puts "The error that the other server returned was:"
     # two paragraphs below the address).
-    seen_reason = bool(_CODE.search(_without_addresses(lines[0])))
+    seen_reason = _has_code(lines[0])
     blanks = 0
-    for line in text[first_end + 1 : first_end + 3000].split("\n"):
+    for line in text[first_end + 1 : first_end + 3000].split("\n", 40):
         if len(lines) >= 12:
             break
         if not line.strip():
@@ -144,16 +153,28 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             if seen_reason or blanks > 2:
                 break
             continue
-        leading = _LEADING_ADDRESS.match(line)
-        if leading and normalise(leading.group(1)) not in (address, None):
-            break  # the next recipient's block
-        if _ORIGINAL_MARKER.match(ascii_lower(line)):
+        if "@" in line:
+            leading = _LEADING_ADDRESS.match(line)
+            if leading and normalise(leading.group(1)) not in (address, None):
+                break  # the next recipient's block
+        if _MARKER_HINT.search(line) and _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
-        seen_reason = seen_reason or bool(_CODE.search(_without_addresses(line)))
+        seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
 
 
+def _has_code(line: str) -> bool:
+    """A reply or status code on the line, not counting digits inside addresses."""
+    if not _CODE.search(line):
+        return False
+    return "@" not in line or bool(_CODE.search(_without_addresses(line)))
+
+
+# Every marker line holds one of these (cheap test before the full marker pattern).
+_MARKER_HINT = re.compile(
+    r"[-=*_]{2}|(?i:cop|orig|below|return|unsent|header|forward|reads|text|follow|here|sent)"
+)
 _CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
 _LEADING_ADDRESS = re.compile(r"^[\s>*\-\"'<]*(?:rfc822;\s*)?([^\s@<>\"']+@[^\s<>\"':,;]+)")
 
@@ -188,14 +209,12 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
     """
     found: dict[str, str] = {}
     heading_seen = bool(_HEADING.search(text))
+    lower = ascii_lower(text)  # same indices as `text`; FAILURE_TEXT is written in lower case
     for match in _ADDRESS.finditer(text):
         address = normalise(match.group(0))
         if address is None or address in found:
             continue
-        local = address.partition("@")[0]
-        if re.fullmatch(
-            r"(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply)", local
-        ):
+        if _DAEMON.fullmatch(address.partition("@")[0]):
             continue
         line_start = text.rfind("\n", 0, match.start()) + 1
         line_end = text.find("\n", match.end())
@@ -203,14 +222,17 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
         before = text[line_start : match.start()]
         if _NOT_RECIPIENT_BEFORE.search(before):
             continue
-        line = text[line_start:line_end]
-        following = text[line_end : line_end + 400]
+        if not before.strip(" \t<\"'") and _SENDER_LEAD.search(text, max(0, line_start - 80), line_start):
+            continue  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
         after = text[match.end() : line_end]
         alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
-        preceding = text[max(0, line_start - 200) : line_start]
-        strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(text))
-        weak = FAILURE_TEXT.search(line) or (
-            alone and (FAILURE_TEXT.search(following) or FAILURE_TEXT.search(preceding))
+        strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(lower))
+        weak = FAILURE_TEXT.search(lower, line_start, line_end) or (
+            alone
+            and (
+                FAILURE_TEXT.search(lower, line_end, line_end + 400)
+                or FAILURE_TEXT.search(lower, max(0, line_start - 200), line_start)
+            )
         )
         if strong or (weak and address not in exclude):
             found[address] = context_for(text, address)

@@ -26,7 +26,11 @@ def literals(pattern: str) -> Need | None:
         tree = _p.parse(pattern, re.IGNORECASE)
     except re.error:
         return None
-    return _need(list(tree))
+    need = _need(list(tree))
+    if need is None:
+        return None
+    # "quota" present whenever "quota exceeded" is: a disjunction needs only its shortest members.
+    return tuple(x for x in need if not any(y != x and y in x for y in need))
 
 
 def _score(need: Need) -> tuple[int, int]:
@@ -67,3 +71,39 @@ def _need(items: list[Any]) -> Need | None:
             offer(_need(list(arg[2])))
     close_run()
     return best
+
+
+def alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of `pattern` ("a|(b|c)|d" -> ["a", "(b|c)", "d"]); the pattern itself
+    when it has none or when a piece would not compile on its own."""
+    pieces: list[str] = []
+    depth = 0
+    in_class = False
+    start = 0
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[index + 1 : index + 2] == "]":
+                index += 1  # "[]...]": the first ] is a member
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            pieces.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    pieces.append(pattern[start:])
+    try:
+        for piece in pieces:
+            re.compile(piece)
+    except re.error:
+        return [pattern]
+    return pieces
