@@ -588,3 +588,19 @@ def test_postfix_simulated_client_with_port_0_is_the_non_smtp_path(
     h.ctx._stage = None
     assert not h.ctx.getpriv().internal
     h.store.close()
+
+
+def test_a_bounce_copy_is_removed_but_the_other_recipients_keep_theirs(harness: Harness) -> None:
+    harness.connect(INBOUND_IP)
+    verp_rcpt = harness.verp_for("kim@example.net")
+    raw = (FIXTURES / "gmail-userunknown.eml").read_bytes()
+    assert harness.feed(raw, "", verp_rcpt, "postmaster@example.org") == Milter.ACCEPT
+    assert harness.ctx._delrcpt == [f"<{verp_rcpt}>"]
+    assert harness.store.view("kim@example.net").events[0]["kind"] == "permanent"
+
+
+def test_a_loop_copy_to_a_protected_address_is_removed_and_the_others_delivered(harness: Harness) -> None:
+    harness.connect(INBOUND_IP)
+    raw = b"Auto-Submitted: auto-replied\r\nSubject: away\r\n\r\nI am away.\r\n"
+    assert harness.feed(raw, "robot@remote.example", PROTECTED, "someone@example.org") == Milter.ACCEPT
+    assert harness.ctx._delrcpt == [f"<{PROTECTED}>"]
