@@ -176,7 +176,7 @@ def test_negotiation_asks_only_for_the_actions_used(harness: Harness) -> None:
 
 def test_outbound_mail_gets_the_signed_verp_sender_and_loses_the_context_header(harness: Harness) -> None:
     harness.connect(LOCAL_IP)
-    raw = b"From: app@example.org\r\nX-Bouncekeeper-Context: news-42\r\nSubject: hi\r\n\r\nbody\r\n"
+    raw = b"From: app@example.org\r\nX-Bouncekeeper-Context: News-42\r\nSubject: hi\r\n\r\nbody\r\n"
     rc = harness.feed(raw, APP, "Alice@Example.NET")
     assert rc == Milter.ACCEPT
     assert harness.ctx._envfromchanged

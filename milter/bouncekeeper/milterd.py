@@ -655,7 +655,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             self.addheader(SUPPRESSED_HEADER, ", ".join(msg.suppressed_seen))
         if not msg.verp or self.runtime.signer is None:
             return
-        context = msg.context_values[0] if msg.context_values else ""
+        # VERP addresses are compared in lower case (MTAs lower-case local parts): so is the context.
+        context = msg.context_values[0].lower() if msg.context_values else ""
         recipients = [a for _r, a in msg.ordinary]
         new_sender: str | None = None
         mode = "single"
