@@ -11,16 +11,17 @@ milter protocol and the service layer: the decisions (VERP signature, classifica
   whole message goes to `Service.process_bounce`, then it is discarded (or accepted, `bounce_action`).
 - **loop**: a message to one of `protected_recipients` that looks automatic (null sender, multipart/report,
   Precedence bulk/junk/list, Auto-Submitted other than "no") is dropped and recorded, never answered.
-- everything else is accepted at the first callback that knows it is none of our business (MAIL for
-  outbound mail without VERP, DATA for ordinary inbound mail), so ordinary traffic never streams its
-  header or body to us.
+- everything else is accepted at DATA, the first callback that knows every recipient (MAIL FROM is a
+  no-reply step, so it cannot accept), so ordinary traffic never streams its header or body to us.
 
 Safety rules (never lose mail): every callback is guarded; an internal error or an unreachable store is
 `451 4.3.0` for that message only, with one log line carrying the queue id. In Postfix's non-SMTP path
 (`non_smtpd_milters`: sendmail(1) submissions and Postfix's own bounces with
 `internal_mail_filter_classes = bounce`) the milter never rejects nor tempfails: MILTER_README says a
 non-SMTP milter that rejects or tempfails a simulated RCPT is a configuration error and that rejecting an
-internal bounce loses mail. There it accepts and logs instead.
+internal bounce loses mail. There it accepts and logs instead. Redis being down is never an internal
+error for ordinary mail: only bounces and loop messages wait for the store (451); VERP and suppression
+go without it.
 """
 
 from __future__ import annotations
