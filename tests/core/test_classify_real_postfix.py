@@ -103,7 +103,13 @@ maximal_backoff_time = 2s
         wait_for_port(self.port)
 
     def stop(self) -> None:
-        self._postfix("stop")
+        # Never raises: teardown must still stop the sinks after a failed start.
+        subprocess.run(
+            ["script", "-qec", f"postfix -c {self.dir}/etc stop", "/dev/null"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
 
     def send(self, recipients: list[str]) -> None:
         body = (
@@ -137,10 +143,12 @@ def captured() -> Iterator[list[bytes]]:
             time.sleep(0.2)
         yield [m.raw for m in catch.messages() if m.sender == ""]
     finally:
-        postfix.stop()
-        for sink in sinks:
-            sink.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            postfix.stop()
+        finally:
+            for sink in sinks:
+                sink.stop()
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _by_type(captured: list[bytes], message_type: MessageType) -> list[bytes]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
+    # Exchange Online's directory-based edge blocking: "550 5.4.1 Recipient address rejected: Access
+    # denied" means the recipient is not in the tenant's directory.
+    (Reason.USERUNKNOWN, r"5\.4\.1 .{0,80}recipient address rejected: access denied"),
     (
         Reason.USERUNKNOWN,
         r"resolver\.adr\.recip(?:ient)?notfound|resolver\.adr\.exrecip|"

@@ -113,7 +113,11 @@ STRONG: tuple[tuple[Reason, str], ...] = (
     ),
 )
 
+# "Recipient address rejected:" followed by words is Postfix's prefix for every recipient restriction
+# (user unknown, mailbox full, policy, spam ...): the words after it decide. Rejected with nothing more
+# ("550 #5.1.0 Address rejected.") it is the address itself.
 ADDRESS: tuple[tuple[Reason, str], ...] = (
+    (R.USERUNKNOWN, r"address rejected(?:\.|\s*$|\s*\(|\s*\[)"),
     (
         R.HASMOVED,
         r"has moved|user not local; please try|address (?:has )?changed|no longer (?:at|with)|"
@@ -150,11 +154,11 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
         R.USERUNKNOWN,
         r"user(?:name)? (?:is )?(?:unknown|not found|doesn't exist|does not exist|not exist)|"
         r"unknown (?:user|recipient|local ?part|mailbox|address|alias)|no such (?:user|mailbox|recipient|"
-        r"address|account|local user|person)|recipient (?:unknown|not found|does not exist|invalid|rejected)|"
+        r"address|account|local user|person)|recipient (?:unknown|not found|does not exist|invalid)|"
         r"invalid (?:recipient|mailbox|address|user)|(?:mailbox|account|address|recipient|user|e-?mail)s? "
         r"(?:name )?(?:does not|doesn't|not|did not) exist|not a (?:valid|known) (?:user|mailbox|recipient)|"
         r"mailbox (?:not found|unavailable|is unavailable|does not exist|name not allowed|not exist)|"
-        r"no mailbox|unrout(?:e)?able address|address (?:unknown|not found|rejected|invalid|does not exist)|"
+        r"no mailbox|unrout(?:e)?able address|address (?:unknown|not found|invalid|does not exist)|"
         r"bad (?:destination )?(?:recipient|mailbox|address)|not our customer|no account|"
         r"(?:user|recipient|mailbox|account) not (?:found|known|valid)|undeliverable address|"
         r"is not a (?:valid|known)|(?:unknown|illegal) alias|addressee unknown|no such (?:e-?mail )?address|"
