@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -392,3 +393,55 @@ def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int
 def test_store_unavailable_when_no_cluster_node_answers() -> None:
     with pytest.raises(StoreUnavailable):
         Store.from_settings(RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0))
+
+
+class RoundTrips:
+    """Counts round trips as a client waits on them: a write after a reply (on any connection) starts
+    one. A Cluster pipeline writes to every node it needs before it reads any reply, so a pipeline
+    spread over three masters is one round trip, as its latency is."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.reading = True
+        send, read = redis.Connection.send_packed_command, redis.Connection.read_response
+
+        def counting_send(conn: redis.Connection, *args: Any, **kwargs: Any) -> Any:
+            if self.reading:
+                self.count += 1
+                self.reading = False
+            return send(conn, *args, **kwargs)
+
+        def counting_read(conn: redis.Connection, *args: Any, **kwargs: Any) -> Any:
+            self.reading = True
+            return read(conn, *args, **kwargs)
+
+        monkeypatch.setattr(redis.Connection, "send_packed_command", counting_send)
+        monkeypatch.setattr(redis.Connection, "read_response", counting_read)
+
+
+def test_two_round_trips_per_bounce_on_a_cluster(
+    redis_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Store.from_settings(RedisSettings(url=redis_cluster.url))
+    s.client.flushall()
+    assert s.cluster
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=3, breaker_addresses=100)
+    s.record([item()], now=T0, rules=rules)  # connections opened, scripts loaded on every node
+    s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)
+
+    counter = RoundTrips(monkeypatch)
+
+    def trips(*items: Item, at: float) -> int:
+        counter.count = 0
+        s.record(list(items), now=at, rules=rules)
+        return counter.count
+
+    assert trips(item(at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item(effect=Effect.SOFT, at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item(effect=Effect.NONE, at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item("a@x.example", at=T0 + DAY), item("b@y.example", at=T0 + DAY), at=T0 + DAY) == 2
+    # Only the bounce that disables an address pays a third, for the `disabled` stream entry.
+    assert trips(item(at=T0 + 2 * DAY), at=T0 + 2 * DAY) == 3
+    assert s.is_suppressed(ADDRESS)
+    assert trips(item(at=T0 + 3 * DAY), at=T0 + 3 * DAY) == 2
+    s.close()
