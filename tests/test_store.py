@@ -99,6 +99,34 @@ def test_observe_mode_announces_the_threshold_but_keeps_the_address_active(store
     assert [f["kind"] for _, f in store.recent(1)] == ["threshold"]
 
 
+@pytest.mark.parametrize("rule", [Rule.DAILY, Rule.COUNT])
+def test_observe_mode_announces_a_crossing_once_until_reset(store: Store, rule: Rule) -> None:
+    rules = Rules(mode=Mode.OBSERVE, rule=rule, breaker_addresses=0, hard_threshold=2, count_threshold=2)
+    results = [store.record([item(at=T0 + d * DAY)], now=T0 + d * DAY, rules=rules)[0] for d in range(5)]
+    assert [r.reached for r in results] == [False, True, True, True, True]
+    assert [r.crossed for r in results] == [False, True, False, False, False]
+    assert all(r.scored for r in results)
+
+    def announced() -> int:
+        return [f["kind"] for _, f in store.recent(100)].count("threshold")
+
+    assert announced() == 1
+    event = Event(at=T0 + 5 * DAY, kind=EventKind.RESET, source=Source.CLI, address=ADDRESS)
+    store.admin(ADDRESS, "reset", event)
+    for d in (6, 7, 8):
+        store.record([item(at=T0 + d * DAY)], now=T0 + d * DAY, rules=rules)
+    assert announced() == 2
+
+
+def test_observe_mode_announces_again_after_the_counter_expired(store: Store) -> None:
+    rules = Rules(mode=Mode.OBSERVE, breaker_addresses=0, hard_threshold=1, quiet=1)
+    assert store.record([item(at=T0)], now=T0, rules=rules)[0].crossed
+    assert not store.record([item(at=T0 + DAY)], now=T0 + DAY, rules=rules)[0].crossed
+    time.sleep(2.1)  # the score's quiet-period TTL (1 s) ran out in Redis: the score is back to zero
+    assert store.record([item(at=T0 + 2 * DAY)], now=T0 + 2 * DAY, rules=rules)[0].crossed
+    assert [f["kind"] for _, f in store.recent(100)].count("threshold") == 2
+
+
 EFFECTS = st.sampled_from([Effect.HARD, Effect.SOFT, Effect.NONE])
 
 

@@ -66,6 +66,7 @@ class Result:
     converted: bool = False
     disabled: bool = False
     reached: bool = False
+    crossed: bool = False  # this bounce took the score to the threshold (announced once per crossing)
     frozen: bool = False
     why: str = ""
 
@@ -284,11 +285,11 @@ class Store:
             replies = batch.execute()
         results = []
         for item, r in zip(items, replies, strict=True):
-            if r[10]:
+            if r[11]:
                 log.warning(
-                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[11]
+                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[12]
                 )
-            results.append(_result(item, r, frozen=bool(r[9])))
+            results.append(_result(item, r, frozen=bool(r[10])))
         return results
 
     def _record_split(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
@@ -348,11 +349,7 @@ class Store:
         results = [
             _result(item, second[calls[n]], frozen=frozen.get(n, False)) for n, item in enumerate(items)
         ]
-        announce = [
-            (item, r)
-            for item, r in zip(items, results, strict=True)
-            if r.disabled or (r.reached and r.scored)
-        ]
+        announce = [(item, r) for item, r in zip(items, results, strict=True) if r.disabled or r.crossed]
         if announce:
             # The rare third round trip: only the bounce that crosses the threshold pays it.
             pipe = self.pipeline()
@@ -590,6 +587,7 @@ def _result(item: Item, r: Sequence[Any], *, frozen: bool) -> Result:
         converted=bool(r[5]),
         disabled=bool(r[6]),
         reached=bool(r[7]),
+        crossed=bool(r[9]),
         frozen=frozen,
         why=str(r[8]),
     )

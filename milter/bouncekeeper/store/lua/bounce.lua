@@ -43,8 +43,9 @@ if opened == 1 then
     ARGV[27], distinct, ARGV[4], ARGV[6]), {})
   redis.call('HINCRBY', KEYS[10], 'breaker:opened', 1)
 end
--- r: {status, state, score, soft, scored, converted, disabled, reached, why}
-if r[7] == 1 or (r[8] == 1 and r[5] == 1) then
+-- r: {status, state, score, soft, scored, converted, disabled, reached, why, crossed}
+-- Observe mode announces the threshold once, on the step that crosses it, not on every bounce after.
+if r[7] == 1 or r[10] == 1 then
   announce(r[7] == 1 and 'disabled' or 'threshold',
     string.format('score %d/%s (%s rule)', r[3], ARGV[14], ARGV[11]), {id = ARGV[21]})
 end

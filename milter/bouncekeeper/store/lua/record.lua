@@ -10,7 +10,8 @@
 --       15 event id (hits member)  16 frozen 0|1
 --       KEYS 7 and ARGV 17..19, the outbox (notify.py), optional: 7 the outbox stream (single server) or
 --       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
--- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why}
+-- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
+-- crossed: this step took the score from below the threshold to it (announced once per crossing)
 
 local effect = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -31,12 +32,12 @@ local dedup_ttl = tonumber(ARGV[13])
 if dedup_ttl > 0 then
   if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', dedup_ttl) then
     local state = redis.call('HGET', KEYS[1], 'state') or 'active'
-    return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded'}
+    return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded', 0}
   end
 end
 
 local state = redis.call('HGET', KEYS[1], 'state') or 'active'
-local scored, converted, disabled, reached = 0, 0, 0, 0
+local scored, converted, disabled, reached, crossed = 0, 0, 0, 0, 0
 local why = ''
 
 if effect ~= 'none' then
@@ -69,11 +70,14 @@ end
 
 if effect == 'hard' then
   scored = 1
+  -- The score before this step, to tell the step that crosses the threshold from the ones after it.
+  local before
   if rule == 'daily' then
     -- Once per day: the score rises only on a day it has not risen yet, and only then is the
     -- quiet-period TTL re-armed, so a score that stops rising drops to zero by itself.
     local hard = redis.call('HMGET', KEYS[3], 'score', 'day')
     current = tonumber(hard[1] or '0')
+    before = current
     if hard[2] ~= ARGV[3] then
       current = current + 1
       redis.call('HSET', KEYS[3], 'score', current, 'day', ARGV[3])
@@ -82,12 +86,14 @@ if effect == 'hard' then
   else
     -- %.17g: the exact double, as Python computes it (Lua's default %.14g would round).
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
+    before = redis.call('ZCARD', KEYS[4])
     redis.call('ZADD', KEYS[4], ARGV[2], ARGV[15])
     redis.call('EXPIRE', KEYS[4], ARGV[10])
     current = redis.call('ZCARD', KEYS[4])
   end
   if current >= tonumber(ARGV[8]) then
     reached = 1
+    if before < tonumber(ARGV[8]) then crossed = 1 end
     if ARGV[4] == 'enforce' then
       state = 'disabled-bounces'
       disabled = 1
@@ -130,4 +136,4 @@ if ARGV[17] == '1' and ARGV[1] == 'hard' then
   announce('hard_bounce')
 end
 
-return {'new', state, current, soft, scored, converted, disabled, reached, why}
+return {'new', state, current, soft, scored, converted, disabled, reached, why, crossed}
