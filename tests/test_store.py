@@ -6,6 +6,7 @@ executable specification; TTL resets are watched happen in Redis with windows of
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
-from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.event import HISTORY_DIAGNOSTIC_MAX, Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
@@ -346,7 +347,7 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     s.record([item()], now=T0, rules=ENFORCE)
     assert s.view(ADDRESS).hard_score == 1
     assert s.view(ADDRESS).events == []
-    assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
+    assert not s.client.exists(s.keys.address(ADDRESS, k.HISTORY))
     assert len(s.recent(5)) == 1
     s.close()
 
@@ -473,3 +474,27 @@ def test_two_round_trips_per_bounce_on_a_cluster(
     assert s.is_suppressed(ADDRESS)
     assert trips(item(at=T0 + 3 * DAY), at=T0 + 3 * DAY) == 2
     s.close()
+
+
+def test_history_keeps_compact_lines_with_the_diagnostic_cut_and_the_stream_whole(store: Store) -> None:
+    diagnostic = "smtp; 550 5.1.1\tno such\nuser " + "x" * 300
+    event = dataclasses.replace(item().event, diagnostic=diagnostic, client="192.0.2.7", note="a note")
+    store.record([Item(ADDRESS, Effect.HARD, event)], now=T0, rules=ENFORCE)
+    key = store.keys.address(ADDRESS, k.HISTORY)
+    assert store.client.type(key) == "string"
+    assert ADDRESS not in store.client.get(key)  # the key carries the address
+    (entry,) = store.view(ADDRESS).events
+    assert entry["diagnostic"] == ("smtp; 550 5.1.1 no such user " + "x" * 300)[:HISTORY_DIAGNOSTIC_MAX]
+    assert entry["address"] == ADDRESS
+    assert entry["date"] == "2025-11-22T00:00:00Z"
+    assert (entry["client"], entry["note"], entry["scored"], entry["score"], entry["soft"]) == (
+        "192.0.2.7",
+        "a note",
+        True,
+        1,
+        0,
+    )
+    assert "remote_mta" in entry
+    assert "context" not in entry  # empty fields are left out
+    ((_, streamed),) = store.recent(1)
+    assert streamed["diagnostic"] == diagnostic

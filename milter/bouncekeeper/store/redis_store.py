@@ -33,7 +33,7 @@ from bouncekeeper.core.policy import Effect, Rules, State
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
-from bouncekeeper.store.event import Event, Source
+from bouncekeeper.store.event import Event, Source, parse_history
 
 log = get_logger(__name__)
 
@@ -273,6 +273,7 @@ class Store:
                 event_json,
                 domain,
                 *self._outbox_args(),
+                item.event.to_history(),
             ]
             calls.append((keys, args))
         if len(calls) == 1:
@@ -329,7 +330,7 @@ class Store:
             # round trip 1: the script still counts one, the stream may show both (same `id`).
             args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
             keys = [*self.keys.record_keys(item.address, item.event.id), self._outbox_key(item.address)]
-            calls[n] = batch.script("record", keys, [*args, *self._outbox_args()])
+            calls[n] = batch.script("record", keys, [*args, *self._outbox_args(), item.event.to_history()])
             if seen[n]:
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
                 continue
@@ -453,7 +454,7 @@ class Store:
                 pipe.ttl(a(address, k.HARD))
                 pipe.zcard(a(address, k.HITS))
                 pipe.ttl(a(address, k.HITS))
-                pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
+                pipe.get(a(address, k.HISTORY))
             replies = pipe.execute()
         out = []
         for n, address in enumerate(addresses):
@@ -471,7 +472,7 @@ class Store:
                     hard_ttl=_ttl(hard_ttl),
                     hits=int(hits),
                     hits_ttl=_ttl(hits_ttl),
-                    events=[json.loads(e) for e in history][:events] if events > 0 else [],
+                    events=parse_history(history, address)[:events] if events > 0 else [],
                 )
             )
         return out
@@ -494,6 +495,7 @@ class Store:
                     s.history_size,
                     s.history_days * DAY,
                     *self._outbox_args()[1:],
+                    event.to_history(),
                 ],
             )
             self.log_event(event)

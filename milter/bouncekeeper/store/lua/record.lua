@@ -3,15 +3,32 @@
 -- All KEYS share the address's hash tag, so this runs on one Redis Cluster slot.
 --
 -- KEYS: 1 state (hash)  2 soft (string counter)  3 hard (hash score/day)  4 hits (zset, count rule)
---       5 events (list, newest first)  6 seen (string: this event was already recorded)
+--       5 history (string, lines newest first)  6 seen (string: this event was already recorded)
 -- ARGV: 1 effect hard|soft|none  2 now (epoch seconds)  3 day number  4 mode observe|enforce
 --       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
 --       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
 --       15 event id (hits member)  16 frozen 0|1
---       KEYS 7 and ARGV 17..19, the outbox (notify.py), optional: 7 the outbox stream (single server) or
+--       KEYS 7 and ARGV 17..19, the outbox (notify.py): 7 the outbox stream (single server) or
 --       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
+--       20 the event's history line (event.py to_history; this step appends its decision)
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
 -- crossed: this step took the score from below the threshold to it (announced once per crossing)
+
+-- Prepend a line to a history string (newest first) and keep `size` lines; TTL re-armed.
+local function push_history(key, line, size, ttl)
+  local value = line
+  local old = redis.call('GET', key)
+  if old then
+    value = line .. '\n' .. old
+    local pos = 0
+    for _ = 1, size do
+      pos = string.find(value, '\n', pos + 1, true)
+      if not pos then break end
+    end
+    if pos then value = string.sub(value, 1, pos - 1) end
+  end
+  redis.call('SET', key, value, 'EX', ttl)
+end
 
 local effect = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -104,12 +121,10 @@ end
 
 current = current or score()
 soft = soft or soft_count()
-local decision = string.format(',"scored":%s,"state":"%s","score":%d,"soft":%d}',
-  scored == 1 and 'true' or 'false', state, current, soft)
 if tonumber(ARGV[11]) > 0 then
-  redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
-  redis.call('EXPIRE', KEYS[5], ARGV[12])
+  -- event.py DECISION_FIELDS: scored, state, score, soft
+  push_history(KEYS[5], string.format('%s\t%d\t%s\t%d\t%d', ARGV[20], scored, state, current, soft),
+    tonumber(ARGV[11]), ARGV[12])
 end
 
 -- The outbox: a state change is announced in the same atomic step that makes it, so that no
