@@ -268,3 +268,47 @@ def test_ingest_from_files_accepts_an_expired_but_authentic_verp(
     assert classifier.calls[-1]["verp_recipient"] == "alice@example.org"
     tampered = old.replace("alice=example.org", "bob=example.org")
     assert service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.CLI).forged
+
+
+def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
+    parts: tuple[Service, Clock, FixedClassifier],
+) -> None:
+    base, clock, classifier = parts
+    policy = dataclasses.replace(base.settings.policy, require_verp=True)
+    service = Service(
+        dataclasses.replace(base.settings, policy=policy),
+        base.store,
+        clock=clock,
+        classifier=classifier,
+        keyring=KEYRING,
+    )
+    failures = (
+        Failure(recipient="alice@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
+        Failure(recipient="bob@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
+    )
+    classifier.verdict = Classification(MessageType.BOUNCE, failures=failures)
+
+    def scored(envelope_rcpt: str | None, n: int, source: Source = Source.LMTP) -> list[tuple[str, bool]]:
+        raw = RAW.replace(b"dsn1", f"dsn-req{n}".encode())
+        outcome = service.process_bounce(raw, envelope_rcpt=envelope_rcpt, envelope_sender="", source=source)
+        return [(d.address, d.scored) for d in outcome.recorded]
+
+    unscored = [("alice@example.org", False), ("bob@example.org", False)]
+    assert scored(None, 1) == unscored  # ingest, IMAP or HTTP without an envelope recipient
+    assert scored(None, 2, Source.CLI) == unscored
+    assert scored("bounces@example.net", 3) == unscored  # a plain, non-VERP bounce address
+    # An authentic VERP address vouches for the recipient it names, and only for that one.
+    assert scored(vaddr("alice@example.org"), 4) == [("alice@example.org", True), ("bob@example.org", False)]
+    (latest, *_) = service.store.view("bob@example.org").events
+    assert "require_verp" in latest["note"]
+    assert service.store.view("alice@example.org").hard_score == 1
+    assert service.store.view("bob@example.org").hard_score == 0
+    # Off (the default), the same bounce without VERP scores.
+    assert [
+        d.scored
+        for d in base.process_bounce(RAW, envelope_rcpt=None, envelope_sender="", source=Source.LMTP).recorded
+    ] == [True, True]
+
+
+def test_require_verp_is_off_by_default() -> None:
+    assert config.PolicySettings().require_verp is False

@@ -6,9 +6,11 @@ executable specification; TTL resets are watched happen in Redis with windows of
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +22,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
-from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.event import HISTORY_DIAGNOSTIC_MAX, Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
@@ -96,6 +98,34 @@ def test_observe_mode_announces_the_threshold_but_keeps_the_address_active(store
     assert r.state is State.ACTIVE
     assert not store.is_suppressed(ADDRESS)
     assert [f["kind"] for _, f in store.recent(1)] == ["threshold"]
+
+
+@pytest.mark.parametrize("rule", [Rule.DAILY, Rule.COUNT])
+def test_observe_mode_announces_a_crossing_once_until_reset(store: Store, rule: Rule) -> None:
+    rules = Rules(mode=Mode.OBSERVE, rule=rule, breaker_addresses=0, hard_threshold=2, count_threshold=2)
+    results = [store.record([item(at=T0 + d * DAY)], now=T0 + d * DAY, rules=rules)[0] for d in range(5)]
+    assert [r.reached for r in results] == [False, True, True, True, True]
+    assert [r.crossed for r in results] == [False, True, False, False, False]
+    assert all(r.scored for r in results)
+
+    def announced() -> int:
+        return [f["kind"] for _, f in store.recent(100)].count("threshold")
+
+    assert announced() == 1
+    event = Event(at=T0 + 5 * DAY, kind=EventKind.RESET, source=Source.CLI, address=ADDRESS)
+    store.admin(ADDRESS, "reset", event)
+    for d in (6, 7, 8):
+        store.record([item(at=T0 + d * DAY)], now=T0 + d * DAY, rules=rules)
+    assert announced() == 2
+
+
+def test_observe_mode_announces_again_after_the_counter_expired(store: Store) -> None:
+    rules = Rules(mode=Mode.OBSERVE, breaker_addresses=0, hard_threshold=1, quiet=1)
+    assert store.record([item(at=T0)], now=T0, rules=rules)[0].crossed
+    assert not store.record([item(at=T0 + DAY)], now=T0 + DAY, rules=rules)[0].crossed
+    time.sleep(2.1)  # the score's quiet-period TTL (1 s) ran out in Redis: the score is back to zero
+    assert store.record([item(at=T0 + 2 * DAY)], now=T0 + 2 * DAY, rules=rules)[0].crossed
+    assert [f["kind"] for _, f in store.recent(100)].count("threshold") == 2
 
 
 EFFECTS = st.sampled_from([Effect.HARD, Effect.SOFT, Effect.NONE])
@@ -317,7 +347,7 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     s.record([item()], now=T0, rules=ENFORCE)
     assert s.view(ADDRESS).hard_score == 1
     assert s.view(ADDRESS).events == []
-    assert not s.client.exists(s.keys.address(ADDRESS, k.EVENTS))
+    assert not s.client.exists(s.keys.address(ADDRESS, k.HISTORY))
     assert len(s.recent(5)) == 1
     s.close()
 
@@ -392,3 +422,79 @@ def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int
 def test_store_unavailable_when_no_cluster_node_answers() -> None:
     with pytest.raises(StoreUnavailable):
         Store.from_settings(RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0))
+
+
+class RoundTrips:
+    """Counts round trips as a client waits on them: a write after a reply (on any connection) starts
+    one. A Cluster pipeline writes to every node it needs before it reads any reply, so a pipeline
+    spread over three masters is one round trip, as its latency is."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.reading = True
+        send, read = redis.Connection.send_packed_command, redis.Connection.read_response
+
+        def counting_send(conn: redis.Connection, *args: Any, **kwargs: Any) -> Any:
+            if self.reading:
+                self.count += 1
+                self.reading = False
+            return send(conn, *args, **kwargs)
+
+        def counting_read(conn: redis.Connection, *args: Any, **kwargs: Any) -> Any:
+            self.reading = True
+            return read(conn, *args, **kwargs)
+
+        monkeypatch.setattr(redis.Connection, "send_packed_command", counting_send)
+        monkeypatch.setattr(redis.Connection, "read_response", counting_read)
+
+
+def test_two_round_trips_per_bounce_on_a_cluster(
+    redis_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Store.from_settings(RedisSettings(url=redis_cluster.url))
+    s.client.flushall()
+    assert s.cluster
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=3, breaker_addresses=100)
+    s.record([item()], now=T0, rules=rules)  # connections opened, scripts loaded on every node
+    s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)
+
+    counter = RoundTrips(monkeypatch)
+
+    def trips(*items: Item, at: float) -> int:
+        counter.count = 0
+        s.record(list(items), now=at, rules=rules)
+        return counter.count
+
+    assert trips(item(at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item(effect=Effect.SOFT, at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item(effect=Effect.NONE, at=T0 + DAY), at=T0 + DAY) == 2
+    assert trips(item("a@x.example", at=T0 + DAY), item("b@y.example", at=T0 + DAY), at=T0 + DAY) == 2
+    # Only the bounce that disables an address pays a third, for the `disabled` stream entry.
+    assert trips(item(at=T0 + 2 * DAY), at=T0 + 2 * DAY) == 3
+    assert s.is_suppressed(ADDRESS)
+    assert trips(item(at=T0 + 3 * DAY), at=T0 + 3 * DAY) == 2
+    s.close()
+
+
+def test_history_keeps_compact_lines_with_the_diagnostic_cut_and_the_stream_whole(store: Store) -> None:
+    diagnostic = "smtp; 550 5.1.1\tno such\nuser " + "x" * 300
+    event = dataclasses.replace(item().event, diagnostic=diagnostic, client="192.0.2.7", note="a note")
+    store.record([Item(ADDRESS, Effect.HARD, event)], now=T0, rules=ENFORCE)
+    key = store.keys.address(ADDRESS, k.HISTORY)
+    assert store.client.type(key) == "string"
+    assert ADDRESS not in store.client.get(key)  # the key carries the address
+    (entry,) = store.view(ADDRESS).events
+    assert entry["diagnostic"] == ("smtp; 550 5.1.1 no such user " + "x" * 300)[:HISTORY_DIAGNOSTIC_MAX]
+    assert entry["address"] == ADDRESS
+    assert entry["date"] == "2025-11-22T00:00:00Z"
+    assert (entry["client"], entry["note"], entry["scored"], entry["score"], entry["soft"]) == (
+        "192.0.2.7",
+        "a note",
+        True,
+        1,
+        0,
+    )
+    assert "remote_mta" in entry
+    assert "context" not in entry  # empty fields are left out
+    ((_, streamed),) = store.recent(1)
+    assert streamed["diagnostic"] == diagnostic

@@ -126,6 +126,10 @@ class PolicySettings:
     breaker_addresses: int = 100
     breaker_window_minutes: int = 10
     breaker_freeze_hours: int = 24
+    # Score only bounces that arrive at an authentic VERP address naming the failed recipient; the
+    # others (no envelope recipient, a plain address) are recorded, never scored. For sites that send
+    # every message with a signed VERP sender: then a bounce without one is forged or not ours.
+    require_verp: bool = False
 
     def __post_init__(self) -> None:
         for name in self.non_scoring_reasons:

@@ -258,6 +258,8 @@ class Service:
                 note=note,
             )
 
+        # [policy] require_verp: only a failure for the recipient an authentic VERP address names scores.
+        vouched = (verp_recipient,) if verp_recipient else token_recipients
         items: list[Item] = []
         for failure in classification.failures:
             assessment = assess(failure.kind, failure.reason, self.rules)
@@ -266,6 +268,10 @@ class Service:
                 # A signed token names the message's recipients; a failure for anyone else (an alias's
                 # expansion, a forwarder) is recorded for that address but cannot score.
                 effect, note = Effect.NONE, "not a recipient of the token's message"
+            elif self.settings.policy.require_verp and failure.recipient not in vouched:
+                # Anyone can mail us a bounce naming any address; with every message VERP-signed, one
+                # that does not come back to a signed address for this recipient is not evidence.
+                effect, note = Effect.NONE, "no authentic VERP address for this recipient (require_verp)"
             kind = EventKind(failure.kind.value)
             items.append(
                 Item(failure.recipient, effect, event(kind, failure.recipient, failure, effect, note))

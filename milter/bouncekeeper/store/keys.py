@@ -15,14 +15,17 @@ STATE = "state"  # hash: state, since, by. Absent means active. Never expires.
 SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
 HARD = "hard"  # hash: score, day (day number of the last rise); TTL = quiet period after the last rise
 HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
-EVENTS = "events"  # list of JSON events, newest first, capped; TTL = history_days after the last event
+# string: history lines (store/event.py `to_history`), newest first, one per line, capped at history_size;
+# TTL = history_days after the last event. Earlier builds kept a list of JSON events under ":events";
+# the new name means an upgraded store never meets the old type there, and the old lists just expire.
+HISTORY = "history"
 SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
 # list of outbox entries not yet in the outbox stream: Redis Cluster only (notify.py relays them)
 OUTBOX = "notify"
 # list of JSON probe records, newest first, capped (probes.py); never expires (a few per address)
 PROBES = "probes"
 
-ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, EVENTS)
+ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, HISTORY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +41,13 @@ class Keys:
     def record_keys(self, address: str, event_id: str) -> list[str]:
         """KEYS of record.lua, in its order."""
         return [
-            *(self.address(address, s) for s in (STATE, SOFT, HARD, HITS, EVENTS)),
+            *(self.address(address, s) for s in (STATE, SOFT, HARD, HITS, HISTORY)),
             self.seen(address, event_id),
         ]
 
     def admin_keys(self, address: str) -> list[str]:
         """KEYS of admin.lua, in its order."""
-        return [self.address(address, s) for s in (STATE, SOFT, HARD, HITS, EVENTS)]
+        return [self.address(address, s) for s in (STATE, SOFT, HARD, HITS, HISTORY)]
 
     def failing(self, domain: str) -> str:
         """zset address -> time of its last scored failure, the breaker's sliding window."""

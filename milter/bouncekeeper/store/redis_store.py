@@ -21,8 +21,10 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.exceptions
+from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.commands.policies import BasePolicyResolver, PolicyResolver, StaticPolicyResolver
 from redis.retry import Retry
 
 from bouncekeeper.config import RedisSettings
@@ -31,7 +33,7 @@ from bouncekeeper.core.policy import Effect, Rules, State
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
-from bouncekeeper.store.event import Event, Source
+from bouncekeeper.store.event import Event, Source, parse_history
 
 log = get_logger(__name__)
 
@@ -64,6 +66,7 @@ class Result:
     converted: bool = False
     disabled: bool = False
     reached: bool = False
+    crossed: bool = False  # this bounce took the score to the threshold (announced once per crossing)
     frozen: bool = False
     why: str = ""
 
@@ -102,12 +105,31 @@ def make_client(settings: RedisSettings, url: str | None = None) -> Client:
     }
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, **common)
+        return RedisCluster.from_url(plain, policy_resolver=_ScriptPolicies(), **common)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(
             f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or redis+cluster://"
         )
     return redis.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
+
+
+class _ScriptPolicies(BasePolicyResolver):
+    """EVALSHA routed by its keys in a Cluster pipeline, without asking a node first.
+
+    redis-py (8.x) resolves the routing of each pipelined command it has no static policy for with a
+    `COMMAND GETKEYS` round trip of its own: one extra round trip per script call, before the pipeline
+    is even sent. Declared keyed, EVALSHA takes redis-py's own EVAL/EVALSHA slot rule (the slot of its
+    KEYS, all one hash tag here), and a bounce keeps to two round trips (tests/test_store.py counts them).
+    """
+
+    def __init__(self, fallback: PolicyResolver | None = None) -> None:
+        keyed = CommandPolicies(
+            request_policy=RequestPolicy.DEFAULT_KEYED, response_policy=ResponsePolicy.DEFAULT_KEYED
+        )
+        super().__init__({"core": {"evalsha": keyed, "eval": keyed}}, fallback or StaticPolicyResolver())
+
+    def with_fallback(self, fallback: PolicyResolver) -> PolicyResolver:
+        return _ScriptPolicies(fallback)
 
 
 @contextlib.contextmanager
@@ -170,6 +192,14 @@ class Store:
         for name, source in self._sources.items():
             self.client.script_load(source)
             log.debug("loaded %s.lua", name)
+
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline; on a Cluster, one that routes EVALSHA without asking first."""
+        pipe = self.client.pipeline(transaction=False)
+        if self.cluster:
+            # redis-py does not hand the client's policy_resolver to its ClusterPipeline (8.1).
+            pipe._policy_resolver = _ScriptPolicies()
+        return pipe
 
     def _batch(self) -> _Batch:
         return _Batch(self)
@@ -243,6 +273,7 @@ class Store:
                 event_json,
                 domain,
                 *self._outbox_args(),
+                item.event.to_history(),
             ]
             calls.append((keys, args))
         if len(calls) == 1:
@@ -255,11 +286,11 @@ class Store:
             replies = batch.execute()
         results = []
         for item, r in zip(items, replies, strict=True):
-            if r[10]:
+            if r[11]:
                 log.warning(
-                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[11]
+                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[12]
                 )
-            results.append(_result(item, r, frozen=bool(r[9])))
+            results.append(_result(item, r, frozen=bool(r[10])))
         return results
 
     def _record_split(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
@@ -299,7 +330,7 @@ class Store:
             # round trip 1: the script still counts one, the stream may show both (same `id`).
             args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
             keys = [*self.keys.record_keys(item.address, item.event.id), self._outbox_key(item.address)]
-            calls[n] = batch.script("record", keys, [*args, *self._outbox_args()])
+            calls[n] = batch.script("record", keys, [*args, *self._outbox_args(), item.event.to_history()])
             if seen[n]:
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
                 continue
@@ -319,14 +350,10 @@ class Store:
         results = [
             _result(item, second[calls[n]], frozen=frozen.get(n, False)) for n, item in enumerate(items)
         ]
-        announce = [
-            (item, r)
-            for item, r in zip(items, results, strict=True)
-            if r.disabled or (r.reached and r.scored)
-        ]
+        announce = [(item, r) for item, r in zip(items, results, strict=True) if r.disabled or r.crossed]
         if announce:
             # The rare third round trip: only the bounce that crosses the threshold pays it.
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.pipeline()
             for item, r in announce:
                 note = f"score {r.score}/{rules.threshold} ({rules.rule.value} rule)"
                 self._announce(
@@ -392,7 +419,7 @@ class Store:
     def log_event(self, event: Event) -> None:
         """An event for the global stream only (forged VERP, loops): one round trip."""
         with _guard("log event"):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.pipeline()
             self._xadd(pipe, event.kind.value, event.address or "", event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
             pipe.execute()
@@ -418,7 +445,7 @@ class Store:
         a = self.keys.address
         per = 8
         with _guard("read address"):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.pipeline()
             for address in addresses:
                 pipe.hgetall(a(address, k.STATE))
                 pipe.get(a(address, k.SOFT))
@@ -427,7 +454,7 @@ class Store:
                 pipe.ttl(a(address, k.HARD))
                 pipe.zcard(a(address, k.HITS))
                 pipe.ttl(a(address, k.HITS))
-                pipe.lrange(a(address, k.EVENTS), 0, max(events, 1) - 1)
+                pipe.get(a(address, k.HISTORY))
             replies = pipe.execute()
         out = []
         for n, address in enumerate(addresses):
@@ -445,7 +472,7 @@ class Store:
                     hard_ttl=_ttl(hard_ttl),
                     hits=int(hits),
                     hits_ttl=_ttl(hits_ttl),
-                    events=[json.loads(e) for e in history][:events] if events > 0 else [],
+                    events=parse_history(history, address)[:events] if events > 0 else [],
                 )
             )
         return out
@@ -468,6 +495,7 @@ class Store:
                     s.history_size,
                     s.history_days * DAY,
                     *self._outbox_args()[1:],
+                    event.to_history(),
                 ],
             )
             self.log_event(event)
@@ -520,7 +548,7 @@ class Store:
         """Store a token's data for `ttl` seconds (the VERP validity). Tokens are random: 80 bits."""
         key = self.keys.token(token)
         with _guard("store token"):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.pipeline()
             pipe.hset(key, mapping=fields)
             pipe.expire(key, ttl)
             pipe.execute()
@@ -561,6 +589,7 @@ def _result(item: Item, r: Sequence[Any], *, frozen: bool) -> Result:
         converted=bool(r[5]),
         disabled=bool(r[6]),
         reached=bool(r[7]),
+        crossed=bool(r[9]),
         frozen=frozen,
         why=str(r[8]),
     )
@@ -576,7 +605,7 @@ class _Batch:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pipe: Any = store.client.pipeline(transaction=False)
+        self.pipe: Any = store.pipeline()
         self.calls: dict[int, tuple[str, list[str], list[Any]]] = {}
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> int:
@@ -593,7 +622,7 @@ class _Batch:
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.store._load_scripts()
-            again: Any = self.store.client.pipeline(transaction=False)
+            again: Any = self.store.pipeline()
             for i in missing:
                 name, keys, args = self.calls[i]
                 self.store._evalsha(again, name, keys, args)

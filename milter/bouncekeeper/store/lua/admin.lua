@@ -1,11 +1,27 @@
 -- An operator's (or the user's) act on one address, with its audit event, atomically.
--- KEYS: 1 state  2 soft  3 hard  4 hits  5 events
+-- KEYS: 1 state  2 soft  3 hard  4 hits  5 history
 -- ARGV: 1 action enable|disable|reset  2 new state (disable)  3 now  4 by  5 event JSON object
---       6 history_size  7 history_ttl s
+--       6 history_size  7 history_ttl s  10 the event's history line (event.py to_history)
 -- KEYS 6 and ARGV 8..9, the outbox (notify.py), optional: 6 the outbox stream or this address's pending
 --       list (cluster)  8 stream|list  9 maxlen
 -- enable: active again, counters reset. disable: the given state. reset: counters to zero, state kept.
 -- Returns {previous state, state}
+-- Prepend a line to a history string (newest first) and keep `size` lines; TTL re-armed.
+local function push_history(key, line, size, ttl)
+  local value = line
+  local old = redis.call('GET', key)
+  if old then
+    value = line .. '\n' .. old
+    local pos = 0
+    for _ = 1, size do
+      pos = string.find(value, '\n', pos + 1, true)
+      if not pos then break end
+    end
+    if pos then value = string.sub(value, 1, pos - 1) end
+  end
+  redis.call('SET', key, value, 'EX', ttl)
+end
+
 local previous = redis.call('HGET', KEYS[1], 'state') or 'active'
 local state = previous
 local action = ARGV[1]
@@ -19,11 +35,9 @@ elseif action == 'disable' then
   state = ARGV[2]
   redis.call('HSET', KEYS[1], 'state', state, 'since', ARGV[3], 'by', ARGV[4])
 end
-local decision = string.format(',"state":"%s","previous":"%s"}', state, previous)
 if tonumber(ARGV[6]) > 0 then
-  redis.call('LPUSH', KEYS[5], string.sub(ARGV[5], 1, -2) .. decision)
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
-  redis.call('EXPIRE', KEYS[5], ARGV[7])
+  -- event.py DECISION_FIELDS: scored, state, score, soft, previous
+  push_history(KEYS[5], ARGV[10] .. '\t\t' .. state .. '\t\t\t' .. previous, tonumber(ARGV[6]), ARGV[7])
 end
 -- The outbox: only an act that changes whether the address is mailed is announced.
 local announce = nil

@@ -7,7 +7,7 @@
 -- ARGV: 1 use the breaker 0|1  2-6 breaker.lua's ARGV (address, now, window, threshold, freeze)
 --       7-22 record.lua's ARGV (16, the last one, frozen, is decided here)
 --       23 stream size  24 event kind  25 source  26 event JSON for the stream  27 domain
---       28-30 record.lua's ARGV 17-19 (the outbox: hard bounces 0|1, stream|list, maxlen)
+--       28-31 record.lua's ARGV 17-20 (the outbox: hard bounces 0|1, stream|list, maxlen; history line)
 -- Returns record.lua's reply followed by {open, opened_now, distinct addresses}
 
 local open, opened, distinct = 0, 0, 0
@@ -20,7 +20,7 @@ end
 local rargs = {}
 for i = 7, 22 do rargs[#rargs + 1] = ARGV[i] end
 rargs[16] = tostring(open)
-for i = 28, 30 do rargs[#rargs + 1] = ARGV[i] end
+for i = 28, 31 do rargs[#rargs + 1] = ARGV[i] end
 local r = record({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[11]}, rargs)
 
 local function announce(kind, note, extra)
@@ -43,8 +43,9 @@ if opened == 1 then
     ARGV[27], distinct, ARGV[4], ARGV[6]), {})
   redis.call('HINCRBY', KEYS[10], 'breaker:opened', 1)
 end
--- r: {status, state, score, soft, scored, converted, disabled, reached, why}
-if r[7] == 1 or (r[8] == 1 and r[5] == 1) then
+-- r: {status, state, score, soft, scored, converted, disabled, reached, why, crossed}
+-- Observe mode announces the threshold once, on the step that crosses it, not on every bounce after.
+if r[7] == 1 or r[10] == 1 then
   announce(r[7] == 1 and 'disabled' or 'threshold',
     string.format('score %d/%s (%s rule)', r[3], ARGV[14], ARGV[11]), {id = ARGV[21]})
 end

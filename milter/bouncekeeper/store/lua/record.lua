@@ -3,14 +3,32 @@
 -- All KEYS share the address's hash tag, so this runs on one Redis Cluster slot.
 --
 -- KEYS: 1 state (hash)  2 soft (string counter)  3 hard (hash score/day)  4 hits (zset, count rule)
---       5 events (list, newest first)  6 seen (string: this event was already recorded)
+--       5 history (string, lines newest first)  6 seen (string: this event was already recorded)
 -- ARGV: 1 effect hard|soft|none  2 now (epoch seconds)  3 day number  4 mode observe|enforce
 --       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
 --       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
 --       15 event id (hits member)  16 frozen 0|1
---       KEYS 7 and ARGV 17..19, the outbox (notify.py), optional: 7 the outbox stream (single server) or
+--       KEYS 7 and ARGV 17..19, the outbox (notify.py): 7 the outbox stream (single server) or
 --       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
--- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why}
+--       20 the event's history line (event.py to_history; this step appends its decision)
+-- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
+-- crossed: this step took the score from below the threshold to it (announced once per crossing)
+
+-- Prepend a line to a history string (newest first) and keep `size` lines; TTL re-armed.
+local function push_history(key, line, size, ttl)
+  local value = line
+  local old = redis.call('GET', key)
+  if old then
+    value = line .. '\n' .. old
+    local pos = 0
+    for _ = 1, size do
+      pos = string.find(value, '\n', pos + 1, true)
+      if not pos then break end
+    end
+    if pos then value = string.sub(value, 1, pos - 1) end
+  end
+  redis.call('SET', key, value, 'EX', ttl)
+end
 
 local effect = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -31,12 +49,12 @@ local dedup_ttl = tonumber(ARGV[13])
 if dedup_ttl > 0 then
   if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', dedup_ttl) then
     local state = redis.call('HGET', KEYS[1], 'state') or 'active'
-    return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded'}
+    return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded', 0}
   end
 end
 
 local state = redis.call('HGET', KEYS[1], 'state') or 'active'
-local scored, converted, disabled, reached = 0, 0, 0, 0
+local scored, converted, disabled, reached, crossed = 0, 0, 0, 0, 0
 local why = ''
 
 if effect ~= 'none' then
@@ -69,11 +87,14 @@ end
 
 if effect == 'hard' then
   scored = 1
+  -- The score before this step, to tell the step that crosses the threshold from the ones after it.
+  local before
   if rule == 'daily' then
     -- Once per day: the score rises only on a day it has not risen yet, and only then is the
     -- quiet-period TTL re-armed, so a score that stops rising drops to zero by itself.
     local hard = redis.call('HMGET', KEYS[3], 'score', 'day')
     current = tonumber(hard[1] or '0')
+    before = current
     if hard[2] ~= ARGV[3] then
       current = current + 1
       redis.call('HSET', KEYS[3], 'score', current, 'day', ARGV[3])
@@ -82,12 +103,14 @@ if effect == 'hard' then
   else
     -- %.17g: the exact double, as Python computes it (Lua's default %.14g would round).
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
+    before = redis.call('ZCARD', KEYS[4])
     redis.call('ZADD', KEYS[4], ARGV[2], ARGV[15])
     redis.call('EXPIRE', KEYS[4], ARGV[10])
     current = redis.call('ZCARD', KEYS[4])
   end
   if current >= tonumber(ARGV[8]) then
     reached = 1
+    if before < tonumber(ARGV[8]) then crossed = 1 end
     if ARGV[4] == 'enforce' then
       state = 'disabled-bounces'
       disabled = 1
@@ -98,12 +121,10 @@ end
 
 current = current or score()
 soft = soft or soft_count()
-local decision = string.format(',"scored":%s,"state":"%s","score":%d,"soft":%d}',
-  scored == 1 and 'true' or 'false', state, current, soft)
 if tonumber(ARGV[11]) > 0 then
-  redis.call('LPUSH', KEYS[5], string.sub(ARGV[14], 1, -2) .. decision)
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[11]) - 1)
-  redis.call('EXPIRE', KEYS[5], ARGV[12])
+  -- event.py DECISION_FIELDS: scored, state, score, soft
+  push_history(KEYS[5], string.format('%s\t%d\t%s\t%d\t%d', ARGV[20], scored, state, current, soft),
+    tonumber(ARGV[11]), ARGV[12])
 end
 
 -- The outbox: a state change is announced in the same atomic step that makes it, so that no
@@ -130,4 +151,4 @@ if ARGV[17] == '1' and ARGV[1] == 'hard' then
   announce('hard_bounce')
 end
 
-return {'new', state, current, soft, scored, converted, disabled, reached, why}
+return {'new', state, current, soft, scored, converted, disabled, reached, why, crossed}
