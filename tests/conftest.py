@@ -6,10 +6,16 @@ import pathlib
 import tempfile
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
+
+# Hypothesis's 200 ms per-example deadline measures the machine's load, not our code: CI shares two
+# cores with real MTAs started by other tests. Speed is the benchmarks' business, not the suite's.
+hypothesis.settings.register_profile("bouncekeeper", deadline=None, print_blob=True)
+hypothesis.settings.load_profile("bouncekeeper")
 
 
 @pytest.fixture(scope="session")
