@@ -14,7 +14,12 @@ from tests.support.redis_server import RedisServer
 
 # Hypothesis's 200 ms per-example deadline measures the machine's load, not our code: CI shares two
 # cores with real MTAs started by other tests. Speed is the benchmarks' business, not the suite's.
-hypothesis.settings.register_profile("bouncekeeper", deadline=None, print_blob=True)
+hypothesis.settings.register_profile(
+    "bouncekeeper",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 hypothesis.settings.load_profile("bouncekeeper")
 
 
