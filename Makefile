@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CONFIG ?=
+# `make run` uses the development config (state under .state/, embedded Redis); CONFIG=path overrides.
+CONFIG ?= contrib/dev.toml
 # benchmarks/ appears once the first benchmark lands; ruff fails on a missing path.
 LINT   := milter tests $(wildcard benchmarks)
 

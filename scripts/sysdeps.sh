@@ -26,3 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Sendmail 8.17 for the Sendmail MTA tests: Debian's binary unpacked under .cache/sendmail, never
+# installed as the system MTA (scripts/fetch-sendmail.sh; quick no-op when already there).
+if [ "$(id -u)" = 0 ]; then
+    "$(dirname "$0")/fetch-sendmail.sh" >/dev/null
+fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -20,8 +21,11 @@ from bouncekeeper import (
     httpd,
     imap,
     log,
+    milterd,
     notify,
     probes,
+    service,
+    store,
     verpkeys,
 )
 from bouncekeeper.core import verp
@@ -36,10 +40,26 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
         config.read_secret(target.secret_file, f"notify.targets[{index}].secret_file", settings.source)
     if settings.http.token_file:
         config.read_secret(settings.http.token_file, "http.token_file", settings.source)
+    milterd.check_settings(settings)  # networks, addresses, socket mode: what `milter` would refuse
     print(f"{settings.source}: OK")
     if args.json:
         print(json.dumps(_as_dict(settings), indent=2, sort_keys=True))
     return 0
+
+
+def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
+    # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
+    # embedded redis-server changes its own folder and would resolve it again from there.
+    settings = dataclasses.replace(settings, state_dir=os.path.abspath(settings.state_dir))
+    # Everything that can be wrong in the config fails here, before the socket is opened.
+    policy, signer = milterd.check_settings(settings)
+
+    def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
+        # After the privileges are dropped: an embedded redis-server runs as the milter's user.
+        st = store.connect(settings, supervise=True)
+        return milterd.Runtime(policy, service.Service(settings, st), signer), st.close
+
+    return milterd.serve(settings, make_runtime)
 
 
 def _as_dict(settings: config.Settings) -> dict[str, object]:
@@ -149,6 +169,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     # The operator's commands on the bounce state (admin.py).
     admin.add_commands(sub, handlers)
+
+    sub.add_parser("milter", help="run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)")
+    handlers["milter"] = _cmd_milter
 
     return parser, handlers
 

@@ -51,6 +51,16 @@ class VerpSettings:
     max_age_days: int = 14
     # Local-part prefix of VERP addresses: bounces+alice=example.org+TAG@bounce_domain.
     local_prefix: str = "bounces"
+    # Envelope senders whose outbound mail gets a VERP sender: shell patterns matched against the
+    # normalised address ("app@example.org", "*@news.example.org"). Empty: every originating sender.
+    senders: tuple[str, ...] = ()
+    # Several recipients in one transaction (chgfrom changes the sender of all of them):
+    # "token" = one per-message token in the VERP address, recipients kept in Redis for the validity
+    # window; "split" = answer 452 4.5.3 to the 2nd and later RCPT so the client sends one per transaction.
+    multi_recipient: Literal["token", "split"] = "token"
+    # Header the application sets to tag a message (newsletter id ...); carried in the VERP address and
+    # removed before the mail leaves. Empty: no context tag.
+    context_header: str = "X-Bouncekeeper-Context"
 
 
 @dataclass(frozen=True)
@@ -131,8 +141,33 @@ class PolicySettings:
 
 @dataclass(frozen=True)
 class MilterSettings:
-    # libmilter syntax: unix:/path or inet:PORT@HOST.
-    socket: str = "unix:/run/bouncekeeper/milter.sock"
+    # libmilter syntax: unix:/path (recommended) or inet:PORT@HOST (Postfix writes inet:HOST:PORT).
+    # Empty: unix:{state_dir}/milter.sock.
+    socket: str = ""
+    # Permissions of a unix socket (octal string). The MTA's user must be able to write it: 0660 with
+    # the MTA in the group of `user`, or 0666 in a folder only the MTA can traverse.
+    socket_mode: str = "0660"
+    # Drop privileges to this user (and its primary group) after opening the socket; empty: stay.
+    user: str = ""
+    # Pid file; empty: {state_dir}/milter.pid.
+    pid_file: str = ""
+    # SMTP clients whose mail is outbound (the application, local relays): CIDR networks.
+    originating_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Postfix {daemon_name} values (milter_macro_daemon_name) that mark outbound mail, e.g. the
+    # submission service's `-o milter_macro_daemon_name=ORIGINATING`.
+    originating_daemons: tuple[str, ...] = ("ORIGINATING",)
+    # {daemon_name} values that mark Postfix's non-SMTP path (non_smtpd_milters: sendmail(1) and
+    # Postfix's own bounces). There the milter never rejects nor tempfails (MILTER_README).
+    internal_daemons: tuple[str, ...] = ("postfix-internal",)
+    # The application's own inbound addresses, guarded against bounce loops.
+    protected_recipients: tuple[str, ...] = ()
+    # What happens to a loop message to a protected address: dropped (discard), refused (reject, 550
+    # 5.7.1) or delivered with an X-Bouncekeeper-Loop header (tag).
+    loop_action: Literal["discard", "reject", "tag"] = "discard"
+    # Suppression of disabled recipients at RCPT for outbound mail.
+    suppression: Literal["off", "observe", "enforce"] = "off"
+    # After a bounce is recorded: drop it (discard) or let it go on to delivery (accept, e.g. an archive).
+    bounce_action: Literal["discard", "accept"] = "discard"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""smtp-source -> Postfix -> smtp-sink, without a milter and with bouncekeeper's, in the same run.
+
+One private Postfix instance (tests/support/postfix.py) with one smtpd listener per variant, so every
+variant shares the same queue, disks and CPU state:
+
+- `none`: no milter (the baseline);
+- `unix`: the bouncekeeper milter on a unix socket; `inet`: the same milter on TCP (inet:PORT@127.0.0.1);
+- traffic `inbound`: ordinary inbound mail (the milter accepts it at DATA, header and body never reach
+  it); traffic `verp`: originating mail (the listener's {daemon_name} is ORIGINATING) that gets a signed
+  VERP sender via chgfrom at end of message.
+
+Throughput is measured as smtp-source's wall time to hand all messages to Postfix (what a milter slows
+down: smtpd waits for its answers), then the queue is drained before the next run. Prints msgs/s and the
+ratio to `none` at the same concurrency. Needs root (postfix), smtp-source, redis-server.
+
+    .venv/bin/python benchmarks/postfix_throughput.py [--messages 2000] [--inet-messages 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
+
+from tests.support.milter import MilterProcess  # noqa: E402
+from tests.support.postfix import Postfix, SmtpSink, free_port  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+SENDERS = {"inbound": "someone@remote.example", "verp": "app@example.org"}
+RCPT = "user@elsewhere.example"
+
+
+def start_milter(workdir: pathlib.Path, socket: str, redis_url: str, name: str) -> MilterProcess:
+    key = workdir / "verp.key"
+    if not key.exists():
+        key.write_bytes(os.urandom(24).hex().encode())
+    toml = f"""[log]
+level = "WARNING"
+[redis]
+url = "{redis_url}"
+[verp]
+bounce_domain = "bounces.example.org"
+secret_files = ["{key}"]
+[milter]
+# 127.0.0.1 is where smtp-source connects from: keep it inbound; ORIGINATING marks the verp listener.
+originating_networks = []
+originating_daemons = ["ORIGINATING"]
+"""
+    return MilterProcess(workdir, socket, toml, name).start()
+
+
+def drain(postfix: Postfix, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while postfix.queue():
+        if time.monotonic() > deadline:
+            raise RuntimeError("queue did not drain")
+        time.sleep(0.2)
+
+
+class FloorMilter:
+    """benchmarks/floor_milter.py: pymilter doing nothing in the same protocol steps."""
+
+    def __init__(self, socket: str, log: pathlib.Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "floor_milter.py"), socket], stderr=log.open("wb")
+        )
+        path = pathlib.Path(socket.removeprefix("unix:"))
+        deadline = time.monotonic() + 15
+        while not path.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"floor milter did not start: {log.read_text()}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15, in clock ticks)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def blast(port: int, sender: str, messages: int, sessions: int) -> float:
+    start = time.monotonic()
+    subprocess.run(
+        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", "2000", "-f", sender, "-t", RCPT,
+         f"127.0.0.1:{port}"],
+        check=True, timeout=600,
+    )  # fmt: skip
+    return messages / (time.monotonic() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--inet-messages", type=int, default=300, help="TCP is slow; fewer messages")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        default=["unix", "floor", "inet"],
+        choices=["unix", "floor", "inet"],
+        help="floor: a pymilter milter doing nothing in the same steps (unix socket)",
+    )
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("postfix_throughput: needs root (the postfix command)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
+        work = pathlib.Path(tmp)
+        work.chmod(0o755)
+        redis = RedisServer(work / "redis")
+        redis.start()
+        unix_socket = f"unix:{work}/milter.sock"
+        inet_port = free_port()
+        floor_socket = f"unix:{work}/floor.sock"
+        milters: dict[str, MilterProcess | FloorMilter] = {
+            "unix": start_milter(work, unix_socket, redis.url, "unix"),
+            "inet": start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
+            "floor": FloorMilter(floor_socket, work / "floor.log"),
+        }
+        sink = SmtpSink(work / "sink", dump=False).start()
+        orig = {"milter_macro_daemon_name": "ORIGINATING"}
+        listeners = {
+            "none": {"smtpd_milters": ""},
+            "unix-inbound": {"smtpd_milters": unix_socket},
+            "unix-verp": {"smtpd_milters": unix_socket, **orig},
+            "floor-inbound": {"smtpd_milters": floor_socket},
+            "floor-verp": {"smtpd_milters": floor_socket, **orig},
+            "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
+            "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
+        }
+        postfix = Postfix(
+            work / "postfix",
+            relay_port=sink.port,
+            milter_socket=None,
+            listeners=listeners,
+            settings={"default_process_limit": "200", "smtpd_client_connection_count_limit": "0"},
+        )
+        postfix.start()
+        try:
+            # Warm up every path once (process start-up, the milter's first connections).
+            sent_verp = 0
+            for name in listeners:
+                blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
+                sent_verp += 50 if "verp" in name else 0
+            drain(postfix)
+            variants = [("none", "inbound", "none")] + [
+                (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
+            ]
+            head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu"
+            print(f"{head}  (medians of {args.rounds} rounds; cpu = the milter's CPU µs per message)")
+            for sessions in args.sessions:
+                rates: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                ratios: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                cpu: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                # Rounds interleave the variants: a load change on the machine hits all of them alike,
+                # and each ratio is taken against the baseline of its own round.
+                for _ in range(args.rounds):
+                    base = 0.0
+                    for name, traffic, transport in variants:
+                        count = args.inet_messages if transport == "inet" else args.messages
+                        milter = milters.get(transport)
+                        before = cpu_seconds(milter.pid) if milter else 0.0
+                        rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
+                        sent_verp += count if traffic == "verp" and transport != "none" else 0
+                        # The milter's own CPU per message: a figure the machine's other load cannot skew.
+                        cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
+                        drain(postfix)
+                        base = base or rate
+                        rates[name].append(rate)
+                        ratios[name].append(rate / base)
+                for name, traffic, transport in variants:
+                    count = args.inet_messages if transport == "inet" else args.messages
+                    shown = traffic if transport != "none" else "any"
+                    rate, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
+                    used = statistics.median(cpu[name])
+                    row = f"{sessions:>8} {shown:>8} {transport:>6} {count:>6} {rate:>8.0f} {ratio:>6.2f}"
+                    print(f"{row} {used:>6.0f}")
+            delivered = postfix.log().count("status=sent")
+            verp = postfix.log().count("from=<bounces+")
+            # A check on the run itself: exactly the originating traffic got a VERP sender.
+            print(f"(maillog: {delivered} delivered, {verp} with a VERP sender, {sent_verp} expected)")
+            if verp != sent_verp:
+                print(
+                    "postfix_throughput: the VERP count is wrong: the milter misjudged traffic",
+                    file=sys.stderr,
+                )
+                return 1
+        finally:
+            postfix.stop()
+            sink.stop()
+            for milter in milters.values():
+                milter.stop()
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The milter through a real Postfix: a private instance built from postfix/*.snippet, smtp-sink as the
+remote MX, `bouncekeeper milter` on unix sockets, a real redis-server (scenarios 1-6 of issue 4).
+
+One Postfix instance for the module, with these listeners:
+- `smtp`: the MX for the bounce domain and the protected address (the enforce milter, from the snippet);
+- `submission`: the application's port, marked ORIGINATING as in postfix/master.cf.snippet;
+- `observe`: the same, with a milter in observe mode;
+- `remote`: no milter: stands in for a remote MTA that queues a bounce and delivers it to `smtp`
+  (transport_maps), so Postfix's own retry after a 451 can be shown.
+Postfix's own bounces pass through the enforce milter via non_smtpd_milters (the snippet).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import smtplib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bouncekeeper import config, milterd, store
+from bouncekeeper.core import verp
+from tests.support.milter import MilterProcess
+from tests.support.postfix import Postfix, SmtpSink, have_postfix
+from tests.support.redis_server import RedisServer
+
+pytestmark = [
+    pytest.mark.mta,
+    pytest.mark.skipif(not have_postfix(), reason="needs root and Postfix (scripts/sysdeps.sh)"),
+]
+
+FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
+BOUNCE_DOMAIN = "bounces.example.org"
+PROTECTED = "app-in@example.org"
+APP = "app@example.org"
+
+
+@dataclass
+class Mta:
+    postfix: Postfix
+    sink: SmtpSink
+    dead: SmtpSink
+    redis: RedisServer
+    settings: config.Settings
+    signer: milterd.Signer
+    enforce: MilterProcess
+    observe: MilterProcess
+
+    def store(self) -> store.Store:
+        return store.connect(self.settings)
+
+    def send(self, listener: str, sender: str, rcpts: list[str], raw: bytes) -> dict[str, Any]:
+        with smtplib.SMTP("127.0.0.1", self.postfix.ports[listener], timeout=30) as smtp:
+            return dict(smtp.sendmail(sender, rcpts, raw))
+
+    def events(self, address: str) -> list[dict[str, Any]]:
+        st = self.store()
+        try:
+            return list(st.view(address).events)
+        finally:
+            st.close()
+
+    def wait_events(
+        self, address: str, predicate: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 20
+        while True:
+            events = self.events(address)
+            if predicate(events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{address}: events {events}\nmilter log:\n{self.enforce.log()[-3000:]}\n"
+                    f"maillog:\n{self.postfix.log()[-3000:]}"
+                )
+            time.sleep(0.1)
+
+
+def _toml(redis: RedisServer, key: pathlib.Path, mode: str) -> str:
+    return f"""[log]
+level = "DEBUG"
+[redis]
+url = "{redis.url}"
+[policy]
+mode = "{mode}"
+[verp]
+bounce_domain = "{BOUNCE_DOMAIN}"
+secret_files = ["{key}"]
+[milter]
+# Every client is 127.0.0.1 here: outbound is marked by the submission listener's daemon name instead.
+originating_networks = []
+protected_recipients = ["{PROTECTED}"]
+"""
+
+
+@pytest.fixture(scope="module")
+def mta() -> Iterator[Mta]:
+    with tempfile.TemporaryDirectory(prefix="bk-pf-") as tmp:
+        d = pathlib.Path(tmp)
+        d.chmod(0o755)
+        redis = RedisServer(d / "redis")
+        redis.start()
+        key = d / "verp.key"
+        key.write_text("mta-test-key-0123456789abcdef\n")
+        enforce = MilterProcess(d, f"unix:{d}/enforce.sock", _toml(redis, key, "enforce"), "enforce")
+        observe = MilterProcess(d, f"unix:{d}/observe.sock", _toml(redis, key, "observe"), "observe")
+        sink = SmtpSink(d / "sink")
+        dead = SmtpSink(d / "dead", reject="RCPT")  # 550 5.1.1 to every recipient
+        postfix = Postfix(
+            d / "postfix",
+            relay_port=0,
+            milter_socket=f"unix:{d}/enforce.sock",
+            listeners={
+                "submission": {"milter_macro_daemon_name": "ORIGINATING"},
+                "observe": {"milter_macro_daemon_name": "MTA", "smtpd_milters": f"unix:{d}/observe.sock"},
+                "remote": {"smtpd_milters": ""},
+            },
+        )
+        started: list[Any] = []
+        try:
+            for thing in (enforce, observe, sink, dead):
+                thing.start()
+                started.append(thing)
+            postfix.relay_port = sink.port
+            postfix.settings["transport_maps"] = (
+                f"inline:{{dead.test=smtp:[127.0.0.1]:{dead.port}, "
+                f"{BOUNCE_DOMAIN}=smtp:[127.0.0.1]:{postfix.port}}}"
+            )
+            postfix.start()
+            started.append(postfix)
+            settings = config.load(enforce.config)
+            signer = milterd.signer_from_settings(settings)
+            assert signer is not None
+            yield Mta(postfix, sink, dead, redis, settings, signer, enforce, observe)
+        finally:
+            for thing in reversed(started):
+                thing.stop()
+            redis.stop()
+
+
+@pytest.fixture
+def mta_clean(mta: Mta) -> Mta:
+    if mta.redis.proc is None:
+        mta.redis.start()
+    client = mta.redis.client()
+    client.flushall()
+    client.close()
+    return mta
+
+
+def _message(subject: str, extra: str = "") -> bytes:
+    return f"From: {APP}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
+
+
+# 1 -----------------------------------------------------------------------------------------------------
+
+
+def test_outbound_mail_reaches_the_mx_with_the_signed_verp_sender(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("submission", APP, ["alice@example.net"], _message("s1", "X-Bouncekeeper-Context: news-7\r\n"))
+    msg = mta.sink.wait_for(lambda m: "Subject: s1" in m.text)
+    assert msg.sender == mta.signer.address_for("alice@example.net", "news-7")
+    assert msg.header("X-Bouncekeeper-Context") == []
+    decoded = verp.decode(
+        msg.sender,
+        keyring=mta.signer.keyring,
+        bounce_domain=BOUNCE_DOMAIN,
+        today=mta.signer.today(),
+        max_age_days=14,
+    )
+    assert (decoded.status, decoded.recipient, decoded.context) == ("valid", "alice@example.net", "news-7")
+
+
+# 2 -----------------------------------------------------------------------------------------------------
+
+
+def test_a_remote_refusal_becomes_a_permanent_bounce_of_the_original_recipient(mta_clean: Mta) -> None:
+    mta = mta_clean
+    start = len(mta.postfix.log())
+    mta.send("submission", APP, ["gone@dead.test"], _message("s2"))
+    # Postfix writes its own bounce to the VERP sender; non_smtpd_milters shows it to the milter.
+    events = mta.wait_events("gone@dead.test", lambda e: bool(e))
+    assert events[0]["kind"] == "permanent"
+    mta.postfix.wait_log(
+        r"milter-discard: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]"
+        r".*from=<> to=<bounces\+gone=dead\.test",
+        start=start,
+    )
+    assert not any("s2" in m.text and m.sender == "" for m in mta.sink.messages())
+
+
+# 3 -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "rcpt", "kind"),
+    [
+        ("gmail-userunknown.eml", "carol@example.net", "permanent"),
+        ("gmail-mailboxfull.eml", "dave@example.net", "temporary"),
+    ],
+)
+def test_real_bounces_to_verp_addresses_are_recorded_with_their_kind(
+    mta_clean: Mta, fixture: str, rcpt: str, kind: str
+) -> None:
+    mta = mta_clean
+    mta.send("smtp", "", [mta.signer.address_for(rcpt, "")], (FIXTURES / fixture).read_bytes())
+    events = mta.wait_events(rcpt, lambda e: bool(e))
+    assert events[0]["kind"] == kind
+
+
+def test_a_multi_recipient_message_in_token_mode_is_attributed_to_each_recipient(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("submission", APP, ["one@dead.test", "two@dead.test"], _message("s3"))
+    for rcpt in ("one@dead.test", "two@dead.test"):
+        events = mta.wait_events(rcpt, lambda e: bool(e))
+        assert events[0]["kind"] == "permanent"
+    assert mta.events("three@dead.test") == []
+
+
+# 4 -----------------------------------------------------------------------------------------------------
+
+
+def _forged(mta: Mta, rcpt: str) -> str:
+    good = mta.signer.address_for(rcpt, "")
+    local, _, domain = good.partition("@")
+    last = "0" if local[-1] != "0" else "1"
+    return f"{local[:-1]}{last}@{domain}"
+
+
+def test_a_forged_verp_address_is_refused_in_enforce_mode(mta_clean: Mta) -> None:
+    mta = mta_clean
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        mta.send(
+            "smtp", "", [_forged(mta, "erin@example.net")], (FIXTURES / "gmail-userunknown.eml").read_bytes()
+        )
+    (code, text) = next(iter(info.value.recipients.values()))
+    assert code == 550
+    assert b"5.7.1" in text
+    assert mta.events("erin@example.net") == []
+
+
+def test_a_forged_verp_address_is_recorded_as_forged_in_observe_mode_and_scores_nothing(
+    mta_clean: Mta,
+) -> None:
+    mta = mta_clean
+    assert (
+        mta.send(
+            "observe",
+            "",
+            [_forged(mta, "fay@example.net")],
+            (FIXTURES / "gmail-userunknown.eml").read_bytes(),
+        )
+        == {}
+    )
+    mta.postfix.wait_log(r"milter-discard.*bounces\+fay=example\.net")
+    st = mta.store()
+    try:
+        view = st.view("fay@example.net")
+        assert view.hard_score == 0
+        assert view.soft_count == 0
+        forged = [f for _id, f in st.recent() if f.get("kind") == "forged"]
+        assert len(forged) == 1
+        assert "bounces+fay=example.net" in forged[0]["note"]
+    finally:
+        st.close()
+
+
+# 5 -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "extra"),
+    [
+        ("", ""),
+        ("robot@remote.example", "Auto-Submitted: auto-replied\r\n"),
+        ("l@remote.example", "Precedence: list\r\n"),
+    ],
+)
+def test_loop_messages_to_a_protected_address_are_dropped(mta_clean: Mta, sender: str, extra: str) -> None:
+    mta = mta_clean
+    subject = f"loop-{sender or 'null'}"
+    start = len(mta.postfix.log())
+    mta.send("smtp", sender, [PROTECTED], _message(subject, extra))
+    mta.postfix.wait_log(rf"milter-discard.*to=<{PROTECTED}>", start=start)
+    time.sleep(0.3)
+    assert not any(f"Subject: {subject}" in m.text for m in mta.sink.messages())
+
+
+def test_an_ordinary_message_to_a_protected_address_is_delivered(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("smtp", "person@remote.example", [PROTECTED], _message("s5-ordinary"))
+    msg = mta.sink.wait_for(lambda m: "Subject: s5-ordinary" in m.text)
+    assert msg.recipients == [PROTECTED]
+
+
+# 6 -----------------------------------------------------------------------------------------------------
+
+
+def test_with_redis_down_a_bounce_is_deferred_and_recorded_after_the_retry(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.redis.stop()
+    start = len(mta.postfix.log())
+    verp_rcpt = mta.signer.address_for("gil@example.net", "")
+    # A remote MTA (the `remote` listener) queues the bounce and delivers it to our MX.
+    mta.send("remote", "", [verp_rcpt], (FIXTURES / "gmail-userunknown.eml").read_bytes())
+    mta.postfix.wait_log(r"status=deferred.*451 4\.3\.0", start=start)
+    # Ordinary mail keeps flowing meanwhile.
+    mta.send("smtp", "person@remote.example", ["x@example.net"], _message("s6-ordinary"))
+    mta.sink.wait_for(lambda m: "Subject: s6-ordinary" in m.text)
+    assert mta.postfix.queue(), "the bounce must still be queued, not lost"
+    mta.redis.start()
+    mta.postfix.flush()
+    events = mta.wait_events("gil@example.net", lambda e: bool(e))
+    assert events[0]["kind"] == "permanent"
+    deadline = time.monotonic() + 20
+    while mta.postfix.queue() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mta.postfix.queue() == []
+
+
+def test_with_redis_down_postfix_own_bounce_is_passed_on_and_recorded_after_retry(mta_clean: Mta) -> None:
+    # The non-SMTP path must never tempfail: Postfix's own bounce goes on to the bounce domain's route
+    # (here this host's smtp listener), whose milter answers 451 until Redis is back.
+    mta = mta_clean
+    mta.redis.stop()
+    start = len(mta.postfix.log())
+    mta.send("submission", APP, ["lost@dead.test"], _message("s6-internal"))
+    mta.postfix.wait_log(r"to=<bounces\+lost=dead\.test.*status=deferred.*451 4\.3\.0", start=start)
+    assert "milter-discard" not in mta.postfix.log()[start:]
+    mta.redis.start()
+    mta.postfix.flush()
+    events = mta.wait_events("lost@dead.test", lambda e: bool(e))
+    assert events[0]["kind"] == "permanent"
