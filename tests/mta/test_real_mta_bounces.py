@@ -3,9 +3,10 @@
 Each MTA relays one message per case of tests/support/bounce_cases.py to a scripted remote MX
 (tests/support/remote_mx.py) that refuses the recipient at RCPT or at the end of DATA with the case's
 reply; two more cases route to a host name that does not resolve and to a port where nothing listens.
-Queue lifetimes are a few seconds, so the temporary failures expire into bounces too, after a delay
-warning. The MTA writes every bounce itself and sends it back to the original sender at the same MX;
-the test classifies what arrived. One MTA instance per MTA, all cases in one batch.
+Queue lifetimes are 6 s (room for a retry and its delay warning on a loaded machine), so the temporary
+failures expire into bounces too, after a delay warning. The MTA writes every bounce itself and sends it
+back to the original sender at the same MX; the test classifies what arrived. One MTA instance per MTA,
+all cases in one batch.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def postfix_batch() -> Iterator[Batch]:
                 # With DNS off Postfix resolves through the system resolver: *.invalid never resolves.
                 "transport_maps": f"inline:{{ {NOHOST}=smtp:[no-such-host.invalid] "
                 f"{REFUSED}=smtp:[127.0.0.1]:{dead_port} }}",
-                "maximal_queue_lifetime": "4s",
-                "bounce_queue_lifetime": "4s",
+                "maximal_queue_lifetime": "6s",
+                "bounce_queue_lifetime": "6s",
                 "delay_warning_time": "1s",
             },
         )
@@ -165,8 +166,8 @@ remote_smtp:
   port = ${{if eq{{$domain}}{{{refused}}}{{{dead_port}}}{{{mx_port}}}}}
   allow_localhost
 begin retry
-# Give up after 4 s of temporary failures, retrying every second.
-* * F,4s,1s
+# Give up after 6 s of temporary failures, retrying every second.
+* * F,6s,1s
 """
 
 
@@ -222,9 +223,9 @@ define(`confHOST_STATUS_DIRECTORY', `')dnl
 define(`confDONT_PROBE_INTERFACES', `True')dnl
 define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
 define(`confDELIVERY_MODE', `background')dnl
-dnl Warn after 1 s, return after 4 s (Timeout.queuewarn / Timeout.queuereturn).
+dnl Warn after 1 s, return after 6 s (Timeout.queuewarn / Timeout.queuereturn).
 define(`confTO_QUEUEWARN', `1s')dnl
-define(`confTO_QUEUERETURN', `4s')dnl
+define(`confTO_QUEUERETURN', `6s')dnl
 define(`SMART_HOST', `[127.0.0.1]')dnl
 define(`RELAY_MAILER_ARGS', `TCP $h {mx_port}')dnl
 define(`ESMTP_MAILER_ARGS', `TCP $h {mx_port}')dnl
