@@ -47,6 +47,12 @@ R = Reason
         ("550 5.1.6 recipient no longer on server", "5.1.6", R.HASMOVED),
         ("556 5.1.10 Recipient address has null MX", "5.1.10", R.NOTACCEPT),
         ("Diagnostic: 554 5.7.0 Virus found in message", "5.7.0", R.VIRUSDETECTED),
+        # Sendmail's delay warning: the connection, not a filter, refused.
+        ("<a@b.example>... Deferred: Connection refused by [192.0.2.1]", "4.4.1", R.NETWORKERROR),
+        ("Message refused by recipient's filter", None, R.FILTERED),
+        ("  a@b.invalid\n    Unrouteable address", "5.0.0", R.HOSTUNKNOWN),  # Exim: no such domain
+        # Google Groups, in any language: the same help URL.
+        ("Vielen Dank! https://groups.google.com/support/ Google Groups", None, R.REJECTED),
         ("", None, R.UNDEFINED),
     ],
 )
@@ -98,6 +104,9 @@ def test_notaccept_needs_a_5xx_and_4xx_is_never_permanent() -> None:
         ("SMTP error from remote mail server after RCPT TO:<a@b.example>:", "RCPT"),
         ("... while talking to mx.example.:\n>>> DATA\n<<< 550 5.7.1 no\n", "DATA"),
         (">>> RCPT To:<a@b.example>\n<<< 550 5.1.1 unknown\n", "RCPT"),
+        # PIPELINING: the RCPT's refusal arrives after DATA was sent, then DATA's own reply.
+        (">>> DATA\n<<< 550 5.5.0 Invalid recipient\n<<< 554 5.5.1 Error: no valid recipients\n", "RCPT"),
+        (">>> DATA\n<<< 354 Go ahead\n>>> .\n<<< 550 5.7.1 Content rejected\n", "DATA"),
         ("550 user unknown", None),
     ],
 )

@@ -511,6 +511,10 @@ def _failure(
         kind = BounceKind.TEMPORARY
         reason = Reason.DELAYED if reason is Reason.UNDEFINED else reason
     else:
+        if dsn_class is BounceKind.TEMPORARY and reason in _GAVE_UP_ON:
+            # A final failure with a 4.x.x status (RFC 3463 section 3.1: "persistent transient"): the MTA
+            # gave up retrying when the queue lifetime ran out; the last try's vague error is not the why.
+            reason = Reason.EXPIRED
         kind = _kind(reason, dsn_class)
     return Failure(
         recipient=address,
@@ -524,6 +528,11 @@ def _failure(
         stage=stage,
         action=action,
     )
+
+
+# Vague reasons of a last temporary error that an expiry bounce repeats (greylisting's "try again",
+# "connection refused", "temporary lookup failure"): the bounce's reason is that the message expired.
+_GAVE_UP_ON = frozenset({Reason.NETWORKERROR, Reason.SYSTEMERROR, Reason.UNDEFINED, Reason.REJECTED})
 
 
 def _after_data(failure: Failure, text: str) -> Failure:
@@ -561,11 +570,23 @@ def _class_of(status_code: str | None, reply_code: int | None) -> BounceKind:
     return BounceKind.UNKNOWN
 
 
+# The start of a Diagnostic-Code that holds an SMTP reply with an enhanced status code (RFC 3464
+# section 2.3.6 "smtp;" type, RFC 2034 section 4).
+_REMOTE_REPLY = re.compile(r"\s*(?:smtp;\s*)?[245]\d\d[ -]+([245]\.\d{1,3}\.\d{1,3})\b", re.IGNORECASE)
+
+
 def _best_status(status_field: str | None, text: str) -> str | None:
     """The Status field, unless it is the vague x.0.0 and the diagnostic names a precise code."""
     in_text = dsn.status_of(text)
     if status_field is None:
         return in_text
+    remote = _REMOTE_REPLY.match(text)
+    if remote and remote.group(1)[0] == status_field[0]:
+        # The remote server's own reply ("550 5.1.1 ...") names its enhanced code; the Status field is
+        # the reporting MTA's translation, which Sendmail derives from the reply code alone for errors
+        # after DATA (550 -> 5.2.0, 552 -> 5.2.2; seen with a real Sendmail 8.17). RFC 3463 codes are
+        # the remote's to give: keep its own.
+        return dsn.status_of(remote.group(1)) or status_field
     if (
         in_text
         and status_field.endswith(".0.0")

@@ -246,7 +246,7 @@ _REPLY_TO_COMMAND = re.compile(
     r"(?:after|did not like our) (?:end of )?(data|rcpt to|rcpt|mail from)\b",
     re.IGNORECASE,
 )
-_TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[45])\d\d)", re.MULTILINE)
+_TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[2-5])\d\d)", re.MULTILINE)
 
 
 def smtp_command(text: str) -> str | None:
@@ -260,10 +260,16 @@ def smtp_command(text: str) -> str | None:
         word = (match.group(1) or match.group(2)).upper()
         return word.split()[0][:4]
     last = None
-    for line in _TRANSCRIPT.finditer(text):
+    lines = list(_TRANSCRIPT.finditer(text))
+    for index, line in enumerate(lines):
         if line.group("cmd"):
             last = line.group("cmd").upper()[:4]
-        elif last is not None:
+        elif last is not None and line.group("code") in ("4", "5"):
+            following = lines[index + 1] if index + 1 < len(lines) else None
+            if last == "DATA" and following is not None and following.group("code"):
+                # Two replies to one DATA: with PIPELINING the server answers the RCPT commands sent
+                # ahead of DATA first, in order (RFC 2920 section 3.1), so this one was a RCPT's.
+                return "RCPT"
             return last
     return None
 

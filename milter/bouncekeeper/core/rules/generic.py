@@ -172,7 +172,7 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
 
 WEAK: tuple[tuple[Reason, str], ...] = (
     (R.SPAMDETECTED, r"content (?:filter|rejected)|message (?:content )?rejected|looks like spam"),
-    (R.FILTERED, r"\bfilter(?:ed)?\b|refused by|rejected by (?:the )?recipient"),
+    (R.FILTERED, r"\bfilter(?:ed)?\b|(?<!connection )refused by|rejected by (?:the )?recipient"),
     (R.POLICYVIOLATION, r"\bpolicy\b|policies|not (?:authori[sz]ed|permitted|allowed)|prohibited"),
     (
         R.SECURITYERROR,

@@ -6,7 +6,11 @@ from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
     # Google Groups: the group "may not exist, or you may not have permission to post": no address verdict.
-    (Reason.REJECTED, r"you may not have permission to post|the group you tried to contact"),
+    # Its notices in every language point to the same help URL.
+    (
+        Reason.REJECTED,
+        r"you may not have permission to post|the group you tried to contact|groups\.google\.com/support",
+    ),
     (
         Reason.USERUNKNOWN,
         r"\?p=nosuchuser|the email account that you tried to reach does not exist|"

@@ -1,0 +1,84 @@
+"""The failures we cause at a scripted remote MX, and what the classifier must say about the bounce.
+
+Shared by the real-MTA test (tests/mta/test_real_mta_bounces.py, which makes Postfix, Exim and Sendmail
+write their own bounces) and the fast unit test over the bounces it captured (tests/fixtures/mta/).
+
+Kind (issue 2): permanent only when the address itself is dead (unknown user, unknown host); a full
+mailbox, a too-big message, a spam or policy block, a refused relay, and anything that failed only
+because the queue lifetime ran out are temporary, whatever the status class says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bouncekeeper.core.model import ADDRESS_REASONS, Classification, Failure, MessageType
+from tests.support.remote_mx import Reply
+
+REMOTE = "remote.test"  # answered by the scripted MX
+NOHOST = "nohost.invalid"  # RFC 2606: never resolves (Postfix: routed to a host that does not)
+REFUSED = "refused.test"  # routed to a port where nothing listens
+SENDER = "app@sender.test"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    recipient: str
+    reply: Reply | None  # None: the failure is not a reply (no such host, connection refused)
+    kind: str
+    reasons: frozenset[str]  # what the reason may be (one, unless the MTA's text decides between two)
+    status: str | None  # the status the bounce must carry (None: whatever the MTA picked)
+    expires: bool = False  # a temporary failure that becomes a bounce when the queue lifetime runs out
+
+
+def _c(name: str, stage: str | None, text: str, kind: str, reasons: str, status: str | None) -> Case:
+    domain = {"nohost": NOHOST, "refused": REFUSED}.get(name, REMOTE)
+    reply = Reply(stage, text.replace("{rcpt}", f"<{name}@{domain}>")) if stage else None
+    expires = kind == "temporary" and (reply is None or reply.text.startswith("4"))
+    return Case(name, f"{name}@{domain}", reply, kind, frozenset(reasons.split()), status, expires)
+
+
+CASES: tuple[Case, ...] = (
+    _c("unknown", "RCPT", "550 5.1.1 {rcpt}: Recipient address rejected: User unknown in local recipient "
+       "table", "permanent", "userunknown", "5.1.1"),
+    _c("unknowndata", "DATA", "550 5.1.1 {rcpt}... User unknown", "permanent", "userunknown", "5.1.1"),
+    _c("full", "RCPT", "552 5.2.2 {rcpt}: Mailbox full, quota exceeded", "temporary", "mailboxfull", "5.2.2"),
+    _c("toobig", "DATA", "552 5.3.4 Message size exceeds fixed maximum message size", "temporary",
+       "mesgtoobig", "5.3.4"),
+    _c("spam", "DATA", "550 5.7.1 Message rejected as spam by the content filter", "temporary",
+       "spamdetected", "5.7.1"),
+    _c("relay", "RCPT", "554 5.7.1 {rcpt}: Relay access denied", "temporary", "norelaying", "5.7.1"),
+    _c("greylist", "RCPT", "450 4.7.1 {rcpt}: Recipient address rejected: Greylisted, try again later",
+       "temporary", "expired blocked", None),
+    _c("tempfail", "RCPT", "451 4.3.0 {rcpt}: Temporary lookup failure", "temporary", "expired systemerror",
+       None),
+    _c("refused", None, "", "temporary", "expired networkerror", None),
+    _c("nohost", None, "", "permanent", "hostunknown", None),
+)  # fmt: skip
+
+REPLIES = {case.name: case.reply for case in CASES if case.reply is not None}
+EXPIRING = tuple(case for case in CASES if case.expires)
+
+
+def check_failure(result: Classification, failure: Failure, case: Case) -> None:
+    """The bounce of `case` read right: a bounce, the case's kind, reason and status."""
+    assert result.message_type is MessageType.BOUNCE
+    assert failure.recipient == case.recipient
+    assert failure.kind == case.kind, failure
+    assert failure.reason in case.reasons, failure
+    if case.status is not None:
+        assert failure.status == case.status, failure
+    else:  # expiry and routing failures: the MTA's own code (Exim says 5.0.0 for any failure)
+        assert failure.status is not None
+        assert failure.status[0] in "45", failure
+
+
+def check_delay(result: Classification, failure: Failure, case: Case) -> None:
+    """A delay warning is a delay: no failure, and no reason that would read as a dead address."""
+    assert result.message_type is MessageType.DELAY
+    assert not result.failures
+    assert failure.recipient == case.recipient
+    assert failure.kind == "temporary"
+    assert failure.action == "delayed"
+    assert failure.reason not in ADDRESS_REASONS, failure
