@@ -8,6 +8,7 @@ import pathlib
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -431,6 +432,24 @@ def test_bouncekeeper_lmtp_serves_metrics_that_count_exactly_what_it_received(
         'bouncekeeper_store_seconds_count{operation="process_bounce"}': 1,
     }
     assert after['bouncekeeper_outbox_depth{stream="outbox"}'] == 0
+
+
+def test_a_metrics_port_in_use_stops_the_lmtp_command_with_a_config_error(
+    redis_db: RedisServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(tmp_path, redis_db.url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        conf = tmp_path / "bk.toml"
+        conf.write_text(
+            f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
+            f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
+            f'[lmtp]\nlisten = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:{busy}"\n'
+        )
+        assert cli.main(["--config", str(conf), "lmtp"]) == 78
+    assert "lmtp.metrics_listen" in capsys.readouterr().err
 
 
 def test_config_refuses_a_bad_listen_address() -> None:

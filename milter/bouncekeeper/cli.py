@@ -58,7 +58,11 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
     def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
         # After the privileges are dropped: an embedded redis-server runs as the milter's user.
         st = store.connect(settings, supervise=True)
-        stop_metrics = _serve_metrics(settings, "milter", st)
+        try:
+            stop_metrics = _serve_metrics(settings, "milter", st)
+        except config.ConfigError:
+            st.close()  # an embedded redis-server must not outlive a refused start
+            raise
 
         def shutdown() -> None:
             stop_metrics()
