@@ -509,6 +509,31 @@ def test_outbound_verp_loop_and_a_store_outage_are_counted_as_decisions(
     }
 
 
+def test_suppression_and_token_registration_are_counted_with_their_store_latency(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, '[milter]\nsuppression = "enforce"')
+    _disable(h, "dead@example.net")
+    before = _registry()
+    h.connect(LOCAL_IP)
+    h.ctx._envfrom(f"<{APP}>")
+    assert h.ctx._envrcpt("<dead@example.net>") == Milter.REJECT
+    h.connect(LOCAL_IP)
+    assert h.feed(ORDINARY, APP, "a@example.net", "b@example.net") == Milter.ACCEPT  # token mode
+    redis_db.stop()
+    h.connect(LOCAL_IP)
+    assert h.feed(ORDINARY, APP, "c@example.org") == Milter.ACCEPT  # unchecked, still signed
+    assert moved(before, _registry()) == {
+        'bouncekeeper_decisions_total{source="milter",decision="suppressed"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="reject"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="verp-rewrite"}': 2,
+        'bouncekeeper_decisions_total{source="milter",decision="accept"}': 2,
+        'bouncekeeper_store_seconds_count{operation="is_suppressed"}': 4,
+        'bouncekeeper_store_seconds_count{operation="register_token"}': 1,
+    }
+    h.store.close()
+
+
 def test_daemon_with_metrics_listen_serves_metrics_and_nothing_else(redis_db: RedisServer) -> None:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="bk-m-"))  # unix socket paths must stay short
     port = free_port()
