@@ -8,6 +8,7 @@ import pathlib
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from bouncekeeper.service import Service
 from tests.support.exim import free_port, wait_for_port
 from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerThread, settings_for
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
+from tests.support.prometheus import moved, samples, scrape
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "lmtp"
@@ -389,8 +391,73 @@ def test_bouncekeeper_lmtp_command_serves_until_sigterm(
     client.close()
 
 
+def test_bouncekeeper_lmtp_serves_metrics_that_count_exactly_what_it_received(
+    redis_db: RedisServer, tmp_path: pathlib.Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    settings = settings_for(tmp_path, redis_db.url)
+    conf = tmp_path / "bk.toml"
+    conf.write_text(
+        f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
+        f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
+        f'[lmtp]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "lmtp"], env=env
+    )
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        wait_for_port(port, proc=proc)
+        wait_for_port(metrics_port, proc=proc)
+        status, content_type, text = scrape(url)
+        assert status == 200
+        assert content_type.startswith("text/plain; version=0.0.4")
+        before = samples(text)
+        rcpt, data = deliver(
+            ("127.0.0.1", port), [vaddr("erin@example.org"), "someone@elsewhere.example"], PERMANENT
+        )
+        assert [code for code, _ in rcpt] == [250, 550]
+        assert [code for code, _ in data] == [250]
+        after = samples(scrape(url)[2])
+        assert scrape(f"http://127.0.0.1:{metrics_port}/other")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert _wait_exit(proc, 15) == 0
+    assert moved(before, after) == {
+        'bouncekeeper_bounces_total{source="lmtp",kind="permanent",reason="userunknown"}': 1,
+        'bouncekeeper_decisions_total{source="lmtp",decision="recorded"}': 1,
+        'bouncekeeper_decisions_total{source="lmtp",decision="accept"}': 1,
+        'bouncekeeper_decisions_total{source="lmtp",decision="reject"}': 1,
+        'bouncekeeper_store_seconds_count{operation="process_bounce"}': 1,
+    }
+    assert after['bouncekeeper_outbox_depth{stream="outbox"}'] == 0
+
+
+def test_a_metrics_port_in_use_stops_the_lmtp_command_with_a_config_error(
+    redis_db: RedisServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(tmp_path, redis_db.url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        conf = tmp_path / "bk.toml"
+        conf.write_text(
+            f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
+            f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
+            f'[lmtp]\nlisten = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:{busy}"\n'
+        )
+        assert cli.main(["--config", str(conf), "lmtp"]) == 78
+    assert "lmtp.metrics_listen" in capsys.readouterr().err
+
+
 def test_config_refuses_a_bad_listen_address() -> None:
     with pytest.raises(config.ConfigError, match="lmtp"):
         config.loads('[lmtp]\nlisten = "localhost"\n')
     with pytest.raises(config.ConfigError, match="smtp_listen"):
         config.loads('[lmtp]\nsmtp_listen = "unix:/tmp/x"\n')
+    for section in ("lmtp", "milter"):
+        with pytest.raises(config.ConfigError, match="metrics_listen"):
+            config.loads(f'[{section}]\nmetrics_listen = "9124"\n')
+        assert getattr(config.loads(f'[{section}]\nmetrics_listen = "[::1]:9124"\n'), section).metrics_listen

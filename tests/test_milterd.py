@@ -23,11 +23,13 @@ import Milter.testctx
 import pytest
 import redis
 
-from bouncekeeper import cli, config, milterd, service, store
+from bouncekeeper import cli, config, metrics, milterd, service, store
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import State
 from bouncekeeper.store.event import Event, EventKind, Source
+from tests.support.exim import free_port, wait_for_port
 from tests.support.milter import MilterProcess
+from tests.support.prometheus import moved, samples, scrape
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "milter"
@@ -457,6 +459,101 @@ def test_an_internal_error_is_451_for_that_message(tmp_path: pathlib.Path, redis
     assert h.ctx._envrcpt(f"<{h.verp_for('x@example.net')}>") == Milter.TEMPFAIL
     assert h.ctx._reply[:2] == ("451", "4.3.0")
     h.store.close()
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+
+def _registry() -> dict[str, float]:
+    return samples(metrics.REGISTRY.render())
+
+
+def test_a_bounce_and_an_ordinary_message_move_the_milter_metrics_by_exactly_that(harness: Harness) -> None:
+    before = _registry()
+    harness.connect(INBOUND_IP)
+    rcpt = harness.verp_for("carol@example.net")
+    assert harness.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.DISCARD
+    harness.connect(INBOUND_IP)
+    assert harness.feed(ORDINARY, "someone@remote.example", "x@example.org") == Milter.ACCEPT
+    assert moved(before, _registry()) == {
+        'bouncekeeper_bounces_total{source="milter",kind="permanent",reason="userunknown"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="recorded"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="discard"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="accept"}': 1,
+        'bouncekeeper_store_seconds_count{operation="process_bounce"}': 1,
+    }
+
+
+def test_outbound_verp_loop_and_a_store_outage_are_counted_as_decisions(
+    harness: Harness, redis_db: RedisServer
+) -> None:
+    before = _registry()
+    harness.connect(LOCAL_IP)
+    assert harness.feed(ORDINARY, APP, "alice@example.net") == Milter.ACCEPT
+    harness.connect(INBOUND_IP)
+    assert harness.feed(b"Precedence: bulk\r\nSubject: x\r\n\r\nbody\r\n", "a@remote.example", PROTECTED) == (
+        Milter.DISCARD
+    )
+    redis_db.stop()
+    harness.connect(INBOUND_IP)
+    rcpt = harness.verp_for("frank@example.net")
+    assert harness.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.TEMPFAIL
+    assert moved(before, _registry()) == {
+        'bouncekeeper_decisions_total{source="milter",decision="verp-rewrite"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="accept"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="loop"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="discard"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="tempfail"}': 1,
+        'bouncekeeper_store_seconds_count{operation="record_loop"}': 1,
+        'bouncekeeper_store_seconds_count{operation="process_bounce"}': 1,
+    }
+
+
+def test_suppression_and_token_registration_are_counted_with_their_store_latency(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, '[milter]\nsuppression = "enforce"')
+    _disable(h, "dead@example.net")
+    before = _registry()
+    h.connect(LOCAL_IP)
+    h.ctx._envfrom(f"<{APP}>")
+    assert h.ctx._envrcpt("<dead@example.net>") == Milter.REJECT
+    h.connect(LOCAL_IP)
+    assert h.feed(ORDINARY, APP, "a@example.net", "b@example.net") == Milter.ACCEPT  # token mode
+    redis_db.stop()
+    h.connect(LOCAL_IP)
+    assert h.feed(ORDINARY, APP, "c@example.org") == Milter.ACCEPT  # unchecked, still signed
+    assert moved(before, _registry()) == {
+        'bouncekeeper_decisions_total{source="milter",decision="suppressed"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="reject"}': 1,
+        'bouncekeeper_decisions_total{source="milter",decision="verp-rewrite"}': 2,
+        'bouncekeeper_decisions_total{source="milter",decision="accept"}': 2,
+        'bouncekeeper_store_seconds_count{operation="is_suppressed"}': 4,
+        'bouncekeeper_store_seconds_count{operation="register_token"}': 1,
+    }
+    h.store.close()
+
+
+def test_daemon_with_metrics_listen_serves_metrics_and_nothing_else(redis_db: RedisServer) -> None:
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="bk-m-"))  # unix socket paths must stay short
+    port = free_port()
+    toml = f'[redis]\nurl = "{redis_db.url}"\n[milter]\nmetrics_listen = "127.0.0.1:{port}"\n'
+    daemon = MilterProcess(directory, f"unix:{directory}/m.sock", toml, "metrics")
+    try:
+        daemon.start()
+        wait_for_port(port, proc=daemon.proc)
+        status, content_type, text = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200, daemon.log()
+        assert content_type == metrics.CONTENT_TYPE
+        assert "# TYPE bouncekeeper_decisions_total counter" in text
+        assert "# TYPE bouncekeeper_store_seconds histogram" in text
+        # Read from Redis at scrape time, as `bouncekeeper http` does.
+        assert samples(text)['bouncekeeper_outbox_depth{stream="outbox"}'] == 0
+        assert scrape(f"http://127.0.0.1:{port}/")[0] == 404
+        assert scrape(f"http://127.0.0.1:{port}/metrics/x")[0] == 404
+    finally:
+        daemon.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- the daemon ----------------------------------------------------------------------------------------

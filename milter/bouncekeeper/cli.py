@@ -21,6 +21,7 @@ from bouncekeeper import (
     httpd,
     imap,
     log,
+    metrics,
     milterd,
     notify,
     probes,
@@ -57,9 +58,46 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
     def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
         # After the privileges are dropped: an embedded redis-server runs as the milter's user.
         st = store.connect(settings, supervise=True)
-        return milterd.Runtime(policy, service.Service(settings, st), signer), st.close
+        try:
+            stop_metrics = _serve_metrics(settings, "milter", st)
+        except config.ConfigError:
+            st.close()  # an embedded redis-server must not outlive a refused start
+            raise
+
+        def shutdown() -> None:
+            stop_metrics()
+            st.close()
+
+        return milterd.Runtime(policy, service.Service(settings, st), signer), shutdown
 
     return milterd.serve(settings, make_runtime)
+
+
+def _serve_metrics(settings: config.Settings, section: str, st: store.Store) -> Callable[[], None]:
+    """Start `GET /metrics` when `[section] metrics_listen` is set; returns what stops it."""
+    listen: str = getattr(settings, section).metrics_listen
+    if not listen:
+        return lambda: None
+
+    def refresh() -> None:
+        # What lives in Redis, read at scrape time as `bouncekeeper http` does (the notifier's counts).
+        for stream, depth in notify.outbox_depth(st.client, st.settings.prefix).items():
+            metrics.OUTBOX_DEPTH.set(depth, stream)
+        counts = notify.delivery_counts(st.client, st.settings.prefix)
+        metrics.NOTIFICATIONS.collect_with(lambda: counts)
+
+    try:
+        server = metrics.serve(listen, refresh)
+    except OSError as exc:
+        raise config.ConfigError(
+            settings.source, f"{section}.metrics_listen", f"cannot listen on {listen}: {exc.strerror}"
+        ) from exc
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop
 
 
 def _as_dict(settings: config.Settings) -> dict[str, object]:
@@ -111,7 +149,11 @@ def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
     verpkeys.require_bounce_domain(settings)
     service = Service.open(settings, supervise=True)
     try:
-        return lmtpd.run(service, settings)
+        stop_metrics = _serve_metrics(settings, "lmtp", service.store)
+        try:
+            return lmtpd.run(service, settings)
+        finally:
+            stop_metrics()
     finally:
         service.close()
 

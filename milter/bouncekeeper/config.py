@@ -172,6 +172,11 @@ class MilterSettings:
     suppression: Literal["off", "observe", "enforce"] = "off"
     # After a bounce is recorded: drop it (discard) or let it go on to delivery (accept, e.g. an archive).
     bounce_action: Literal["discard", "accept"] = "discard"
+    # Prometheus `GET /metrics` at "HOST:PORT" (no authentication: loopback); "": off.
+    metrics_listen: str = ""
+
+    def __post_init__(self) -> None:
+        _check_metrics_listen(self.metrics_listen)
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,8 @@ class LmtpSettings:
     workers: int = 8
     # Name in the greeting; empty: the host name.
     hostname: str = ""
+    # Prometheus `GET /metrics` at "HOST:PORT" (no authentication: loopback); "": off.
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         for name in ("listen", "smtp_listen"):
@@ -200,6 +207,13 @@ class LmtpSettings:
             raise ValueError("smtp_listen: TCP only (HOST:PORT)")
         if self.workers < 1:
             raise ValueError("workers: at least 1")
+        _check_metrics_listen(self.metrics_listen)
+
+
+def _check_metrics_listen(value: str) -> None:
+    host, _, port = value.rpartition(":")
+    if value and not (host and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f'metrics_listen: use "HOST:PORT" (e.g. "127.0.0.1:9124"), not {value!r}')
 
 
 # The events that change an address's state (and, optionally, every hard bounce): see notify.py.

@@ -29,7 +29,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from bouncekeeper import config, log
+from bouncekeeper import config, log, metrics
 from bouncekeeper.core.verp import VerpStatus
 from bouncekeeper.service import Service
 from bouncekeeper.store import StoreUnavailable
@@ -48,6 +48,8 @@ TEMPFAIL_ALL = "451 4.3.0 cannot record the bounce now, try again later"
 TOO_BIG = "552 5.3.4 message too big for a bounce"
 # How long a shutdown waits for messages being processed before it closes their sessions.
 SHUTDOWN_GRACE = 10.0
+# bouncekeeper_decisions_total{source="lmtp"} (the SMTP listener counts there too: same Source).
+_DECIDED = metrics.decisions(Source.LMTP.value)
 
 
 class _Envelope:
@@ -85,6 +87,7 @@ class Handler:
     ) -> str:
         local, _, domain = address.lower().rpartition("@")
         if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
+            _DECIDED["reject"].inc()
             return NOT_OURS.format(address)
         result = self.service.check_rcpt(address)
         forged = False
@@ -92,10 +95,12 @@ class Handler:
             # The plain bounce address (bounces@bounce_domain) is ours too: its bounces are classified
             # from their content alone. Anything else at the domain is not an address we gave out.
             if local != self.plain_local:
+                _DECIDED["reject"].inc()
                 return NOT_OURS.format(address)
         elif result.status is not VerpStatus.VALID:
             if self.enforce:
                 logger.info("refused rcpt=%s verp=%s", address, result.status)
+                _DECIDED["reject"].inc()
                 return FORGED.format(address)
             forged = True  # observe mode: accept, record as forged, never score it
         envelope.rcpt_tos.append(address)
@@ -131,6 +136,7 @@ class Handler:
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer 500: an internal error must never bounce mail (STYLE.md).
         logger.error("session error: %r", error, exc_info=error)
+        _DECIDED["tempfail"].inc()
         return TEMPFAIL_ALL
 
     async def _process(
@@ -139,21 +145,26 @@ class Handler:
         def work() -> bool:
             log.queue_id.set(qid)
             try:
-                outcome = self.service.process_bounce(
-                    raw,
-                    envelope_rcpt=rcpt,
-                    envelope_sender=sender,
-                    source=Source.LMTP,
-                    client_addr=peer,
-                    queue_id=qid,
-                    forged=forged,
-                )
+                with metrics.timed("process_bounce"):
+                    outcome = self.service.process_bounce(
+                        raw,
+                        envelope_rcpt=rcpt,
+                        envelope_sender=sender,
+                        source=Source.LMTP,
+                        client_addr=peer,
+                        queue_id=qid,
+                        forged=forged,
+                    )
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)
+                _DECIDED["tempfail"].inc()
                 return False
             except Exception:  # any failure inside is a 451: never a lost or bounced bounce
                 logger.exception("processing failed, answering 451 rcpt=%s", rcpt)
+                _DECIDED["tempfail"].inc()
                 return False
+            metrics.observe(Source.LMTP.value, outcome)
+            _DECIDED["accept"].inc()
             logger.info("%s", outcome.summary())
             return True
 
@@ -189,6 +200,8 @@ class _Protocol:
         if isinstance(status, str):
             if status.startswith("552 Error: Too much mail data"):
                 status = TOO_BIG
+                for _ in range(max(self._data_rcpts, 1)):
+                    _DECIDED["reject"].inc()
             if status.startswith("354") and self.envelope is not None:
                 self._data_rcpts = len(self.envelope.rcpt_tos)
             elif (

@@ -10,10 +10,16 @@ collectors, called on each scrape.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import math
+import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bouncekeeper import log
 
 if TYPE_CHECKING:  # only for the annotation: metrics must stay importable by everything
     from bouncekeeper.service import Outcome
@@ -85,10 +91,28 @@ class Counter(_Metric):
         with self._lock:
             return self._values.get(self._key(labels), 0.0)
 
+    def labels(self, *labels: str) -> BoundCounter:
+        """The counter for these label values, checked once: for hot paths (one lock, one dict update)."""
+        return BoundCounter(self, self._key(labels))
+
     def samples(self) -> list[str]:
         with self._lock:
             items = sorted(self._values.items())
         return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in items]
+
+
+class BoundCounter:
+    __slots__ = ("_key", "_lock", "_values")
+
+    def __init__(self, counter: Counter, key: LabelValues) -> None:
+        self._values = counter._values  # the same dict and lock as the counter
+        self._lock = counter._lock
+        self._key = key
+
+    def inc(self) -> None:
+        # Locked: `d[k] = d.get(k) + 1` is not atomic across threads (pymilter runs one per connection).
+        with self._lock:
+            self._values[self._key] = self._values.get(self._key, 0.0) + 1.0
 
 
 class Gauge(_Metric):
@@ -256,6 +280,37 @@ HTTP_REQUESTS = REGISTRY.counter(
 )
 
 
+# What the milter and the LMTP listener decide, besides observe()'s per-bounce results (recorded,
+# forged, and the message types: delay, autoreply, feedback, delivered, unrecognised). A fixed set:
+# Prometheus keeps one series per label value.
+ADAPTER_DECISIONS = (
+    "accept",  # the message (milter) or the recipient's bounce (LMTP) is accepted
+    "discard",  # the milter dropped the message after recording it (bounce, loop)
+    "tempfail",  # 451 4.3.0: store unavailable or internal error
+    "reject",  # a 5xx: forged VERP in enforce mode, suppressed recipient, not a bounce address, too big
+    "verp-rewrite",  # the milter gave outbound mail its signed VERP sender
+    "verp-skipped",  # outbound mail left with its own sender (the store could not register a token)
+    "split",  # 452 4.5.3 to a further recipient in `multi_recipient = "split"` mode
+    "loop",  # an automatic message to a protected address (then discarded, rejected or tagged)
+    "suppressed",  # an outbound recipient disabled by bounces (then rejected or just marked)
+)
+
+
+def decisions(source: str) -> dict[str, BoundCounter]:
+    """DECISIONS for one adapter, its label values checked once (hot paths call `.inc()` only)."""
+    return {name: DECISIONS.labels(source, name) for name in ADAPTER_DECISIONS}
+
+
+@contextlib.contextmanager
+def timed(operation: str) -> Iterator[None]:
+    """Observe STORE_LATENCY for one store call, whether it succeeds or raises."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STORE_LATENCY.observe(time.perf_counter() - start, operation)
+
+
 def observe(source: str, outcome: Outcome) -> None:
     """Count one processed message: call it from every adapter (milter, lmtp, http, imap) alike."""
     c = outcome.classification
@@ -266,3 +321,67 @@ def observe(source: str, outcome: Outcome) -> None:
     for decision in outcome.recorded:
         if not decision.duplicate:
             BOUNCES.inc(source, decision.kind.value, decision.reason or "undefined")
+
+
+# --- the /metrics endpoint of the milter and the LMTP listener ------------------------------------------
+
+logger = log.get_logger(__name__)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    refresh: Callable[[], None] | None = None
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "bouncekeeper-metrics"
+
+    def do_GET(self) -> None:
+        if self.path.partition("?")[0] != "/metrics":
+            self.send_error(404)
+            return
+        if self.server.refresh is not None:
+            try:
+                self.server.refresh()
+            except Exception:  # a scrape still serves what this process counted (Redis down...)
+                logger.debug("metrics refresh failed", exc_info=True)
+        body = REGISTRY.render().encode()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes every request to stderr; one DEBUG line is enough for a scrape.
+        logger.debug("metrics %s: %s", self.client_address[0], format % args)
+
+
+def listen_address(listen: str) -> tuple[str, int]:
+    """ "HOST:PORT" or "[::1]:PORT" -> (host, port); the config checks the shape."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve(listen: str, refresh: Callable[[], None] | None = None) -> http.server.ThreadingHTTPServer:
+    """Serve `GET /metrics` (Prometheus text) at "HOST:PORT" from a daemon thread; 404 for anything else.
+
+    For `bouncekeeper milter` and `bouncekeeper lmtp` (`metrics_listen`); `bouncekeeper http` serves the
+    same registry behind its bearer token. This endpoint has NO authentication: bind it to loopback (or a
+    monitoring-only address). `refresh` is called on each scrape to read values that live elsewhere (the
+    outbox depth in Redis); if it fails, the scrape still serves this process's own counts. Stop it with
+    `.shutdown()` then `.server_close()`.
+    """
+    host, port = listen_address(listen)
+    cls = type("MetricsServer", (_Server,), {"address_family": socket_family(host)})
+    server: _Server = cls((host, port), _Handler)
+    server.refresh = refresh
+    threading.Thread(target=server.serve_forever, name="bk-metrics", daemon=True).start()
+    bound = server.server_address
+    logger.info("metrics on http://%s:%s/metrics (no authentication)", bound[0], bound[1])
+    return server
+
+
+def socket_family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
