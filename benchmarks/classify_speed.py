@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "milter"))
 
 from bouncekeeper.core.classify import classify  # noqa: E402 - after the path set-up above
 
-DEFAULT_CORPUS = ROOT.parent.parent / "shared" / "corpus"
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout
 
 
 def flufl_alone(raw: bytes) -> object:

@@ -6,7 +6,7 @@
 # split (sha1 of the file name, even/odd) to show how evenly the rules carry across files.
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-CORPUS=${1:-$HERE/../../shared/corpus}
+CORPUS=${1:-$HERE/../shared/corpus}
 CORPUS=$(cd "$CORPUS" && pwd)
 PY=${PYTHON:-$HERE/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
