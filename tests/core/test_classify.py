@@ -211,3 +211,20 @@ def test_verp_keeps_a_delay_a_delay() -> None:
     assert result.message_type is MessageType.DELAY
     assert [d.recipient for d in result.delays] == ["carol@example.com"]
     assert result.failures == ()
+
+
+def test_encoded_word_in_x_failed_recipients_is_decoded() -> None:
+    # Google writes a UTF-8 local part as an RFC 2047 encoded word in X-Failed-Recipients.
+    raw = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"To: sender@example.com\r\n"
+        b"X-Failed-Recipients: =?UTF-8?B?8J+QiEBleGFtcGxlLm9yZw==?=\r\n"
+        b"Subject: Delivery Status Notification (Failure)\r\n"
+        b"Content-Type: text/plain; charset=UTF-8\r\n"
+        b"\r\n"
+        b"Delivery to the following recipient failed permanently:\r\n\r\n"
+        b"Technical details of permanent failure:\r\n"
+        b" local-part of envelope contains utf8 but remote server did not offer SMTPUTF8\r\n"
+    )
+    result = classify(raw)
+    assert [f.recipient for f in result.failures] == ["\U0001f408@example.org"]

@@ -336,7 +336,10 @@ class _Triage:
     def _header(self, name: str) -> str | None:
         """The first `name` header of the bounce itself, as text."""
         text = self.parsed.message.get(name)
-        if text is not None and name == "subject" and "=?" in text:
+        # Google writes a UTF-8 failed recipient as an RFC 2047 encoded word in X-Failed-Recipients
+        # (not allowed in an address by RFC 2047 section 5, but it is what arrives); decode it so the
+        # RFC 6531 address is read like any other.
+        if text is not None and name in {"subject", "x-failed-recipients"} and "=?" in text:
             text = _decode_words(text)
         return text
 
