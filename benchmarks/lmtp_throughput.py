@@ -39,9 +39,7 @@ from bouncekeeper.core import verp  # noqa: E402
 from bouncekeeper.service import Service  # noqa: E402
 from bouncekeeper.store.event import Source  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus"
-if not CORPUS.exists():
-    CORPUS = pathlib.Path("/work/shared/corpus")
+CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout
 SECRET = "b3nchmark-key-0123456789abcdef0123"
 DOMAIN = "bounce.example.net"
 
