@@ -166,7 +166,9 @@ class Store:
         self.keys = k.Keys(self.settings.prefix)
         self.cluster = isinstance(client, RedisCluster)
         self._on_close = on_close
-        self._sources = {name: _script(f"{name}.lua") for name in ("record", "breaker", "admin")}
+        lib = _script("lib.lua")  # push_history and outbox_add, shared by record.lua and admin.lua
+        self._sources = {name: lib + _script(f"{name}.lua") for name in ("record", "admin")}
+        self._sources["breaker"] = _script("breaker.lua")
         # The single-server path: breaker and record as local functions of one script (bounce.lua).
         self._sources["bounce"] = (
             f"local function breaker(KEYS, ARGV)\n{self._sources['breaker']}\nend\n"

@@ -6,22 +6,6 @@
 --       list (cluster)  8 stream|list  9 maxlen
 -- enable: active again, counters reset. disable: the given state. reset: counters to zero, state kept.
 -- Returns {previous state, state}
--- Prepend a line to a history string (newest first) and keep `size` lines; TTL re-armed.
-local function push_history(key, line, size, ttl)
-  local value = line
-  local old = redis.call('GET', key)
-  if old then
-    value = line .. '\n' .. old
-    local pos = 0
-    for _ = 1, size do
-      pos = string.find(value, '\n', pos + 1, true)
-      if not pos then break end
-    end
-    if pos then value = string.sub(value, 1, pos - 1) end
-  end
-  redis.call('SET', key, value, 'EX', ttl)
-end
-
 local previous = redis.call('HGET', KEYS[1], 'state') or 'active'
 local state = previous
 local action = ARGV[1]
@@ -48,13 +32,7 @@ elseif action == 'disable' and previous == 'active' then
 end
 if announce and KEYS[6] then
   local e = cjson.decode(ARGV[5])
-  local fields = {'type', announce, 'address', e['address'] or '', 'state', state, 'kind', e['kind'] or '',
-    'reason', e['reason'] or e['note'] or '', 'status', '', 'event_id', e['id'] or '', 'sender', e['sender'] or '',
-    'context', e['context'] or '', 'ts', ARGV[3]}
-  if ARGV[8] == 'stream' then
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', unpack(fields))
-  else
-    redis.call('RPUSH', KEYS[6], cjson.encode(fields))
-  end
+  outbox_add(KEYS[6], ARGV[8], ARGV[9], announce, state, e, e['reason'] or e['note'] or '', '', e['id'] or '',
+    ARGV[3])
 end
 return {previous, state}

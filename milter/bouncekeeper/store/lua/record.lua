@@ -14,22 +14,6 @@
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
 -- crossed: this step took the score from below the threshold to it (announced once per crossing)
 
--- Prepend a line to a history string (newest first) and keep `size` lines; TTL re-armed.
-local function push_history(key, line, size, ttl)
-  local value = line
-  local old = redis.call('GET', key)
-  if old then
-    value = line .. '\n' .. old
-    local pos = 0
-    for _ = 1, size do
-      pos = string.find(value, '\n', pos + 1, true)
-      if not pos then break end
-    end
-    if pos then value = string.sub(value, 1, pos - 1) end
-  end
-  redis.call('SET', key, value, 'EX', ttl)
-end
-
 local effect = ARGV[1]
 local now = tonumber(ARGV[2])
 local rule = ARGV[5]
@@ -132,15 +116,8 @@ end
 local function announce(kind)
   if not KEYS[7] then return end
   local e = cjson.decode(ARGV[14])
-  local fields = {'type', kind, 'address', e['address'] or '', 'state', state, 'kind', e['kind'] or '',
-    'reason', e['reason'] or '', 'status', e['status'] or '', 'event_id', e['id'] or ARGV[15],
-    'sender', e['sender'] or '', 'context', e['context'] or '', 'ts', ARGV[2]}
-  if ARGV[18] == 'stream' then
-    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[19], '*', unpack(fields))
-  else
-    -- Redis Cluster: one script touches one slot; the notifier moves this list into the stream.
-    redis.call('RPUSH', KEYS[7], cjson.encode(fields))
-  end
+  outbox_add(KEYS[7], ARGV[18], ARGV[19], kind, state, e, e['reason'] or '', e['status'] or '',
+    e['id'] or ARGV[15], ARGV[2])
 end
 if disabled == 1 then
   announce('disabled')
