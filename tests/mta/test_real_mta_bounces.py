@@ -209,37 +209,6 @@ def exim_batch() -> Iterator[Batch]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-_SENDMAIL_MC = """\
-divert(-1)
-divert(0)dnl
-VERSIONID(`bouncekeeper real-bounce test instance')dnl
-OSTYPE(`linux')dnl
-define(`confPID_FILE', `{d}/sendmail.pid')dnl
-define(`QUEUE_DIR', `{d}/queue')dnl
-define(`confMSP_QUEUE_DIR', `{d}/mqueue-client')dnl
-define(`ALIAS_FILE', `{d}/aliases')dnl
-define(`STATUS_FILE', `{d}/statistics')dnl
-define(`confHOST_STATUS_DIRECTORY', `')dnl
-define(`confDONT_PROBE_INTERFACES', `True')dnl
-define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
-define(`confDELIVERY_MODE', `background')dnl
-dnl Warn after 1 s, return after 6 s (Timeout.queuewarn / Timeout.queuereturn).
-define(`confTO_QUEUEWARN', `1s')dnl
-define(`confTO_QUEUERETURN', `6s')dnl
-define(`SMART_HOST', `[127.0.0.1]')dnl
-define(`RELAY_MAILER_ARGS', `TCP $h {mx_port}')dnl
-define(`ESMTP_MAILER_ARGS', `TCP $h {mx_port}')dnl
-define(`SMTP_MAILER_ARGS', `TCP $h {mx_port}')dnl
-FEATURE(`no_default_msa')dnl
-FEATURE(`promiscuous_relay')dnl
-FEATURE(`accept_unresolvable_domains')dnl
-FEATURE(`nocanonify')dnl
-FEATURE(`mailertable', `hash {d}/mailertable')dnl
-DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
-MAILER(`smtp')dnl
-"""
-
-
 @pytest.fixture(scope="module")
 def sendmail_batch() -> Iterator[Batch]:
     tree = sendmail.unpacked()
@@ -249,30 +218,24 @@ def sendmail_batch() -> Iterator[Batch]:
     class Instance(sendmail.Sendmail):
         """The harness's Sendmail without the milter, with tiny queue timeouts and a mailertable."""
 
-        def configure(self) -> pathlib.Path:
-            d = self.directory
-            for sub in ("queue", "mqueue-client"):
-                (d / sub).mkdir(parents=True, exist_ok=True)
-                (d / sub).chmod(0o700)
-            (d / "aliases").write_text("postmaster: root\n")
-            (d / "statistics").touch()
+        def timeouts_mc(self) -> str:
+            # Warn after 1 s, return after 6 s (Timeout.queuewarn / Timeout.queuereturn).
+            return "define(`confTO_QUEUEWARN', `1s')dnl\ndefine(`confTO_QUEUERETURN', `6s')dnl\n"
+
+        def extra_mc(self) -> str:
             # No such host (the name does not resolve); a loopback address where nothing listens.
-            (d / "mailertable").write_text(
+            (self.directory / "mailertable").write_text(
                 f"{NOHOST} esmtp:[no-such-host.invalid]\n{REFUSED} esmtp:[127.0.0.2]\n"
             )
-            cf_dir = tree / "usr/share/sendmail/cf"
-            (d / "test.mc").write_text(_SENDMAIL_MC.format(d=d, port=self.port, mx_port=self.relay_port))
-            cf = subprocess.run(
-                ["m4", f"-D_CF_DIR_={cf_dir}/", str(cf_dir / "m4/cf.m4"), str(d / "test.mc")],
-                capture_output=True, text=True, check=True, timeout=30,
-            ).stdout  # fmt: skip
-            (d / "sendmail.cf").write_text(cf)
-            with (d / "mailertable").open("rb") as source:  # makemap reads the .cf (-C) for TrustedUser
-                makemap = [str(tree / "usr/sbin/makemap"), "-C", str(d / "sendmail.cf")]
-                subprocess.run(
-                    [*makemap, "hash", str(d / "mailertable")], stdin=source, check=True, timeout=30
-                )
-            return d / "sendmail.cf"
+            return (
+                f"FEATURE(`nocanonify')dnl\nFEATURE(`mailertable', `hash {self.directory}/mailertable')dnl\n"
+            )
+
+        def after_compile(self, cf: pathlib.Path) -> None:
+            table = self.directory / "mailertable"
+            with table.open("rb") as source:  # makemap reads the .cf (-C) for TrustedUser
+                makemap = [str(tree / "usr/sbin/makemap"), "-C", str(cf)]
+                subprocess.run([*makemap, "hash", str(table)], stdin=source, check=True, timeout=30)
 
         def start(self) -> Instance:
             cf = self.configure()

@@ -51,6 +51,19 @@ class Sendmail:
     def pid_file(self) -> pathlib.Path:
         return self.directory / "sendmail.pid"
 
+    # The instance's .mc: the fixed part here, what a test changes in the three hooks below.
+    def timeouts_mc(self) -> str:
+        return "define(`confTO_QUEUERETURN', `5d')dnl\n"
+
+    def extra_mc(self) -> str:
+        """Lines after DAEMON_OPTIONS: here the shipped milter snippet, its socket path adapted."""
+        snippet = SNIPPET.read_text().replace(SHIPPED_SOCKET, self.milter_socket)
+        (self.directory / "bouncekeeper.mc").write_text(snippet)
+        return f"include(`{self.directory}/bouncekeeper.mc')dnl\n"
+
+    def after_compile(self, cf: pathlib.Path) -> None:
+        """Work that needs the compiled sendmail.cf (makemap reads it for TrustedUser)."""
+
     def configure(self) -> pathlib.Path:
         d = self.directory
         for sub in ("queue", "mqueue-client"):
@@ -58,8 +71,6 @@ class Sendmail:
             (d / sub).chmod(0o700)
         (d / "aliases").write_text("postmaster: root\n")
         (d / "statistics").touch()
-        snippet = SNIPPET.read_text().replace(SHIPPED_SOCKET, self.milter_socket)
-        (d / "bouncekeeper.mc").write_text(snippet)
         cf_dir = self.tree / "usr/share/sendmail/cf"
         mc = f"""\
 divert(-1)
@@ -76,8 +87,7 @@ define(`confDONT_PROBE_INTERFACES', `True')dnl
 dnl The sandbox lives under /tmp (world-writable, sticky): trust the sticky bit for the socket path.
 define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
 define(`confDELIVERY_MODE', `background')dnl
-define(`confTO_QUEUERETURN', `5d')dnl
-define(`SMART_HOST', `[127.0.0.1]')dnl
+{self.timeouts_mc()}define(`SMART_HOST', `[127.0.0.1]')dnl
 define(`RELAY_MAILER_ARGS', `TCP $h {self.relay_port}')dnl
 define(`ESMTP_MAILER_ARGS', `TCP $h {self.relay_port}')dnl
 define(`SMTP_MAILER_ARGS', `TCP $h {self.relay_port}')dnl
@@ -85,8 +95,7 @@ FEATURE(`no_default_msa')dnl
 FEATURE(`promiscuous_relay')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 DAEMON_OPTIONS(`Port={self.port}, Addr=127.0.0.1, Name=MTA')dnl
-include(`{d}/bouncekeeper.mc')dnl
-MAILER(`smtp')dnl
+{self.extra_mc()}MAILER(`smtp')dnl
 """
         (d / "test.mc").write_text(mc)
         cf = subprocess.run(
@@ -97,6 +106,7 @@ MAILER(`smtp')dnl
             timeout=30,
         ).stdout
         (d / "sendmail.cf").write_text(cf)
+        self.after_compile(d / "sendmail.cf")
         return d / "sendmail.cf"
 
     def start(self) -> Sendmail:
