@@ -56,6 +56,7 @@ def test_jsonl_has_one_line_per_file_named_as_given(capsys: pytest.CaptureFixtur
         "diagnostic",
         "remote_mta",
         "stage",
+        "smtp_command",
     }
     assert bounce["original_message_id"]
     assert vacation["file"] == str(VACATION)

@@ -88,6 +88,7 @@ def failure_record(failure: Failure) -> dict[str, object]:
         "remote_mta": failure.remote_mta,
         "stage": failure.stage.value,
         "action": failure.action,
+        "smtp_command": failure.smtp_command,
     }
 
 

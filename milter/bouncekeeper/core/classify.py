@@ -25,6 +25,7 @@ import email.parser
 import email.policy
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from flufl.bounce import all_failures
@@ -245,11 +246,8 @@ class _Triage:
                     remote_mta=rcpt.remote_mta,
                     action=action,
                     fallback=fallback,
+                    report=self._human_text,
                 )
-                if failure.reason is Reason.USERUNKNOWN:
-                    if human is None:
-                        human = self._human_text()
-                    failure = _after_data(failure, f"{text}\n{bodies.context_for(human, address)}\n{human}")
                 (delays if action == "delayed" else failures).append(failure)
         return failures, delays, successes
 
@@ -293,7 +291,15 @@ class _Triage:
                 continue
             context = bodies.context_for(human, address, decode(raw_address))
             failures.append(
-                _failure(address, context or human, None, Stage.FLUFL, diagnostic=context, fallback=human)
+                _failure(
+                    address,
+                    context or human,
+                    None,
+                    Stage.FLUFL,
+                    diagnostic=context,
+                    fallback=human,
+                    report=self._human_text,
+                )
             )
         for raw_address in sorted(temporary):
             address = normalise(raw_address)
@@ -301,7 +307,13 @@ class _Triage:
                 continue
             context = bodies.context_for(human, address, decode(raw_address))
             failure = _failure(
-                address, context or human, None, Stage.FLUFL, diagnostic=context, fallback=human
+                address,
+                context or human,
+                None,
+                Stage.FLUFL,
+                diagnostic=context,
+                fallback=human,
+                report=self._human_text,
             )
             # flufl.bounce reports delay warnings (its SimpleWarning detector) as temporary failures.
             if delay_notice:
@@ -324,7 +336,15 @@ class _Triage:
                 if address is not None and address not in {a for a, _ in found}:
                     found.append((address, bodies.context_for(human, address)))
         failures = [
-            _failure(address, context or human, None, Stage.RULES, diagnostic=context, fallback=human)
+            _failure(
+                address,
+                context or human,
+                None,
+                Stage.RULES,
+                diagnostic=context,
+                fallback=human,
+                report=self._human_text,
+            )
             for address, context in found
         ]
         if failures and _is_delay_notice(human):
@@ -491,7 +511,11 @@ def _failure(
     remote_mta: str | None = None,
     action: str | None = "failed",
     fallback: str = "",
+    report: Callable[[], str] | None = None,
 ) -> Failure:
+    """One recipient's failure from the text that reports on it (`text`), the report's Status field,
+    the whole report when `text` says too little (`fallback`) and, read only when the SMTP command
+    matters and `text` does not name it, the whole human-readable report (`report`)."""
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
     reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
@@ -504,12 +528,11 @@ def _failure(
         if fb_strength > strength:
             reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
     dsn_class = _class_of(status_code, reply_code)
-    if (
-        reason is Reason.USERUNKNOWN
-        and not _names_address(status_code)
-        and bodies.smtp_command(text) == "DATA"
-    ):
-        reason = Reason.FILTERED
+    command = bodies.smtp_command(text)
+    if command is None and report is not None and _stage_decides(reason, status_code):
+        whole = report()
+        command = bodies.smtp_command(bodies.context_for(whole, address)) or bodies.smtp_command(whole)
+    reason = _user_unknown_by_stage(reason, status_code, reply_code, command)
     if action == "delayed":
         kind = BounceKind.TEMPORARY
         reason = Reason.DELAYED if reason is Reason.UNDEFINED else reason
@@ -530,20 +553,56 @@ def _failure(
         remote_mta=remote_mta,
         stage=stage,
         action=action,
+        smtp_command=command,
     )
+
+
+def _stage_decides(reason: Reason, status_code: str | None) -> bool:
+    """Whether _user_unknown_by_stage needs to know the SMTP command for this reason and status."""
+    return reason is Reason.USERUNKNOWN and not _names_address(status_code)
+
+
+def _user_unknown_by_stage(
+    reason: Reason, status_code: str | None, reply_code: int | None, command: str | None
+) -> Reason:
+    """Whether an "unknown user" text is evidence that the address is dead: the one place that decides.
+
+    A server knows its mailboxes when it answers RCPT TO (RFC 5321 section 3.3: a 550 there is "mailbox
+    unavailable"); once it has accepted the recipient and reads the message after DATA, a "user unknown"
+    is what content-filtering gateways (m-FILTER, SurfControl, MXLogic, McAfee, X1/X2 ...) say when they
+    refuse the message. So, as Sisimai decides (its Reason::UserUnknown and Reason::Filtered):
+
+    - a status that names the address (x.1.1 bad mailbox, x.1.x): dead address, whatever the stage;
+    - refused at RCPT: dead address;
+    - refused after DATA: `filtered`;
+    - refused at MAIL FROM: the text is about the sender (`rejected`);
+    - the report does not say, and the text quotes a remote server's 5xx reply without a status that
+      names the address: `filtered` too. The appliances above write exactly that ("550 unknown user
+      <a@b>", "550 : User unknown"); MTAs that refuse at RCPT say so (Postfix "in reply to RCPT TO
+      command", Exim "after RCPT TO:", Sendmail's ">>> RCPT" transcript) or give 5.1.1.
+    - otherwise (the reporting MTA's own words, no remote reply): the text stands.
+
+    For an operator, the cost is lopsided: `filtered` is never scored (core/policy.py), so a bare 550
+    "user unknown" after DATA or of unknown stage only delays disabling a dead address until a bounce
+    that names the stage or the status arrives (any MTA that rejects at RCPT writes one), while scoring
+    it would count a content filter's refusal against a good address.
+    """
+    if not _stage_decides(reason, status_code):
+        return reason
+    if command == "RCPT":
+        return reason
+    if command == "DATA":
+        return Reason.FILTERED
+    if command == "MAIL":
+        return Reason.REJECTED
+    if reply_code is not None and reply_code >= 500:
+        return Reason.FILTERED
+    return reason
 
 
 # Vague reasons of a last temporary error that an expiry bounce repeats (greylisting's "try again",
 # "connection refused", "temporary lookup failure"): the bounce's reason is that the message expired.
 _GAVE_UP_ON = frozenset({Reason.NETWORKERROR, Reason.SYSTEMERROR, Reason.UNDEFINED, Reason.REJECTED})
-
-
-def _after_data(failure: Failure, text: str) -> Failure:
-    """An "unknown user" answer to DATA, after RCPT TO was accepted, is a content filter talking: the
-    server knew the mailbox a moment earlier (Sisimai calls this "filtered")."""
-    if _names_address(failure.status) or bodies.smtp_command(text) != "DATA":
-        return failure
-    return replace(failure, reason=Reason.FILTERED, kind=_kind(Reason.FILTERED, failure.dsn_class))
 
 
 def _names_address(status_code: str | None) -> bool:
@@ -573,9 +632,10 @@ def _class_of(status_code: str | None, reply_code: int | None) -> BounceKind:
     return BounceKind.UNKNOWN
 
 
-# The start of a Diagnostic-Code that holds an SMTP reply with an enhanced status code (RFC 3464
-# section 2.3.6 "smtp;" type, RFC 2034 section 4).
-_REMOTE_REPLY = re.compile(r"\s*(?:smtp;\s*)?[245]\d\d[ -]+([245]\.\d{1,3}\.\d{1,3})\b", re.IGNORECASE)
+# An SMTP reply with an enhanced status code (RFC 2034 section 4) in a Diagnostic-Code: at its start
+# (RFC 3464 section 2.3.6 "smtp; 550 5.1.1 ..."), or quoted inside a relay's own words (Amazon SES:
+# "5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'").
+_REMOTE_REPLY = re.compile(r"(?<![\w.])[245]\d\d[ -]+['\"]?([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 def _best_status(status_field: str | None, text: str) -> str | None:
@@ -583,12 +643,13 @@ def _best_status(status_field: str | None, text: str) -> str | None:
     in_text = dsn.status_of(text)
     if status_field is None:
         return in_text
-    remote = _REMOTE_REPLY.match(text)
+    remote = _REMOTE_REPLY.search(text)
     if remote and remote.group(1)[0] == status_field[0]:
         # The remote server's own reply ("550 5.1.1 ...") names its enhanced code; the Status field is
         # the reporting MTA's translation, which Sendmail derives from the reply code alone for errors
-        # after DATA (550 -> 5.2.0, 552 -> 5.2.2; seen with a real Sendmail 8.17). RFC 3463 codes are
-        # the remote's to give: keep its own.
+        # after DATA (550 -> 5.2.0, 552 -> 5.2.2; seen with a real Sendmail 8.17), and a relay such as
+        # Amazon SES replaces with its own category (5.1.0 "unknown address" for a remote 5.7.1
+        # "access denied"). RFC 3463 codes are the remote's to give: keep its own.
         return dsn.status_of(remote.group(1)) or status_field
     if (
         in_text

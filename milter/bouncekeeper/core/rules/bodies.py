@@ -241,9 +241,19 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
     return list(found.items())
 
 
+# How reports name the command a remote reply answered. Words may be wrapped onto the next line.
 _REPLY_TO_COMMAND = re.compile(
-    r"in reply to (?:the )?(?:end of )?(data|rcpt to|rcpt|mail from|mail)\b|"
-    r"(?:after|did not like our) (?:end of )?(data|rcpt to|rcpt|mail from)\b",
+    # Postfix "(in reply to end of DATA command)", "(in reply to RCPT TO command)".
+    r"in\s+reply\s+to\s+(?:the\s+)?(?:end\s+of\s+)?(data|rcpt|mail\s+from)\b|"
+    # Exim "SMTP error from remote mail server after RCPT TO:", DMA "did not like our RCPT TO:".
+    r"(?:after|did\s+not\s+like\s+our)\s+(?:end\s+of\s+)?(data|rcpt|mail\s+from)\b|"
+    # qmail "most progress was RCPT TO response", "said 550 for RCPT TO response"; SMTP32 "RCPT TO
+    # generated following response"; SendGrid "User Unknown in RCPT TO".
+    r"\b(rcpt|mail)\s+(?:to|from)\s+(?:generated\s+following\s+)?response\b|"
+    r"\bin\s+(rcpt|mail)\s+(?:to|from)\b|"
+    # Yahoo "User Unknown [RCPT_TO]"; m-FILTER "-------SMTP command" with the command on the next line;
+    # X3 "SMTP:RCPT host 192.0.2.1: 553 ...".
+    r"\[(rcpt|mail|data)(?:_to|_from)?\]|\bsmtp(?:\s+command)?\s*:?\s*(data|rcpt|mail)\b",
     re.IGNORECASE,
 )
 _TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[2-5])\d\d)", re.MULTILINE)
@@ -253,11 +263,11 @@ def smtp_command(text: str) -> str | None:
     """The SMTP command a remote server rejected, as the report states it: "DATA", "RCPT", "MAIL" or None.
 
     Postfix writes "(in reply to end of DATA command)", Exim "after RCPT TO:", DMA "did not like our
-    RCPT TO:", Sendmail a ">>> DATA / <<< 550" transcript.
+    RCPT TO:", qmail "most progress was RCPT TO response", Sendmail a ">>> DATA / <<< 550" transcript.
     """
     match = _REPLY_TO_COMMAND.search(text)
     if match is not None:
-        word = (match.group(1) or match.group(2)).upper()
+        word = next(group for group in match.groups() if group).upper()
         return word.split()[0][:4]
     last = None
     lines = list(_TRANSCRIPT.finditer(text))

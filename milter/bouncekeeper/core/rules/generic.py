@@ -45,6 +45,11 @@ STRONG: tuple[tuple[Reason, str], ...] = (
         r"exceeds? (?:the )?(?:maximum )?(?:message )?size|message length exceeds|larger than.{0,30}limit",
     ),
     (R.MESGTOOBIG, r"message (?:size|length) .{0,30}exceed|size .{0,20}exceeds"),
+    # "553 Exceeded maximum inbound message size".
+    (
+        R.MESGTOOBIG,
+        r"exceed(?:s|ed)? (?:the )?maximum (?:inbound |incoming |allowed )?(?:message |e-?mail )?size",
+    ),
     (
         R.SUSPEND,
         r"(?:account|mailbox|user|address)(?: has| is|s)? (?:been |currently |temporarily )?"
@@ -131,7 +136,7 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
         r"name or service not known|unrout(?:e)?able (?:mail )?domain|host not found|nxdomain|"
         r"no (?:valid )?mx|mx (?:record|lookup)|dns (?:error|failure|lookup)|non-?existent (?:domain|host)|"
         r"(?:domain|host)(?: name)? lookup fail|could not be resolved|unknown mail domain|"
-        r"domain .{0,40}not exist",
+        r"domain .{0,40}not exist|domain is not reachable",
     ),
     # "553 neko.example.com does not exist": a host name, not an address, does not exist.
     (R.HOSTUNKNOWN, r"(?<![@\w.-])(?:[\w-]+\.)+[a-z]{2,}\]?:? (?:does not exist|doesn't exist|not found)"),
