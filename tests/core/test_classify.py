@@ -92,6 +92,44 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # Mail.ru bounce marked Auto-Submitted: auto-replied, with an RFC 2047 subject.
     "flufl-simple_39.eml": (MessageType.BOUNCE, {"userx@example.ru": (P, Reason.USERUNKNOWN)}),
     "flufl-qmail_03.eml": (MessageType.BOUNCE, {"userx@example.jp": (P, Reason.USERUNKNOWN)}),
+    # "User unknown" and the SMTP stage (classify._user_unknown_by_stage). m-FILTER states that its
+    # "550 unknown user" answered DATA: a content filter's refusal, not a dead address.
+    "sisimai-bsd-lhost-mfilter-01.eml": (MessageType.BOUNCE, {"kijitora@example.com": (T, Reason.FILTERED)}),
+    # SurfControl: "550 ... No such user" with Status 5.0.0 and no stage named: a remote 5xx that is
+    # not attributable to RCPT is read as a filter's.
+    "sisimai-bsd-lhost-surfcontrol-01.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.com": (T, Reason.FILTERED)},
+    ),
+    # Yahoo's "550: : User unknown" (a reply code before a colon), no stage named.
+    "sisimai-bsd-lhost-yahoo-06.eml": (
+        MessageType.BOUNCE,
+        {"otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp": (T, Reason.FILTERED)},
+    ),
+    # X3 "SMTP:RCPT host ...: 553 5.3.0 ... No such user here": refused at RCPT, the address is dead
+    # although the status (5.3.0) does not say so.
+    "sisimai-bsd-lhost-x3-03.eml": (MessageType.BOUNCE, {"kijitora@example.co.jp": (P, Reason.USERUNKNOWN)}),
+    # Sendmail transcript ">>> DATA / <<< 550 5.5.0 Invalid recipient / <<< 554 no valid recipients":
+    # with PIPELINING the first reply after DATA is the RCPT's, so the address is dead.
+    "sisimai-bsd-lhost-sendmail-46.eml": (
+        MessageType.BOUNCE,
+        {"pseudo-local-part-kijitora-nyaaan@laposte.net": (P, Reason.USERUNKNOWN)},
+    ),
+    # Outlook.com "554 ... because the domain is not reachable".
+    "sisimai-bsd-lhost-outlook-03.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.jp": (P, Reason.HOSTUNKNOWN)},
+    ),
+    # Amazon SES wraps the remote reply in its own category: "5.1.0 - Unknown address error 550-'5.7.1
+    # ... Access denied'". The remote's 5.7.1 is the status; "unknown address" is SES's word, not the
+    # remote's, and the reply names no stage: not a dead address.
+    "sisimai-bsd-lhost-amazonses-01.eml": (
+        MessageType.BOUNCE,
+        {"shironeko@example.co.jp": (T, Reason.FILTERED)},
+    ),
+    # "553 Exceeded maximum inbound message size": a size limit, although 553 alone reads as a bad
+    # mailbox name (RFC 5321 section 4.2.3).
+    "flufl-dsn_03.eml": (MessageType.BOUNCE, {"userx@example.be": (T, Reason.MESGTOOBIG)}),
     # Not failures.
     "sisimai-bsd-arf-12.eml": (MessageType.FEEDBACK, {}),
     "phpbouncehandler-fbl-yahoo.eml": (MessageType.FEEDBACK, {}),

@@ -40,6 +40,13 @@ R = Reason
             R.AUTHFAILURE,
         ),
         ("552 5.3.4 Message size exceeds fixed limit", "5.3.4", R.MESGTOOBIG),
+        # A 553 alone reads as "mailbox name not allowed"; the words say it is a size limit.
+        ("553 Exceeded maximum inbound message size", None, R.MESGTOOBIG),
+        (
+            "554 The mail could not be delivered to the recipient because the domain is not reachable.",
+            "5.5.0",
+            R.HOSTUNKNOWN,
+        ),
         ("554 5.4.7 retry timeout exceeded", "5.4.7", R.EXPIRED),
         ("550 5.2.1 The email account that you tried to reach is disabled", "5.2.1", R.SUSPEND),
         ("421 4.7.0 Try again later, closing connection. (rate limit)", "4.7.0", R.TOOMANYCONN),
@@ -58,6 +65,25 @@ R = Reason
 )
 def test_reason_for_texts_of_many_mtas(text: str, status_code: str | None, expected: Reason) -> None:
     assert rules.reason_for(text, status_code, status.reply_code_in(text)) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("550 5.1.1 <a@b.example>: User unknown", 550),
+        ("550-5.1.1 The email account that you tried to reach does not exist.", 550),
+        # Reports that reformat the reply: a colon, or the rest wrapped onto the next line.
+        ("<a@b.example>: 550: : User unknown", 550),
+        ("host mx.b.example[192.0.2.22] said: 550\n    <a@b.example>: User unknown", 550),
+        # Not reply codes: an address's digits, an IPv4 octet, a status code, a number in words.
+        ("<user550@b.example>: unknown", None),
+        ("host 192.0.2.250 refused", None),
+        ("Status: 5.1.1", None),
+        ("after 5500 seconds", None),
+    ],
+)
+def test_reply_code_in_text(text: str, expected: int | None) -> None:
+    assert status.reply_code_in(text) == expected
 
 
 def test_status_code_decides_when_the_text_is_silent() -> None:
@@ -107,7 +133,22 @@ def test_notaccept_needs_a_5xx_and_4xx_is_never_permanent() -> None:
         # PIPELINING: the RCPT's refusal arrives after DATA was sent, then DATA's own reply.
         (">>> DATA\n<<< 550 5.5.0 Invalid recipient\n<<< 554 5.5.1 Error: no valid recipients\n", "RCPT"),
         (">>> DATA\n<<< 354 Go ahead\n>>> .\n<<< 550 5.7.1 Content rejected\n", "DATA"),
+        # Postfix wraps long lines anywhere.
+        ("said: 550 5.7.1 no (in reply to end of\n    DATA command)", "DATA"),
+        ("550 unknown user (in reply to MAIL FROM command)", "MAIL"),
+        # qmail: the furthest stage any MX reached, and each MX's reply.
+        ("Sorry, no SMTP connection got far enough; most progress was RCPT TO response; remote ...", "RCPT"),
+        ("(Other MXes tried: 192.0.2.32 said 550 for RCPT TO response)", "RCPT"),
+        # SMTP32, Yahoo, SendGrid, m-FILTER, X3.
+        ("RCPT TO generated following response:\n553 5.3.0 <a@b.example>... Addressee unknown", "RCPT"),
+        ("Remote host said: 550 5.1.1 <a@b.example>... User Unknown [RCPT_TO]", "RCPT"),
+        ("550 5.1.1 <a@b.example>... User Unknown  in RCPT TO", "RCPT"),
+        ("-------server message\n550 unknown user <a@b.example>\n\n-------SMTP command\nDATA\n", "DATA"),
+        ("SMTP:RCPT host 192.0.2.233: 553 5.3.0 <a@b.example>... No such user here", "RCPT"),
         ("550 user unknown", None),
+        # An envelope listing is no stage: "RCPT TO: <address>" names the recipient, not a reply.
+        ("550 - no such user here\n  MAIL FROM: a@b.example\n  RCPT TO: c@d.example\n", None),
+        ("Please read our data protection policy before you reply.", None),
     ],
 )
 def test_smtp_command_of_a_report(text: str, expected: str | None) -> None:

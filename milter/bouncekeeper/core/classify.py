@@ -404,10 +404,18 @@ class _Triage:
         """Whether flufl.bounce's detectors may find something our rules did not: the message looks like
         a bounce, or its text says something only a failure report says. Ordinary mail skips them (they
         cost more than the rest of the classifier together, and their heuristics are where false
-        positives come from)."""
+        positives come from).
+
+        A message whose text parts hold no address at all is skipped too: the detectors report
+        addresses written in the text, so they can find nothing there, and scanning a long returned
+        message (a message/rfc822 part) for nothing is what they are slowest at
+        (benchmarks/classify_speed.py)."""
+        if not any("@" in self.parsed.text(part) for part in self.parsed.text_parts + self.parsed.html_parts):
+            return False
+        human = self._human_text()
         if self._looks_like_bounce():
             return True
-        return rules.explain(self._human_text()[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
+        return rules.explain(human[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
 
     def _looks_autoreply(self) -> bool:
         """RFC 3834 auto-replies and vacation notices that do not also read as bounces.
@@ -529,6 +537,8 @@ def _failure(
             reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
     dsn_class = _class_of(status_code, reply_code)
     command = bodies.smtp_command(text)
+    # The rest of the report is read for the command only when the decision needs it: finding and
+    # scanning it for every recipient made the classifier ~8% slower (benchmarks/classify_speed.py).
     if command is None and report is not None and _stage_decides(reason, status_code):
         whole = report()
         command = bodies.smtp_command(bodies.context_for(whole, address)) or bodies.smtp_command(whole)

@@ -99,8 +99,9 @@ class Failure:
     remote_mta: str | None = None
     stage: Stage = Stage.DSN
     action: str | None = None  # RFC 3464 Action: failed | delayed | ...
-    # The SMTP command the remote server's reply answered, when the report says ("RCPT", "DATA",
-    # "MAIL"): a refusal at RCPT is about the address, one after DATA is about the message.
+    # The SMTP command the remote server's reply answered ("RCPT", "DATA", "MAIL"): a refusal at RCPT
+    # is about the address, one after DATA about the message. Set when the failure's own text names
+    # it, or when the kind depended on it and the rest of the report names it; else None.
     smtp_command: str | None = None
 
 

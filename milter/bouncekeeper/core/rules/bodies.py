@@ -241,7 +241,10 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-# How reports name the command a remote reply answered. Words may be wrapped onto the next line.
+# How reports name the command a remote reply answered, in lower case (matched against ascii_lower()
+# text). Words may be wrapped onto the next line. Every alternative holds "rcpt", "data", "mail from" or
+# "[mail": smtp_command() tests for those first (substring tests are far cheaper than the scan, and most
+# diagnostics name no command).
 _REPLY_TO_COMMAND = re.compile(
     # Postfix "(in reply to end of DATA command)", "(in reply to RCPT TO command)".
     r"in\s+reply\s+to\s+(?:the\s+)?(?:end\s+of\s+)?(data|rcpt|mail\s+from)\b|"
@@ -249,12 +252,10 @@ _REPLY_TO_COMMAND = re.compile(
     r"(?:after|did\s+not\s+like\s+our)\s+(?:end\s+of\s+)?(data|rcpt|mail\s+from)\b|"
     # qmail "most progress was RCPT TO response", "said 550 for RCPT TO response"; SMTP32 "RCPT TO
     # generated following response"; SendGrid "User Unknown in RCPT TO".
-    r"\b(rcpt|mail)\s+(?:to|from)\s+(?:generated\s+following\s+)?response\b|"
-    r"\bin\s+(rcpt|mail)\s+(?:to|from)\b|"
+    r"\b(rcpt)\s+to\s+(?:generated\s+following\s+)?response\b|\bin\s+(rcpt)\s+to\b|"
     # Yahoo "User Unknown [RCPT_TO]"; m-FILTER "-------SMTP command" with the command on the next line;
     # X3 "SMTP:RCPT host 192.0.2.1: 553 ...".
-    r"\[(rcpt|mail|data)(?:_to|_from)?\]|\bsmtp(?:\s+command)?\s*:?\s*(data|rcpt|mail)\b",
-    re.IGNORECASE,
+    r"\[(rcpt|data|mail)(?:_to|_from)?\]|\bsmtp(?:\s+command)?\s*:?\s*(data|rcpt)\b"
 )
 _TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[2-5])\d\d)", re.MULTILINE)
 
@@ -265,10 +266,15 @@ def smtp_command(text: str) -> str | None:
     Postfix writes "(in reply to end of DATA command)", Exim "after RCPT TO:", DMA "did not like our
     RCPT TO:", qmail "most progress was RCPT TO response", Sendmail a ">>> DATA / <<< 550" transcript.
     """
-    match = _REPLY_TO_COMMAND.search(text)
+    lower = ascii_lower(text)
+    match = None
+    if "rcpt" in lower or "data" in lower or "mail from" in lower or "[mail" in lower:
+        match = _REPLY_TO_COMMAND.search(lower)
     if match is not None:
         word = next(group for group in match.groups() if group).upper()
         return word.split()[0][:4]
+    if ">>>" not in text:
+        return None  # no transcript either
     last = None
     lines = list(_TRANSCRIPT.finditer(text))
     for index, line in enumerate(lines):
