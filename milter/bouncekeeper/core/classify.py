@@ -579,7 +579,7 @@ def _user_unknown_by_stage(
 
     A server knows its mailboxes when it answers RCPT TO (RFC 5321 section 3.3: a 550 there is "mailbox
     unavailable"); once it has accepted the recipient and reads the message after DATA, a "user unknown"
-    is what content-filtering gateways (m-FILTER, SurfControl, MXLogic, McAfee, X1/X2 ...) say when they
+    is what content-filtering gateways (m-FILTER, SurfControl, MXLogic, McAfee ...) say when they
     refuse the message. So, as Sisimai decides (its Reason::UserUnknown and Reason::Filtered):
 
     - a status that names the address (x.1.1 bad mailbox, x.1.x): dead address, whatever the stage;
