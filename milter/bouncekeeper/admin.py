@@ -169,6 +169,8 @@ def show(args: argparse.Namespace, service: Service) -> int:
             bits.append(f"({e['note']})")
         if e.get("diagnostic"):
             bits.append(f"diag={e['diagnostic'][:80]!r}")
+        if e.get("trimmed"):
+            bits.append("(details trimmed from the stream)")
         lines.append("    " + " ".join(str(b) for b in bits))
     _emit(args, data, "\n".join(lines))
     return 0
