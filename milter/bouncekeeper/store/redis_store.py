@@ -106,6 +106,16 @@ def make_client(settings: RedisSettings, url: str | None = None) -> Client:
         "retry": retry,
         "decode_responses": True,
     }
+    if url.startswith(("rediss://", "rediss+cluster://")):
+        # Certificate and host name always checked (redis-py's defaults, stated): a server that fails
+        # them is unreachable to us, StoreUnavailable, never a silent plaintext or unverified fallback.
+        common.update(
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=settings.tls_ca_file or None,
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
+        )
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, policy_resolver=_ScriptPolicies(), **common)
