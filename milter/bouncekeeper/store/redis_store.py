@@ -150,6 +150,14 @@ def _guard(what: str) -> Iterator[None]:
     """Turn every Redis failure into StoreUnavailable, naming what we were doing."""
     try:
         yield
+    except (
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.MasterDownError,
+    ) as exc:
+        # Replies, but outages: a Cluster that lost a master's slots (CLUSTERDOWN, once the other masters
+        # marked it failed), a slot being moved (TRYAGAIN), a replica without its master.
+        raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
         log.error("redis refused %s: %s", what, exc)
@@ -526,15 +534,24 @@ class Store:
 
         The history keeps only what explains the address's state; the Message-ID, diagnostic, remote MTA,
         client... are in the stream entry. When the stream was trimmed past it (stream_size), the entry
-        says so: `trimmed` is true and only the history's own fields are there."""
+        says so: `trimmed` is true and only the history's own fields are there; `stream_unavailable`
+        when the stream could not be read (its Cluster master is down)."""
         wanted = [e for e in entries if e.get("ref")]
         if not wanted:
             return
-        with _guard("read stream"):
-            pipe = self.pipeline()
+        try:
+            with _guard("read stream"):
+                pipe = self.pipeline()
+                for e in wanted:
+                    pipe.xrange(self.keys.stream, e["ref"], e["ref"], count=1)
+                replies = pipe.execute()
+        except StoreUnavailable as exc:
+            # On a Cluster the stream lives on one master: when that one is down, the address's own
+            # keys still answer. Show them, and say the details could not be read (not that they are gone).
+            log.warning("event details not read: %s", exc)
             for e in wanted:
-                pipe.xrange(self.keys.stream, e["ref"], e["ref"], count=1)
-            replies = pipe.execute()
+                e["stream_unavailable"] = True
+            return
         for e, reply in zip(wanted, replies, strict=True):
             if not reply:
                 e["trimmed"] = True
