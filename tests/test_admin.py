@@ -65,6 +65,21 @@ def test_record_then_show(conf: str, capsys: pytest.CaptureFixture[str]) -> None
     assert re.search(r"resets in (6d 23h|7d 0h) unless it rises", text)
 
 
+def test_show_says_when_the_stream_no_longer_has_an_events_details(
+    conf: str, capsys: pytest.CaptureFixture[str], redis_db: RedisServer
+) -> None:
+    run(conf, capsys, "record", "bob@example.org", "--code", "550", "--status", "5.1.1", "--text", "gone")
+    code, text = run(conf, capsys, "show", "bob@example.org")
+    assert "diag='smtp; 550 gone'" in text
+    assert "trimmed" not in text
+    redis_db.client().xtrim("bk:events", maxlen=0)
+    code, text = run(conf, capsys, "show", "bob@example.org")
+    assert code == 0
+    assert "permanent 5.1.1 userunknown" in text
+    assert "(details trimmed from the stream)" in text
+    assert "diag=" not in text
+
+
 def test_record_a_non_address_failure_is_not_scored(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = run_json(conf, capsys, "record", "a@example.org", "--code", "554", "--text", "rejected as spam")
     assert isinstance(out, dict)

@@ -22,7 +22,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
-from bouncekeeper.store.event import HISTORY_DIAGNOSTIC_MAX, Event, EventKind, Source
+from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
@@ -151,7 +151,7 @@ def test_lua_step_matches_the_pure_policy(store: Store, steps: list[tuple[Effect
         aged = model.at(now, rules)
         for suffix, before, after in (
             (k.SOFT, model.soft_count, aged.soft_count),
-            (k.HARD, model.hard_score, aged.hard_score),
+            (k.TRACK, model.hard_score, aged.hard_score),
             (k.HITS, len(model.hits), len(aged.hits)),
         ):
             if before and not after:
@@ -183,7 +183,10 @@ def test_counters_reset_by_redis_ttl(store: Store) -> None:
     time.sleep(1.0)
     view = store.view(ADDRESS)
     assert (view.soft_count, view.hard_score, view.hard_ttl) == (0, 0, None)
-    assert len(view.events) == 2  # the history outlives the counters
+    # The history shares the score's key (one key per tracked address) and went with it; the events
+    # stay in the global stream.
+    assert view.events == []
+    assert len(store.recent(10)) == 2
 
 
 def test_disabled_state_has_no_ttl(store: Store) -> None:
@@ -347,7 +350,7 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     s.record([item()], now=T0, rules=ENFORCE)
     assert s.view(ADDRESS).hard_score == 1
     assert s.view(ADDRESS).events == []
-    assert not s.client.exists(s.keys.address(ADDRESS, k.HISTORY))
+    assert s.client.get(s.keys.address(ADDRESS, k.TRACK)) == f"1\t{ENFORCE.day(T0)}"  # the score alone
     assert len(s.recent(5)) == 1
     s.close()
 
@@ -476,25 +479,123 @@ def test_two_round_trips_per_bounce_on_a_cluster(
     s.close()
 
 
-def test_history_keeps_compact_lines_with_the_diagnostic_cut_and_the_stream_whole(store: Store) -> None:
+def test_history_keeps_short_lines_and_the_view_joins_the_stream_entry(store: Store) -> None:
     diagnostic = "smtp; 550 5.1.1\tno such\nuser " + "x" * 300
-    event = dataclasses.replace(item().event, diagnostic=diagnostic, client="192.0.2.7", note="a note")
+    note = "a note\twith a tab " + "n" * 100
+    event = dataclasses.replace(item().event, diagnostic=diagnostic, client="192.0.2.7", note=note)
     store.record([Item(ADDRESS, Effect.HARD, event)], now=T0, rules=ENFORCE)
-    key = store.keys.address(ADDRESS, k.HISTORY)
+    key = store.keys.address(ADDRESS, k.TRACK)
     assert store.client.type(key) == "string"
-    assert ADDRESS not in store.client.get(key)  # the key carries the address
+    value = store.client.get(key)
+    header, line = value.split("\n")
+    assert header == f"1\t{ENFORCE.day(T0)}"
+    # Only what explains the state: no address (the key has it), no Message-ID, diagnostic or client.
+    for absent in (ADDRESS, "m1@example.net", "no such", "192.0.2.7", "mx.example.org"):
+        assert absent not in line
+    ((stream_id, streamed),) = store.recent(1)
+    assert stream_id in line.split("\t")
     (entry,) = store.view(ADDRESS).events
-    assert entry["diagnostic"] == ("smtp; 550 5.1.1 no such user " + "x" * 300)[:HISTORY_DIAGNOSTIC_MAX]
+    assert entry["ref"] == stream_id
+    assert (entry["diagnostic"], entry["note"], entry["client"]) == (diagnostic, note, "192.0.2.7")
+    assert (entry["message_id"], entry["remote_mta"]) == ("<m1@example.net>", "mx.example.org")
     assert entry["address"] == ADDRESS
     assert entry["date"] == "2025-11-22T00:00:00Z"
-    assert (entry["client"], entry["note"], entry["scored"], entry["score"], entry["soft"]) == (
-        "192.0.2.7",
-        "a note",
-        True,
-        1,
-        0,
-    )
-    assert "remote_mta" in entry
+    assert (entry["scored"], entry["score"], entry["soft"], entry["state"]) == (True, 1, 0, "active")
+    assert "trimmed" not in entry
     assert "context" not in entry  # empty fields are left out
-    ((_, streamed),) = store.recent(1)
     assert streamed["diagnostic"] == diagnostic
+
+    # Trimmed from the stream: the history's own fields stay, and the entry says the rest is gone.
+    store.client.xtrim(store.keys.stream, maxlen=0)
+    (entry,) = store.view(ADDRESS).events
+    assert entry["trimmed"] is True
+    assert (entry["kind"], entry["status"], entry["reason"], entry["scored"]) == (
+        "permanent",
+        "5.1.1",
+        "userunknown",
+        True,
+    )
+    assert entry["note"] == note.replace("\t", " ")[:80]
+    assert "diagnostic" not in entry
+
+
+def test_duplicates_leave_one_stream_entry_and_one_history_line(store: Store) -> None:
+    for _ in range(3):
+        store.record([item(id="dup")], now=T0, rules=ENFORCE)
+    assert len(store.recent(10)) == 1
+    (entry,) = store.view(ADDRESS).events
+    assert entry["id"] == "dup"
+
+
+def test_a_live_score_keeps_its_reset_time_while_other_events_arrive(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, quiet=3, breaker_addresses=0)
+    now = time.time()
+    store.record([item(at=now)], now=now, rules=rules)
+    time.sleep(1.1)
+    # The same day: no rise, so the quiet period still runs from the first bounce.
+    store.record([item(effect=Effect.NONE, at=now + 1)], now=now + 1, rules=rules)
+    store.record([item(at=now + 1)], now=now + 1, rules=rules)
+    view = store.view(ADDRESS)
+    assert view.hard_score == 1
+    assert view.hard_ttl is not None
+    assert view.hard_ttl <= 2
+    assert len(view.events) == 3
+
+
+def test_history_alone_lives_history_days(store: Store) -> None:
+    store.record([item(effect=Effect.NONE)], now=T0, rules=ENFORCE)
+    key = store.keys.address(ADDRESS, k.TRACK)
+    assert store.client.get(key).startswith("0\t\n")  # no live score
+    assert 89 * DAY < store.client.ttl(key) <= 90 * DAY
+    assert store.view(ADDRESS).hard_ttl is None
+
+
+def test_admin_acts_keep_the_score_reset_time_or_clear_it(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, quiet=1000, breaker_addresses=0)
+    store.record([item()], now=T0, rules=rules)
+    key = store.keys.address(ADDRESS, k.TRACK)
+    audit = Event(at=T0 + 1, kind=EventKind.DISABLED, source=Source.CLI, address=ADDRESS, note="by admin")
+    store.admin(ADDRESS, "disable", audit, state=State.DISABLED_ADMIN)
+    assert 0 < store.client.ttl(key) <= 1000
+    view = store.view(ADDRESS)
+    assert view.hard_score == 1
+    assert view.events[0]["note"] == "by admin"
+    assert view.events[0]["previous"] == "active"
+    assert "ref" in view.events[0]
+    assert "trimmed" not in view.events[0]
+    store.admin(
+        ADDRESS, "enable", Event(at=T0 + 2, kind=EventKind.ENABLED, source=Source.CLI, address=ADDRESS)
+    )
+    assert store.client.get(key).startswith("0\t\n")
+    assert store.client.ttl(key) > 1000  # history_days now
+
+
+def test_a_store_of_the_earlier_layout_is_read_and_its_score_moved(store: Store) -> None:
+    hard = store.keys.address(ADDRESS, k.LEGACY_HARD)
+    history = store.keys.address(ADDRESS, k.LEGACY_HISTORY)
+    day = ENFORCE.day(T0)
+    store.client.hset(hard, mapping={"score": 3, "day": day - 1})
+    store.client.expire(hard, 5000)
+    old_line = "\t".join([repr(T0 - DAY), "permanent", "milter", "old1", "<old@example.net>", "5.1.1",
+                          "userunknown", "smtp; 550 no such user", "", "", "", "", "", "hard", "",
+                          "1", "active", "3", "0"])  # fmt: skip
+    store.client.set(history, old_line, ex=5000)
+    view = store.view(ADDRESS)
+    assert (view.hard_score, view.hard_day) == (3, day - 1)
+    assert view.hard_ttl is not None
+    assert 4990 < view.hard_ttl <= 5000
+    (old,) = view.events
+    assert (old["message_id"], old["diagnostic"], old["score"]) == (
+        "<old@example.net>",
+        "smtp; 550 no such user",
+        3,
+    )
+    # The next event moves the score into the track key, keeping its reset time when it does not rise.
+    store.record([item(effect=Effect.NONE)], now=T0, rules=ENFORCE)
+    assert not store.client.exists(hard)
+    view = store.view(ADDRESS)
+    assert view.hard_score == 3
+    assert view.hard_ttl is not None
+    assert 4990 < view.hard_ttl <= 5000
+    assert [e["kind"] for e in view.events] == ["autoreply", "permanent"]  # new lines, then the old
+    assert store.record([item()], now=T0, rules=ENFORCE)[0].score == 4

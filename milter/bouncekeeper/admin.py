@@ -169,6 +169,10 @@ def show(args: argparse.Namespace, service: Service) -> int:
             bits.append(f"({e['note']})")
         if e.get("diagnostic"):
             bits.append(f"diag={e['diagnostic'][:80]!r}")
+        if e.get("trimmed"):
+            bits.append("(details trimmed from the stream)")
+        if e.get("stream_unavailable"):
+            bits.append("(details not read: the event stream is unreachable)")
         lines.append("    " + " ".join(str(b) for b in bits))
     _emit(args, data, "\n".join(lines))
     return 0

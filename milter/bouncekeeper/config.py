@@ -91,6 +91,12 @@ class RedisSettings:
     # The embedded server's appendfsync: "everysec" (a machine crash loses at most the last second of
     # updates) or "always" (fsync before each reply: nothing lost, far fewer writes per second).
     embedded_fsync: Literal["everysec", "always"] = "everysec"
+    # TLS for rediss:// and rediss+cluster:// URLs: the CA file that signed the server's certificate
+    # (empty: the system's CAs), and a client certificate and key for servers that require one
+    # (tls-auth-clients yes). The server's certificate must name the URL's host (DNS or IP SAN).
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
@@ -102,6 +108,8 @@ class RedisSettings:
             raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
         if self.stream_size < 1:
             raise ValueError("stream_size: must be at least 1")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: set both (a client certificate) or neither")
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ def free_port() -> int:
 
 
 class RedisClusterServers:
-    def __init__(self, directory: pathlib.Path, masters: int = 3) -> None:
+    def __init__(self, directory: pathlib.Path, masters: int = 3, *, extra: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.ports = [free_port() for _ in range(masters)]
+        self.extra = extra
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -47,14 +48,7 @@ class RedisClusterServers:
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         for port in self.ports:
-            node = self.directory / str(port)
-            node.mkdir(parents=True, exist_ok=True)
-            argv = [
-                binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                "--cluster-config-file", str(node / "nodes.conf"), "--dir", str(node), "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-            ]  # fmt: skip
-            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.procs.append(self._spawn(binary, port))
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).ping())
         subprocess.run(
@@ -62,6 +56,28 @@ class RedisClusterServers:
              "--cluster-replicas", "0", "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
         )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
+
+    def _spawn(self, binary: str, port: int) -> subprocess.Popen[bytes]:
+        node = self.directory / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        argv = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "--cluster-config-file", str(node / "nodes.conf"), "--dir", str(node), "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self.extra,
+        ]  # fmt: skip
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self, n: int) -> None:
+        """SIGKILL master n (a crash: no goodbye to the other nodes)."""
+        self.procs[n].kill()
+        self.procs[n].wait(timeout=10)
+
+    def restart(self, n: int) -> None:
+        """Master n again, on its port and nodes.conf: it rejoins with its slots (its data is gone:
+        no persistence here) and the cluster is waited on until every node says ok."""
+        self.procs[n] = self._spawn(shutil.which("redis-server") or "redis-server", self.ports[n])
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
 

@@ -13,19 +13,27 @@ from dataclasses import dataclass
 # Per-address key suffixes.
 STATE = "state"  # hash: state, since, by. Absent means active. Never expires.
 SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
-HARD = "hard"  # hash: score, day (day number of the last rise); TTL = quiet period after the last rise
+# string: line 1 "score<TAB>day" (the daily rule's hard score and the day number of its last rise; "0<TAB>"
+# when no score is live), then the history lines (store/event.py), newest first, capped at history_size.
+# One key per tracked address, not a score key and a history key: on Redis 7.0 (no per-field expiry) a
+# key with a TTL costs about 150 bytes before its value, so two keys alone would spend the 300 bytes an
+# idle tracked address may cost (issue 3; README, "Store throughput and memory"). Its TTL: while a score
+# is live, the quiet period after the last rise (the score resets by Redis TTL, taking the history with
+# it); without one, history_days after the last event. The full events stay in the global stream.
+TRACK = "track"
 HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
-# string: history lines (store/event.py `to_history`), newest first, one per line, capped at history_size;
-# TTL = history_days after the last event. Earlier builds kept a list of JSON events under ":events";
-# the new name means an upgraded store never meets the old type there, and the old lists just expire.
-HISTORY = "history"
 SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
 # list of outbox entries not yet in the outbox stream: Redis Cluster only (notify.py relays them)
 OUTBOX = "notify"
 # list of JSON probe records, newest first, capped (probes.py); never expires (a few per address)
 PROBES = "probes"
+# Keys of earlier builds, read but no longer written. ":hard" (hash score, day; TTL = the quiet period)
+# is moved into ":track" by the address's next event, keeping its TTL, and deleted by enable/reset;
+# ":history" (a string of long lines, TTL history_days) is shown after the new history until it expires.
+LEGACY_HARD = "hard"
+LEGACY_HISTORY = "history"
 
-ADDRESS_SUFFIXES = (STATE, SOFT, HARD, HITS, HISTORY)
+ADDRESS_SUFFIXES = (STATE, SOFT, TRACK, HITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +49,13 @@ class Keys:
     def record_keys(self, address: str, event_id: str) -> list[str]:
         """KEYS of record.lua, in its order."""
         return [
-            *(self.address(address, s) for s in (STATE, SOFT, HARD, HITS, HISTORY)),
+            *(self.address(address, s) for s in (STATE, SOFT, TRACK, HITS, LEGACY_HARD)),
             self.seen(address, event_id),
         ]
 
     def admin_keys(self, address: str) -> list[str]:
         """KEYS of admin.lua, in its order."""
-        return [self.address(address, s) for s in (STATE, SOFT, HARD, HITS, HISTORY)]
+        return [self.address(address, s) for s in (STATE, SOFT, TRACK, HITS, LEGACY_HARD)]
 
     def failing(self, domain: str) -> str:
         """zset address -> time of its last scored failure, the breaker's sliding window."""

@@ -1,10 +1,13 @@
 """Bounce state in Redis: one atomic Lua step per address, at most two round trips per bounce.
 
-Round trip 1 (a pipeline): has this bounce been recorded for these addresses already, and, for failures
-that score, the domain circuit breaker (store/lua/breaker.lua, on the domain's slot). Round trip 2 (a
-pipeline): record.lua for each address (dedup, counters, state and history, atomically on the address's
-slot), the global stream entry and the stats counters. Only the bounce that disables an address (or opens
-a breaker) costs a third, for the stream entry announcing it.
+On a single server one round trip: bounce.lua per address (breaker, stream entry, dedup, counters, state,
+history, stats). On a Redis Cluster two. Round trip 1 (a pipeline): has this bounce been recorded for
+these addresses already, the domain circuit breaker for failures that score (store/lua/breaker.lua, on
+the domain's slot), and the event's global stream entry, whose ID the history line keeps. Round trip 2
+(a pipeline): record.lua for each address (dedup, counters, state and history, atomically on the
+address's slot), the stats counters, and XDEL of the stream entry of a bounce round trip 1 found already
+recorded. Only the bounce that disables an address (or opens a breaker) costs a third, for the stream
+entry announcing it.
 
 Every Redis failure becomes `StoreUnavailable`, the one error the adapters turn into a tempfail.
 """
@@ -33,7 +36,7 @@ from bouncekeeper.core.policy import Effect, Rules, State
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
-from bouncekeeper.store.event import Event, Source, parse_history
+from bouncekeeper.store.event import Event, Source, parse_history, parse_legacy_history, parse_track
 
 log = get_logger(__name__)
 
@@ -103,6 +106,16 @@ def make_client(settings: RedisSettings, url: str | None = None) -> Client:
         "retry": retry,
         "decode_responses": True,
     }
+    if url.startswith(("rediss://", "rediss+cluster://")):
+        # Certificate and host name always checked (redis-py's defaults, stated): a server that fails
+        # them is unreachable to us, StoreUnavailable, never a silent plaintext or unverified fallback.
+        common.update(
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=settings.tls_ca_file or None,
+            ssl_certfile=settings.tls_cert_file or None,
+            ssl_keyfile=settings.tls_key_file or None,
+        )
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, policy_resolver=_ScriptPolicies(), **common)
@@ -137,6 +150,14 @@ def _guard(what: str) -> Iterator[None]:
     """Turn every Redis failure into StoreUnavailable, naming what we were doing."""
     try:
         yield
+    except (
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.MasterDownError,
+    ) as exc:
+        # Replies, but outages: a Cluster that lost a master's slots (CLUSTERDOWN, once the other masters
+        # marked it failed), a slot being moved (TRYAGAIN), a replica without its master.
+        raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
         log.error("redis refused %s: %s", what, exc)
@@ -316,8 +337,12 @@ class Store:
                         rules.breaker_freeze,
                     ],
                 )
+        # The stream entries now, so that the history lines can name them (their IDs); a duplicate's
+        # is deleted again in round trip 2.
+        stream_at = [self._xadd(batch.pipe, i.event.kind.value, i.address, i.event.to_json()) for i in items]
         first = batch.execute()
         seen = [bool(x) for x in first[: len(items)]]
+        refs = [str(first[i]) for i in stream_at]
         frozen = {n: bool(first[i][0]) for n, i in breaker_at.items()}
         opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
 
@@ -328,15 +353,16 @@ class Store:
         calls: dict[int, int] = {}
         for n, item in enumerate(items):
             # A duplicate still runs the script (it changes nothing and reports the current state)
-            # but adds no stream entry. Two copies delivered at the same instant can both pass
+            # and its stream entry goes again. Two copies delivered at the same instant can both pass
             # round trip 1: the script still counts one, the stream may show both (same `id`).
             args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
             keys = [*self.keys.record_keys(item.address, item.event.id), self._outbox_key(item.address)]
-            calls[n] = batch.script("record", keys, [*args, *self._outbox_args(), item.event.to_history()])
+            history = [*self._outbox_args(), item.event.to_history(), refs[n]]
+            calls[n] = batch.script("record", keys, [*args, *history])
             if seen[n]:
+                pipe.xdel(self.keys.stream, refs[n])
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
                 continue
-            self._xadd(pipe, item.event.kind.value, item.address, item.event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{item.event.kind.value}", 1)
         for n, count in opened.items():
             domain = domain_of(items[n].address)
@@ -413,18 +439,21 @@ class Store:
             1 if frozen else 0,
         ]
 
-    def _xadd(self, pipe: Any, kind: str, address: str, event_json: str) -> None:
-        """A stream entry: `kind` and `address` as fields for cheap filtering, the rest as JSON in `event`."""
+    def _xadd(self, pipe: Any, kind: str, address: str, event_json: str) -> int:
+        """A stream entry: `kind` and `address` as fields for cheap filtering, the rest as JSON in `event`.
+        Returns its position in the pipeline's replies (the reply is the entry's ID)."""
         fields = {"kind": kind, "address": address, "event": event_json}
+        at = len(pipe)
         pipe.xadd(self.keys.stream, fields, maxlen=self.settings.stream_size, approximate=True)
+        return at
 
-    def log_event(self, event: Event) -> None:
-        """An event for the global stream only (forged VERP, loops): one round trip."""
+    def log_event(self, event: Event) -> str:
+        """An event for the global stream only (forged VERP, loops): one round trip. Returns its ID."""
         with _guard("log event"):
             pipe = self.pipeline()
             self._xadd(pipe, event.kind.value, event.address or "", event.to_json())
             pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
-            pipe.execute()
+            return str(pipe.execute()[0])
 
     # --- the operator's view and acts ---
 
@@ -445,22 +474,41 @@ class Store:
 
     def _views(self, addresses: list[str], events: int) -> list[AddressView]:
         a = self.keys.address
-        per = 8
+        per = 10 if events > 0 else 9  # the legacy history only when events are wanted
         with _guard("read address"):
             pipe = self.pipeline()
             for address in addresses:
                 pipe.hgetall(a(address, k.STATE))
                 pipe.get(a(address, k.SOFT))
                 pipe.ttl(a(address, k.SOFT))
-                pipe.hgetall(a(address, k.HARD))
-                pipe.ttl(a(address, k.HARD))
+                pipe.get(a(address, k.TRACK))
+                pipe.ttl(a(address, k.TRACK))
                 pipe.zcard(a(address, k.HITS))
                 pipe.ttl(a(address, k.HITS))
-                pipe.get(a(address, k.HISTORY))
+                # An earlier build's keys, until the next event moves the score or they expire.
+                pipe.hgetall(a(address, k.LEGACY_HARD))
+                pipe.ttl(a(address, k.LEGACY_HARD))
+                if events > 0:
+                    pipe.get(a(address, k.LEGACY_HISTORY))
             replies = pipe.execute()
         out = []
         for n, address in enumerate(addresses):
-            st, soft, soft_ttl, hard, hard_ttl, hits, hits_ttl, history = replies[n * per : (n + 1) * per]
+            st, soft, soft_ttl, track_value, track_ttl, hits, hits_ttl, old_hard, old_ttl, *old_history = (
+                replies[n * per : (n + 1) * per]
+            )
+            track = parse_track(track_value)
+            hard_day: int | None
+            if track.day is not None:
+                hard_score, hard_day, hard_ttl = track.score, track.day, _ttl(track_ttl)
+            else:
+                hard_score = int(old_hard.get("score", 0))
+                hard_day = int(old_hard["day"]) if "day" in old_hard else None
+                hard_ttl = _ttl(old_ttl)
+            history: list[dict[str, Any]] = []
+            if events > 0:
+                history = parse_history(track.lines, address)[:events]
+                if len(history) < events and old_history and old_history[0]:
+                    history += parse_legacy_history(old_history[0], address)[: events - len(history)]
             out.append(
                 AddressView(
                     address=address,
@@ -469,38 +517,82 @@ class Store:
                     by=st.get("by"),
                     soft_count=int(soft or 0),
                     soft_ttl=_ttl(soft_ttl),
-                    hard_score=int(hard.get("score", 0)),
-                    hard_day=int(hard["day"]) if "day" in hard else None,
-                    hard_ttl=_ttl(hard_ttl),
+                    hard_score=hard_score,
+                    hard_day=hard_day,
+                    hard_ttl=hard_ttl,
                     hits=int(hits),
                     hits_ttl=_ttl(hits_ttl),
-                    events=parse_history(history, address)[:events] if events > 0 else [],
+                    events=history,
                 )
             )
+        if events > 0:
+            self._join([e for view in out for e in view.events])
         return out
+
+    def _join(self, entries: list[dict[str, Any]]) -> None:
+        """Put each history entry's full event back from the global stream (its `ref`), one round trip.
+
+        The history keeps only what explains the address's state; the Message-ID, diagnostic, remote MTA,
+        client... are in the stream entry. When the stream was trimmed past it (stream_size), the entry
+        says so: `trimmed` is true and only the history's own fields are there; `stream_unavailable`
+        when the stream could not be read (its Cluster master is down)."""
+        wanted = [e for e in entries if e.get("ref")]
+        if not wanted:
+            return
+        try:
+            with _guard("read stream"):
+                pipe = self.pipeline()
+                for e in wanted:
+                    pipe.xrange(self.keys.stream, e["ref"], e["ref"], count=1)
+                replies = pipe.execute()
+        except StoreUnavailable as exc:
+            # On a Cluster the stream lives on one master: when that one is down, the address's own
+            # keys still answer. Show them, and say the details could not be read (not that they are gone).
+            log.warning("event details not read: %s", exc)
+            for e in wanted:
+                e["stream_unavailable"] = True
+            return
+        for e, reply in zip(wanted, replies, strict=True):
+            if not reply:
+                e["trimmed"] = True
+                continue
+            full = parse_entry(reply[0][1])
+            if full.get("address") not in (None, e["address"]):
+                e["trimmed"] = True  # not this address's event: cannot happen unless keys were edited
+                continue
+            # The stream's values are whole (the history cuts notes and rounds `at`); the decision stays.
+            e.update(full)
 
     def admin(
         self, address: str, action: str, event: Event, *, state: State | None = None, by: str = "admin"
     ) -> tuple[State, State]:
         """enable | disable (to `state`) | reset, with the audit event in the history and the stream."""
         s = self.settings
+        # The audit event's stream entry first, so that the history line can name it; if the act then
+        # fails, the entry is taken back (best effort: Redis is failing at that moment).
+        ref = self.log_event(event)
         with _guard(f"{action} address"):
-            before, after = self._call(
-                "admin",
-                [*self.keys.admin_keys(address), self._outbox_key(address)],
-                [
-                    action,
-                    (state or State.ACTIVE).value,
-                    repr(event.at),
-                    by,
-                    event.to_json(),
-                    s.history_size,
-                    s.history_days * DAY,
-                    *self._outbox_args()[1:],
-                    event.to_history(),
-                ],
-            )
-            self.log_event(event)
+            try:
+                before, after = self._call(
+                    "admin",
+                    [*self.keys.admin_keys(address), self._outbox_key(address)],
+                    [
+                        action,
+                        (state or State.ACTIVE).value,
+                        repr(event.at),
+                        by,
+                        event.to_json(),
+                        s.history_size,
+                        s.history_days * DAY,
+                        *self._outbox_args()[1:],
+                        event.to_history(),
+                        ref,
+                    ],
+                )
+            except redis.exceptions.RedisError:
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    self.client.xdel(self.keys.stream, ref)
+                raise
         return State(before), State(after)
 
     def is_suppressed(self, address: str) -> bool:
@@ -508,8 +600,11 @@ class Store:
             state = self.client.hget(self.keys.address(address, k.STATE), "state")
         return state is not None and state != State.ACTIVE.value
 
-    def addresses(self, suffixes: Sequence[str] = (k.STATE, k.HARD, k.SOFT, k.HITS)) -> Iterator[str]:
-        """Every address with one of these keys (SCAN, on every node of a cluster). Unordered, unique."""
+    def addresses(
+        self, suffixes: Sequence[str] = (k.STATE, k.TRACK, k.SOFT, k.HITS, k.LEGACY_HARD)
+    ) -> Iterator[str]:
+        """Every address with one of these keys (SCAN, on every node of a cluster). Unordered, unique.
+        A `track` key can hold a history alone: callers that want tracked addresses check the view."""
         seen: set[str] = set()
         with _guard("scan addresses"):
             for suffix in suffixes:

@@ -8,11 +8,15 @@
 --       7-22 record.lua's ARGV (16, the last one, frozen, is decided here)
 --       23 stream size  24 event kind  25 source  26 event JSON for the stream  27 domain
 --       28-31 record.lua's ARGV 17-20 (the outbox: hard bounces 0|1, stream|list, maxlen; history line)
+-- The event's stream entry is written first, so that its ID goes into the history line (record.lua's
+-- ARGV 21); a duplicate (its seen key exists) writes none.
 -- Returns record.lua's reply followed by {open, opened_now, distinct addresses}
 
 local open, opened, distinct = 0, 0, 0
+-- Inside this script, a missing seen key means record() will count the event (its SET NX succeeds).
+local fresh = tonumber(ARGV[19]) == 0 or redis.call('EXISTS', KEYS[8]) == 0
 -- A duplicate must not feed the breaker either (it is idempotent anyway: ZADD of the same member).
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[8]) == 0 then
+if ARGV[1] == '1' and fresh then
   local b = breaker({KEYS[1], KEYS[2]}, {ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]})
   open, opened, distinct = b[1], b[2], b[3]
 end
@@ -21,6 +25,11 @@ local rargs = {}
 for i = 7, 22 do rargs[#rargs + 1] = ARGV[i] end
 rargs[16] = tostring(open)
 for i = 28, 31 do rargs[#rargs + 1] = ARGV[i] end
+rargs[21] = ''
+if fresh then
+  rargs[21] = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[23], '*',
+    'kind', ARGV[24], 'address', ARGV[2], 'event', ARGV[26])
+end
 local r = record({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[11]}, rargs)
 
 local function announce(kind, note, extra)
@@ -32,8 +41,6 @@ local function announce(kind, note, extra)
 end
 
 if r[1] == 'new' then
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[23], '*',
-    'kind', ARGV[24], 'address', ARGV[2], 'event', ARGV[26])
   redis.call('HINCRBY', KEYS[10], 'events:' .. ARGV[24], 1)
 else
   redis.call('HINCRBY', KEYS[10], 'duplicates', 1)

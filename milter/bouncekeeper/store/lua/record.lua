@@ -2,26 +2,40 @@
 -- The same machine as core/policy.py `step` (keep them in step; tests/test_store.py compares them).
 -- All KEYS share the address's hash tag, so this runs on one Redis Cluster slot.
 --
--- KEYS: 1 state (hash)  2 soft (string counter)  3 hard (hash score/day)  4 hits (zset, count rule)
---       5 history (string, lines newest first)  6 seen (string: this event was already recorded)
+-- KEYS: 1 state (hash)  2 soft (string counter)  3 track (string: daily score and history, lib.lua)
+--       4 hits (zset, count rule)  5 the legacy hard-score hash (moved into track, then deleted)
+--       6 seen (string: this event was already recorded)
 -- ARGV: 1 effect hard|soft|none  2 now (epoch seconds)  3 day number  4 mode observe|enforce
 --       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
 --       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
 --       15 event id (hits member)  16 frozen 0|1
 --       KEYS 7 and ARGV 17..19, the outbox (notify.py): 7 the outbox stream (single server) or
 --       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
---       20 the event's history line (event.py to_history; this step appends its decision)
+--       20 the event's history line (event.py to_history; this step appends ref and its decision)
+--       21 ref: the event's entry ID in the global stream (written just before, in the same round trip)
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
 -- crossed: this step took the score from below the threshold to it (announced once per crossing)
 
 local effect = ARGV[1]
 local now = tonumber(ARGV[2])
 local rule = ARGV[5]
+local size = tonumber(ARGV[11])
+
+-- The daily score and the history, read once.
+local exists, hscore, hday, lines = track_read(KEYS[3])
+-- A store written by an earlier build: its score hash is moved into the track key (TTL kept) when
+-- this step writes.
+local legacy_pttl = nil
+if not exists then
+  local old = redis.call('HMGET', KEYS[5], 'score', 'day')
+  if old[1] then
+    hscore, hday = tonumber(old[1]), old[2] or ''
+    legacy_pttl = redis.call('PTTL', KEYS[5])
+  end
+end
 
 local function score()
-  if rule == 'daily' then
-    return tonumber(redis.call('HGET', KEYS[3], 'score') or '0')
-  end
+  if rule == 'daily' then return hscore end
   return redis.call('ZCARD', KEYS[4])
 end
 
@@ -53,6 +67,7 @@ end
 
 -- The values known from this step's own commands are kept, to spare reading them again.
 local current, soft = nil, nil
+local rose = false
 
 if effect == 'soft' then
   scored = 1
@@ -75,15 +90,12 @@ if effect == 'hard' then
   local before
   if rule == 'daily' then
     -- Once per day: the score rises only on a day it has not risen yet, and only then is the
-    -- quiet-period TTL re-armed, so a score that stops rising drops to zero by itself.
-    local hard = redis.call('HMGET', KEYS[3], 'score', 'day')
-    current = tonumber(hard[1] or '0')
-    before = current
-    if hard[2] ~= ARGV[3] then
-      current = current + 1
-      redis.call('HSET', KEYS[3], 'score', current, 'day', ARGV[3])
-      redis.call('EXPIRE', KEYS[3], ARGV[9])
+    -- quiet-period TTL re-armed (below), so a score that stops rising drops to zero by itself.
+    before = hscore
+    if hday ~= ARGV[3] then
+      hscore, hday, rose = hscore + 1, ARGV[3], true
     end
+    current = hscore
   else
     -- %.17g: the exact double, as Python computes it (Lua's default %.14g would round).
     redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
@@ -105,10 +117,25 @@ end
 
 current = current or score()
 soft = soft or soft_count()
-if tonumber(ARGV[11]) > 0 then
-  -- event.py DECISION_FIELDS: scored, state, score, soft
-  push_history(KEYS[5], string.format('%s\t%d\t%s\t%d\t%d', ARGV[20], scored, state, current, soft),
-    tonumber(ARGV[11]), ARGV[12])
+-- The track key's expiry: a rise re-arms the quiet period; a live score that did not rise keeps its
+-- reset time (a moved legacy score, the one it had); with no live score the history lives history_ttl.
+local expiry = nil
+if rose then
+  expiry = {'EX', ARGV[9]}
+elseif hday ~= '' then
+  if not legacy_pttl then
+    expiry = {'KEEPTTL'}
+  else
+    expiry = legacy_pttl > 0 and {'PX', legacy_pttl} or {'EX', ARGV[9]}
+  end
+elseif size > 0 then
+  expiry = {'EX', ARGV[12]}
+end
+if expiry and (size > 0 or rose or legacy_pttl) then
+  -- event.py LINE_FIELDS: the event's fields, ref, then the decision: scored, state, score, soft
+  local line = string.format('%s\t%s\t%d\t%s\t%d\t%d', ARGV[20], ARGV[21] or '', scored, state, current, soft)
+  track_write(KEYS[3], hscore, hday, lines, line, size, expiry)
+  if legacy_pttl then redis.call('DEL', KEYS[5]) end
 end
 
 -- The outbox: a state change is announced in the same atomic step that makes it, so that no
