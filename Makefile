@@ -1,7 +1,9 @@
 # bouncekeeper: `make run` starts the milter on defaults, `make test` runs the whole suite.
 # Both set up everything first: Debian packages (when root), a virtualenv, the package.
 
-PYTHON ?= python3
+# Debian's own Python when there is one: the milter runs as an unprivileged user ([milter] user), which
+# must be able to run the venv's interpreter; a Python installed under /root (pyenv) is not readable by it.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -1,7 +1,8 @@
 """The floor for benchmarks/postfix_throughput.py: a pymilter milter that negotiates the same protocol
-steps as bouncekeeper's and does nothing in them (accept at DATA; for the ORIGINATING listener a fixed
-chgfrom at end of message). What it costs is pymilter's and libmilter's own cost for those steps, so the
-difference to bouncekeeper's row is bouncekeeper's code.
+steps as bouncekeeper's and does nothing in them (inbound: accept at the first RCPT, as bouncekeeper's
+accept_early; for the ORIGINATING listener a fixed chgfrom at end of message). What it costs is
+pymilter's and libmilter's own cost for those steps, so the difference to bouncekeeper's row is
+bouncekeeper's code.
 
     python benchmarks/floor_milter.py unix:/path/to/socket
 """
@@ -36,7 +37,7 @@ class Floor(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     @Milter.symlist("i")  # type: ignore[misc]
     def envrcpt(self, to: str, *params: str) -> int:
-        return CONTINUE
+        return CONTINUE if self.originating else ACCEPT  # bouncekeeper's accept_early
 
     @Milter.symlist("i")  # type: ignore[misc]
     def data(self) -> int:

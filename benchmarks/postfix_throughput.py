@@ -13,6 +13,13 @@ Throughput is measured as smtp-source's wall time to hand all messages to Postfi
 down: smtpd waits for its answers), then the queue is drained before the next run. Prints msgs/s and the
 ratio to `none` at the same concurrency. Needs root (postfix), smtp-source, redis-server.
 
+Wall-clock ratios swing with whatever else the machine runs. So the script also puts itself, and with it
+everything it starts (Postfix, the milters, Redis, smtp-source, smtp-sink), into a cgroup of its own and
+reads the CPU time the whole pipeline spent per message (`pipe`, µs). On a machine whose CPUs the mail
+pipeline saturates, `none`'s pipe / a variant's pipe is the throughput ratio to expect (`cpu-ratio`);
+other processes' load does not enter it. Without a writable cgroup (not root, or a locked-down cgroup
+tree) those columns say n/a.
+
     .venv/bin/python benchmarks/postfix_throughput.py [--messages 2000] [--inet-messages 400]
 """
 
@@ -94,6 +101,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class PipelineCpu:
+    """CPU time of this process and everything it starts, from a cgroup made for the run.
+
+    cgroup v1 (`cpuacct.usage`, ns) or v2 (`cpu.stat` usage_usec). Children inherit the cgroup, so
+    Postfix's daemons, the milters and the SMTP tools are all counted, and nothing else is.
+    """
+
+    def __init__(self) -> None:
+        self.dir: pathlib.Path | None = None
+        name = f"bk-bench-{os.getpid()}"
+        v1 = pathlib.Path("/sys/fs/cgroup/cpuacct")
+        if (v1 / "cpuacct.usage").exists():
+            candidates = [v1 / name]
+        else:
+            own = pathlib.Path("/proc/self/cgroup").read_text().splitlines()
+            unified = [line.split("::", 1)[1] for line in own if line.startswith("0::")]
+            candidates = [pathlib.Path("/sys/fs/cgroup") / unified[0].lstrip("/") / name] if unified else []
+        for path in candidates:
+            try:
+                path.mkdir()
+                (path / "cgroup.procs").write_text(str(os.getpid()))
+            except OSError:
+                continue
+            self.dir = path
+
+    def usage_us(self) -> float | None:
+        if self.dir is None:
+            return None
+        if (self.dir / "cpuacct.usage").exists():
+            return int((self.dir / "cpuacct.usage").read_text()) / 1000
+        stat = dict(line.split() for line in (self.dir / "cpu.stat").read_text().splitlines())
+        return float(stat["usage_usec"])
+
+    def close(self) -> None:
+        if self.dir is None:
+            return
+        try:
+            (self.dir.parent / "cgroup.procs").write_text(str(os.getpid()))
+            self.dir.rmdir()
+        except OSError:
+            pass  # a straggling child keeps it; an empty cgroup left behind costs nothing
+
+
 def blast(port: int, sender: str, messages: int, sessions: int) -> float:
     start = time.monotonic()
     subprocess.run(
@@ -121,6 +171,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("postfix_throughput: needs root (the postfix command)", file=sys.stderr)
         return 1
+    pipeline = PipelineCpu()
+    try:
+        return run(args, pipeline)
+    finally:
+        pipeline.close()
+
+
+def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
     with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
         work = pathlib.Path(tmp)
         work.chmod(0o755)
@@ -163,12 +221,16 @@ def main() -> int:
             variants = [("none", "inbound", "none")] + [
                 (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
             ]
-            head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu"
-            print(f"{head}  (medians of {args.rounds} rounds; cpu = the milter's CPU µs per message)")
+            head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu   pipe cpu-ratio"
+            print(
+                f"{head}\n(medians of {args.rounds} rounds; cpu = the milter's CPU µs per message; pipe = the"
+                " whole pipeline's CPU µs per message; cpu-ratio = none's pipe / this pipe)"
+            )
             for sessions in args.sessions:
                 rates: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 ratios: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 cpu: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
+                pipe: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 # Rounds interleave the variants: a load change on the machine hits all of them alike,
                 # and each ratio is taken against the baseline of its own round.
                 for _ in range(args.rounds):
@@ -177,11 +239,16 @@ def main() -> int:
                         count = args.inet_messages if transport == "inet" else args.messages
                         milter = milters.get(transport)
                         before = cpu_seconds(milter.pid) if milter else 0.0
+                        pipe_before = pipeline.usage_us()
                         rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
                         sent_verp += count if traffic == "verp" and transport != "none" else 0
                         # The milter's own CPU per message: a figure the machine's other load cannot skew.
                         cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
                         drain(postfix)
+                        # Until the queue is empty: delivery to smtp-sink is part of every variant's cost.
+                        pipe_after = pipeline.usage_us()
+                        if pipe_before is not None and pipe_after is not None:
+                            pipe[name].append((pipe_after - pipe_before) / count)
                         base = base or rate
                         rates[name].append(rate)
                         ratios[name].append(rate / base)
@@ -191,7 +258,12 @@ def main() -> int:
                     rate, ratio = statistics.median(rates[name]), statistics.median(ratios[name])
                     used = statistics.median(cpu[name])
                     row = f"{sessions:>8} {shown:>8} {transport:>6} {count:>6} {rate:>8.0f} {ratio:>6.2f}"
-                    print(f"{row} {used:>6.0f}")
+                    if pipe[name] and pipe["none"]:
+                        spent = statistics.median(pipe[name])
+                        extra = f" {spent:>6.0f} {statistics.median(pipe['none']) / spent:>9.2f}"
+                    else:
+                        extra = "    n/a       n/a"
+                    print(f"{row} {used:>6.0f}{extra}")
             delivered = postfix.log().count("status=sent")
             verp = postfix.log().count("from=<bounces+")
             # A check on the run itself: exactly the originating traffic got a VERP sender.

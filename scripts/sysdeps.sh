@@ -9,8 +9,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # libmilter-dev: pymilter builds against it. redis-server: the embedded default store and the tests.
 # postfix (+ smtp-sink/smtp-source), swaks, m4/libwrap0 (Sendmail), libidn12 (Exim): MTA tests.
 # dovecot-imapd: the IMAP scanner's tests run a private Dovecot. chromium: the admin page's test clicks
-# its button in a real headless browser.
-for p in libmilter-dev redis-server postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium; do
+# its button in a real headless browser. python3-venv, python3-dev: the venv is built on Debian's Python
+# (the Makefile says why) and pymilter compiles against its headers.
+for p in python3-venv python3-dev libmilter-dev redis-server postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium; do
     have_pkg "$p" || need+=("$p")
 done
 

@@ -443,11 +443,45 @@ def test_loop_signals_follow_the_rfcs() -> None:
 # -- everything else -----------------------------------------------------------------------------------
 
 
-def test_ordinary_inbound_mail_is_accepted_at_data_untouched(harness: Harness) -> None:
+def test_ordinary_inbound_mail_is_accepted_at_its_first_recipient(harness: Harness) -> None:
     harness.connect(INBOUND_IP)
     assert harness.ctx._envfrom("<someone@remote.example>") == Milter.CONTINUE
-    assert harness.ctx._envrcpt("<x@example.org>") == Milter.CONTINUE
+    assert harness.ctx._envrcpt("<x@elsewhere.example>") == Milter.ACCEPT
+
+
+def test_a_first_recipient_in_a_protected_address_domain_keeps_the_milter_until_data(
+    harness: Harness,
+) -> None:
+    harness.connect(INBOUND_IP)
+    assert harness.ctx._envfrom("<someone@remote.example>") == Milter.CONTINUE
+    assert harness.ctx._envrcpt("<x@example.org>") == Milter.CONTINUE  # PROTECTED's domain
     assert harness.ctx._data() == Milter.ACCEPT
+
+
+def test_a_watched_first_recipient_keeps_the_milter_until_data(harness: Harness) -> None:
+    # The first recipient is in the bounce domain (here not a VERP address: postmaster@), so the
+    # message may concern us: the later ordinary recipient does not end the milter's part.
+    harness.connect(INBOUND_IP)
+    assert harness.ctx._envfrom("<someone@remote.example>") == Milter.CONTINUE
+    assert harness.ctx._envrcpt(f"<postmaster@{BOUNCE_DOMAIN}>") == Milter.CONTINUE
+    assert harness.ctx._envrcpt("<x@elsewhere.example>") == Milter.CONTINUE
+    assert harness.ctx._data() == Milter.ACCEPT
+    # The next transaction on the same connection starts afresh.
+    assert harness.ctx._envfrom("<someone@remote.example>") == Milter.CONTINUE
+    assert harness.ctx._envrcpt("<x@elsewhere.example>") == Milter.ACCEPT
+
+
+def test_without_accept_early_ordinary_mail_is_accepted_at_data(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, "[milter]\naccept_early = false")
+    h.connect(INBOUND_IP)
+    assert h.ctx._envfrom("<someone@remote.example>") == Milter.CONTINUE
+    assert h.ctx._envrcpt("<x@elsewhere.example>") == Milter.CONTINUE
+    # ... so a later loop-guarded recipient of the same transaction is still seen.
+    assert h.ctx._envrcpt(f"<{PROTECTED}>") == Milter.CONTINUE
+    assert h.ctx._data() == Milter.CONTINUE
+    h.store.close()
 
 
 def test_an_internal_error_is_451_for_that_message(tmp_path: pathlib.Path, redis_db: RedisServer) -> None:

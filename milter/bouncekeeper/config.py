@@ -180,6 +180,12 @@ class MilterSettings:
     suppression: Literal["off", "observe", "enforce"] = "off"
     # After a bounce is recorded: drop it (discard) or let it go on to delivery (accept, e.g. an archive).
     bounce_action: Literal["discard", "accept"] = "discard"
+    # Accept ordinary inbound mail at its first recipient when that recipient's domain is neither the
+    # bounce domain nor a protected address's domain (true), instead of at DATA once all recipients
+    # are known (false). Postfix then hands no milter to cleanup and waits for no DATA reply: about half
+    # the milter's cost on an MX. The price: a later recipient of the same transaction in a watched
+    # domain goes unseen (a DSN or an auto-reply answers one envelope, so never a bounce of ours).
+    accept_early: bool = True
     # Prometheus `GET /metrics` at "HOST:PORT" (no authentication: loopback); "": off.
     metrics_listen: str = ""
 
