@@ -82,8 +82,9 @@ def test_score_rises_per_day_and_disables_at_threshold(store: Store) -> None:
     assert view.state is State.DISABLED_BOUNCES
     assert view.by == "bounces"
     assert view.hard_score == 5
-    assert view.hard_ttl is not None
-    assert view.hard_ttl > 6 * DAY
+    # Disabled never expires: no reset time any more, and the history is kept with the state.
+    assert view.hard_ttl is None
+    assert len(view.events) == 5  # history_size
     kinds = [fields["kind"] for _, fields in store.recent(50)]
     assert kinds.count("disabled") == 1
     assert kinds.count("permanent") == 10
@@ -194,7 +195,11 @@ def test_disabled_state_has_no_ttl(store: Store) -> None:
     store.record([item()], now=T0, rules=rules)
     assert store.client.ttl(store.keys.address(ADDRESS, k.STATE)) == -1
     time.sleep(1.1)
-    assert store.view(ADDRESS).state is State.DISABLED_BOUNCES
+    view = store.view(ADDRESS)
+    assert view.state is State.DISABLED_BOUNCES
+    # ... and the events that disabled it outlive the quiet period too.
+    assert [e["kind"] for e in view.events] == ["permanent"]
+    assert store.client.ttl(store.keys.address(ADDRESS, k.TRACK)) == -1
 
 
 def test_same_bounce_delivered_twice_counts_once(store: Store) -> None:
@@ -290,8 +295,11 @@ def test_admin_disable_enable_reset_with_audit_events(store: Store) -> None:
         State.DISABLED_ADMIN,
     )
     assert store.is_suppressed(ADDRESS)
+    track = store.keys.address(ADDRESS, k.TRACK)
+    assert store.client.ttl(track) == -1  # a disabled address keeps its history as long as its state
     enable = Event(at=T0 + 2, kind=EventKind.ENABLED, source=Source.CLI, address=ADDRESS)
     assert store.admin(ADDRESS, "enable", enable) == (State.DISABLED_ADMIN, State.ACTIVE)
+    assert store.client.ttl(track) > 0
     view = store.view(ADDRESS)
     assert (view.state, view.soft_count) == (State.ACTIVE, 0)
     assert [e["kind"] for e in view.events] == ["enabled", "disabled", "temporary"]
@@ -550,13 +558,13 @@ def test_history_alone_lives_history_days(store: Store) -> None:
     assert store.view(ADDRESS).hard_ttl is None
 
 
-def test_admin_acts_keep_the_score_reset_time_or_clear_it(store: Store) -> None:
+def test_admin_acts_keep_the_history_while_disabled_and_clear_the_score_on_enable(store: Store) -> None:
     rules = Rules(mode=Mode.ENFORCE, quiet=1000, breaker_addresses=0)
     store.record([item()], now=T0, rules=rules)
     key = store.keys.address(ADDRESS, k.TRACK)
     audit = Event(at=T0 + 1, kind=EventKind.DISABLED, source=Source.CLI, address=ADDRESS, note="by admin")
     store.admin(ADDRESS, "disable", audit, state=State.DISABLED_ADMIN)
-    assert 0 < store.client.ttl(key) <= 1000
+    assert store.client.ttl(key) == -1  # disabled: the history stays with the state
     view = store.view(ADDRESS)
     assert view.hard_score == 1
     assert view.events[0]["note"] == "by admin"

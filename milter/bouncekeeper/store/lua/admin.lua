@@ -26,6 +26,8 @@ if action == 'enable' or action == 'reset' then hscore, hday = 0, '' end
 if size > 0 or hday ~= '' then
   -- A live score keeps its reset time; the history alone lives history_ttl after this event.
   local expiry = hday ~= '' and {'KEEPTTL'} or {'EX', ARGV[7]}
+  -- A disabled address keeps its history as long as its state: no TTL (record.lua says why).
+  if state ~= 'active' then expiry = {} end
   -- event.py LINE_FIELDS: the event's fields, ref, then scored, state, score, soft, previous
   local line = ARGV[10] .. '\t' .. ARGV[11] .. '\t\t' .. state .. '\t\t\t' .. previous
   track_write(KEYS[3], hscore, hday, lines, line, size, expiry)

@@ -131,6 +131,12 @@ elseif hday ~= '' then
 elseif size > 0 then
   expiry = {'EX', ARGV[12]}
 end
+if state ~= 'active' and expiry then
+  -- A disabled address never expires (its state hash has no TTL), and neither do the events that say
+  -- why: an operator asked about it months later can still answer. Enabling it gives the history a TTL
+  -- again (admin.lua).
+  expiry = {}
+end
 if expiry and (size > 0 or rose or legacy_pttl) then
   -- event.py LINE_FIELDS: the event's fields, ref, then the decision: scored, state, score, soft
   local line = string.format('%s\t%s\t%d\t%s\t%d\t%d', ARGV[20], ARGV[21] or '', scored, state, current, soft)
