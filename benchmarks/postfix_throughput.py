@@ -144,11 +144,11 @@ class PipelineCpu:
             pass  # a straggling child keeps it; an empty cgroup left behind costs nothing
 
 
-def blast(port: int, sender: str, messages: int, sessions: int) -> float:
+def blast(port: int, sender: str, messages: int, sessions: int, reuse: bool = False) -> float:
     start = time.monotonic()
     subprocess.run(
-        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", "2000", "-f", sender, "-t", RCPT,
-         f"127.0.0.1:{port}"],
+        ["smtp-source", *(["-d"] if reuse else []), "-s", str(sessions), "-m", str(messages), "-l", "2000",
+         "-f", sender, "-t", RCPT, f"127.0.0.1:{port}"],
         check=True, timeout=600,
     )  # fmt: skip
     return messages / (time.monotonic() - start)
@@ -157,6 +157,12 @@ def blast(port: int, sender: str, messages: int, sessions: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="smtp-source -d: each session sends all its messages over one connection (bulk senders do;"
+        " without it, one message per connection, as most senders to an MX)",
+    )
     parser.add_argument("--inet-messages", type=int, default=300, help="TCP is slow; fewer messages")
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--rounds", type=int, default=3)
@@ -240,7 +246,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                         milter = milters.get(transport)
                         before = cpu_seconds(milter.pid) if milter else 0.0
                         pipe_before = pipeline.usage_us()
-                        rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions)
+                        rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions, args.reuse)
                         sent_verp += count if traffic == "verp" and transport != "none" else 0
                         # The milter's own CPU per message: a figure the machine's other load cannot skew.
                         cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
