@@ -285,28 +285,9 @@ class _Triage:
         def unlikely(address: str) -> bool:
             return self._is_own_address(address) or address in own or bodies.only_as_sender(full, address)
 
-        for raw_address in sorted(permanent):
-            address = normalise(raw_address)
-            if address is None or unlikely(address):
-                continue
+        def flufl_failure(address: str, raw_address: bytes) -> Failure:
             context = bodies.context_for(human, address, decode(raw_address))
-            failures.append(
-                _failure(
-                    address,
-                    context or human,
-                    None,
-                    Stage.FLUFL,
-                    diagnostic=context,
-                    fallback=human,
-                    report=self._human_text,
-                )
-            )
-        for raw_address in sorted(temporary):
-            address = normalise(raw_address)
-            if address is None or address in {f.recipient for f in failures} or unlikely(address):
-                continue
-            context = bodies.context_for(human, address, decode(raw_address))
-            failure = _failure(
+            return _failure(
                 address,
                 context or human,
                 None,
@@ -315,6 +296,17 @@ class _Triage:
                 fallback=human,
                 report=self._human_text,
             )
+
+        for raw_address in sorted(permanent):
+            address = normalise(raw_address)
+            if address is None or unlikely(address):
+                continue
+            failures.append(flufl_failure(address, raw_address))
+        for raw_address in sorted(temporary):
+            address = normalise(raw_address)
+            if address is None or address in {f.recipient for f in failures} or unlikely(address):
+                continue
+            failure = flufl_failure(address, raw_address)
             # flufl.bounce reports delay warnings (its SimpleWarning detector) as temporary failures.
             if delay_notice:
                 delays.append(replace(failure, action="delayed", reason=Reason.DELAYED))
