@@ -86,6 +86,21 @@ def test_reply_code_in_text(text: str, expected: int | None) -> None:
     assert status.reply_code_in(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Exim's delay warning names only the address (tests/fixtures/mta/exim-refused-delay.eml).
+        ("The address to which the message has not yet been delivered is: refused@refused.test", R.UNDEFINED),
+        ("<spamhaus@x.example>: host x.example said: 550 User unknown", R.USERUNKNOWN),
+        ("<trojan@virus.example>: host x.example said: 550 Rejected", R.REJECTED),
+        # The domain stops before Sendmail's "..." (its own USERUNKNOWN row needs it).
+        ("550 5.1.1 <a@b.example>... User unknown", R.USERUNKNOWN),
+    ],
+)
+def test_words_of_an_address_are_no_reason(text: str, expected: Reason) -> None:
+    assert rules.reason_for(text, None, None) is expected
+
+
 def test_status_code_decides_when_the_text_is_silent() -> None:
     assert rules.reason_for("delivery failed", "5.1.2", None) is R.HOSTUNKNOWN
     assert rules.reason_for("delivery failed", "5.2.2", None) is R.MAILBOXFULL

@@ -86,6 +86,15 @@ _PHASES: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = tuple(
 )
 
 
+# An address names a mailbox, not a reason: its words must not read as one ("refused@refused.test" as a
+# refusal, "<policy@example.org>" as a policy block). A real Exim 4.96 delay warning holds no diagnostic,
+# only the address (tests/fixtures/mta/exim-refused-delay.eml), so the whole report is read and the address
+# alone decided. The domain stops before trailing dots, so Sendmail's "<a@b.test>... User unknown" keeps
+# its "...".
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@[\w-]+(?:\.[\w-]+)+")
+_NO_ADDRESS = "x@x"
+
+
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:
     """The reason a failure happened, from its diagnostic text and codes."""
     return explain(text, status_code, reply_code)[0]
@@ -110,6 +119,8 @@ def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple
     the SMTP reply code. The first hit wins.
     """
     text = " ".join(text.split()).lower()  # one line: MTAs wrap diagnostics anywhere
+    if "@" in text:
+        text = _ADDRESS.sub(_NO_ADDRESS, text)
     row = _first_hit(text, 0)
     if row is not None:
         return row.reason, _TIER_STRENGTH[row.tier]
