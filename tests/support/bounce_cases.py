@@ -3,9 +3,11 @@
 Shared by the real-MTA test (tests/mta/test_real_mta_bounces.py, which makes Postfix, Exim and Sendmail
 write their own bounces) and the fast unit test over the bounces it captured (tests/fixtures/mta/).
 
-Kind (issue 2): permanent only when the address itself is dead (unknown user, unknown host); a full
-mailbox, a too-big message, a spam or policy block, a refused relay, and anything that failed only
-because the queue lifetime ran out are temporary, whatever the status class says.
+Kind (issue 2): permanent only when the address itself is dead (unknown user, unknown host, moved, bad
+address syntax); a full, disabled or rate-limited mailbox, a too-big message, spam, a virus, a DMARC,
+block-list or policy refusal, a refused relay, a full remote system, and anything that failed only
+because the queue lifetime ran out are temporary, whatever the status class says. A bare "550 User
+unknown" is a dead address at RCPT and a content filter's refusal (`filtered`) after DATA.
 """
 
 from __future__ import annotations
@@ -53,6 +55,37 @@ CASES: tuple[Case, ...] = (
        "temporary", "expired blocked", None),
     _c("tempfail", "RCPT", "451 4.3.0 {rcpt}: Temporary lookup failure", "temporary", "expired systemerror",
        None),
+    _c("moved", "RCPT", "551 5.1.6 {rcpt}: User has moved; please try <new@elsewhere.test>", "permanent",
+       "hasmoved", "5.1.6"),
+    _c("nodomain", "RCPT", "550 5.1.2 {rcpt}: Recipient address rejected: Domain not found", "permanent",
+       "hostunknown", "5.1.2"),
+    _c("badsyntax", "RCPT", "553 5.1.3 {rcpt}: Recipient address rejected: bad address syntax",
+       "permanent", "userunknown", "5.1.3"),
+    _c("disabled", "RCPT", "550 5.2.1 {rcpt}: Mailbox disabled, not accepting messages", "temporary",
+       "suspend", "5.2.1"),
+    # No enhanced code: Postfix and Exim write 5.0.0, Sendmail 5.1.1 (its default for a 550 to RCPT).
+    _c("bareunknown", "RCPT", "550 User unknown", "permanent", "userunknown", None),
+    # The same bare text after DATA is a content filter's refusal, not a dead address (classify.py,
+    # _user_unknown_by_stage): never scored.
+    _c("unknownafterdata", "DATA", "550 User unknown", "temporary", "filtered", None),
+    _c("notlocal", "RCPT", "551 User not local; please try <new@elsewhere.test>", "permanent", "hasmoved",
+       None),
+    _c("policy", "RCPT", "550 5.7.1 {rcpt}: Recipient address rejected: Access denied by policy",
+       "temporary", "policyviolation", "5.7.1"),
+    _c("unavailable", "RCPT", "550 5.5.0 Requested action not taken: mailbox unavailable", "permanent",
+       "userunknown", "5.5.0"),
+    _c("dmarc", "DATA", "550 5.7.26 Unauthenticated email from sender.test is not accepted due to domain's "
+       "DMARC policy", "temporary", "authfailure", "5.7.26"),
+    _c("virus", "DATA", "554 5.7.0 Message rejected: virus found in attachment", "temporary",
+       "virusdetected", "5.7.0"),
+    _c("blocklisted", "RCPT", "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using "
+       "zen.spamhaus.org", "temporary", "blocked", "5.7.1"),
+    _c("sysfull", "RCPT", "452 4.3.1 Insufficient system storage", "temporary", "systemfull", None),
+    # Gmail's words for a mailbox receiving too fast (4.2.1 is "mailbox disabled" in RFC 3463; the text
+    # is more precise).
+    _c("ratelimit", "RCPT", "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
+       "prevents additional messages from being delivered. Please resend your message at a later time.",
+       "temporary", "toomanyconn", None),
     _c("refused", None, "", "temporary", "expired networkerror", None),
     _c("nohost", None, "", "permanent", "hostunknown", None),
 )  # fmt: skip
@@ -69,9 +102,11 @@ def check_failure(result: Classification, failure: Failure, case: Case) -> None:
     assert failure.reason in case.reasons, failure
     if case.status is not None:
         assert failure.status == case.status, failure
-    else:  # expiry and routing failures: the MTA's own code (Exim says 5.0.0 for any failure)
+    else:  # no enhanced code in the reply, expiry, routing: the MTA's own (Exim says 5.0.0 for any failure)
         assert failure.status is not None
         assert failure.status[0] in "45", failure
+    if case.kind == "permanent":  # a dead address needs a 5xx (issue 2): a 4xx one is retried
+        assert failure.dsn_class == "permanent", failure
 
 
 def check_delay(result: Classification, failure: Failure, case: Case) -> None:
