@@ -266,3 +266,36 @@ def test_encoded_word_in_x_failed_recipients_is_decoded() -> None:
     )
     result = classify(raw)
     assert [f.recipient for f in result.failures] == ["\U0001f408@example.org"]
+
+
+def _prog_mailer_dsn(code: str, transcript: str) -> bytes:
+    """Sendmail's report of a local program (prog mailer) that failed: its exit status as an X-Unix code."""
+    return (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\r\n"
+        "To: app@example.net\r\nSubject: Returned mail: see transcript for details\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\n\r\n   ----- The following addresses had permanent fatal errors -----\r\n"
+        f'"|/usr/local/bin/deliver"\r\n    (reason: {code})\r\n'
+        "    (expanded from: <list@example.org>)\r\n\r\n"
+        f"   ----- Transcript of session follows -----\r\n{transcript}\r\n\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        "Final-Recipient: RFC822; list@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        f"Diagnostic-Code: X-Unix; {code}\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("code", "transcript", "reason"),
+    [
+        ("127", "Permission denied", Reason.MAILERERROR),  # the program's output says no more than its code
+        ("77", "mailbox is full", Reason.MAILBOXFULL),  # its output names the reason
+    ],
+)
+def test_a_local_program_exit_status_is_a_mailer_error_unless_its_output_says_why(
+    code: str, transcript: str, reason: Reason
+) -> None:
+    (failure,) = classify(_prog_mailer_dsn(code, transcript)).failures
+    assert failure.recipient == "list@example.org"
+    assert failure.reason is reason

@@ -247,6 +247,7 @@ class _Triage:
                     action=action,
                     fallback=fallback,
                     report=self._human_text,
+                    program_exit=rcpt.diagnostic_type == "x-unix" and rcpt.diagnostic.isdigit(),
                 )
                 (delays if action == "delayed" else failures).append(failure)
         return failures, delays, successes
@@ -512,6 +513,7 @@ def _failure(
     action: str | None = "failed",
     fallback: str = "",
     report: Callable[[], str] | None = None,
+    program_exit: bool = False,
 ) -> Failure:
     """One recipient's failure from the text that reports on it (`text`), the report's Status field,
     the whole report when `text` says too little (`fallback`) and, read only when the SMTP command
@@ -527,6 +529,12 @@ def _failure(
         fb_reason, fb_strength = rules.explain(fallback[:MAX_EXPLAIN_CHARS], fb_status, fb_reply)
         if fb_strength > strength:
             reason, status_code, reply_code, text = fb_reason, fb_status, fb_reply, fallback
+            strength = fb_strength
+    if program_exit and strength < 2:
+        # "Diagnostic-Code: X-Unix; 127": the exit status of a local delivery program (Sendmail's prog
+        # mailer, RFC 3464 section 2.3.6), which a vague line of its output ("Permission denied") does
+        # not explain better (sisimai err/make-test-35: mailererror).
+        reason = Reason.MAILERERROR
     dsn_class = _class_of(status_code, reply_code)
     command = bodies.smtp_command(text)
     # The rest of the report is read for the command only when the decision needs it: finding and
