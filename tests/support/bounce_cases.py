@@ -74,6 +74,26 @@ CASES: tuple[Case, ...] = (
        "temporary", "policyviolation", "5.7.1"),
     _c("unavailable", "RCPT", "550 5.5.0 Requested action not taken: mailbox unavailable", "permanent",
        "userunknown", "5.5.0"),
+    # Providers' own replies. Gmail answers in several lines (RFC 5321 section 4.2.1 multiline reply).
+    _c("gmailunknown", "RCPT", "550-5.1.1 The email account that you tried to reach does not exist. Please "
+       "try\r\n550-5.1.1 double-checking the recipient's email address for typos or\r\n550-5.1.1 "
+       "unnecessary spaces. For more information, go to\r\n550 5.1.1  "
+       "https://support.google.com/mail/?p=NoSuchUser a1si123 - gsmtp", "permanent", "userunknown", "5.1.1"),
+    _c("gmailspam", "DATA", "550-5.7.1 [127.0.0.1] Our system has detected that this message is likely "
+       "unsolicited mail. To reduce\r\n550-5.7.1 the amount of spam sent to Gmail, this message has been "
+       "blocked. For more\r\n550 5.7.1 information, go to https://support.google.com/mail/?p="
+       "UnsolicitedMessageError a1si123 - gsmtp", "temporary", "spamdetected", "5.7.1"),
+    _c("gmailreputation", "DATA", "550-5.7.1 [127.0.0.1] Gmail has detected that this message is likely "
+       "suspicious due to the very low\r\n550-5.7.1 reputation of the sending IP address. To best protect "
+       "our users from\r\n550-5.7.1 spam, the message has been blocked. Please visit\r\n550 5.7.1  "
+       "https://support.google.com/mail/answer/188131 for more information. a1si123 - gsmtp", "temporary",
+       "blocked", "5.7.1"),
+    # Exchange Online: not in the tenant's directory (directory-based edge blocking, at RCPT), and its
+    # recipient lookup.
+    _c("dbeb", "RCPT", "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) "
+       "[DM6NAM12FT045.eop-nam12.prod.protection.outlook.com]", "permanent", "userunknown", "5.4.1"),
+    _c("o365unknown", "RCPT", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient {rcpt} not found by "
+       "SMTP address lookup", "permanent", "userunknown", "5.1.10"),
     _c("dmarc", "DATA", "550 5.7.26 Unauthenticated email from sender.test is not accepted due to domain's "
        "DMARC policy", "temporary", "authfailure", "5.7.26"),
     _c("virus", "DATA", "554 5.7.0 Message rejected: virus found in attachment", "temporary",

@@ -215,6 +215,11 @@ class _Triage:
                     continue  # MTAs repeat a recipient's block (one per MX tried): the first tells
                 seen.add((address, action))
                 diagnostic = rcpt.diagnostic
+                whole_reply = ""
+                if _CONTINUED.match(diagnostic):
+                    if human is None:
+                        human = self._human_text()
+                    whole_reply = _whole_reply(diagnostic, human)
                 if rcpt.status_comment and _has_words(rcpt.status_comment):
                     diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
                 if not diagnostic or _is_bare_code(diagnostic):
@@ -242,11 +247,12 @@ class _Triage:
                     text,
                     rcpt.status,
                     Stage.DSN,
-                    diagnostic=diagnostic,
+                    diagnostic=whole_reply or diagnostic,
                     remote_mta=rcpt.remote_mta,
                     action=action,
                     fallback=fallback,
                     report=self._human_text,
+                    whole_reply=whole_reply,
                     program_exit=rcpt.diagnostic_type == "x-unix" and rcpt.diagnostic.isdigit(),
                 )
                 (delays if action == "delayed" else failures).append(failure)
@@ -513,6 +519,7 @@ def _failure(
     action: str | None = "failed",
     fallback: str = "",
     report: Callable[[], str] | None = None,
+    whole_reply: str = "",
     program_exit: bool = False,
 ) -> Failure:
     """One recipient's failure from the text that reports on it (`text`), the report's Status field,
@@ -521,6 +528,13 @@ def _failure(
     status_code = _best_status(status_field, text)
     reply_code = status.reply_code_in(text)
     reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
+    if strength < 2 and whole_reply:
+        # The first line of a multi-line reply said little (a generic code, a vague word): its other
+        # lines may say more. Only then: later lines are often hedged advice ("the domain may not exist,
+        # or be blacklisted"), which must not outrank a first line that named the reason.
+        more_reason, more_strength = rules.explain(whole_reply[:MAX_EXPLAIN_CHARS], status_code, reply_code)
+        if more_strength > strength:
+            reason, strength, text = more_reason, more_strength, whole_reply
     if strength < 2 and fallback and fallback != text and not (strength == 1 and reply_code):
         # The lines next to the address said little; the whole report may say more (one reason for all).
         # Not when they hold the remote server's own reply and a phrase: the rest is boilerplate.
@@ -686,6 +700,38 @@ def _action(action: str | None, status_code: str | None) -> str | None:
             return "delivered"
         return "failed"
     return "failed" if action is None else None
+
+
+# The first line of a multi-line SMTP reply ("550-5.7.1 ..."; RFC 5321 section 4.2.1).
+_CONTINUED = re.compile(r"[245]\d\d-")
+
+
+def _whole_reply(first: str, report: str) -> str:
+    """A multi-line reply whose Diagnostic-Code holds only its first line, completed from the transcript.
+
+    Sendmail 8.17 writes only the first line in Diagnostic-Code and "(reason: ...)"; its transcript
+    ("<<< 550-5.7.1 ...") has them all, and the reason is often on a later one (Gmail: "... due to the
+    very low" / "reputation of the sending IP address"; seen with a real Sendmail,
+    tests/fixtures/mta/sendmail-gmailreputation.eml). Postfix and Exim join the lines themselves.
+    """
+    code = first[:3]
+    lines = report.split("\n")
+    head = first.strip()
+    for index, line in enumerate(lines):
+        if head not in line:
+            continue
+        pieces = [head]
+        for following in lines[index + 1 : index + 40]:
+            rest = following.strip()
+            rest = rest[3:].lstrip() if rest.startswith("<<<") else rest
+            if not rest.startswith(code) or rest[3:4] not in ("-", " "):
+                break
+            pieces.append(rest)
+            if rest[3] == " ":
+                break  # the last line of the reply
+        if len(pieces) > 1:  # Sendmail's "(reason: 550-...)" line comes first, alone: the transcript next
+            return " ".join(pieces)
+    return first
 
 
 def _has_words(text: str) -> bool:
