@@ -294,15 +294,7 @@ class _Triage:
 
         def flufl_failure(address: str, raw_address: bytes) -> Failure:
             context = bodies.context_for(human, address, decode(raw_address))
-            return _failure(
-                address,
-                context or human,
-                None,
-                Stage.FLUFL,
-                diagnostic=context,
-                fallback=human,
-                report=self._human_text,
-            )
+            return self._text_failure(address, context, human, Stage.FLUFL)
 
         for raw_address in sorted(permanent):
             address = normalise(raw_address)
@@ -321,6 +313,19 @@ class _Triage:
                 failures.append(failure)
         return failures, delays
 
+    def _text_failure(self, address: str, context: str, human: str, stage: Stage) -> Failure:
+        """A failure found in the human-readable report: read from the lines about the address, else the
+        whole report."""
+        return _failure(
+            address,
+            context or human,
+            None,
+            stage,
+            diagnostic=context,
+            fallback=human,
+            report=self._human_text,
+        )
+
     def _rules_stage(self) -> tuple[list[Failure], list[Failure]]:
         if not self._looks_like_bounce():
             return [], []
@@ -334,18 +339,7 @@ class _Triage:
                 address = normalise(piece)
                 if address is not None and address not in {a for a, _ in found}:
                     found.append((address, bodies.context_for(human, address)))
-        failures = [
-            _failure(
-                address,
-                context or human,
-                None,
-                Stage.RULES,
-                diagnostic=context,
-                fallback=human,
-                report=self._human_text,
-            )
-            for address, context in found
-        ]
+        failures = [self._text_failure(address, context, human, Stage.RULES) for address, context in found]
         if failures and _is_delay_notice(human):
             return [], [replace(f, action="delayed", reason=Reason.DELAYED) for f in failures]
         return failures, []
