@@ -405,10 +405,9 @@ class _Triage:
         (benchmarks/classify_speed.py)."""
         if not any("@" in self.parsed.text(part) for part in self.parsed.text_parts + self.parsed.html_parts):
             return False
-        human = self._human_text()
         if self._looks_like_bounce():
             return True
-        return rules.explain(human[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
+        return rules.explain(self._human_text()[:MAX_EXPLAIN_CHARS], None, None)[1] >= 2
 
     def _looks_autoreply(self) -> bool:
         """RFC 3834 auto-replies and vacation notices that do not also read as bounces.
