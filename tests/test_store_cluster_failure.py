@@ -100,9 +100,19 @@ def test_a_dead_master_fails_its_slots_only_until_the_cluster_marks_it_failed(
     store.close()
 
 
+def _node_timeout(cluster: RedisClusterServers, milliseconds: int) -> None:
+    for port in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            node.config_set("cluster-node-timeout", milliseconds)
+
+
 def test_the_master_holding_the_global_stream_stops_every_bounce(cluster: RedisClusterServers) -> None:
     store = Store.from_settings(_settings(cluster))
     store.client.flushall()
+    # This test reads the live masters while one is dead: with the module's 1 s node timeout a loaded
+    # machine let the cluster declare itself down mid-test (CLUSTERDOWN on every read, as the test above
+    # shows). A production-like timeout keeps the window open for the whole test.
+    _node_timeout(cluster, 15000)
     victim = cluster.ports.index(_owner(store, store.keys.stream))
     elsewhere = [
         a for a in ADDRESSES if _owner(store, store.keys.address(a, k.TRACK)) != cluster.ports[victim]
@@ -121,6 +131,7 @@ def test_the_master_holding_the_global_stream_stops_every_bounce(cluster: RedisC
     assert {e["reason"] for v in views for e in v.events} == {"userunknown"}
 
     cluster.restart(victim)
+    _node_timeout(cluster, 1000)
     assert {_record(store, a, 2) for a in elsewhere} == {2}
     # The restarted master lost the stream (no persistence here): the earlier events' details are gone.
     (latest, earlier, *_) = store.view(elsewhere[0]).events
