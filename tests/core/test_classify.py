@@ -17,6 +17,22 @@ P, T, U = BounceKind.PERMANENT, BounceKind.TEMPORARY, BounceKind.UNKNOWN
 BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # Postfix DSN; "550 Unknown user" answered to end of DATA: a content filter, not a dead address.
     "sisimai-bsd-lhost-postfix-03.eml": (MessageType.BOUNCE, {"kijitora@example.net": (T, Reason.FILTERED)}),
+    # Yahoo's "554 delivery error: dd This user doesn't have a yahoo.com account" comes after DATA: Yahoo
+    # refuses unknown mailboxes there, so its "dd" text outranks the stage policy.
+    "sisimai-bsd-rhost-yahooinc-03.eml": (
+        MessageType.BOUNCE,
+        {"this-local-part-does-not-exist@yahoo.com": (P, Reason.USERUNKNOWN)},
+    ),
+    # Exim -t: a To: entry it could not parse ("a@b <c@d>"); the header's syntax failed, not a mailbox.
+    # Both addresses of the entry are reported (the label names the first).
+    "sisimai-bsd-lhost-exim-52.eml": (
+        MessageType.BOUNCE,
+        {"kijitora@example.com": (T, Reason.SYNTAXERROR), "neko@example.net": (T, Reason.SYNTAXERROR)},
+    ),
+    # fml refused a non-member's article: the list address, from fml's own notice (no DSN, no daemon).
+    "sisimai-bsd-lhost-fml-02.eml": (MessageType.BOUNCE, {"neko-nyaan@example.org": (T, Reason.REJECTED)}),
+    # Postfix's "Delivery report unavailable": a DSN with no recipient; the returned message's one To:.
+    "sisimai-debug-issue-15-01.eml": (MessageType.BOUNCE, {"xxxx@wanadoo.fr": (U, Reason.UNDEFINED)}),
     "sisimai-bsd-lhost-sendmail-01.eml": (
         MessageType.BOUNCE,
         {"userunknown@bouncehammer.jp": (P, Reason.USERUNKNOWN)},
@@ -299,3 +315,48 @@ def test_a_local_program_exit_status_is_a_mailer_error_unless_its_output_says_wh
     (failure,) = classify(_prog_mailer_dsn(code, transcript)).failures
     assert failure.recipient == "list@example.org"
     assert failure.reason is reason
+
+
+def _report_without_recipients(
+    returned_headers: str, human: str = "Your message could not be delivered."
+) -> bytes:
+    """A delivery-status report with per-message fields only (Postfix's "Delivery report unavailable")."""
+    return (
+        "From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\n"
+        "Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        f"--B\nContent-Type: text/plain\n\n{human}\n\n--- Delivery report unavailable ---\n\n"
+        "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+        f"--B\nContent-Type: text/rfc822-headers\n\n{returned_headers}\n--B--\n"
+    ).encode()
+
+
+def test_a_report_listing_no_recipient_names_the_returned_messages_one_recipient() -> None:
+    result = classify(_report_without_recipients("From: sender@example.com\nTo: Alice <Alice@Example.org>\n"))
+    assert result.message_type is MessageType.BOUNCE
+    (failure,) = result.failures
+    assert (failure.recipient, failure.kind, failure.stage) == ("alice@example.org", U, Stage.RETURNED)
+
+
+@pytest.mark.parametrize(
+    ("headers", "human"),
+    [
+        # Two recipients: which one failed is not said, so none is guessed.
+        ("To: alice@example.org\nCc: bob@example.org\n", "Your message could not be delivered."),
+        ("To: alice@example.org,\n bob@example.org\n", "Your message could not be delivered."),
+        # A delay warning is no failure, whoever it names.
+        ("To: alice@example.org\n", "Delivery delayed. The mail system will continue trying."),
+        ("Subject: no recipient header\n", "Your message could not be delivered."),
+    ],
+)
+def test_a_report_listing_no_recipient_is_not_guessed_at_when_unclear(headers: str, human: str) -> None:
+    result = classify(_report_without_recipients(headers, human))
+    assert (result.message_type, result.failures) == (MessageType.UNRECOGNISED, ())
+
+
+def test_an_fml_notice_needs_fmls_own_headers() -> None:
+    notice = (FIXTURES / "sisimai-bsd-lhost-fml-02.eml").read_bytes()
+    assert classify(notice).failures[0].recipient == "neko-nyaan@example.org"
+    # The same text in an ordinary message from a person: not a bounce.
+    forwarded = notice.replace(b"X-MLServer: fml", b"X-Mailer: mutt")
+    assert classify(forwarded).failures == ()

@@ -109,7 +109,24 @@ def test_the_reporting_mtas_own_words_stand_without_a_remote_reply() -> None:
 def test_the_stage_policy_table(
     reason: Reason, status: str | None, reply_code: int | None, command: str | None, expected: Reason
 ) -> None:
-    assert _user_unknown_by_stage(reason, status, reply_code, command) is expected
+    assert _user_unknown_by_stage(reason, status, reply_code, command, "550 user unknown") is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Yahoo's own code for a mailbox that does not exist, which it answers after DATA.
+        (
+            "554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]",
+            Reason.USERUNKNOWN,
+        ),
+        ("554 delivery error: dd  This user\ndoesn't have an ymail.com account", Reason.USERUNKNOWN),
+        # The same words without Yahoo's "dd" code: any gateway could write them; the stage decides.
+        ("550 This user doesn't have a example.co.jp account", Reason.FILTERED),
+    ],
+)
+def test_a_providers_own_dead_mailbox_code_outranks_the_stage(text: str, expected: Reason) -> None:
+    assert _user_unknown_by_stage(Reason.USERUNKNOWN, "5.0.0", 554, "DATA", text) is expected
 
 
 def test_flufl_bounce_is_skipped_when_no_text_part_names_an_address(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,7 @@ from bouncekeeper.core.model import (
     Reason,
     Stage,
 )
-from bouncekeeper.core.rules import amazonses, bodies, status
+from bouncekeeper.core.rules import amazonses, bodies, fml, status
 
 # Bounces put their report first; what follows is the returned original, which can be huge. Parsing is
 # bounded so that a 30 MB message costs what a 4 MB one does; a cut MIME tree parses leniently.
@@ -94,6 +94,7 @@ class _Parsed:
     html_parts: list[mime.Part] = field(default_factory=list)
     original_headers: list[str] = field(default_factory=list)
     original_ids: list[str] = field(default_factory=list)
+    original_recipients: list[str] = field(default_factory=list)  # To/Cc of the returned message
     texts: dict[int, str] = field(default_factory=dict)
 
     def text(self, part: mime.Part) -> str:
@@ -192,6 +193,10 @@ class _Triage:
             )
         if autoreply:
             return self._finish(MessageType.AUTOREPLY, [], [], signals)
+        if self.parsed.dsn_parts and self.verp is None:
+            failures = self._returned_recipient()
+            if failures:
+                return self._finish(MessageType.BOUNCE, failures, [], signals)
         return self._finish(MessageType.UNRECOGNISED, [], [], signals)
 
     # -- stages ------------------------------------------------------------------------------------
@@ -313,6 +318,30 @@ class _Triage:
                 failures.append(failure)
         return failures, delays
 
+    def _returned_recipient(self) -> list[Failure]:
+        """A delivery-status report that lists no recipient (Postfix writes "Delivery report unavailable"
+        when its per-recipient log is lost): the failed recipient is the returned message's, when its
+        To/Cc name exactly one address. What failed is not said, so the kind is UNKNOWN (never scored);
+        a report that lists recipients, or reads as a delay, is not guessed at."""
+        if any(
+            report.recipients for report in dsn.reports(self.parsed.text(p) for p in self.parsed.dsn_parts)
+        ):
+            return []
+        human = self._human_text()
+        if _is_delay_notice(human):
+            return []
+        addresses = {
+            address
+            for value in self.parsed.original_recipients
+            for piece in value.split(",")
+            if (address := normalise(piece)) is not None
+        }
+        if len(addresses) != 1:
+            return []
+        (address,) = addresses
+        failure = self._text_failure(address, "", human, Stage.RETURNED)
+        return [replace(failure, kind=BounceKind.UNKNOWN)]
+
     def _text_failure(self, address: str, context: str, human: str, stage: Stage) -> Failure:
         """A failure found in the human-readable report: read from the lines about the address, else the
         whole report."""
@@ -328,7 +357,15 @@ class _Triage:
 
     def _rules_stage(self) -> tuple[list[Failure], list[Failure]]:
         if not self._looks_like_bounce():
-            return [], []
+            if not fml.is_notice(
+                self._header("x-mlserver"), self._header("from") or "", self._header("message-id")
+            ):
+                return [], []
+            human = self._human_text()
+            found = [(address, bodies.context_for(human, address)) for address in fml.recipients(human)]
+            return [
+                self._text_failure(address, context, human, Stage.RULES) for address, context in found
+            ], []
         human = self._human_text()
         found = bodies.find_recipients(human, exclude=self._own_addresses())
         failed_header = self._header("x-failed-recipients")
@@ -549,7 +586,7 @@ def _failure(
     if command is None and report is not None and _stage_decides(reason, status_code):
         whole = report()
         command = bodies.smtp_command(bodies.context_for(whole, address)) or bodies.smtp_command(whole)
-    reason = _user_unknown_by_stage(reason, status_code, reply_code, command)
+    reason = _user_unknown_by_stage(reason, status_code, reply_code, command, text)
     if action == "delayed":
         kind = BounceKind.TEMPORARY
         reason = Reason.DELAYED if reason is Reason.UNDEFINED else reason
@@ -580,7 +617,7 @@ def _stage_decides(reason: Reason, status_code: str | None) -> bool:
 
 
 def _user_unknown_by_stage(
-    reason: Reason, status_code: str | None, reply_code: int | None, command: str | None
+    reason: Reason, status_code: str | None, reply_code: int | None, command: str | None, text: str
 ) -> Reason:
     """Whether an "unknown user" text is evidence that the address is dead: the one place that decides.
 
@@ -597,7 +634,9 @@ def _user_unknown_by_stage(
       names the address: `filtered` too. The appliances above write exactly that ("550 unknown user
       <a@b>", "550 : User unknown"); MTAs that refuse at RCPT say so (Postfix "in reply to RCPT TO
       command", Exim "after RCPT TO:", Sendmail's ">>> RCPT" transcript) or give 5.1.1.
-    - otherwise (the reporting MTA's own words, no remote reply): the text stands.
+    - otherwise (the reporting MTA's own words, no remote reply): the text stands;
+    - and whatever the stage, a provider that is known to refuse unknown mailboxes after DATA and says
+      so in its own words (Yahoo's "dd This user doesn't have a yahoo.com account"): the text stands.
 
     For an operator, the cost is lopsided: `filtered` is never scored (core/policy.py), so a bare 550
     "user unknown" after DATA or of unknown stage only delays disabling a dead address until a bounce
@@ -606,7 +645,7 @@ def _user_unknown_by_stage(
     """
     if not _stage_decides(reason, status_code):
         return reason
-    if command == "RCPT":
+    if command == "RCPT" or rules.dead_at_any_stage(text):
         return reason
     if command == "DATA":
         return Reason.FILTERED
@@ -754,6 +793,7 @@ def _walk(msg: mime.Part) -> _Parsed:
     return parsed
 
 
+_TO_CC = re.compile(r"^(?:to|cc)[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _DSN_FIELDS = re.compile(r"^\s*Final-Recipient\s*:", re.IGNORECASE | re.MULTILINE)
 _DSN_ACTION = re.compile(r"^\s*(?:Action|Status)\s*:", re.IGNORECASE | re.MULTILINE)
 
@@ -781,12 +821,15 @@ def _collect(part: mime.Part, parsed: _Parsed, *, top: bool = False) -> None:
         value = inner.get("message-id")
         if value is not None:
             parsed.original_ids.append(value)
+        parsed.original_recipients.extend(v for v in (inner.get("to"), inner.get("cc")) if v)
         if inner.get("x-hmxmroriginalrecipient") is not None:
             # Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-
             # about message is attached with this header added.
             parsed.feedback = True
     elif ctype in dsn.HEADERS_TYPES:
-        parsed.original_headers.append(parsed.text(part))
+        headers = parsed.text(part)
+        parsed.original_headers.append(headers)
+        parsed.original_recipients.extend(m.group(1) for m in _TO_CC.finditer(headers))
     elif ctype == "text/plain" and part.filename is None:
         parsed.text_parts.append(part)
     elif ctype == "text/html" and part.filename is None:

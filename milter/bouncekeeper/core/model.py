@@ -83,6 +83,9 @@ class Stage(StrEnum):
     DSN = "dsn"
     FLUFL = "flufl"
     RULES = "rules"
+    # A delivery-status report that lists no recipient at all (Postfix's "Delivery report unavailable"):
+    # the one To/Cc address of the message it returns, kind UNKNOWN.
+    RETURNED = "returned"
 
 
 @dataclass(frozen=True, slots=True)

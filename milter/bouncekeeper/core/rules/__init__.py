@@ -16,6 +16,7 @@ from bouncekeeper.core.rules import (
     aol,
     exchange,
     exim,
+    fml,
     generic,
     gmx,
     google,
@@ -29,7 +30,7 @@ from bouncekeeper.core.rules import (
 )
 
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
-DIALECTS = (google, exchange, yahoo, aol, gmx, mailru, amazonses, qmail, exim, postfix, sendmail)
+DIALECTS = (google, exchange, yahoo, aol, gmx, mailru, amazonses, qmail, exim, postfix, sendmail, fml)
 
 # All rows in priority order: provider dialects, then the generic STRONG, ADDRESS and WEAK tiers. Each
 # row's regex runs only when the text contains one of the row's literals (derived by
@@ -93,6 +94,19 @@ _PHASES: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = tuple(
 # its "...".
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@[\w-]+(?:\.[\w-]+)+")
 _NO_ADDRESS = "x@x"
+
+
+# Provider texts that name a dead mailbox whatever SMTP command they answered (a dialect's optional
+# DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's words,
+# except for these.
+_DEAD_AT_ANY_STAGE = re.compile(
+    "|".join(source for module in DIALECTS for source in getattr(module, "DEAD_AT_ANY_STAGE", ())) or r"(?!)"
+)
+
+
+def dead_at_any_stage(text: str) -> bool:
+    """Whether a provider's own words say the mailbox does not exist, at whatever stage it refused."""
+    return _DEAD_AT_ANY_STAGE.search(" ".join(text.split()).lower()) is not None
 
 
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:

@@ -24,4 +24,10 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.MAILERERROR, r"pipe to \|.{0,80}(?:failed|returned)|child process of .{0,60} transport returned"),
     (Reason.NETWORKERROR, r"too many \"received\" headers|remote host address is the local host"),
     (Reason.CONTENTERROR, r"message has lines too long for transport"),
+    # `exim -t` found a To:/Cc: it could not parse ("malformed address: <a@b> may not follow c@d"): the
+    # header's syntax, not a mailbox, failed; the other recipients were delivered.
+    (
+        Reason.SYNTAXERROR,
+        r"malformed address: .{0,200}(?:may not follow|missing|unexpected)|incorrectly constructed",
+    ),
 )

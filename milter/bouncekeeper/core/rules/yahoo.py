@@ -21,3 +21,8 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.MAILBOXFULL, r"\[dd\] the user's mailbox is full|over quota"),
     (Reason.SUSPEND, r"account (?:is )?(?:disabled|inactive|deactivated)"),
 )
+
+# Yahoo refuses a mailbox that does not exist after DATA, not at RCPT ("554 delivery error: dd This user
+# doesn't have a yahoo.com account", its published error list): for its "dd" code, the stage says nothing
+# and the text is evidence of a dead address (rules.dead_at_any_stage).
+DEAD_AT_ANY_STAGE: tuple[str, ...] = (r"\bdd this user doesn't have an? ",)
