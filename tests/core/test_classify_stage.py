@@ -48,9 +48,36 @@ def _human(reply: str, command: str | None) -> str:
         ("5.0.0", "550 <alice@example.org>: User unknown", "end of DATA", T, Reason.FILTERED, "DATA"),
         # No stage named, a remote 5xx without a mailbox status: read as a filter's too.
         ("5.0.0", "550 <alice@example.org>: User unknown", None, T, Reason.FILTERED, None),
-        # x.1.1 names the mailbox: dead at any stage (real Sendmail/Postfix/Exim, tests/mta). The stage
-        # decides nothing here, so the human part is not searched for it (model.Failure.smtp_command).
-        ("5.1.1", "550 5.1.1 <alice@example.org>: User unknown", "end of DATA", P, Reason.USERUNKNOWN, None),
+        # x.1.1 names the mailbox: dead at any stage but MAIL FROM (real Sendmail/Postfix/Exim, tests/mta).
+        (
+            "5.1.1",
+            "550 5.1.1 <alice@example.org>: User unknown",
+            "end of DATA",
+            P,
+            Reason.USERUNKNOWN,
+            "DATA",
+        ),
+        ("5.1.1", "553 5.1.1 <app@example.com>: User unknown", "MAIL FROM", T, Reason.REJECTED, "MAIL"),
+        # Words of a dead address about our sender, whatever the command: the recipient was not judged.
+        # (Postfix's "Sender address rejected" is read as a refusal of the sender at once, so the report
+        # is not searched for the command.)
+        (
+            "5.1.0",
+            "550 5.1.0 <app@example.com>: Sender address rejected: User unknown",
+            "RCPT TO",
+            T,
+            Reason.REJECTED,
+            None,
+        ),
+        (
+            "5.1.8",
+            "553 5.1.8 <app@example.com>: Domain of sender address does not exist",
+            None,
+            T,
+            Reason.REJECTED,
+            None,
+        ),
+        ("5.7.27", "550 5.7.27 Sender address has null MX", "MAIL FROM", T, Reason.REJECTED, None),
         ("5.1.1", "550 5.1.1 <alice@example.org>: User unknown", None, P, Reason.USERUNKNOWN, None),
         # At MAIL FROM the unknown user is the sender.
         ("5.0.0", "550 User unknown", "MAIL FROM", T, Reason.REJECTED, "MAIL"),

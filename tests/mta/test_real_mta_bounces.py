@@ -65,7 +65,7 @@ def _send_all(port: int) -> None:
                 f"From: {SENDER}\r\nTo: {case.recipient}\r\nSubject: case {case.name}\r\n"
                 f"Message-ID: <{case.name}.{time.time_ns()}@sender.test>\r\n\r\nHello {case.name}.\r\n"
             )
-            smtp.sendmail(SENDER, [case.recipient], body.encode())
+            smtp.sendmail(case.sender, [case.recipient], body.encode())
 
 
 def _collect(mta: str, mx: RemoteMx, log: Callable[[], str], timeout: float = 45.0) -> Batch:

@@ -33,10 +33,22 @@ class Case:
     status: str | None  # the status the bounce must carry (None: whatever the MTA picked)
     expires: bool = False  # a temporary failure that becomes a bounce when the queue lifetime runs out
 
+    @property
+    def sender(self) -> str:
+        """The envelope sender. The remote refuses MAIL FROM by it ("app+NAME@"): MAIL cases have theirs."""
+        if self.reply is not None and self.reply.stage == "MAIL":
+            local, _, domain = SENDER.partition("@")
+            return f"{local}+{self.name}@{domain}"
+        return SENDER
+
 
 def _c(name: str, stage: str | None, text: str, kind: str, reasons: str, status: str | None) -> Case:
     domain = {"nohost": NOHOST, "refused": REFUSED}.get(name, REMOTE)
-    reply = Reply(stage, text.replace("{rcpt}", f"<{name}@{domain}>")) if stage else None
+    local, _, sender_domain = SENDER.partition("@")
+    text = text.replace("{rcpt}", f"<{name}@{domain}>").replace(
+        "{sender}", f"<{local}+{name}@{sender_domain}>"
+    )
+    reply = Reply(stage, text) if stage else None
     expires = kind == "temporary" and (reply is None or reply.text.startswith("4"))
     return Case(name, f"{name}@{domain}", reply, kind, frozenset(reasons.split()), status, expires)
 
@@ -106,11 +118,27 @@ CASES: tuple[Case, ...] = (
     _c("ratelimit", "RCPT", "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
        "prevents additional messages from being delivered. Please resend your message at a later time.",
        "temporary", "toomanyconn", None),
+    # Refusals of our envelope sender at MAIL FROM: the recipient was never looked at, whatever words
+    # of a dead address the reply uses (Postfix reject_unknown_sender_domain, reject_unlisted_sender).
+    _c("senderdomain", "MAIL", "553 5.1.8 {sender}: Sender address rejected: Domain not found", "temporary",
+       "rejected", "5.1.8"),
+    _c("senderunknown", "MAIL", "550 5.1.0 {sender}: Sender address rejected: User unknown in local "
+       "recipient table", "temporary", "rejected", "5.1.0"),
+    _c("nullmxsender", "MAIL", "550 5.7.27 Sender address has null MX", "temporary", "rejected", "5.7.27"),
+    _c("starttls", "MAIL", "530 5.7.0 Must issue a STARTTLS command first", "temporary", "securityerror",
+       "5.7.0"),
+    # Exim's answer for an ACL "deny" without a message.
+    _c("prohibited", "RCPT", "550 Administrative prohibition", "temporary", "policyviolation", None),
     _c("refused", None, "", "temporary", "expired networkerror", None),
     _c("nohost", None, "", "permanent", "hostunknown", None),
 )  # fmt: skip
 
-REPLIES = {case.name: case.reply for case in CASES if case.reply is not None}
+# The scripted MX looks replies up by the recipient's local part, and MAIL ones by the sender's "+NAME@".
+REPLIES = {
+    (f"{case.name}@" if case.reply.stage == "MAIL" else case.name): case.reply
+    for case in CASES
+    if case.reply is not None
+}
 EXPIRING = tuple(case for case in CASES if case.expires)
 
 

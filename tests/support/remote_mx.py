@@ -20,7 +20,9 @@ from tests.support.postfix import free_port
 
 @dataclass(frozen=True)
 class Reply:
-    """What the remote answers for one recipient: at "RCPT" or at "DATA" (end of data)."""
+    """What the remote answers for one recipient: at "RCPT" or at "DATA" (end of data), or at "MAIL" for
+    mail whose envelope sender is "collect+NAME@..." (MAIL FROM comes before any recipient, so the case
+    is named by the sender)."""
 
     stage: str
     text: str  # the whole SMTP reply line, e.g. "550 5.1.1 <x@y>: user unknown"
@@ -36,7 +38,7 @@ class Received:
 class _Handler:
     def __init__(self, replies: Mapping[str, Reply], collect: str) -> None:
         self.replies = replies
-        self.collect = collect.lower()
+        self.collect_local, _, self.collect_domain = collect.lower().partition("@")
         self.collected: list[Received] = []
         self.lock = threading.Lock()
 
@@ -44,6 +46,22 @@ class _Handler:
         local = address.split("@", 1)[0].lower()
         reply = self.replies.get(local)
         return reply.text if reply is not None and reply.stage == stage else None
+
+    def _collects(self, address: str) -> bool:
+        """The original sender, with or without a "+NAME" extension (Postfix's recipient_delimiter)."""
+        local, _, domain = address.lower().partition("@")
+        return local.partition("+")[0] == self.collect_local and domain == self.collect_domain
+
+    async def handle_MAIL(  # aiosmtpd's hook names
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        local = address.split("@", 1)[0].lower()
+        reply = self.replies.get(local.partition("+")[2] + "@") if self._collects(address) else None
+        if reply is not None and reply.stage == "MAIL":
+            return reply.text
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(  # aiosmtpd's hook names
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -61,7 +79,7 @@ class _Handler:
             refused = self._reply(rcpt, "DATA")
             if refused is not None:
                 return refused
-        if any(r.lower() == self.collect for r in envelope.rcpt_tos):
+        if any(self._collects(r) for r in envelope.rcpt_tos):
             raw = envelope.original_content or envelope.content or b""
             assert isinstance(raw, bytes)
             with self.lock:

@@ -583,9 +583,14 @@ def _failure(
     command = bodies.smtp_command(text)
     # The rest of the report is read for the command only when the decision needs it: finding and
     # scanning it for every recipient made the classifier ~8% slower (benchmarks/classify_speed.py).
-    if command is None and report is not None and _stage_decides(reason, status_code):
+    if command is None and report is not None and reason in ADDRESS_REASONS:
         whole = report()
         command = bodies.smtp_command(bodies.context_for(whole, address)) or bodies.smtp_command(whole)
+    if reason in ADDRESS_REASONS and (command == "MAIL" or _about_the_sender(status_code, text)):
+        # "550 5.1.0 <app@sender.test>: Sender address rejected: User unknown", "553 5.1.8 Domain of
+        # sender address does not exist": the words of a dead address, about our sender. The recipient
+        # was never looked at (RFC 5321: MAIL FROM comes before any RCPT).
+        reason = Reason.REJECTED
     reason = _user_unknown_by_stage(reason, status_code, reply_code, command, text)
     if action == "delayed":
         kind = BounceKind.TEMPORARY
@@ -608,6 +613,28 @@ def _failure(
         stage=stage,
         action=action,
         smtp_command=command,
+    )
+
+
+# Codes and words that say the refusal is about the envelope sender: RFC 3463 x.1.7 "bad sender's mailbox
+# address syntax", x.1.8 "bad sender's system address", RFC 7505 x.7.27 "sender address has null MX";
+# Postfix "Sender address rejected: ...", Sendmail "Domain of sender address ... does not exist", Exim
+# "Sender verify failed".
+_SENDER_STATUS = frozenset({"1.7", "1.8", "7.27"})
+_SENDER_TEXT = re.compile(
+    r"sender address rejected|domain of sender address|sender verif(?:y|ication) failed|"
+    r"sender address has null mx|sender domain (?:not found|does not exist|unknown|must (?:exist|resolve))|"
+    r"sender address (?:is )?(?:invalid|unknown|does not exist|not valid)|unknown sender|invalid sender"
+)
+
+
+def _about_the_sender(status_code: str | None, text: str) -> bool:
+    """Whether a refusal is about our envelope sender, not the recipient (its status or its words)."""
+    if status_code and status.subject_detail(status_code) in _SENDER_STATUS:
+        return True
+    return (
+        "sender" in text.lower()
+        and _SENDER_TEXT.search(" ".join(text[:MAX_EXPLAIN_CHARS].lower().split())) is not None
     )
 
 

@@ -24,6 +24,8 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.MAILERERROR, r"pipe to \|.{0,80}(?:failed|returned)|child process of .{0,60} transport returned"),
     (Reason.NETWORKERROR, r"too many \"received\" headers|remote host address is the local host"),
     (Reason.CONTENTERROR, r"message has lines too long for transport"),
+    # What an Exim ACL "deny" without its own message answers: a local policy, not a verdict on the address.
+    (Reason.POLICYVIOLATION, r"administrative prohibition"),
     # `exim -t` found a To:/Cc: it could not parse ("malformed address: <a@b> may not follow c@d"): the
     # header's syntax, not a mailbox, failed; the other recipients were delivered.
     (

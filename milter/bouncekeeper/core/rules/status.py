@@ -45,7 +45,7 @@ SPECIFIC: dict[str, Reason] = {
     "7.24": Reason.AUTHFAILURE,  # SPF validation error
     "7.25": Reason.BLOCKED,  # Reverse DNS validation failed
     "7.26": Reason.AUTHFAILURE,  # Multiple authentication checks failed
-    "7.27": Reason.NOTACCEPT,  # RFC 7505: sender address has null MX
+    "7.27": Reason.REJECTED,  # RFC 7505: sender address has null MX (our sender, not the recipient)
     "7.28": Reason.SPAMDETECTED,  # RFC 8689... mail flood / spam-like
 }
 
