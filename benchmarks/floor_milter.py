@@ -4,7 +4,11 @@ accept_early; for the ORIGINATING listener a fixed chgfrom at end of message). W
 pymilter's and libmilter's own cost for those steps, so the difference to bouncekeeper's row is
 bouncekeeper's code.
 
-    python benchmarks/floor_milter.py unix:/path/to/socket
+    python benchmarks/floor_milter.py unix:/path/to/socket [connect]
+
+With "connect" it accepts every session at CONNECT, the first event: after that Postfix sends it nothing
+more for the session. That is the least any milter in `smtpd_milters` can cost (a socket, the
+negotiation, one event per SMTP session), whatever it does.
 """
 
 from __future__ import annotations
@@ -55,8 +59,13 @@ class Floor(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         return ACCEPT
 
 
+class ConnectFloor(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        return ACCEPT
+
+
 def main() -> int:
-    Milter.factory = Floor
+    Milter.factory = ConnectFloor if sys.argv[2:] == ["connect"] else Floor
     importlib.import_module("milter").set_flags(Milter.CHGFROM | Milter.SETSYMLIST)  # as bouncekeeper asks
     os.umask(0o111)  # a 0666 socket: Postfix's smtpd (user postfix) must be able to write it
     Milter.runmilter("floor", sys.argv[1], timeout=60)

@@ -75,9 +75,10 @@ def drain(postfix: Postfix, timeout: float = 120) -> None:
 class FloorMilter:
     """benchmarks/floor_milter.py: pymilter doing nothing in the same protocol steps."""
 
-    def __init__(self, socket: str, log: pathlib.Path) -> None:
+    def __init__(self, socket: str, log: pathlib.Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "floor_milter.py"), socket], stderr=log.open("wb")
+            [sys.executable, str(ROOT / "benchmarks" / "floor_milter.py"), socket, *extra],
+            stderr=log.open("wb"),
         )
         path = pathlib.Path(socket.removeprefix("unix:"))
         deadline = time.monotonic() + 15
@@ -170,8 +171,9 @@ def main() -> int:
         "--transports",
         nargs="+",
         default=["unix", "floor", "inet"],
-        choices=["unix", "floor", "inet"],
-        help="floor: a pymilter milter doing nothing in the same steps (unix socket)",
+        choices=["unix", "floor", "connect", "inet"],
+        help="floor: a pymilter milter doing nothing in the same steps (unix socket); connect: one that"
+        " accepts every session at CONNECT, the least any milter can cost (inbound traffic only)",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "unix": start_milter(work, unix_socket, redis.url, "unix"),
             "inet": start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
             "floor": FloorMilter(floor_socket, work / "floor.log"),
+            "connect": FloorMilter(f"unix:{work}/connect.sock", work / "connect.log", "connect"),
         }
         sink = SmtpSink(work / "sink", dump=False).start()
         orig = {"milter_macro_daemon_name": "ORIGINATING"}
@@ -206,6 +209,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "unix-verp": {"smtpd_milters": unix_socket, **orig},
             "floor-inbound": {"smtpd_milters": floor_socket},
             "floor-verp": {"smtpd_milters": floor_socket, **orig},
+            "connect-inbound": {"smtpd_milters": f"unix:{work}/connect.sock"},
             "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
             "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
         }
@@ -225,7 +229,10 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                 sent_verp += 50 if "verp" in name else 0
             drain(postfix)
             variants = [("none", "inbound", "none")] + [
-                (f"{t}-{traffic}", traffic, t) for t in args.transports for traffic in ("inbound", "verp")
+                (f"{t}-{traffic}", traffic, t)
+                for t in args.transports
+                for traffic in ("inbound", "verp")
+                if f"{t}-{traffic}" in listeners
             ]
             head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu   pipe cpu-ratio"
             print(
