@@ -158,3 +158,23 @@ def test_broken_encoded_word_in_subject_is_kept_as_it_came() -> None:
     result = classify(raw)
     assert result.errors == ()
     assert [f.recipient for f in result.failures] == ["alice@example.org"]
+
+
+def test_a_crash_in_the_last_stage_is_contained_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A delivery-status report that lists no recipient reaches the returned-message stage last.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: a@example.com\nSubject: Undelivered Mail\n"
+        b"MIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        b"--B\nContent-Type: text/plain\n\nDelivery report unavailable\n\n"
+        b"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n--B--\n"
+    )
+
+    def explode(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(classify_module._Triage, "_returned_recipient", explode)
+    result = classify(raw)
+    assert result.errors == ("returned: RuntimeError: boom",)
+    assert result.loop_signals  # the rest of the result is kept, not replaced by a blank one
+    _is_sane(result)

@@ -194,7 +194,10 @@ class _Triage:
         if autoreply:
             return self._finish(MessageType.AUTOREPLY, [], [], signals)
         if self.parsed.dsn_parts and self.verp is None:
-            failures = self._returned_recipient()
+            try:
+                failures = self._returned_recipient()
+            except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+                self.errors.append(f"returned: {type(exc).__name__}: {exc}")
             if failures:
                 return self._finish(MessageType.BOUNCE, failures, [], signals)
         return self._finish(MessageType.UNRECOGNISED, [], [], signals)
