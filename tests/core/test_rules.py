@@ -187,6 +187,24 @@ def test_find_recipients_skips_senders_and_message_ids() -> None:
     assert found == ["gone@example.org"]
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # RFC 6531: a local part may be any UTF-8, emoji included (Gmail's SMTPUTF8 refusal).
+        ("     \U0001f408@example.jp", ["\U0001f408@example.jp"]),
+        ("     jörg@example.jp", ["jörg@example.jp"]),
+        # Punctuation before an address is not part of it.
+        ("宛先：kijitora@example.jp: user unknown", ["kijitora@example.jp"]),
+        # "a@b <c@d>": c@d is the address, a@b a display name written as one.
+        ("  a@example.com <c@example.net>: malformed address", ["c@example.net"]),
+        ("  a@example.com <a@example.com>", ["a@example.com"]),
+    ],
+)
+def test_find_recipients_reads_the_address_of_a_line(line: str, expected: list[str]) -> None:
+    text = f"Delivery to the following recipient failed permanently:\n\n{line}\n\nUser unknown\n"
+    assert [address for address, _ in bodies.find_recipients(text, exclude=set())] == expected
+
+
 def test_prefilter_literals_are_in_every_match() -> None:
     assert prefilter.literals(r"mail ?box (?:is )?full") == ("mail",)
     assert set(prefilter.literals(r"user unknown|no such user") or ()) == {"user unknown", "no such user"}

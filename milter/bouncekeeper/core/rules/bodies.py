@@ -36,10 +36,16 @@ _EMBEDDED_HEADERS = re.compile(
     r"(?:[A-Za-z][\w-]*:|[ \t])",
     re.MULTILINE | re.IGNORECASE,
 )
+# An RFC 6531 local part may hold any UTF-8; \w covers letters and digits of every script, and the two
+# symbol blocks add what real internationalised bounces carry beyond them (emoji: sisimai's 🐈@ test).
+# Punctuation stays out, so "宛先：a@b" still starts at "a".
+_SYMBOLS = "\u2600-\u27bf\U0001f000-\U0001faff"
 _ADDRESS = re.compile(
-    r"""(?<![\w.+=-])[\w.!#$%&'*+/=?^`{|}~-]{1,64}@(?:[\w-]{1,63}\.)+[a-z\u00a1-\uffff][\w-]{0,62}""",
+    rf"""(?<![\w.+={_SYMBOLS}-])[\w.!#$%&'*+/=?^`{{|}}~{_SYMBOLS}-]{{1,64}}@(?:[\w-]{{1,63}}\.)+"""
+    r"[a-z\u00a1-\uffff][\w-]{0,62}",
     re.IGNORECASE,
 )
+_ANGLE_ADDRESS_NEXT = re.compile(r"[ \t]*<([^<>\s@]+@[^<>\s@]+)>")
 # Failure language (and SMTP error codes) that makes an address nearby a failed recipient.
 FAILURE_TEXT = re.compile(
     r"unknown|no such|not exist|doesn't exist|does not exist|invalid|reject|fail|undeliver|not deliver|"
@@ -54,7 +60,9 @@ FAILURE_TEXT = re.compile(
 _NOT_RECIPIENT_BEFORE = re.compile(
     r"^[\s>*]*(?:from|sender|reply-to|return-path|message-?id|in-reply-to|references|x-sender|resent-from|"
     r"errors-to|list-\w+)\s*:[^:]*$|"
-    r"(?:mail from|envelope-from|envelope sender|smtp\.mailfrom|sent by|helo|ehlo)\s*[:=]?\s*<?\s*$",
+    # Exim's "malformed address: <c@d> may not follow a@b": a@b is the header's earlier, valid address.
+    r"(?:mail from|envelope-from|envelope sender|smtp\.mailfrom|sent by|helo|ehlo|may not follow)"
+    r"\s*[:=]?\s*<?\s*$",
     re.IGNORECASE,
 )
 _HEADING = re.compile(
@@ -225,6 +233,9 @@ def find_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
         if not before.strip(" \t<\"'") and _SENDER_LEAD.search(text, max(0, line_start - 80), line_start):
             continue  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
         after = text[match.end() : line_end]
+        angle = _ANGLE_ADDRESS_NEXT.match(after)
+        if angle is not None and normalise(angle.group(1)) != address:
+            continue  # "a@b <c@d>": a display name written as an address; c@d is the address (RFC 5322)
         alone = _ALONE_BEFORE.fullmatch(before) is not None and _ALONE_AFTER.fullmatch(after) is not None
         strong = (alone and heading_seen) or (_RCPT_TO.search(before) and FAILURE_TEXT.search(lower))
         weak = FAILURE_TEXT.search(lower, line_start, line_end) or (
