@@ -94,7 +94,7 @@ class _Parsed:
     html_parts: list[mime.Part] = field(default_factory=list)
     original_headers: list[str] = field(default_factory=list)
     original_ids: list[str] = field(default_factory=list)
-    original_recipients: list[str] = field(default_factory=list)  # To/Cc of the returned message
+    returned: list[mime.Part] = field(default_factory=list)  # the returned messages (message/rfc822)
     texts: dict[int, str] = field(default_factory=dict)
 
     def text(self, part: mime.Part) -> str:
@@ -127,6 +127,7 @@ class _Triage:
         self.envelope_sender = envelope_sender
         self.errors: list[str] = []
         self._human: str | None = None
+        self.dsn_groups: int | None = None  # per-recipient groups the delivery-status parts held, once read
 
     # -- entry -------------------------------------------------------------------------------------
 
@@ -210,7 +211,9 @@ class _Triage:
         successes = 0
         human: str | None = None
         seen: set[tuple[str, str]] = set()
+        groups = 0
         for report in dsn.reports(self.parsed.text(part) for part in self.parsed.dsn_parts):
+            groups += len(report.recipients)
             for rcpt in report.recipients:
                 address = _address(rcpt.final_recipient) or _address(rcpt.original_recipient)
                 if address is None:
@@ -264,6 +267,7 @@ class _Triage:
                     program_exit=rcpt.diagnostic_type == "x-unix" and rcpt.diagnostic.isdigit(),
                 )
                 (delays if action == "delayed" else failures).append(failure)
+        self.dsn_groups = groups
         return failures, delays, successes
 
     def _from_notice(self, notice: amazonses.Notice, signals: tuple[str, ...]) -> Classification:
@@ -326,16 +330,17 @@ class _Triage:
         when its per-recipient log is lost): the failed recipient is the returned message's, when its
         To/Cc name exactly one address. What failed is not said, so the kind is UNKNOWN (never scored);
         a report that lists recipients, or reads as a delay, is not guessed at."""
-        if any(
-            report.recipients for report in dsn.reports(self.parsed.text(p) for p in self.parsed.dsn_parts)
-        ):
-            return []
+        if self.dsn_groups != 0:
+            return []  # it listed recipients (or could not be read): nothing to guess
         human = self._human_text()
         if _is_delay_notice(human):
             return []
+        # Read only here, for the few reports that reach this point.
+        values = [v for inner in self.parsed.returned for v in (inner.get("to"), inner.get("cc")) if v]
+        values += [m.group(1) for headers in self.parsed.original_headers for m in _TO_CC.finditer(headers)]
         addresses = {
             address
-            for value in self.parsed.original_recipients
+            for value in values
             for piece in value.split(",")
             if (address := normalise(piece)) is not None
         }
@@ -851,15 +856,13 @@ def _collect(part: mime.Part, parsed: _Parsed, *, top: bool = False) -> None:
         value = inner.get("message-id")
         if value is not None:
             parsed.original_ids.append(value)
-        parsed.original_recipients.extend(v for v in (inner.get("to"), inner.get("cc")) if v)
+        parsed.returned.append(inner)
         if inner.get("x-hmxmroriginalrecipient") is not None:
             # Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-
             # about message is attached with this header added.
             parsed.feedback = True
     elif ctype in dsn.HEADERS_TYPES:
-        headers = parsed.text(part)
-        parsed.original_headers.append(headers)
-        parsed.original_recipients.extend(m.group(1) for m in _TO_CC.finditer(headers))
+        parsed.original_headers.append(parsed.text(part))
     elif ctype == "text/plain" and part.filename is None:
         parsed.text_parts.append(part)
     elif ctype == "text/html" and part.filename is None:
