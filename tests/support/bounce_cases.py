@@ -36,18 +36,17 @@ class Case:
     @property
     def sender(self) -> str:
         """The envelope sender. The remote refuses MAIL FROM by it ("app+NAME@"): MAIL cases have theirs."""
-        if self.reply is not None and self.reply.stage == "MAIL":
-            local, _, domain = SENDER.partition("@")
-            return f"{local}+{self.name}@{domain}"
-        return SENDER
+        return _own_sender(self.name) if self.reply is not None and self.reply.stage == "MAIL" else SENDER
+
+
+def _own_sender(name: str) -> str:
+    local, _, domain = SENDER.partition("@")
+    return f"{local}+{name}@{domain}"
 
 
 def _c(name: str, stage: str | None, text: str, kind: str, reasons: str, status: str | None) -> Case:
     domain = {"nohost": NOHOST, "refused": REFUSED}.get(name, REMOTE)
-    local, _, sender_domain = SENDER.partition("@")
-    text = text.replace("{rcpt}", f"<{name}@{domain}>").replace(
-        "{sender}", f"<{local}+{name}@{sender_domain}>"
-    )
+    text = text.replace("{rcpt}", f"<{name}@{domain}>").replace("{sender}", f"<{_own_sender(name)}>")
     reply = Reply(stage, text) if stage else None
     expires = kind == "temporary" and (reply is None or reply.text.startswith("4"))
     return Case(name, f"{name}@{domain}", reply, kind, frozenset(reasons.split()), status, expires)
