@@ -8,16 +8,18 @@ import pathlib
 import smtplib
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from bouncekeeper import config, milterd, store
+from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
 from tests.support.postfix import SmtpSink, have_postfix
 from tests.support.redis_server import RedisServer
+from tests.support.remote_mx import RemoteMx, Reply
 from tests.support.sendmail import Sendmail, unpacked
 
 pytestmark = [pytest.mark.mta]
@@ -78,7 +80,14 @@ secret_files = ["{key}"]
             for thing in (milter, sink):
                 thing.start()
                 started.append(thing)
-            sendmail = Sendmail(d / "sendmail", tree, relay_port=sink.port, milter_socket=milter.socket)
+            sendmail = Sendmail(
+                d / "sendmail",
+                tree,
+                relay_port=sink.port,
+                milter_socket=milter.socket,
+                lmtp_socket=str(private / "lmtp.sock"),  # no listener here: see the `dsn` fixture
+                bounce_domain=BOUNCE_DOMAIN,
+            )
             sendmail.start()
             started.append(sendmail)
             settings = config.load(milter.config)
@@ -121,3 +130,173 @@ def test_sendmail_refuses_a_forged_verp_address_at_rcpt(mta: Mta) -> None:
     code, text = next(iter(info.value.recipients.values()))
     assert code == 550
     assert b"5.7.1" in text
+
+
+# -- Sendmail's own DSNs (made in its queue, never seen by the milter) through the LMTP route ---------
+
+GONE = "550 5.1.1 <gone@dead.test>... User unknown"
+LOST = "550 5.1.1 <lost@dead.test>... User unknown"
+
+
+@dataclass
+class Dsn:
+    sendmail: Sendmail
+    remote: RemoteMx
+    settings: config.Settings
+    signer: milterd.Signer
+    milter: MilterProcess
+    listener: ListenerProcess
+    redis: RedisServer
+
+    def send(self, sender: str, rcpts: list[str], raw: bytes) -> None:
+        crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        with smtplib.SMTP("127.0.0.1", self.sendmail.port, timeout=30) as smtp:
+            smtp.sendmail(sender, rcpts, crlf)
+
+    def events(self, address: str, timeout: float = 0.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        st = store.connect(self.settings)
+        try:
+            while True:
+                found = list(st.view(address).events)
+                if found or time.monotonic() >= deadline:
+                    return found
+                time.sleep(0.1)
+        finally:
+            st.close()
+
+    def explain(self) -> str:
+        return (
+            f"sendmail traffic:\n{self.sendmail.traffic()[-4000:]}\n"
+            f"listener log:\n{self.listener.log()[-2000:]}\nmilter log:\n{self.milter.log()[-2000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[Dsn]:
+    """Sendmail relaying to a remote that refuses gone@ at RCPT, with the shipped LMTP route in place:
+    the milter and `bouncekeeper lmtp` run on one config file, as an operator runs them. The milter is in
+    archive mode (`bounce_action = "accept"`), the worst case for a double record: a bounce it records
+    goes on to delivery, and the route delivers the bounce domain to the listener."""
+    tree = unpacked()
+    if tree is None:
+        pytest.skip("needs root and Sendmail (scripts/fetch-sendmail.sh)")
+    with tempfile.TemporaryDirectory(prefix="bk-smd-") as tmp:
+        d = pathlib.Path(tmp)
+        d.chmod(0o755)
+        private = d / "bk"  # Sendmail refuses sockets in a world-writable folder
+        private.mkdir(mode=0o750)
+        redis = RedisServer(d / "redis")
+        redis.start()
+        key = d / "verp.key"
+        key.write_text("sendmail-dsn-test-key-0123456789\n")
+        lmtp_socket = private / "lmtp.sock"
+        toml = f"""[redis]
+url = "{redis.url}"
+socket_timeout = 0.5
+connect_timeout = 0.5
+retries = 0
+[policy]
+mode = "enforce"
+[verp]
+bounce_domain = "{BOUNCE_DOMAIN}"
+secret_files = ["{key}"]
+[milter]
+bounce_action = "accept"
+[lmtp]
+listen = "unix:{lmtp_socket}"
+socket_mode = 0o660
+"""
+        milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
+        listener = ListenerProcess(milter.config, lmtp_socket, private / "lmtp.log")
+        remote = RemoteMx({"gone": Reply("RCPT", GONE), "lost": Reply("RCPT", LOST)}, collect=APP)
+        started: list[Any] = []
+        try:
+            for thing in (milter, listener, remote):
+                thing.start()
+                started.append(thing)
+            sendmail = Sendmail(
+                d / "sendmail",
+                tree,
+                relay_port=remote.port,
+                milter_socket=milter.socket,
+                lmtp_socket=str(lmtp_socket),
+                bounce_domain=BOUNCE_DOMAIN,
+            )
+            sendmail.start()
+            started.append(sendmail)
+            settings = config.load(milter.config)
+            signer = milterd.signer_from_settings(settings)
+            assert signer is not None
+            yield Dsn(sendmail, remote, settings, signer, milter, listener, redis)
+        finally:
+            for thing in reversed(started):
+                thing.stop()
+            redis.stop()
+
+
+def _outbound(subject: str, rcpt: str) -> bytes:
+    return f"From: {APP}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
+
+
+def test_sendmails_own_dsn_for_a_refused_recipient_reaches_the_listener_and_is_recorded(
+    dsn: Dsn,
+) -> None:
+    dsn.send(APP, ["gone@dead.test"], _outbound("dsn1", "gone@dead.test"))
+    events = dsn.events("gone@dead.test", timeout=30)
+    assert events, dsn.explain()
+    assert (events[0]["kind"], events[0]["status"], events[0]["source"]) == ("permanent", "5.1.1", "lmtp")
+    # The DSN went to the VERP address, over LMTP, and nowhere else (not back to the application).
+    assert not dsn.remote.collected
+
+
+def test_a_bounce_received_over_smtp_in_archive_mode_is_recorded_once_though_the_listener_gets_it(
+    dsn: Dsn,
+) -> None:
+    # The milter records it at end of message and accepts it; Sendmail then delivers it by the route to
+    # the listener, which finds the same bounce (same Message-ID) already recorded for the address.
+    rcpt = dsn.signer.address_for("carol@example.net", "")
+    before = dsn.listener.log().count(" duplicate")
+    dsn.send("", [rcpt], (FIXTURES / "gmail-userunknown.eml").read_bytes())
+    _wait(lambda: dsn.listener.log().count(" duplicate") > before, dsn.explain)
+    events = dsn.events("carol@example.net")
+    assert [(e["kind"], e["source"]) for e in events] == [("permanent", "milter")], dsn.explain()
+
+
+def test_a_bounce_without_message_id_in_archive_mode_is_recorded_once_too(dsn: Dsn) -> None:
+    # The dedup id is then the body's hash: the route adds no Message-Id (no F=M) and converts nothing
+    # (F=8), so the milter and the listener hash the same body.
+    raw = (FIXTURES / "gmail-userunknown.eml").read_bytes()
+    head, sep, body = raw.partition(b"\n\n")
+    head = b"\n".join(line for line in head.split(b"\n") if not line.lower().startswith(b"message-id:"))
+    rcpt = dsn.signer.address_for("erin@example.net", "")
+    before = dsn.listener.log().count(" duplicate")
+    dsn.send("", [rcpt], head + sep + body)
+    _wait(lambda: dsn.listener.log().count(" duplicate") > before, dsn.explain)
+    events = dsn.events("erin@example.net")
+    assert [(e["kind"], e["source"]) for e in events] == [("permanent", "milter")], dsn.explain()
+
+
+def test_redis_down_keeps_sendmails_dsn_queued_and_a_queue_run_delivers_it_later(dsn: Dsn) -> None:
+    dsn.redis.stop()
+    try:
+        dsn.send(APP, ["lost@dead.test"], _outbound("dsn-later", "lost@dead.test"))
+        dsn.sendmail.wait_traffic("451 4.3.0", timeout=30)
+        _wait(lambda: bool(dsn.sendmail.queued()), dsn.explain)
+    finally:
+        dsn.redis.start()
+    # Nothing recorded, nothing lost: the DSN waits in Sendmail's queue; a queue run (the daemon's -q
+    # interval in production) delivers it to the listener once Redis is back.
+    assert not dsn.events("lost@dead.test")
+    done = dsn.sendmail.run_queue()
+    assert done.returncode == 0, done.stderr
+    events = dsn.events("lost@dead.test", timeout=30)
+    assert [(e["kind"], e["status"], e["source"]) for e in events] == [("permanent", "5.1.1", "lmtp")]
+    assert not dsn.sendmail.queued(), dsn.explain()
+
+
+def _wait(condition: Callable[[], bool], explain: Callable[[], str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, explain()
+        time.sleep(0.1)

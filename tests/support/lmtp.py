@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 from bouncekeeper import config
 from bouncekeeper.lmtpd import Listener
 from bouncekeeper.service import Service
+from tests.support.postfix import ROOT
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 BOUNCE_DOMAIN = "bounce.example.net"
@@ -101,3 +107,43 @@ class ListenerThread:
         self._thread.join(30)
         if self._error is not None:
             raise self._error
+
+
+class ListenerProcess:
+    """`bouncekeeper lmtp` as the operator runs it: a process on a config file, stopped by SIGTERM."""
+
+    def __init__(self, config_file: pathlib.Path, socket_path: pathlib.Path, log: pathlib.Path) -> None:
+        self.config_file = config_file
+        self.socket_path = socket_path
+        self.log_file = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ListenerProcess:
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "milter"))
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), "lmtp"],
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+        deadline = time.monotonic() + 15
+        while not self.socket_path.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the LMTP listener did not start:\n{self.log()}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

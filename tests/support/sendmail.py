@@ -19,6 +19,9 @@ from tests.support.postfix import ROOT, free_port, wait_port
 
 SNIPPET = ROOT / "sendmail" / "bouncekeeper.mc"
 SHIPPED_SOCKET = "unix:/run/bouncekeeper/milter.sock"
+# The LMTP listener's socket (the mailer's A=FILE) and the bounce domain routed to it, as shipped.
+SHIPPED_LMTP_SOCKET = "/run/bouncekeeper/lmtp.sock"
+SHIPPED_BOUNCE_DOMAIN = "`bounces.example.org'"
 FETCH = ROOT / "scripts" / "fetch-sendmail.sh"
 
 
@@ -38,12 +41,21 @@ def unpacked() -> pathlib.Path | None:
 
 class Sendmail:
     def __init__(
-        self, directory: pathlib.Path, tree: pathlib.Path, *, relay_port: int, milter_socket: str
+        self,
+        directory: pathlib.Path,
+        tree: pathlib.Path,
+        *,
+        relay_port: int,
+        milter_socket: str,
+        lmtp_socket: str = SHIPPED_LMTP_SOCKET,
+        bounce_domain: str = "bounces.example.org",
     ) -> None:
         self.directory = directory
         self.tree = tree
         self.relay_port = relay_port
         self.milter_socket = milter_socket
+        self.lmtp_socket = lmtp_socket
+        self.bounce_domain = bounce_domain
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -56,8 +68,15 @@ class Sendmail:
         return "define(`confTO_QUEUERETURN', `5d')dnl\n"
 
     def extra_mc(self) -> str:
-        """Lines after DAEMON_OPTIONS: here the shipped milter snippet, its socket path adapted."""
-        snippet = SNIPPET.read_text().replace(SHIPPED_SOCKET, self.milter_socket)
+        """Lines after DAEMON_OPTIONS: here the shipped snippet, its socket paths and domain adapted."""
+        snippet = SNIPPET.read_text()
+        for shipped, ours in (
+            (SHIPPED_SOCKET, self.milter_socket),
+            (SHIPPED_LMTP_SOCKET, self.lmtp_socket),
+            (SHIPPED_BOUNCE_DOMAIN, f"`{self.bounce_domain}'"),
+        ):
+            assert shipped in snippet, f"{shipped} is no longer in {SNIPPET}"
+            snippet = snippet.replace(shipped, ours)
         (self.directory / "bouncekeeper.mc").write_text(snippet)
         return f"include(`{self.directory}/bouncekeeper.mc')dnl\n"
 
@@ -109,13 +128,25 @@ DAEMON_OPTIONS(`Port={self.port}, Addr=127.0.0.1, Name=MTA')dnl
         self.after_compile(d / "sendmail.cf")
         return d / "sendmail.cf"
 
-    def start(self) -> Sendmail:
-        cf = self.configure()
+    def _argv(self, *args: str) -> list[str]:
         binary = self.tree / "usr/libexec/sendmail/sendmail"
-        argv = [
+        return [
             "unshare", "--uts", "--", "sh", "-c", 'hostname mta.example.test && exec "$@"', "sh",
-            str(binary), "-C", str(cf), "-bD", "-X", str(self.directory / "traffic.log"),
+            str(binary), "-C", str(self.directory / "sendmail.cf"), *args,
+            "-X", str(self.directory / "traffic.log"),
         ]  # fmt: skip
+
+    def run_queue(self) -> subprocess.CompletedProcess[str]:
+        """One queue run in the foreground (`sendmail -q`), every queued message retried now."""
+        return subprocess.run(self._argv("-q"), capture_output=True, text=True, check=False, timeout=60)
+
+    def queued(self) -> list[str]:
+        """The queue ids of the messages in the queue (their qf files)."""
+        return sorted(p.name[2:] for p in (self.directory / "queue").glob("qf*"))
+
+    def start(self) -> Sendmail:
+        self.configure()
+        argv = self._argv("-bD")
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=(self.directory / "stderr.log").open("wb")
         )
