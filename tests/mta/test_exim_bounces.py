@@ -7,14 +7,10 @@ recipients with 550 5.1.1 so that Exim writes its own bounce.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import shutil
-import signal
 import smtplib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -25,7 +21,8 @@ import pytest
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.store import Store, connect
-from tests.support.exim import ROOT, Exim, SmtpSink, free_port, running, scratch_dir, wait_for_port
+from tests.support.exim import ROOT, Exim, SmtpSink, free_port, running, scratch_dir
+from tests.support.lmtp import ListenerProcess
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.mta
@@ -36,50 +33,19 @@ APP = "app@example.org"
 FIXTURES = ROOT / "tests" / "fixtures" / "lmtp"
 
 
-class Listener:
-    """`bouncekeeper lmtp` as the operator runs it: a process with a config file, stopped by SIGTERM."""
+class Listener(ListenerProcess):
+    """`bouncekeeper lmtp` on its own config file for one Exim instance."""
 
     def __init__(self, directory: pathlib.Path, key: pathlib.Path, redis_url: str, listen: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.conf = directory / "bk.toml"
-        self.conf.write_text(
+        conf = directory / "bk.toml"
+        conf.write_text(
             f'state_dir = "{directory}"\n'
             f'[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\nsecret_files = ["{key}"]\n'
             f'[redis]\nurl = "{redis_url}"\n'
             f'[lmtp]\nlisten = "{listen}"\nsocket_mode = 0o666\n'
         )
-        self.listen = listen
-        self.log = directory / "listener.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.conf), "lmtp"],
-                env=env,
-                stdout=out,
-                stderr=out,
-            )
-        deadline = time.monotonic() + 15
-        if self.listen.startswith("unix:"):
-            path = pathlib.Path(self.listen.removeprefix("unix:"))
-            while not path.exists():
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"listener did not start:\n{self.log.read_text()}")
-                time.sleep(0.02)
-        else:
-            wait_for_port(int(self.listen.rpartition(":")[2]))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        super().__init__(conf, listen, directory / "listener.log")
 
 
 class Setup:

@@ -208,7 +208,7 @@ listen = "unix:{lmtp_socket}"
 socket_mode = 0o660
 """
         milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
-        listener = ListenerProcess(milter.config, lmtp_socket, private / "lmtp.log")
+        listener = ListenerProcess(milter.config, f"unix:{lmtp_socket}", private / "lmtp.log")
         remote = RemoteMx({"gone": Reply("RCPT", GONE), "lost": Reply("RCPT", LOST)}, collect=APP)
         started: list[Any] = []
         try:

@@ -14,6 +14,7 @@ import time
 from bouncekeeper import config
 from bouncekeeper.lmtpd import Listener
 from bouncekeeper.service import Service
+from tests.support.exim import wait_for_port
 from tests.support.postfix import ROOT
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -110,11 +111,14 @@ class ListenerThread:
 
 
 class ListenerProcess:
-    """`bouncekeeper lmtp` as the operator runs it: a process on a config file, stopped by SIGTERM."""
+    """`bouncekeeper lmtp` as the operator runs it: a process on a config file, stopped by SIGTERM.
 
-    def __init__(self, config_file: pathlib.Path, socket_path: pathlib.Path, log: pathlib.Path) -> None:
+    `listen` is the config's `[lmtp] listen` ("unix:/path" or "HOST:PORT"): start() waits until it answers.
+    """
+
+    def __init__(self, config_file: pathlib.Path, listen: str, log: pathlib.Path) -> None:
         self.config_file = config_file
-        self.socket_path = socket_path
+        self.listen = listen
         self.log_file = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -127,8 +131,12 @@ class ListenerProcess:
                 stdout=out,
                 stderr=out,
             )
+        if not self.listen.startswith("unix:"):
+            wait_for_port(int(self.listen.rpartition(":")[2]), timeout=15, proc=self.proc)
+            return self
+        path = pathlib.Path(self.listen.removeprefix("unix:"))
         deadline = time.monotonic() + 15
-        while not self.socket_path.exists():
+        while not path.exists():
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"the LMTP listener did not start:\n{self.log()}")
             time.sleep(0.02)
