@@ -4,6 +4,7 @@ installed) configured with the shipped sendmail/bouncekeeper.mc: outbound VERP r
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import smtplib
 import tempfile
@@ -29,6 +30,44 @@ BOUNCE_DOMAIN = "bounces.example.org"
 APP = "app@example.org"
 
 
+def _send(sendmail: Sendmail, sender: str, rcpts: list[str], raw: bytes) -> None:
+    # SMTP lines end in CRLF (RFC 5321 section 2.3.8); Sendmail 8.17 refuses bare LFs.
+    crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    with smtplib.SMTP("127.0.0.1", sendmail.port, timeout=30) as smtp:
+        smtp.sendmail(sender, rcpts, crlf)
+
+
+@contextlib.contextmanager
+def _running(
+    d: pathlib.Path, relay_port: int, milter: MilterProcess, lmtp_socket: pathlib.Path, *others: Any
+) -> Iterator[tuple[Sendmail, config.Settings, milterd.Signer]]:
+    """Start the milter and `others`, then a Sendmail built from the shipped snippet; stop all in reverse."""
+    tree = unpacked()
+    assert tree is not None
+    started: list[Any] = []
+    try:
+        for thing in (milter, *others):
+            thing.start()
+            started.append(thing)
+        sendmail = Sendmail(
+            d / "sendmail",
+            tree,
+            relay_port=relay_port,
+            milter_socket=milter.socket,
+            lmtp_socket=str(lmtp_socket),
+            bounce_domain=BOUNCE_DOMAIN,
+        )
+        sendmail.start()
+        started.append(sendmail)
+        settings = config.load(milter.config)
+        signer = milterd.signer_from_settings(settings)
+        assert signer is not None
+        yield sendmail, settings, signer
+    finally:
+        for thing in reversed(started):
+            thing.stop()
+
+
 @dataclass
 class Mta:
     sendmail: Sendmail
@@ -38,10 +77,7 @@ class Mta:
     milter: MilterProcess
 
     def send(self, sender: str, rcpts: list[str], raw: bytes) -> None:
-        # SMTP lines end in CRLF (RFC 5321 section 2.3.8); Sendmail 8.17 refuses bare LFs.
-        crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        with smtplib.SMTP("127.0.0.1", self.sendmail.port, timeout=30) as smtp:
-            smtp.sendmail(sender, rcpts, crlf)
+        _send(self.sendmail, sender, rcpts, raw)
 
     def events(self, address: str) -> list[dict[str, Any]]:
         st = store.connect(self.settings)
@@ -75,28 +111,11 @@ secret_files = ["{key}"]
 """
         milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
         sink = SmtpSink(d / "sink")
-        started: list[Any] = []
         try:
-            for thing in (milter, sink):
-                thing.start()
-                started.append(thing)
-            sendmail = Sendmail(
-                d / "sendmail",
-                tree,
-                relay_port=sink.port,
-                milter_socket=milter.socket,
-                lmtp_socket=str(private / "lmtp.sock"),  # no listener here: see the `dsn` fixture
-                bounce_domain=BOUNCE_DOMAIN,
-            )
-            sendmail.start()
-            started.append(sendmail)
-            settings = config.load(milter.config)
-            signer = milterd.signer_from_settings(settings)
-            assert signer is not None
-            yield Mta(sendmail, sink, settings, signer, milter)
+            # No listener on the LMTP route here: see the `dsn` fixture.
+            with _running(d, sink.port, milter, private / "lmtp.sock", sink) as (sendmail, settings, signer):
+                yield Mta(sendmail, sink, settings, signer, milter)
         finally:
-            for thing in reversed(started):
-                thing.stop()
             redis.stop()
 
 
@@ -149,9 +168,7 @@ class Dsn:
     redis: RedisServer
 
     def send(self, sender: str, rcpts: list[str], raw: bytes) -> None:
-        crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        with smtplib.SMTP("127.0.0.1", self.sendmail.port, timeout=30) as smtp:
-            smtp.sendmail(sender, rcpts, crlf)
+        _send(self.sendmail, sender, rcpts, raw)
 
     def events(self, address: str, timeout: float = 0.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -210,28 +227,14 @@ socket_mode = 0o660
         milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
         listener = ListenerProcess(milter.config, f"unix:{lmtp_socket}", private / "lmtp.log")
         remote = RemoteMx({"gone": Reply("RCPT", GONE), "lost": Reply("RCPT", LOST)}, collect=APP)
-        started: list[Any] = []
         try:
-            for thing in (milter, listener, remote):
-                thing.start()
-                started.append(thing)
-            sendmail = Sendmail(
-                d / "sendmail",
-                tree,
-                relay_port=remote.port,
-                milter_socket=milter.socket,
-                lmtp_socket=str(lmtp_socket),
-                bounce_domain=BOUNCE_DOMAIN,
-            )
-            sendmail.start()
-            started.append(sendmail)
-            settings = config.load(milter.config)
-            signer = milterd.signer_from_settings(settings)
-            assert signer is not None
-            yield Dsn(sendmail, remote, settings, signer, milter, listener, redis)
+            with _running(d, remote.port, milter, lmtp_socket, listener, remote) as (
+                sendmail,
+                settings,
+                signer,
+            ):
+                yield Dsn(sendmail, remote, settings, signer, milter, listener, redis)
         finally:
-            for thing in reversed(started):
-                thing.stop()
             redis.stop()
 
 
