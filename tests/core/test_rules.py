@@ -60,6 +60,18 @@ R = Reason
         ("  a@b.invalid\n    Unrouteable address", "5.0.0", R.HOSTUNKNOWN),  # Exim: no such domain
         # Google Groups, in any language: the same help URL.
         ("Vielen Dank! https://groups.google.com/support/ Google Groups", None, R.REJECTED),
+        # Providers that answer in their own language only.
+        ("Utilisateur inconnu", None, R.USERUNKNOWN),
+        ("La boîte aux lettres est pleine", None, R.MAILBOXFULL),
+        ("Usuario desconocido", None, R.USERUNKNOWN),
+        ("Benutzer unbekannt", None, R.USERUNKNOWN),
+        ("Destinatario inesistente", None, R.USERUNKNOWN),
+        ("Gebruiker onbekend", None, R.USERUNKNOWN),
+        ("收件人不存在", None, R.USERUNKNOWN),
+        ("对方邮箱已满", None, R.MAILBOXFULL),
+        ("宛先がみつかりませんでした。", None, R.USERUNKNOWN),
+        ("メールボックスが一杯です", None, R.MAILBOXFULL),
+        ("Domaine inconnu", None, R.HOSTUNKNOWN),
         ("", None, R.UNDEFINED),
     ],
 )

@@ -36,6 +36,14 @@ STRONG: tuple[tuple[Reason, str], ...] = (
     ),
     (R.MAILBOXFULL, r"(?:reached|exceeded|over) (?:his |her |its |their |the |disk |storage )*quota"),
     (R.MAILBOXFULL, r"too many messages in|maildir.{0,20}(?:full|quota)|mail ?box.{0,40}\bfull\b"),
+    # The same in the languages providers answer in when no English follows (French, Spanish, Italian,
+    # Dutch, Polish, Chinese, Japanese; German is in rules/gmx.py).
+    (
+        R.MAILBOXFULL,
+        r"bo[iî]te (?:aux lettres |mail |de r[ée]ception )?(?:est )?pleine|buz[oó]n (?:est[aá] )?lleno|"
+        r"casella (?:di posta )?(?:[eè] )?piena|mailbox (?:is )?vol\b|skrzynka (?:jest )?pe[lł]na|"
+        r"邮箱(?:空间)?已满|邮箱容量|信箱已满|メールボックス(?:が|の容量が)?(?:一杯|満杯|いっぱい)|容量(?:超過|オーバー)",
+    ),
     (
         R.MESGTOOBIG,
         r"(?:message|mail|file|attachment)s? (?:is |was )?too (?:big|large)|message size exceeds|size limit",
@@ -138,6 +146,11 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
         r"(?:domain|host)(?: name)? lookup fail|could not be resolved|unknown mail domain|"
         r"domain .{0,40}not exist|domain is not reachable",
     ),
+    (
+        R.HOSTUNKNOWN,
+        r"domaine (?:inconnu|inexistant)|dominio (?:desconocido|inexistente|sconosciuto)|域名不存在|"
+        r"ドメインが(?:存在しません|見つかりません)",
+    ),
     # "553 neko.example.com does not exist": a host name, not an address, does not exist.
     (R.HOSTUNKNOWN, r"(?<![@\w.-])(?:[\w-]+\.)+[a-z]{2,}\]?:? (?:does not exist|doesn't exist|not found)"),
     (R.NOTACCEPT, r"(?:does not|doesn't|do not|not) accept(?:ing)? (?:any )?(?:e-?)?mail|null mx"),
@@ -154,6 +167,17 @@ ADDRESS: tuple[tuple[Reason, str], ...] = (
         r"(?:recipient|user) ?(?:name|id)? is not recognized|invalid (?:final )?delivery userid|"
         r"n'existe pas|no existe|existiert nicht|non esiste|(?:address|recipient|user|mailbox) (?:wasn.t|"
         r"was not) found",
+    ),
+    # "User unknown" in the languages providers answer in when no English follows.
+    (
+        R.USERUNKNOWN,
+        r"(?:utilisateur|destinataire|adresse) (?:de messagerie )?inconnue?|"
+        r"(?:usuario|destinatario) (?:desconocido|inexistente)|(?:utente|destinatario) (?:sconosciuto|"
+        r"inesistente)|(?:gebruiker|ontvanger) (?:onbekend|bestaat niet)|onbekende (?:gebruiker|ontvanger)|"
+        r"(?:nieznany|nie ma takiego) u[zż]ytkownik|u[zż]ytkownik nieznany|benutzer (?:ist )?unbekannt|"
+        r"unbekannte[rn]? (?:benutzer|empf[äa]nger)|"
+        r"用户不存在|收件人不存在|邮箱不存在|用户名不存在|宛先不明|宛先が(?:みつかり|見つかり)ません|"
+        r"存在しない(?:ユーザ|アドレス|メールアドレス)",
     ),
     (
         R.USERUNKNOWN,
