@@ -171,3 +171,50 @@ def test_flufl_bounce_is_skipped_when_no_text_part_names_an_address(monkeypatch:
     # An address our rules do not take for a recipient (the postmaster's): flufl.bounce is asked.
     classify(head + b"Your message could not be delivered. Ask postmaster@mx.example.net.\n")
     assert len(calls) == 1
+
+
+def test_a_refusal_at_mail_from_in_one_session_is_not_another_recipients() -> None:
+    # Two sessions in one Sendmail report: one host refused our sender, the other the recipient at RCPT.
+    raw = (
+        b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\nTo: app@example.com\n"
+        b"Subject: Returned mail: see transcript for details\n\n"
+        b"   ----- The following addresses had permanent fatal errors -----\n"
+        b"<a@one.example>\n<c@two.example>\n\n"
+        b"   ----- Transcript of session follows -----\n"
+        b"... while talking to mx.one.example.:\n>>> MAIL From:<app@example.com>\n"
+        b"<<< 553 5.1.8 <app@example.com>... Domain of sender address does not exist\n"
+        b"554 5.0.0 <a@one.example>... Service unavailable\n"
+        b"... while talking to mx.two.example.:\n>>> RCPT To:<c@two.example>\n"
+        b"<<< 550 5.1.1 <c@two.example>... User unknown\n"
+        b"550 5.1.1 <c@two.example>... User unknown\n"
+    )
+    by_address = {f.recipient: f for f in classify(raw).failures}
+    assert (by_address["c@two.example"].kind, by_address["c@two.example"].reason) == (P, Reason.USERUNKNOWN)
+
+
+def test_a_refusal_at_mail_from_in_one_session_is_not_another_recipients_in_a_dsn() -> None:
+    # The same two sessions in a Sendmail DSN: the human part lists both, then both transcripts; the
+    # delivery-status part gives each its own status.
+    human = (
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        "<a@one.example>\n<c@two.example>\n\n"
+        "   ----- Transcript of session follows -----\n"
+        "... while talking to mx.one.example.:\n>>> MAIL From:<app@example.com>\n"
+        "<<< 550 5.1.0 <app@example.com>... User unknown\n554 5.0.0 <a@one.example>... Service unavailable\n"
+        "... while talking to mx.two.example.:\n>>> RCPT To:<c@two.example>\n"
+        "<<< 550 5.1.1 <c@two.example>... User unknown\n550 5.1.1 <c@two.example>... User unknown\n"
+    )
+    raw = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\nTo: app@example.com\n"
+        "Subject: Returned mail: see transcript for details\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        f"--B\nContent-Type: text/plain\n\n{human}\n"
+        "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+        "Final-Recipient: RFC822; a@one.example\nAction: failed\nStatus: 5.1.0\n"
+        "Diagnostic-Code: SMTP; 550 5.1.0 <app@example.com>... User unknown\n\n"
+        "Final-Recipient: RFC822; c@two.example\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: SMTP; 550 5.1.1 <c@two.example>... User unknown\n--B--\n"
+    ).encode()
+    by_address = {f.recipient: f for f in classify(raw).failures}
+    assert (by_address["a@one.example"].kind, by_address["a@one.example"].reason) == (T, Reason.REJECTED)
+    assert (by_address["c@two.example"].kind, by_address["c@two.example"].reason) == (P, Reason.USERUNKNOWN)

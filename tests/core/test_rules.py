@@ -248,3 +248,17 @@ def test_rule_tables_are_lower_case() -> None:
 def test_alternatives_split_only_at_top_level() -> None:
     assert prefilter.alternatives(r"a|(b|c)|[|]d|\|e") == ["a", "(b|c)", "[|]d", r"\|e"]
     assert prefilter.alternatives(r"no alternation") == ["no alternation"]
+
+
+def test_context_stops_at_the_next_recipients_transcript_lines() -> None:
+    # Sendmail's transcripts name the next recipient after a reply code or in a RCPT command.
+    text = (
+        "554 <a@example.org>... Remote protocol error\n"
+        "554 <b@example.org>... 550 Host unknown\n"
+        "While talking to mx.example.edu:\n"
+        ">>> RCPT To:<c@example.edu>\n"
+        "<<< 550 <c@example.edu>... User unknown\n"
+    )
+    assert bodies.context_for(text, "a@example.org") == "554 <a@example.org>... Remote protocol error"
+    assert "User unknown" not in bodies.context_for(text, "b@example.org")
+    assert "User unknown" in bodies.context_for(text, "c@example.edu")

@@ -591,10 +591,16 @@ def _failure(
     command = bodies.smtp_command(text)
     # The rest of the report is read for the command only when the decision needs it: finding and
     # scanning it for every recipient made the classifier ~8% slower (benchmarks/classify_speed.py).
+    # `own` is the command named in the lines about this recipient (for Sendmail, its own session's
+    # transcript: bodies.context_for); the whole report's first command is only a guess for the stage
+    # policy, as a report with several recipients can hold several sessions, so it never turns a
+    # recipient into our sender.
+    own = command
     if command is None and report is not None and reason in ADDRESS_REASONS:
         whole = report()
-        command = bodies.smtp_command(bodies.context_for(whole, address)) or bodies.smtp_command(whole)
-    if reason in ADDRESS_REASONS and (command == "MAIL" or _about_the_sender(status_code, text)):
+        own = bodies.smtp_command(bodies.context_for(whole, address))
+        command = own or bodies.smtp_command(whole)
+    if reason in ADDRESS_REASONS and (own == "MAIL" or _about_the_sender(status_code, text)):
         # "550 5.1.0 <app@sender.test>: Sender address rejected: User unknown", "553 5.1.8 Domain of
         # sender address does not exist": the words of a dead address, about our sender. The recipient
         # was never looked at (RFC 5321: MAIL FROM comes before any RCPT).

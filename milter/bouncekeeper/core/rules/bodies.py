@@ -143,6 +143,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     position = _find(text, address, raw)
     if position < 0:
         return ""
+    position = _own_session(text, position, address)
     start = text.rfind("\n", 0, position) + 1
     first_end = text.find("\n", position)
     if first_end < 0:
@@ -161,15 +162,44 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             if seen_reason or blanks > 2:
                 break
             continue
-        if "@" in line:
+        if "@" in line and not line.lstrip().startswith("<<<"):  # a remote's reply may name anyone
             leading = _LEADING_ADDRESS.match(line)
             if leading and normalise(leading.group(1)) not in (address, None):
                 break  # the next recipient's block
+        if _SESSION.match(line):
+            break  # the transcript of another session
         if _MARKER_HINT.search(line) and _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
+
+
+# Sendmail's transcripts: "... while talking to mx.example.org.:" opens one SMTP session's lines.
+_SESSION = re.compile(r"^[\s.>]*while talking to ", re.IGNORECASE)
+
+
+def _own_session(text: str, position: int, address: str) -> int:
+    """Where the report tells what happened to `address`. Sendmail lists the failed recipients first and
+    then one transcript per SMTP session ("... while talking to HOST:", ">>> RCPT To:<a@b>", "<<< 550
+    ..."): for a recipient that a session's lines name, its report is that session, from its first line.
+    Elsewhere, the first mention."""
+    if "talking to" not in text:
+        return position
+    lower = text.lower()
+    mention = lower.find(address, position + len(address))
+    for _ in range(4):
+        if mention < 0:
+            break
+        line_start = text.rfind("\n", 0, mention) + 1
+        # The session this mention belongs to: the nearest session line above it, below the first mention.
+        for session in reversed(list(_SESSION_LINE.finditer(text, position, line_start + 1))):
+            return session.start()
+        mention = lower.find(address, mention + len(address))
+    return position
+
+
+_SESSION_LINE = re.compile(r"^[ \t.>]*while talking to [^\n]*", re.IGNORECASE | re.MULTILINE)
 
 
 def _has_code(line: str) -> bool:
@@ -184,7 +214,12 @@ _MARKER_HINT = re.compile(
     r"[-=*_]{2}|(?i:cop|orig|below|return|unsent|header|forward|reads|text|follow|here|sent)"
 )
 _CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
-_LEADING_ADDRESS = re.compile(r"^[\s>*\-\"'<]*(?:rfc822;\s*)?([^\s@<>\"']+@[^\s<>\"':,;]+)")
+# A line that opens another recipient's report: the address first ("<b@c>:", "rfc822; b@c"), or after
+# a reply code or a RCPT command, as Sendmail's transcripts write them ("550 <b@c>... User unknown",
+# ">>> RCPT To:<b@c>").
+_LEADING_ADDRESS = re.compile(
+    r"^[\s>*\-\"'<]*(?:rfc822;\s*|[245]\d\d[ -]+<?|(?i:rcpt to):\s*<?)?([^\s@<>\"']+@[^\s<>\"':,;]+)"
+)
 
 
 def _without_addresses(line: str) -> str:
