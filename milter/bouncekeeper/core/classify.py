@@ -335,9 +335,9 @@ class _Triage:
         human = self._human_text()
         if _is_delay_notice(human):
             return []
-        # Read only here, for the few reports that reach this point.
-        values = [v for inner in self.parsed.returned for v in (inner.get("to"), inner.get("cc")) if v]
-        values += [m.group(1) for headers in self.parsed.original_headers for m in _TO_CC.finditer(headers)]
+        # Read only here, for the few reports that reach this point, with the one header parser.
+        returned = self.parsed.returned + [mime.parse(h.encode()) for h in self.parsed.original_headers]
+        values = [value for part in returned for name, value in part.headers if name in ("to", "cc")]
         addresses = {
             address
             for value in values
@@ -646,10 +646,8 @@ def _about_the_sender(status_code: str | None, text: str) -> bool:
     """Whether a refusal is about our envelope sender, not the recipient (its status or its words)."""
     if status_code and status.subject_detail(status_code) in _SENDER_STATUS:
         return True
-    return (
-        "sender" in text.lower()
-        and _SENDER_TEXT.search(" ".join(text[:MAX_EXPLAIN_CHARS].lower().split())) is not None
-    )
+    lower = " ".join(text[:MAX_EXPLAIN_CHARS].lower().split())
+    return "sender" in lower and _SENDER_TEXT.search(lower) is not None
 
 
 def _stage_decides(reason: Reason, status_code: str | None) -> bool:
@@ -834,7 +832,6 @@ def _walk(msg: mime.Part) -> _Parsed:
     return parsed
 
 
-_TO_CC = re.compile(r"^(?:to|cc)[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _DSN_FIELDS = re.compile(r"^\s*Final-Recipient\s*:", re.IGNORECASE | re.MULTILINE)
 _DSN_ACTION = re.compile(r"^\s*(?:Action|Status)\s*:", re.IGNORECASE | re.MULTILINE)
 

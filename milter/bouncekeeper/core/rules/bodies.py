@@ -166,17 +166,13 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             leading = _LEADING_ADDRESS.match(line)
             if leading and normalise(leading.group(1)) not in (address, None):
                 break  # the next recipient's block
-        if _SESSION.match(line):
+        if _SESSION_LINE.match(line):
             break  # the transcript of another session
         if _MARKER_HINT.search(line) and _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
-
-
-# Sendmail's transcripts: "... while talking to mx.example.org.:" opens one SMTP session's lines.
-_SESSION = re.compile(r"^[\s.>]*while talking to ", re.IGNORECASE)
 
 
 def _own_session(text: str, position: int, address: str) -> int:
@@ -193,13 +189,15 @@ def _own_session(text: str, position: int, address: str) -> int:
             break
         line_start = text.rfind("\n", 0, mention) + 1
         # The session this mention belongs to: the nearest session line above it, below the first mention.
-        for session in reversed(list(_SESSION_LINE.finditer(text, position, line_start + 1))):
-            return session.start()
+        sessions = list(_SESSION_LINE.finditer(text, position, line_start + 1))
+        if sessions:
+            return sessions[-1].start()
         mention = lower.find(address, mention + len(address))
     return position
 
 
-_SESSION_LINE = re.compile(r"^[ \t.>]*while talking to [^\n]*", re.IGNORECASE | re.MULTILINE)
+# Sendmail's transcripts: "... while talking to mx.example.org.:" opens one SMTP session's lines.
+_SESSION_LINE = re.compile(r"^[ \t.>]*while talking to ", re.IGNORECASE | re.MULTILINE)
 
 
 def _has_code(line: str) -> bool:
