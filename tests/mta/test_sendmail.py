@@ -37,6 +37,20 @@ def _send(sendmail: Sendmail, sender: str, rcpts: list[str], raw: bytes) -> None
         smtp.sendmail(sender, rcpts, crlf)
 
 
+def _events(settings: config.Settings, address: str, timeout: float = 0.0) -> list[dict[str, Any]]:
+    """The address's recorded events, read from Redis; waits up to `timeout` for the first one."""
+    deadline = time.monotonic() + timeout
+    st = store.connect(settings)
+    try:
+        while True:
+            found = list(st.view(address).events)
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.1)
+    finally:
+        st.close()
+
+
 @contextlib.contextmanager
 def _running(
     d: pathlib.Path, relay_port: int, milter: MilterProcess, lmtp_socket: pathlib.Path, *others: Any
@@ -80,11 +94,7 @@ class Mta:
         _send(self.sendmail, sender, rcpts, raw)
 
     def events(self, address: str) -> list[dict[str, Any]]:
-        st = store.connect(self.settings)
-        try:
-            return list(st.view(address).events)
-        finally:
-            st.close()
+        return _events(self.settings, address)
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +181,7 @@ class Dsn:
         _send(self.sendmail, sender, rcpts, raw)
 
     def events(self, address: str, timeout: float = 0.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        st = store.connect(self.settings)
-        try:
-            while True:
-                found = list(st.view(address).events)
-                if found or time.monotonic() >= deadline:
-                    return found
-                time.sleep(0.1)
-        finally:
-            st.close()
+        return _events(self.settings, address, timeout)
 
     def explain(self) -> str:
         return (
