@@ -380,6 +380,59 @@ def test_postfix_internal_path_never_rejects_a_forged_address(
     h.store.close()
 
 
+# -- the after-queue listener of the routed set-up (postfix/routed/) --------------------------------------
+
+AFTER_QUEUE = "bouncekeeper-after-queue"
+
+
+def test_after_queue_mail_from_our_own_postfix_is_inbound_not_outbound(harness: Harness) -> None:
+    # Its client is this host's Postfix (127.0.0.1, originating by default): no VERP for mail from outside.
+    harness.connect(LOCAL_IP, daemon_name=AFTER_QUEUE)
+    assert harness.feed(ORDINARY, "someone@remote.example", "x@example.org") == Milter.ACCEPT
+    assert not harness.ctx._envfromchanged
+    harness.connect(LOCAL_IP)  # the same client on an ordinary listener is outbound
+    assert harness.feed(ORDINARY, APP, "x@example.org") == Milter.ACCEPT
+    assert harness.ctx._envfromchanged
+
+
+def test_after_queue_never_rejects_a_forged_address_but_records_it(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    # A 550 here would make our own queue bounce it: the front's policy service is the place to refuse.
+    h = _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
+    rcpt = h.verp_for("ivan@example.net").replace("ivan", "ivon")
+    h.connect(LOCAL_IP, daemon_name=AFTER_QUEUE)
+    assert h.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.DISCARD
+    assert [f["kind"] for _id, f in h.store.recent()] == ["forged"]
+    h.store.close()
+
+
+def test_after_queue_bounce_with_redis_down_is_deferred_in_our_queue(
+    harness: Harness, redis_db: RedisServer
+) -> None:
+    # Unlike Postfix's non-SMTP path, a 451 here is safe: the message waits in this host's queue.
+    harness.connect(LOCAL_IP, daemon_name=AFTER_QUEUE)
+    redis_db.stop()
+    rcpt = harness.verp_for("frank@example.net")
+    assert harness.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.TEMPFAIL
+    assert harness.ctx._reply[:2] == ("451", "4.3.0")
+
+
+def test_after_queue_loop_is_dropped_even_when_loops_are_refused(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, '[milter]\nloop_action = "reject"')
+    h.connect(LOCAL_IP, daemon_name=AFTER_QUEUE)
+    assert h.feed(b"Precedence: bulk\r\nSubject: x\r\n\r\nbody\r\n", "list@remote.example", PROTECTED) == (
+        Milter.DISCARD
+    )
+    h.connect(INBOUND_IP)  # before the queue the same message is refused
+    assert h.feed(b"Precedence: bulk\r\nSubject: x\r\n\r\nbody\r\n", "list@remote.example", PROTECTED) == (
+        Milter.REJECT
+    )
+    h.store.close()
+
+
 # -- loops ---------------------------------------------------------------------------------------------
 
 

@@ -171,6 +171,17 @@ class MilterSettings:
     # {daemon_name} values that mark Postfix's non-SMTP path (non_smtpd_milters: sendmail(1) and
     # Postfix's own bounces). There the milter never rejects nor tempfails (MILTER_README).
     internal_daemons: tuple[str, ...] = ("postfix-internal",)
+    # {daemon_name} values of the after-queue listener of the routed Postfix set-up (postfix/routed/):
+    # mail there was already accepted by this host, so it is inbound, and the milter never rejects it
+    # (a refusal would become a bounce from our own queue); it may still tempfail (the mail waits in the
+    # queue and is retried).
+    after_queue_daemons: tuple[str, ...] = ("bouncekeeper-after-queue",)
+    # Postfix policy service (check_policy_service) for the routed set-up, in the milter's socket syntax
+    # (unix:/path or inet:PORT@HOST); "": off. It checks VERP signatures at RCPT on the MX without a milter
+    # there, and sends bounces and protected recipients' mail through `policy_filter`.
+    policy_socket: str = ""
+    # The FILTER action's transport:destination that leads to the after-queue listener (master.cf).
+    policy_filter: str = "bouncekeeper:[127.0.0.1]:10027"
     # The application's own inbound addresses, guarded against bounce loops.
     protected_recipients: tuple[str, ...] = ()
     # What happens to a loop message to a protected address: dropped (discard), refused (reject, 550
@@ -191,6 +202,19 @@ class MilterSettings:
 
     def __post_init__(self) -> None:
         _check_metrics_listen(self.metrics_listen)
+        port, at, _host = self.policy_socket.removeprefix("inet:").partition("@")
+        inet_ok = self.policy_socket.startswith("inet:") and at and port.isdigit() and int(port) <= 65535
+        unix_ok = self.policy_socket.startswith("unix:/")
+        if self.policy_socket and not (inet_ok or unix_ok):
+            raise ValueError(
+                f'policy_socket: use "unix:/path" or "inet:PORT@HOST", not {self.policy_socket!r}'
+            )
+        transport, colon, destination = self.policy_filter.partition(":")
+        if not (transport and colon and destination) or any(c.isspace() for c in self.policy_filter):
+            raise ValueError(
+                f'policy_filter: a FILTER "transport:destination" such as "bouncekeeper:[127.0.0.1]:10027",'
+                f" not {self.policy_filter!r}"
+            )
 
 
 @dataclass(frozen=True)

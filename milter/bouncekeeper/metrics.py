@@ -292,6 +292,7 @@ ADAPTER_DECISIONS = (
     "verp-skipped",  # outbound mail left with its own sender (the store could not register a token)
     "split",  # 452 4.5.3 to a further recipient in `multi_recipient = "split"` mode
     "loop",  # an automatic message to a protected address (then discarded, rejected or tagged)
+    "filter",  # the policy service sent the message through the after-queue listener (routed set-up)
     "suppressed",  # an outbound recipient disabled by bounces (then rejected or just marked)
 )
 

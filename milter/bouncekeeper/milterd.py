@@ -47,7 +47,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import Milter
 
-from bouncekeeper import config, log, metrics, verpkeys
+from bouncekeeper import config, log, metrics, policyd, verpkeys
 from bouncekeeper.core import addresses
 from bouncekeeper.core.verp import Keyring, VerpResult, VerpStatus, VerpUnencodable, encode, encode_token
 from bouncekeeper.store import StoreUnavailable
@@ -128,6 +128,7 @@ class MilterPolicy:
     originating_networks: tuple[Network, ...] = ()
     originating_daemons: frozenset[str] = frozenset()
     internal_daemons: frozenset[str] = frozenset()
+    after_queue_daemons: frozenset[str] = frozenset()
     protected_recipients: frozenset[str] = frozenset()
     loop_action: Literal["discard", "reject", "tag"] = "discard"
     suppression: Literal["off", "observe", "enforce"] = "off"
@@ -172,6 +173,7 @@ class MilterPolicy:
             originating_networks=tuple(networks),
             originating_daemons=frozenset(m.originating_daemons),
             internal_daemons=frozenset(m.internal_daemons),
+            after_queue_daemons=frozenset(m.after_queue_daemons),
             protected_recipients=frozenset(protected),
             loop_action=m.loop_action,
             suppression=m.suppression,
@@ -383,6 +385,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self.client_addr: str | None = None
         self.daemon_name: str | None = None
         self.internal = False
+        # The after-queue listener of the routed set-up (postfix/routed/): inbound mail this host has
+        # already accepted. A refusal there would become a bounce from our own queue, so it never rejects.
+        self.after_queue = False
         self.originating = False
         self.broken: str | None = None
         self.msg = _Message()
@@ -418,16 +423,20 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         # (the non-SMTP rules), but it does not treat the mail as outbound either: rewriting the sender
         # of inbound mail would be worse than missing a VERP.
         self.internal = marked_internal or not self.client_addr
-        self.originating = (
+        # The after-queue listener's client is our own Postfix (127.0.0.1, in originating_networks by
+        # default): its daemon name says the mail came from outside.
+        self.after_queue = self.daemon_name in policy.after_queue_daemons
+        self.originating = not self.after_queue and (
             marked_internal
             or policy.is_originating(self.client_addr)
             or self.daemon_name in policy.originating_daemons
         )
         logger.debug(
-            "connect client=%s daemon=%s internal=%s originating=%s",
+            "connect client=%s daemon=%s internal=%s after_queue=%s originating=%s",
             self.client_addr,
             self.daemon_name,
             self.internal,
+            self.after_queue,
             self.originating,
         )
         return CONTINUE
@@ -492,7 +501,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
                 return CONTINUE
             if result.status in (VerpStatus.FORGED, VerpStatus.EXPIRED):
-                if policy.enforce and not self.internal:
+                if policy.enforce and self._may_refuse():
                     logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
                     _DECIDED["reject"].inc()
                     self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
@@ -664,8 +673,10 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     return TEMPFAIL
                 logger.warning("store unavailable, loop event not recorded (logged only): %s", exc)
         action = policy.loop_action
-        if action == "reject" and (self.internal or msg.ordinary or msg.others or msg.bounces):
-            action = "discard"  # never refuse Postfix's own mail, never refuse other recipients' copy
+        if action == "reject" and (not self._may_refuse() or msg.ordinary or msg.others or msg.bounces):
+            # Never refuse Postfix's own or already queued mail (that refusal would be a bounce from our
+            # queue), never refuse other recipients' copy.
+            action = "discard"
         logger.info(
             "loop %s rcpt=%s signals=%s",
             {"discard": "dropped", "reject": "refused", "tag": "tagged"}[action],
@@ -732,6 +743,10 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     # -- helpers -------------------------------------------------------------------------------------
 
+    def _may_refuse(self) -> bool:
+        """Whether a 5xx reaches the client that sent the mail (the smtpd path before any queue)."""
+        return not (self.internal or self.after_queue)
+
     def _is_bounce_address(self, address: str) -> bool:
         domain = self.runtime.policy.bounce_domain
         return bool(domain) and addresses.domain_of(address) == domain
@@ -782,6 +797,16 @@ def socket_path(spec: str) -> pathlib.Path | None:
     if spec.startswith("/"):
         return pathlib.Path(spec)
     return None
+
+
+def policy_rules(settings: config.Settings) -> policyd.PolicyRules:
+    policy = MilterPolicy.from_settings(settings)
+    return policyd.PolicyRules(
+        bounce_domain=policy.bounce_domain,
+        protected_recipients=policy.protected_recipients,
+        enforce=policy.enforce,
+        filter=settings.milter.policy_filter,
+    )
 
 
 def parse_mode(settings: config.Settings) -> int:
@@ -865,13 +890,20 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
     finally:
         os.umask(old_umask)
     shutdown: Callable[[], None] | None = None
+    policy_server: policyd.PolicyServer | None = None
     try:
+        if settings.milter.policy_socket:
+            # Bound before the privilege drop, like the milter socket.
+            policy_server = policyd.PolicyServer(
+                settings.milter.policy_socket, policy_rules(settings), mode=mode
+            )
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
         if path is not None:
             os.chmod(path, mode)
         if user is not None:
-            for owned in [state_dir, pid_file, *([path] if path is not None else [])]:
+            sockets = [p for p in (path, policy_server.path if policy_server else None) if p is not None]
+            for owned in [state_dir, pid_file, *sockets]:
                 os.chown(owned, user.pw_uid, user.pw_gid)
             os.setgroups([g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem])
             os.setgid(user.pw_gid)
@@ -880,6 +912,8 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         runtime, shutdown = make_runtime()
         BounceMilter.runtime = runtime
         Milter.factory = BounceMilter
+        if policy_server is not None:
+            policy_server.start(runtime.service.check_rcpt)
         # Everything built so far (classifier tables, the store, modules) lives until exit: keep it out
         # of the cyclic collector's scans, which every connection's few objects would otherwise trigger.
         gc.freeze()
@@ -892,6 +926,8 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
             # Stopped before main() ran: libmilter refuses to start, which is what was asked.
     finally:
         logger.info("stopping")
+        if policy_server is not None:
+            policy_server.stop()
         if shutdown is not None:
             shutdown()
         for leftover in (pid_file, path):
