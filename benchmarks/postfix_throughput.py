@@ -5,6 +5,9 @@ variant shares the same queue, disks and CPU state:
 
 - `none`: no milter (the baseline);
 - `unix`: the bouncekeeper milter on a unix socket; `inet`: the same milter on TCP (inet:PORT@127.0.0.1);
+- `routed`: the routed set-up (postfix/routed/, applied from its files): the MX listener has no milter,
+  only a check_recipient_access lookup that would send the bounce domain and the protected address to the
+  policy service; its `verp` traffic comes through the set-up's own application listener (the milter);
 - traffic `inbound`: ordinary inbound mail (the milter accepts it at DATA, header and body never reach
   it); traffic `verp`: originating mail (the listener's {daemon_name} is ORIGINATING) that gets a signed
   VERP sender via chgfrom at end of message.
@@ -38,14 +41,18 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
 from tests.support.milter import MilterProcess  # noqa: E402
-from tests.support.postfix import Postfix, SmtpSink, free_port  # noqa: E402
+from tests.support.postfix import Postfix, Routed, SmtpSink, free_port  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 SENDERS = {"inbound": "someone@remote.example", "verp": "app@example.org"}
 RCPT = "user@elsewhere.example"
+BOUNCE_DOMAIN = "bounces.example.org"
+PROTECTED = "app-in@example.org"
 
 
-def start_milter(workdir: pathlib.Path, socket: str, redis_url: str, name: str) -> MilterProcess:
+def start_milter(
+    workdir: pathlib.Path, socket: str, redis_url: str, name: str, extra: str = ""
+) -> MilterProcess:
     key = workdir / "verp.key"
     if not key.exists():
         key.write_bytes(os.urandom(24).hex().encode())
@@ -54,12 +61,14 @@ level = "WARNING"
 [redis]
 url = "{redis_url}"
 [verp]
-bounce_domain = "bounces.example.org"
+bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
 [milter]
 # 127.0.0.1 is where smtp-source connects from: keep it inbound; ORIGINATING marks the verp listener.
 originating_networks = []
 originating_daemons = ["ORIGINATING"]
+protected_recipients = ["{PROTECTED}"]
+{extra}
 """
     return MilterProcess(workdir, socket, toml, name).start()
 
@@ -171,9 +180,10 @@ def main() -> int:
         "--transports",
         nargs="+",
         default=["unix", "floor", "inet"],
-        choices=["unix", "floor", "connect", "inet"],
+        choices=["unix", "floor", "connect", "inet", "routed"],
         help="floor: a pymilter milter doing nothing in the same steps (unix socket); connect: one that"
-        " accepts every session at CONNECT, the least any milter can cost (inbound traffic only)",
+        " accepts every session at CONNECT, the least any milter can cost (inbound traffic only);"
+        " routed: postfix/routed/ (no milter on the MX listener)",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -195,14 +205,29 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
         unix_socket = f"unix:{work}/milter.sock"
         inet_port = free_port()
         floor_socket = f"unix:{work}/floor.sock"
+        postfix = Postfix(
+            work / "postfix",
+            relay_port=0,
+            milter_socket=unix_socket,
+            listeners={},
+            settings={"default_process_limit": "200", "smtpd_client_connection_count_limit": "0"},
+            routed=Routed(policy_socket=f"unix:{work}/policy.sock", watched=(BOUNCE_DOMAIN, PROTECTED)),
+        )
+        policy = f'policy_socket = "unix:{work}/policy.sock"\n'
+        policy += f'policy_filter = "bouncekeeper:[127.0.0.1]:{postfix.ports["after-queue"]}"'
         milters: dict[str, MilterProcess | FloorMilter] = {
-            "unix": start_milter(work, unix_socket, redis.url, "unix"),
+            "unix": start_milter(work, unix_socket, redis.url, "unix", policy),
             "inet": start_milter(work, f"inet:{inet_port}@127.0.0.1", redis.url, "inet"),
             "floor": FloorMilter(floor_socket, work / "floor.log"),
             "connect": FloorMilter(f"unix:{work}/connect.sock", work / "connect.log", "connect"),
         }
+        milters["routed"] = milters["unix"]  # the same daemon serves the routed set-up's listeners
         sink = SmtpSink(work / "sink", dump=False).start()
         orig = {"milter_macro_daemon_name": "ORIGINATING"}
+        # The instance is the routed set-up (its MX listener is `smtp`, its application listener
+        # `submission`); every other listener names its milter and drops the routed recipient check, so
+        # the baseline is Postfix alone.
+        plain = {"smtpd_recipient_restrictions": ""}
         listeners = {
             "none": {"smtpd_milters": ""},
             "unix-inbound": {"smtpd_milters": unix_socket},
@@ -213,18 +238,18 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
             "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
         }
-        postfix = Postfix(
-            work / "postfix",
-            relay_port=sink.port,
-            milter_socket=None,
-            listeners=listeners,
-            settings={"default_process_limit": "200", "smtpd_client_connection_count_limit": "0"},
-        )
+        listeners = {name: {**plain, **overrides} for name, overrides in listeners.items()}
+        postfix.relay_port = sink.port
+        postfix.listeners.update(listeners)
+        postfix.ports.update({name: free_port() for name in listeners})
+        postfix.ports["routed-inbound"] = postfix.ports["smtp"]
+        postfix.ports["routed-verp"] = postfix.ports["submission"]
         postfix.start()
         try:
             # Warm up every path once (process start-up, the milter's first connections).
             sent_verp = 0
-            for name in listeners:
+            routed = ["routed-inbound", "routed-verp"] if "routed" in args.transports else []
+            for name in [*listeners, *routed]:
                 blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
                 sent_verp += 50 if "verp" in name else 0
             drain(postfix)
@@ -232,7 +257,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                 (f"{t}-{traffic}", traffic, t)
                 for t in args.transports
                 for traffic in ("inbound", "verp")
-                if f"{t}-{traffic}" in listeners
+                if f"{t}-{traffic}" in postfix.ports
             ]
             head = "sessions  traffic milter   msgs   msgs/s  ratio    cpu   pipe cpu-ratio"
             print(

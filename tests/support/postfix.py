@@ -24,6 +24,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 MAIN_SNIPPET = ROOT / "postfix" / "main.cf.snippet"
 MASTER_SNIPPET = ROOT / "postfix" / "master.cf.snippet"
 SHIPPED_SOCKET = "unix:/bouncekeeper/milter.sock"
+# The routed set-up (postfix/routed/): applied after the two snippets above, with these shipped examples
+# replaced by the sandbox's values.
+ROUTED_MAIN = ROOT / "postfix" / "routed" / "main.cf.snippet"
+ROUTED_MASTER = ROOT / "postfix" / "routed" / "master.cf.snippet"
+SHIPPED_POLICY_SOCKET = "unix:/bouncekeeper/policy.sock"
+SHIPPED_AFTER_QUEUE = "127.0.0.1:10027"
+SHIPPED_WATCHED = ("bounces.example.org", "app-in@example.org")
 
 # The services of Debian's master.cf that a relay needs, unchrooted (the instance lives in a temp dir).
 _MASTER_BASE = """\
@@ -98,6 +105,31 @@ def snippet_overrides(path: pathlib.Path = MASTER_SNIPPET) -> list[tuple[str, st
         if match and service is not None:
             found.append((service[0], service[1], match.group(1), match.group(2).strip()))
     return found
+
+
+def snippet_services(path: pathlib.Path, rename: Mapping[str, str]) -> str:
+    """The service blocks of a master.cf snippet as master.cf text: services renamed by `rename` (a port
+    for `submission`, say), chroot off (the sandbox is no chroot), every `-o` line kept."""
+    out: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            out.append(line)
+            continue
+        fields = line.split()
+        fields[0] = rename.get(fields[0], fields[0])
+        fields[4] = "n"
+        out.append(" ".join(fields))
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class Routed:
+    """The routed set-up's sandbox values: what replaces the shipped examples."""
+
+    policy_socket: str  # Postfix syntax, unix:/path
+    watched: tuple[str, ...]  # the check_recipient_access keys: bounce domain, protected addresses
 
 
 @dataclass
@@ -200,13 +232,17 @@ class Postfix:
         milter_socket: str | None,
         listeners: Mapping[str, Mapping[str, str]] | None = None,
         settings: Mapping[str, str] | None = None,
+        routed: Routed | None = None,
     ) -> None:
-        """`listeners`: name -> {-o overrides} for extra smtpd services, each on its own free port."""
+        """`listeners`: name -> {-o overrides} for extra smtpd services, each on its own free port.
+        `routed`: add postfix/routed/'s services (ports "submission" and "after-queue") and settings."""
         self.directory = directory
         self.etc = directory / "etc"
         self.relay_port = relay_port
         self.milter_socket = milter_socket
-        self.ports = {name: free_port() for name in ("smtp", *(listeners or {}))}
+        self.routed = routed
+        routed_ports = ("submission", "after-queue") if routed else ()
+        self.ports = {name: free_port() for name in ("smtp", *(listeners or {}), *routed_ports)}
         self.listeners = {"smtp": {}, **(listeners or {})}
         self.settings = dict(settings or {})
         self.running = False
@@ -241,6 +277,14 @@ class Postfix:
             master += f"127.0.0.1:{self.ports[name]} inet n - n - - smtpd\n"
             for key, value in overrides.items():
                 master += f"  -o {key}={value}\n"
+        if self.routed is not None:
+            rename = {
+                "submission": f"127.0.0.1:{self.ports['submission']}",
+                SHIPPED_AFTER_QUEUE: f"127.0.0.1:{self.ports['after-queue']}",
+            }
+            master += snippet_services(ROUTED_MASTER, rename).replace(
+                SHIPPED_SOCKET, self.milter_socket or ""
+            )
         (self.etc / "master.cf").write_text(master)
         base = {
             "queue_directory": str(d / "spool"),
@@ -276,6 +320,13 @@ class Postfix:
             for service, kind, key, value in snippet_overrides():
                 if service == "cleanup":
                     self.postconf("-P", f"{service}/{kind}/{key}={value}")
+        if self.routed is not None:
+            lines = snippet_settings(ROUTED_MAIN)
+            lines = [line.replace(SHIPPED_POLICY_SOCKET, self.routed.policy_socket) for line in lines]
+            table = ", ".join(f"{key}=bouncekeeper" for key in self.routed.watched)
+            shipped = ", ".join(f"{key}=bouncekeeper" for key in SHIPPED_WATCHED)
+            assert any(shipped in line for line in lines), "the shipped table changed: update SHIPPED_WATCHED"
+            self.postconf("-e", *(line.replace(shipped, table) for line in lines))
         if self.settings:
             self.postconf("-e", *(f"{k}={v}" for k, v in self.settings.items()))
 

@@ -1,0 +1,300 @@
+"""The routed Postfix set-up (postfix/routed/): the MX's sessions have no milter; a policy service sends
+bounces and protected recipients' mail through an after-queue listener that has it.
+
+One private Postfix built from postfix/*.snippet then postfix/routed/*.snippet (tests/support/postfix.py),
+smtp-sink as the remote MX (and a second one refusing every recipient), `bouncekeeper milter` with its
+policy service on unix sockets, a real redis-server. The same scenarios as tests/mta/test_postfix.py,
+through the other route, plus what only this set-up has: ordinary mail never reaches the milter, and
+bounces wait in this host's queue while Redis is down.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import smtplib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bouncekeeper import config, milterd, store
+from tests.support.milter import MilterProcess
+from tests.support.postfix import Postfix, Routed, SmtpSink, have_postfix
+from tests.support.redis_server import RedisServer
+
+pytestmark = [
+    pytest.mark.mta,
+    pytest.mark.skipif(not have_postfix(), reason="needs root and Postfix (scripts/sysdeps.sh)"),
+]
+
+FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
+BOUNCE_DOMAIN = "bounces.example.org"
+PROTECTED = "app-in@example.org"
+APP = "app@example.org"
+
+
+@dataclass
+class Mta:
+    postfix: Postfix
+    sink: SmtpSink
+    redis: RedisServer
+    settings: config.Settings
+    signer: milterd.Signer
+    milter: MilterProcess
+
+    def send(self, listener: str, sender: str, rcpts: list[str], raw: bytes) -> dict[str, Any]:
+        with smtplib.SMTP("127.0.0.1", self.postfix.ports[listener], timeout=30) as smtp:
+            return dict(smtp.sendmail(sender, rcpts, raw))
+
+    def store(self) -> store.Store:
+        return store.connect(self.settings)
+
+    def events(self, address: str) -> list[dict[str, Any]]:
+        st = self.store()
+        try:
+            return list(st.view(address).events)
+        finally:
+            st.close()
+
+    def wait_events(
+        self, address: str, predicate: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 20
+        while True:
+            events = self.events(address)
+            if predicate(events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{address}: events {events}\nmilter log:\n{self.milter.log()[-3000:]}\n"
+                    f"maillog:\n{self.postfix.log()[-3000:]}"
+                )
+            time.sleep(0.1)
+
+    def milter_sessions(self, daemon: str) -> int:
+        """SMTP sessions of one Postfix listener that reached the milter (its DEBUG line per session)."""
+        return self.milter.log().count(f"daemon={daemon} ")
+
+    def wait_queue_empty(self) -> None:
+        deadline = time.monotonic() + 20
+        while self.postfix.queue():
+            assert time.monotonic() < deadline, f"queue not empty:\n{self.postfix.log()[-3000:]}"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def mta() -> Iterator[Mta]:
+    with tempfile.TemporaryDirectory(prefix="bk-pfr-") as tmp:
+        d = pathlib.Path(tmp)
+        d.chmod(0o755)
+        redis = RedisServer(d / "redis")
+        redis.start()
+        key = d / "verp.key"
+        key.write_text("mta-test-key-0123456789abcdef\n")
+        sink = SmtpSink(d / "sink")
+        dead = SmtpSink(d / "dead", reject="RCPT")  # 550 5.1.1 to every recipient
+        postfix = Postfix(
+            d / "postfix",
+            relay_port=0,
+            milter_socket=f"unix:{d}/milter.sock",
+            routed=Routed(policy_socket=f"unix:{d}/policy.sock", watched=(BOUNCE_DOMAIN, PROTECTED)),
+        )
+        milter = MilterProcess(
+            d,
+            f"unix:{d}/milter.sock",
+            f"""[log]
+level = "DEBUG"
+[redis]
+url = "{redis.url}"
+[policy]
+mode = "enforce"
+[verp]
+bounce_domain = "{BOUNCE_DOMAIN}"
+secret_files = ["{key}"]
+[milter]
+# Every client is 127.0.0.1 here, our own Postfix included: the daemon names say what is what.
+originating_networks = []
+protected_recipients = ["{PROTECTED}"]
+policy_socket = "unix:{d}/policy.sock"
+policy_filter = "bouncekeeper:[127.0.0.1]:{postfix.ports["after-queue"]}"
+""",
+        )
+        started: list[Any] = []
+        try:
+            for thing in (milter, sink, dead):
+                thing.start()
+                started.append(thing)
+            postfix.relay_port = sink.port
+            # Where Postfix's own bounce goes when the non-SMTP milter passes it on (Redis down): the MX.
+            postfix.settings["transport_maps"] = (
+                f"inline:{{dead.test=smtp:[127.0.0.1]:{dead.port}, "
+                f"{BOUNCE_DOMAIN}=smtp:[127.0.0.1]:{postfix.port}}}"
+            )
+            postfix.start()
+            started.append(postfix)
+            settings = config.load(milter.config)
+            signer = milterd.signer_from_settings(settings)
+            assert signer is not None
+            yield Mta(postfix, sink, redis, settings, signer, milter)
+        finally:
+            for thing in reversed(started):
+                thing.stop()
+            redis.stop()
+
+
+@pytest.fixture
+def mta_clean(mta: Mta) -> Mta:
+    if mta.redis.proc is None:
+        mta.redis.start()
+    if mta.milter.proc is None:
+        mta.milter.start()
+    client = mta.redis.client()
+    client.flushall()
+    client.close()
+    return mta
+
+
+def _message(subject: str, extra: str = "") -> bytes:
+    return f"From: {APP}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
+
+
+def _bounce() -> bytes:
+    return (FIXTURES / "gmail-userunknown.eml").read_bytes()
+
+
+def test_ordinary_inbound_mail_never_reaches_the_milter(mta_clean: Mta) -> None:
+    mta = mta_clean
+    # The MX listener's {daemon_name} is Postfix's default, $myhostname.
+    front = mta.postfix.postconf("-h", "myhostname").strip()
+    mta.send("smtp", "person@remote.example", ["x@example.net", "y@example.org"], _message("r-ordinary"))
+    msg = mta.sink.wait_for(lambda m: "Subject: r-ordinary" in m.text)
+    assert sorted(msg.recipients) == ["x@example.net", "y@example.org"]
+    mta.wait_queue_empty()
+    # The control: a bounce on the same listener reaches the milter, after the queue, and its session is
+    # logged (the start-up's port probes may add more: the count is not exact).
+    mta.send("smtp", "", [mta.signer.address_for("carol@example.net", "")], _bounce())
+    mta.wait_events("carol@example.net", bool)
+    assert mta.milter_sessions("bouncekeeper-after-queue") >= 1
+    assert mta.milter_sessions(front) == 0, mta.milter.log()[-3000:]
+
+
+def test_outbound_mail_gets_the_signed_verp_sender_on_the_application_listener(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("submission", APP, ["alice@example.net"], _message("r-out"))
+    msg = mta.sink.wait_for(lambda m: "Subject: r-out" in m.text)
+    assert msg.sender == mta.signer.address_for("alice@example.net", "")
+
+
+def test_a_remote_refusal_becomes_a_permanent_bounce_of_the_original_recipient(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("submission", APP, ["gone@dead.test"], _message("r-dead"))
+    events = mta.wait_events("gone@dead.test", bool)
+    assert events[0]["kind"] == "permanent"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "rcpt", "kind"),
+    [
+        ("gmail-userunknown.eml", "dora@example.net", "permanent"),
+        ("gmail-mailboxfull.eml", "dave@example.net", "temporary"),
+    ],
+)
+def test_a_bounce_is_filtered_after_the_queue_recorded_and_dropped(
+    mta_clean: Mta, fixture: str, rcpt: str, kind: str
+) -> None:
+    mta = mta_clean
+    start = len(mta.postfix.log())
+    verp_rcpt = mta.signer.address_for(rcpt, "")
+    assert mta.send("smtp", "", [verp_rcpt], (FIXTURES / fixture).read_bytes()) == {}
+    events = mta.wait_events(rcpt, bool)
+    assert events[0]["kind"] == kind
+    # The route, as Postfix logged it: FILTER from the policy, then the after-queue milter's discard.
+    mta.postfix.wait_log(
+        rf"FILTER bouncekeeper:\[127\.0\.0\.1\]:\d+; from=<> to=<{re.escape(verp_rcpt)}>", start=start
+    )
+    mta.postfix.wait_log(rf"milter-discard: END-OF-MESSAGE .*to=<{re.escape(verp_rcpt)}>", start=start)
+    mta.wait_queue_empty()
+    assert not any(verp_rcpt in m.recipients for m in mta.sink.messages())
+
+
+def test_a_forged_verp_address_is_refused_at_rcpt_by_the_policy_service(mta_clean: Mta) -> None:
+    mta = mta_clean
+    good = mta.signer.address_for("erin@example.net", "")
+    forged = good.replace("erin", "eric")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        mta.send("smtp", "", [forged], _bounce())
+    (code, text) = next(iter(info.value.recipients.values()))
+    assert (code, text[:5]) == (550, b"5.7.1")
+    assert mta.events("erin@example.net") == []
+    assert mta.events("eric@example.net") == []
+
+
+@pytest.mark.parametrize(
+    ("sender", "extra"),
+    [
+        ("", ""),
+        ("robot@remote.example", "Auto-Submitted: auto-replied\r\n"),
+        ("l@remote.example", "Precedence: list\r\n"),
+    ],
+)
+def test_loop_messages_to_a_protected_address_are_dropped_and_recorded(
+    mta_clean: Mta, sender: str, extra: str
+) -> None:
+    mta = mta_clean
+    subject = f"r-loop-{sender or 'null'}"
+    start = len(mta.postfix.log())
+    mta.send("smtp", sender, [PROTECTED], _message(subject, extra))
+    mta.postfix.wait_log(rf"milter-discard.*to=<{PROTECTED}>", start=start)
+    mta.wait_queue_empty()
+    assert not any(f"Subject: {subject}" in m.text for m in mta.sink.messages())
+    st = mta.store()
+    try:
+        assert [f["address"] for _id, f in st.recent() if f.get("kind") == "loop"] == [PROTECTED]
+    finally:
+        st.close()
+
+
+def test_an_ordinary_message_to_a_protected_address_is_delivered(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.send("smtp", "person@remote.example", [PROTECTED], _message("r-protected"))
+    msg = mta.sink.wait_for(lambda m: "Subject: r-protected" in m.text)
+    assert msg.recipients == [PROTECTED]
+
+
+def test_with_redis_down_a_bounce_waits_in_our_queue_and_is_recorded_after_the_retry(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.redis.stop()
+    start = len(mta.postfix.log())
+    verp_rcpt = mta.signer.address_for("gil@example.net", "")
+    # The sender gets 250 at once: the policy needs no Redis, and the message is ours to keep.
+    assert mta.send("smtp", "", [verp_rcpt], _bounce()) == {}
+    mta.postfix.wait_log(rf"to=<{re.escape(verp_rcpt)}>.*status=deferred.*451 4\.3\.0", start=start)
+    mta.send("smtp", "person@remote.example", ["x@example.net"], _message("r-redis-down"))
+    mta.sink.wait_for(lambda m: "Subject: r-redis-down" in m.text)
+    assert mta.postfix.queue(), "the bounce must still be queued, not lost"
+    mta.redis.start()
+    mta.postfix.flush()
+    events = mta.wait_events("gil@example.net", bool)
+    assert events[0]["kind"] == "permanent"
+    mta.wait_queue_empty()
+
+
+def test_with_the_milter_daemon_down_bounces_wait_and_ordinary_mail_flows(mta_clean: Mta) -> None:
+    mta = mta_clean
+    mta.milter.stop()
+    try:
+        verp_rcpt = mta.signer.address_for("hal@example.net", "")
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+            mta.send("smtp", "", [verp_rcpt], _bounce())
+        (code, _text) = next(iter(info.value.recipients.values()))
+        assert 400 <= code < 500  # the sender keeps it and retries
+        mta.send("smtp", "person@remote.example", ["x@example.net"], _message("r-milter-down"))
+        mta.sink.wait_for(lambda m: "Subject: r-milter-down" in m.text)
+    finally:
+        mta.milter.start()
+    assert mta.send("smtp", "", [verp_rcpt], _bounce()) == {}
+    assert mta.wait_events("hal@example.net", bool)[0]["kind"] == "permanent"
