@@ -714,7 +714,8 @@ def test_daemon_drops_privileges_to_the_configured_user(redis_db: RedisServer) -
     directory = pathlib.Path(tempfile.mkdtemp(prefix="bk-u-"))
     directory.chmod(0o755)
     os.chown(directory, pwd.getpwnam("nobody").pw_uid, -1)  # the user's own folder, as in deployment
-    toml = f'[redis]\nurl = "{redis_db.url}"\n[milter]\nuser = "nobody"\n'
+    policy = directory / "p.sock"  # the routed set-up's policy service: bound before the drop as well
+    toml = f'[redis]\nurl = "{redis_db.url}"\n[milter]\nuser = "nobody"\npolicy_socket = "unix:{policy}"\n'
     daemon = MilterProcess(directory, f"unix:{directory}/m.sock", toml, "u")
     try:
         daemon.start()
@@ -728,7 +729,13 @@ def test_daemon_drops_privileges_to_the_configured_user(redis_db: RedisServer) -
         assert status == "nobody"
         assert daemon.path is not None
         assert daemon.path.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        assert policy.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(policy))
+            client.sendall(b"request=smtpd_access_policy\nrecipient=x@example.org\n\n")
+            assert client.makefile("rb").readline() == b"action=DUNNO\n"
         assert daemon.terminate() == 0
+        assert not policy.exists()
     finally:
         daemon.stop()
         shutil.rmtree(directory, ignore_errors=True)
