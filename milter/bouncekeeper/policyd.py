@@ -24,6 +24,7 @@ import os
 import pathlib
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
 
     def close_request(self, request: socket.socket) -> None:  # type: ignore[override]
         request.close()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # socketserver prints a traceback to stderr; a peer that went away mid-request is routine.
+        logger.warning("policy connection ended with an error: %r", sys.exc_info()[1])
 
     def answer(self, request: Mapping[str, str]) -> str:
         token = log.queue_id.set(request.get("queue_id") or "-")
