@@ -8,10 +8,14 @@ variant shares the same queue, disks and CPU state:
 - `routed`: the routed set-up (postfix/routed/, applied from its files): the MX listener has no milter,
   only a check_recipient_access lookup that would send the bounce domain and the protected address to the
   policy service; its `verp` traffic comes through the set-up's own application listener (the milter);
+- `control`: a second listener without a milter, configured like `none`: the spread between the two is
+  the run's noise;
 - traffic `inbound`: ordinary inbound mail (the milter accepts it at DATA, header and body never reach
   it); traffic `verp`: originating mail (the listener's {daemon_name} is ORIGINATING) that gets a signed
   VERP sender via chgfrom at end of message.
 
+Rounds rotate the order of the variants, and each variant starts once the pipeline's CPU use of the
+previous one has died down (`settle`): work a heavy variant leaves behind is not billed to the next one.
 Throughput is measured as smtp-source's wall time to hand all messages to Postfix (what a milter slows
 down: smtpd waits for its answers), then the queue is drained before the next run. Prints msgs/s and the
 ratio to `none` at the same concurrency. Needs root (postfix), smtp-source, redis-server.
@@ -154,6 +158,18 @@ class PipelineCpu:
             pass  # a straggling child keeps it; an empty cgroup left behind costs nothing
 
 
+def settle(pipeline: PipelineCpu, timeout: float = 10.0) -> None:
+    """Wait until what the previous variant started has finished its work (under 5% of a core over
+    0.25 s), so that it is not billed to the next one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = pipeline.usage_us()
+        time.sleep(0.25)
+        after = pipeline.usage_us()
+        if before is None or after is None or after - before < 0.05 * 250_000:
+            return
+
+
 def blast(port: int, sender: str, messages: int, sessions: int, reuse: bool = False) -> float:
     start = time.monotonic()
     subprocess.run(
@@ -180,10 +196,11 @@ def main() -> int:
         "--transports",
         nargs="+",
         default=["unix", "floor", "inet"],
-        choices=["unix", "floor", "connect", "inet", "routed"],
+        choices=["unix", "floor", "connect", "inet", "routed", "control"],
         help="floor: a pymilter milter doing nothing in the same steps (unix socket); connect: one that"
         " accepts every session at CONNECT, the least any milter can cost (inbound traffic only);"
-        " routed: postfix/routed/ (no milter on the MX listener)",
+        " routed: postfix/routed/ (no milter on the MX listener); control: a second listener without any"
+        " milter, the same as the baseline: how far apart two identical variants land is the noise",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -230,6 +247,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
         plain = {"smtpd_recipient_restrictions": ""}
         listeners = {
             "none": {"smtpd_milters": ""},
+            "control-inbound": {"smtpd_milters": ""},
             "unix-inbound": {"smtpd_milters": unix_socket},
             "unix-verp": {"smtpd_milters": unix_socket, **orig},
             "floor-inbound": {"smtpd_milters": floor_socket},
@@ -271,9 +289,13 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                 pipe: dict[str, list[float]] = {name: [] for name, _t, _m in variants}
                 # Rounds interleave the variants: a load change on the machine hits all of them alike,
                 # and each ratio is taken against the baseline of its own round.
-                for _ in range(args.rounds):
-                    base = 0.0
-                    for name, traffic, transport in variants:
+                # Each round starts the rotation one variant later: a variant that runs right after a heavy
+                # one (Postfix's and the milter's leftover work) is not always the same one.
+                for round_no in range(args.rounds):
+                    shift = round_no % len(variants)
+                    this_round: dict[str, float] = {}
+                    for name, traffic, transport in variants[shift:] + variants[:shift]:
+                        settle(pipeline)
                         count = args.inet_messages if transport == "inet" else args.messages
                         milter = milters.get(transport)
                         before = cpu_seconds(milter.pid) if milter else 0.0
@@ -287,9 +309,10 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                         pipe_after = pipeline.usage_us()
                         if pipe_before is not None and pipe_after is not None:
                             pipe[name].append((pipe_after - pipe_before) / count)
-                        base = base or rate
+                        this_round[name] = rate
                         rates[name].append(rate)
-                        ratios[name].append(rate / base)
+                    for name, rate in this_round.items():
+                        ratios[name].append(rate / this_round["none"])
                 for name, traffic, transport in variants:
                     count = args.inet_messages if transport == "inet" else args.messages
                     shown = traffic if transport != "none" else "any"
