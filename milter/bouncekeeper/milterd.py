@@ -883,20 +883,25 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
 
     _stop_on_signals()  # first: a SIGTERM during start-up must still stop cleanly
     _register(timeout=0)
+    # The policy service is bound before the milter socket (and so before the privilege drop): once the
+    # milter socket exists, both listen, and requests wait in the backlog until the runtime is built.
+    policy_server = (
+        policyd.PolicyServer(settings.milter.policy_socket, policy_rules(settings), mode=mode)
+        if settings.milter.policy_socket
+        else None
+    )
     libmilter.setconn(spec)
     old_umask = os.umask(0o777 & ~mode)
     try:
         libmilter.opensocket(True)  # True: remove a stale socket left by a crash
+    except BaseException:
+        if policy_server is not None:
+            policy_server.stop()
+        raise
     finally:
         os.umask(old_umask)
     shutdown: Callable[[], None] | None = None
-    policy_server: policyd.PolicyServer | None = None
     try:
-        if settings.milter.policy_socket:
-            # Bound before the privilege drop, like the milter socket.
-            policy_server = policyd.PolicyServer(
-                settings.milter.policy_socket, policy_rules(settings), mode=mode
-            )
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
         if path is not None:
