@@ -16,16 +16,17 @@ import pathlib
 import smtplib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd, store
+from bouncekeeper import config, milterd
 from bouncekeeper.core import verp
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
+from tests.support.postfix_mta import PostfixMta
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -40,44 +41,9 @@ APP = "app@example.org"
 
 
 @dataclass
-class Mta:
-    postfix: Postfix
-    sink: SmtpSink
+class Mta(PostfixMta):
     dead: SmtpSink
-    redis: RedisServer
-    settings: config.Settings
-    signer: milterd.Signer
-    enforce: MilterProcess
     observe: MilterProcess
-
-    def store(self) -> store.Store:
-        return store.connect(self.settings)
-
-    def send(self, listener: str, sender: str, rcpts: list[str], raw: bytes) -> dict[str, Any]:
-        with smtplib.SMTP("127.0.0.1", self.postfix.ports[listener], timeout=30) as smtp:
-            return dict(smtp.sendmail(sender, rcpts, raw))
-
-    def events(self, address: str) -> list[dict[str, Any]]:
-        st = self.store()
-        try:
-            return list(st.view(address).events)
-        finally:
-            st.close()
-
-    def wait_events(
-        self, address: str, predicate: Callable[[list[dict[str, Any]]], bool]
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 20
-        while True:
-            events = self.events(address)
-            if predicate(events):
-                return events
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{address}: events {events}\nmilter log:\n{self.enforce.log()[-3000:]}\n"
-                    f"maillog:\n{self.postfix.log()[-3000:]}"
-                )
-            time.sleep(0.1)
 
 
 def _toml(redis: RedisServer, key: pathlib.Path, mode: str) -> str:
@@ -135,7 +101,7 @@ def mta() -> Iterator[Mta]:
             settings = config.load(enforce.config)
             signer = milterd.signer_from_settings(settings)
             assert signer is not None
-            yield Mta(postfix, sink, dead, redis, settings, signer, enforce, observe)
+            yield Mta(postfix, sink, redis, settings, signer, enforce, dead, observe)
         finally:
             for thing in reversed(started):
                 thing.stop()

@@ -15,15 +15,15 @@ import re
 import smtplib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd, store
+from bouncekeeper import config, milterd
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, Routed, SmtpSink, have_postfix
+from tests.support.postfix_mta import PostfixMta
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -37,44 +37,7 @@ PROTECTED = "app-in@example.org"
 APP = "app@example.org"
 
 
-@dataclass
-class Mta:
-    postfix: Postfix
-    sink: SmtpSink
-    redis: RedisServer
-    settings: config.Settings
-    signer: milterd.Signer
-    milter: MilterProcess
-
-    def send(self, listener: str, sender: str, rcpts: list[str], raw: bytes) -> dict[str, Any]:
-        with smtplib.SMTP("127.0.0.1", self.postfix.ports[listener], timeout=30) as smtp:
-            return dict(smtp.sendmail(sender, rcpts, raw))
-
-    def store(self) -> store.Store:
-        return store.connect(self.settings)
-
-    def events(self, address: str) -> list[dict[str, Any]]:
-        st = self.store()
-        try:
-            return list(st.view(address).events)
-        finally:
-            st.close()
-
-    def wait_events(
-        self, address: str, predicate: Callable[[list[dict[str, Any]]], bool]
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 20
-        while True:
-            events = self.events(address)
-            if predicate(events):
-                return events
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{address}: events {events}\nmilter log:\n{self.milter.log()[-3000:]}\n"
-                    f"maillog:\n{self.postfix.log()[-3000:]}"
-                )
-            time.sleep(0.1)
-
+class Mta(PostfixMta):
     def milter_sessions(self, daemon: str) -> int:
         """SMTP sessions of one Postfix listener that reached the milter (its DEBUG line per session)."""
         return self.milter.log().count(f"daemon={daemon} ")
