@@ -23,6 +23,10 @@ non-SMTP milter that rejects or tempfails a simulated RCPT is a configuration er
 internal bounce loses mail. There it accepts and logs instead. Redis being down is never an internal
 error for ordinary mail: only bounces and loop messages wait for the store (451); VERP and suppression
 go without it.
+
+The routed Postfix set-up (postfix/routed/) runs the same milter behind the queue: the daemon also serves a
+policy service (`policyd`) that Postfix asks about the bounce domain and protected recipients only, and
+the after-queue listener's daemon name (`after_queue_daemons`) makes that mail inbound and never refused.
 """
 
 from __future__ import annotations
