@@ -26,7 +26,7 @@ from bouncekeeper import config, milterd
 from bouncekeeper.core import verp
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
-from tests.support.postfix_mta import PostfixMta
+from tests.support.postfix_mta import PostfixMta, message
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -110,16 +110,8 @@ def mta() -> Iterator[Mta]:
 
 @pytest.fixture
 def mta_clean(mta: Mta) -> Mta:
-    if mta.redis.proc is None:
-        mta.redis.start()
-    client = mta.redis.client()
-    client.flushall()
-    client.close()
+    mta.reset()
     return mta
-
-
-def _message(subject: str, extra: str = "") -> bytes:
-    return f"From: {APP}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
 
 
 # 1 -----------------------------------------------------------------------------------------------------
@@ -127,7 +119,7 @@ def _message(subject: str, extra: str = "") -> bytes:
 
 def test_outbound_mail_reaches_the_mx_with_the_signed_verp_sender(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("submission", APP, ["alice@example.net"], _message("s1", "X-Bouncekeeper-Context: news-7\r\n"))
+    mta.send("submission", APP, ["alice@example.net"], message("s1", "X-Bouncekeeper-Context: news-7\r\n"))
     msg = mta.sink.wait_for(lambda m: "Subject: s1" in m.text)
     assert msg.sender == mta.signer.address_for("alice@example.net", "news-7")
     assert msg.header("X-Bouncekeeper-Context") == []
@@ -147,7 +139,7 @@ def test_outbound_mail_reaches_the_mx_with_the_signed_verp_sender(mta_clean: Mta
 def test_a_remote_refusal_becomes_a_permanent_bounce_of_the_original_recipient(mta_clean: Mta) -> None:
     mta = mta_clean
     start = len(mta.postfix.log())
-    mta.send("submission", APP, ["gone@dead.test"], _message("s2"))
+    mta.send("submission", APP, ["gone@dead.test"], message("s2"))
     # Postfix writes its own bounce to the VERP sender; non_smtpd_milters shows it to the milter.
     events = mta.wait_events("gone@dead.test", lambda e: bool(e))
     assert events[0]["kind"] == "permanent"
@@ -180,7 +172,7 @@ def test_real_bounces_to_verp_addresses_are_recorded_with_their_kind(
 
 def test_a_multi_recipient_message_in_token_mode_is_attributed_to_each_recipient(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("submission", APP, ["one@dead.test", "two@dead.test"], _message("s3"))
+    mta.send("submission", APP, ["one@dead.test", "two@dead.test"], message("s3"))
     for rcpt in ("one@dead.test", "two@dead.test"):
         events = mta.wait_events(rcpt, lambda e: bool(e))
         assert events[0]["kind"] == "permanent"
@@ -250,7 +242,7 @@ def test_loop_messages_to_a_protected_address_are_dropped(mta_clean: Mta, sender
     mta = mta_clean
     subject = f"loop-{sender or 'null'}"
     start = len(mta.postfix.log())
-    mta.send("smtp", sender, [PROTECTED], _message(subject, extra))
+    mta.send("smtp", sender, [PROTECTED], message(subject, extra))
     mta.postfix.wait_log(rf"milter-discard.*to=<{PROTECTED}>", start=start)
     time.sleep(0.3)
     assert not any(f"Subject: {subject}" in m.text for m in mta.sink.messages())
@@ -258,7 +250,7 @@ def test_loop_messages_to_a_protected_address_are_dropped(mta_clean: Mta, sender
 
 def test_an_ordinary_message_to_a_protected_address_is_delivered(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("smtp", "person@remote.example", [PROTECTED], _message("s5-ordinary"))
+    mta.send("smtp", "person@remote.example", [PROTECTED], message("s5-ordinary"))
     msg = mta.sink.wait_for(lambda m: "Subject: s5-ordinary" in m.text)
     assert msg.recipients == [PROTECTED]
 
@@ -275,7 +267,7 @@ def test_with_redis_down_a_bounce_is_deferred_and_recorded_after_the_retry(mta_c
     mta.send("remote", "", [verp_rcpt], (FIXTURES / "gmail-userunknown.eml").read_bytes())
     mta.postfix.wait_log(r"status=deferred.*451 4\.3\.0", start=start)
     # Ordinary mail keeps flowing meanwhile.
-    mta.send("smtp", "person@remote.example", ["x@example.net"], _message("s6-ordinary"))
+    mta.send("smtp", "person@remote.example", ["x@example.net"], message("s6-ordinary"))
     mta.sink.wait_for(lambda m: "Subject: s6-ordinary" in m.text)
     assert mta.postfix.queue(), "the bounce must still be queued, not lost"
     mta.redis.start()
@@ -294,7 +286,7 @@ def test_with_redis_down_postfix_own_bounce_is_passed_on_and_recorded_after_retr
     mta = mta_clean
     mta.redis.stop()
     start = len(mta.postfix.log())
-    mta.send("submission", APP, ["lost@dead.test"], _message("s6-internal"))
+    mta.send("submission", APP, ["lost@dead.test"], message("s6-internal"))
     mta.postfix.wait_log(r"to=<bounces\+lost=dead\.test.*status=deferred.*451 4\.3\.0", start=start)
     assert "milter-discard" not in mta.postfix.log()[start:]
     mta.redis.start()

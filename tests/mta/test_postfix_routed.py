@@ -23,7 +23,7 @@ import pytest
 from bouncekeeper import config, milterd
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, Routed, SmtpSink, have_postfix
-from tests.support.postfix_mta import PostfixMta
+from tests.support.postfix_mta import PostfixMta, message
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -111,18 +111,8 @@ policy_filter = "bouncekeeper:[127.0.0.1]:{postfix.ports["after-queue"]}"
 
 @pytest.fixture
 def mta_clean(mta: Mta) -> Mta:
-    if mta.redis.proc is None:
-        mta.redis.start()
-    if mta.milter.proc is None:
-        mta.milter.start()
-    client = mta.redis.client()
-    client.flushall()
-    client.close()
+    mta.reset()
     return mta
-
-
-def _message(subject: str, extra: str = "") -> bytes:
-    return f"From: {APP}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
 
 
 def _bounce() -> bytes:
@@ -133,7 +123,7 @@ def test_ordinary_inbound_mail_never_reaches_the_milter(mta_clean: Mta) -> None:
     mta = mta_clean
     # The MX listener's {daemon_name} is Postfix's default, $myhostname.
     front = mta.postfix.postconf("-h", "myhostname").strip()
-    mta.send("smtp", "person@remote.example", ["x@example.net", "y@example.org"], _message("r-ordinary"))
+    mta.send("smtp", "person@remote.example", ["x@example.net", "y@example.org"], message("r-ordinary"))
     msg = mta.sink.wait_for(lambda m: "Subject: r-ordinary" in m.text)
     assert sorted(msg.recipients) == ["x@example.net", "y@example.org"]
     mta.wait_queue_empty()
@@ -147,14 +137,14 @@ def test_ordinary_inbound_mail_never_reaches_the_milter(mta_clean: Mta) -> None:
 
 def test_outbound_mail_gets_the_signed_verp_sender_on_the_application_listener(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("submission", APP, ["alice@example.net"], _message("r-out"))
+    mta.send("submission", APP, ["alice@example.net"], message("r-out"))
     msg = mta.sink.wait_for(lambda m: "Subject: r-out" in m.text)
     assert msg.sender == mta.signer.address_for("alice@example.net", "")
 
 
 def test_a_remote_refusal_becomes_a_permanent_bounce_of_the_original_recipient(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("submission", APP, ["gone@dead.test"], _message("r-dead"))
+    mta.send("submission", APP, ["gone@dead.test"], message("r-dead"))
     events = mta.wait_events("gone@dead.test", bool)
     assert events[0]["kind"] == "permanent"
 
@@ -210,7 +200,7 @@ def test_loop_messages_to_a_protected_address_are_dropped_and_recorded(
     mta = mta_clean
     subject = f"r-loop-{sender or 'null'}"
     start = len(mta.postfix.log())
-    mta.send("smtp", sender, [PROTECTED], _message(subject, extra))
+    mta.send("smtp", sender, [PROTECTED], message(subject, extra))
     mta.postfix.wait_log(rf"milter-discard.*to=<{PROTECTED}>", start=start)
     mta.wait_queue_empty()
     assert not any(f"Subject: {subject}" in m.text for m in mta.sink.messages())
@@ -223,7 +213,7 @@ def test_loop_messages_to_a_protected_address_are_dropped_and_recorded(
 
 def test_an_ordinary_message_to_a_protected_address_is_delivered(mta_clean: Mta) -> None:
     mta = mta_clean
-    mta.send("smtp", "person@remote.example", [PROTECTED], _message("r-protected"))
+    mta.send("smtp", "person@remote.example", [PROTECTED], message("r-protected"))
     msg = mta.sink.wait_for(lambda m: "Subject: r-protected" in m.text)
     assert msg.recipients == [PROTECTED]
 
@@ -236,7 +226,7 @@ def test_with_redis_down_a_bounce_waits_in_our_queue_and_is_recorded_after_the_r
     # The sender gets 250 at once: the policy needs no Redis, and the message is ours to keep.
     assert mta.send("smtp", "", [verp_rcpt], _bounce()) == {}
     mta.postfix.wait_log(rf"to=<{re.escape(verp_rcpt)}>.*status=deferred.*451 4\.3\.0", start=start)
-    mta.send("smtp", "person@remote.example", ["x@example.net"], _message("r-redis-down"))
+    mta.send("smtp", "person@remote.example", ["x@example.net"], message("r-redis-down"))
     mta.sink.wait_for(lambda m: "Subject: r-redis-down" in m.text)
     assert mta.postfix.queue(), "the bounce must still be queued, not lost"
     mta.redis.start()
@@ -255,7 +245,7 @@ def test_with_the_milter_daemon_down_bounces_wait_and_ordinary_mail_flows(mta_cl
             mta.send("smtp", "", [verp_rcpt], _bounce())
         (code, _text) = next(iter(info.value.recipients.values()))
         assert 400 <= code < 500  # the sender keeps it and retries
-        mta.send("smtp", "person@remote.example", ["x@example.net"], _message("r-milter-down"))
+        mta.send("smtp", "person@remote.example", ["x@example.net"], message("r-milter-down"))
         mta.sink.wait_for(lambda m: "Subject: r-milter-down" in m.text)
     finally:
         mta.milter.start()

@@ -23,6 +23,16 @@ class PostfixMta:
     signer: milterd.Signer
     milter: MilterProcess  # the one whose log a failing wait shows
 
+    def reset(self) -> None:
+        """What every test starts from: Redis and the milter running, Redis empty."""
+        if self.redis.proc is None:
+            self.redis.start()
+        if self.milter.proc is None:
+            self.milter.start()
+        client = self.redis.client()
+        client.flushall()
+        client.close()
+
     def store(self) -> store.Store:
         return store.connect(self.settings)
 
@@ -51,3 +61,8 @@ class PostfixMta:
                     f"maillog:\n{self.postfix.log()[-3000:]}"
                 )
             time.sleep(0.1)
+
+
+def message(subject: str, extra: str = "", sender: str = "app@example.org") -> bytes:
+    """A small message with a unique subject (how tests find it at the sink) and extra header lines."""
+    return f"From: {sender}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
