@@ -21,7 +21,8 @@ import pytest
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.store import Store, connect
-from tests.support.exim import ROOT, Exim, SmtpSink, free_port, running, scratch_dir
+from tests.support.exim import ROOT, Exim, SmtpSink, free_port, scratch_dir
+from tests.support.lifecycle import running
 from tests.support.lmtp import ListenerProcess
 from tests.support.redis_server import RedisServer
 
@@ -96,7 +97,7 @@ def setup(redis_server: RedisServer) -> Iterator[Setup]:
     client.flushall()
     client.close()
     s = Setup(scratch_dir("bk-eximb-"), redis_server)
-    with running(s.sink, s.dead, s.listener, s.tcp_listener, s.exim, s.exim_tcp):  # type: ignore[arg-type]
+    with running(s.sink, s.dead, s.listener, s.tcp_listener, s.exim, s.exim_tcp):
         yield s
     s.store.close()
     shutil.rmtree(s.dir, ignore_errors=True)

@@ -22,7 +22,8 @@ import pytest
 
 from bouncekeeper import cli, verpkeys
 from bouncekeeper.core import verp
-from tests.support.exim import Exim, SinkMessage, SmtpSink, running, scratch_dir
+from tests.support.exim import Exim, SinkMessage, SmtpSink, scratch_dir
+from tests.support.lifecycle import running
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 
 pytestmark = pytest.mark.mta

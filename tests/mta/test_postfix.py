@@ -18,15 +18,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd
 from bouncekeeper.core import verp
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
-from tests.support.postfix_mta import PostfixMta, message
+from tests.support.postfix_mta import PostfixMta, message, started
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -86,25 +84,10 @@ def mta() -> Iterator[Mta]:
                 "remote": {"smtpd_milters": ""},
             },
         )
-        started: list[Any] = []
         try:
-            for thing in (enforce, observe, sink, dead):
-                thing.start()
-                started.append(thing)
-            postfix.relay_port = sink.port
-            postfix.settings["transport_maps"] = (
-                f"inline:{{dead.test=smtp:[127.0.0.1]:{dead.port}, "
-                f"{BOUNCE_DOMAIN}=smtp:[127.0.0.1]:{postfix.port}}}"
-            )
-            postfix.start()
-            started.append(postfix)
-            settings = config.load(enforce.config)
-            signer = milterd.signer_from_settings(settings)
-            assert signer is not None
-            yield Mta(postfix, sink, redis, settings, signer, enforce, dead, observe)
+            with started(postfix, sink, dead, BOUNCE_DOMAIN, enforce, observe) as (settings, signer):
+                yield Mta(postfix, sink, redis, settings, signer, enforce, dead, observe)
         finally:
-            for thing in reversed(started):
-                thing.stop()
             redis.stop()
 
 

@@ -16,14 +16,12 @@ import smtplib
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, Routed, SmtpSink, have_postfix
-from tests.support.postfix_mta import PostfixMta, message
+from tests.support.postfix_mta import PostfixMta, message, started
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -86,26 +84,10 @@ policy_socket = "unix:{d}/policy.sock"
 policy_filter = "bouncekeeper:[127.0.0.1]:{postfix.ports["after-queue"]}"
 """,
         )
-        started: list[Any] = []
         try:
-            for thing in (milter, sink, dead):
-                thing.start()
-                started.append(thing)
-            postfix.relay_port = sink.port
-            # Where Postfix's own bounce goes when the non-SMTP milter passes it on (Redis down): the MX.
-            postfix.settings["transport_maps"] = (
-                f"inline:{{dead.test=smtp:[127.0.0.1]:{dead.port}, "
-                f"{BOUNCE_DOMAIN}=smtp:[127.0.0.1]:{postfix.port}}}"
-            )
-            postfix.start()
-            started.append(postfix)
-            settings = config.load(milter.config)
-            signer = milterd.signer_from_settings(settings)
-            assert signer is not None
-            yield Mta(postfix, sink, redis, settings, signer, milter)
+            with started(postfix, sink, dead, BOUNCE_DOMAIN, milter) as (settings, signer):
+                yield Mta(postfix, sink, redis, settings, signer, milter)
         finally:
-            for thing in reversed(started):
-                thing.stop()
             redis.stop()
 
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "exim" / "exim4.conf.example"
@@ -171,16 +171,3 @@ class Exim:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no mainlog line matches {pattern!r}:\n{self.mainlog()}")
             time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def running(*servers: SmtpSink | Exim) -> Iterator[None]:
-    started: list[SmtpSink | Exim] = []
-    try:
-        for server in servers:
-            server.start()
-            started.append(server)
-        yield
-    finally:
-        for server in reversed(started):
-            server.stop()

@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -371,19 +371,6 @@ class Postfix:
                     f"no {pattern!r} in the maillog within {timeout}s:\n{self.log()[start:]}"
                 )
             time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def running(*things: SmtpSink | Postfix) -> Iterator[None]:
-    started: list[SmtpSink | Postfix] = []
-    try:
-        for thing in things:
-            thing.start()
-            started.append(thing)
-        yield
-    finally:
-        for thing in reversed(started):
-            thing.stop()
 
 
 def have_postfix() -> bool:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from bouncekeeper import config, milterd, store
+from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink
 from tests.support.redis_server import RedisServer
@@ -66,3 +68,26 @@ class PostfixMta:
 def message(subject: str, extra: str = "", sender: str = "app@example.org") -> bytes:
     """A small message with a unique subject (how tests find it at the sink) and extra header lines."""
     return f"From: {sender}\r\nTo: someone\r\nSubject: {subject}\r\n{extra}\r\nbody of {subject}\r\n".encode()
+
+
+@contextlib.contextmanager
+def started(
+    postfix: Postfix, sink: SmtpSink, dead: SmtpSink, bounce_domain: str, *milters: MilterProcess
+) -> Iterator[tuple[config.Settings, milterd.Signer]]:
+    """Start the milters and both MXes, route Postfix to them, start Postfix; stop all in reverse.
+
+    `sink` takes all mail, `dead` (refusing every recipient) takes dead.test, and the bounce domain goes
+    to this Postfix's own MX listener: where Postfix's own bounce ends up when the non-SMTP milter passes
+    it on undecided (Redis down). Yields the first milter's settings and VERP signer.
+    """
+    with running(*milters, sink, dead):
+        postfix.relay_port = sink.port
+        postfix.settings["transport_maps"] = (
+            f"inline:{{dead.test=smtp:[127.0.0.1]:{dead.port}, "
+            f"{bounce_domain}=smtp:[127.0.0.1]:{postfix.port}}}"
+        )
+        with running(postfix):
+            settings = config.load(milters[0].config)
+            signer = milterd.signer_from_settings(settings)
+            assert signer is not None
+            yield settings, signer
