@@ -14,7 +14,6 @@ import pathlib
 import re
 import smtplib
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,12 +38,6 @@ class Mta(PostfixMta):
     def milter_sessions(self, daemon: str) -> int:
         """SMTP sessions of one Postfix listener that reached the milter (its DEBUG line per session)."""
         return self.milter.log().count(f"daemon={daemon} ")
-
-    def wait_queue_empty(self) -> None:
-        deadline = time.monotonic() + 20
-        while self.postfix.queue():
-            assert time.monotonic() < deadline, f"queue not empty:\n{self.postfix.log()[-3000:]}"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,13 @@ class PostfixMta:
         client.flushall()
         client.close()
 
+    def wait_queue_empty(self) -> None:
+        """Until Postfix has delivered or dropped everything: what did not arrive by then never will."""
+        deadline = time.monotonic() + 20
+        while self.postfix.queue():
+            assert time.monotonic() < deadline, f"queue not empty:\n{self.postfix.log()[-3000:]}"
+            time.sleep(0.1)
+
     def store(self) -> store.Store:
         return store.connect(self.settings)
 
