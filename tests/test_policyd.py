@@ -10,6 +10,7 @@ import pytest
 
 from bouncekeeper import config, milterd, policyd
 from bouncekeeper.core import verp
+from tests.support.postfix import free_port
 
 BOUNCE_DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"
@@ -96,16 +97,20 @@ def test_decisions(tmp_path: pathlib.Path, mode: str) -> None:
     assert policyd.decide({"request": "junk", "recipient": valid}, rules, v.check) == "DUNNO"
 
 
-def test_the_protocol_on_a_real_socket(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("family", ["unix", "inet"])
+def test_the_protocol_on_a_real_socket(tmp_path: pathlib.Path, family: str) -> None:
     settings = _settings(tmp_path, "enforce")
     v = Verp(settings)
     path = tmp_path / "policy.sock"
-    server = policyd.PolicyServer(f"unix:{path}", milterd.policy_rules(settings), mode=0o660)
-    assert oct(path.stat().st_mode & 0o777) == "0o660"
+    port = free_port()
+    spec = f"unix:{path}" if family == "unix" else f"inet:{port}@127.0.0.1"
+    server = policyd.PolicyServer(spec, milterd.policy_rules(settings), mode=0o660)
+    if family == "unix":
+        assert oct(path.stat().st_mode & 0o777) == "0o660"
     server.start(v.check)
     try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(path))
+        with socket.socket(socket.AF_UNIX) if family == "unix" else socket.socket(socket.AF_INET) as s:
+            s.connect(str(path) if family == "unix" else ("127.0.0.1", port))
             reader = s.makefile("rb")
 
             def ask(request: dict[str, str]) -> bytes:

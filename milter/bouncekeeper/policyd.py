@@ -70,12 +70,12 @@ def decide(request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[
     return "DUNNO"
 
 
-def parse_request(raw: bytes) -> dict[str, str]:
-    """`name=value` lines (the blank line already removed); values may hold "=". Postfix sends UTF-8;
-    bytes that are not become U+FFFD, which no address we answer for contains."""
+def parse_request(lines: list[bytes]) -> dict[str, str]:
+    """`name=value` lines without their line ends; values may hold "=". Postfix sends UTF-8; bytes that
+    are not become U+FFFD, which no address we answer for contains."""
     request: dict[str, str] = {}
-    for line in raw.decode("utf-8", "replace").split("\n"):
-        name, eq, value = line.partition("=")
+    for line in lines:
+        name, eq, value = line.decode("utf-8", "replace").partition("=")
         if eq:
             request[name.strip()] = value
     return request
@@ -99,7 +99,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 if line in (b"\n", b"\r\n"):
                     break
                 lines.append(line.rstrip(b"\r\n"))
-            request = parse_request(b"\n".join(lines))
+            request = parse_request(lines)
             action = self.server.answer(request)
             self.wfile.write(f"action={action}\n\n".encode())
             self.wfile.flush()
