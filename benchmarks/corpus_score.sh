@@ -1,5 +1,5 @@
 #!/bin/sh
-# Reproduce the classifier's accuracy on the shared labelled corpus (README: "Classifier accuracy and speed").
+# Reproduce the classifier's accuracy on the shared labelled corpus (docs/accuracy.md).
 #   benchmarks/corpus_score.sh [CORPUS_DIR]
 # Runs `bouncekeeper classify --jsonl` over every email from inside the corpus folder (so each "file"
 # matches labels.jsonl), scores it with the corpus's own score.py, then scores the two halves of a fixed

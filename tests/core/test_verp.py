@@ -293,7 +293,7 @@ def test_keyring_lists_key_ids_signing_first() -> None:
 
 
 def test_a_38_octet_body_fits_and_39_does_not() -> None:
-    # README and exim/ promise 38 octets for local=domain with the default prefix until day 99999.
+    # docs/verp.md and exim/ promise 38 octets for local=domain with the default prefix until day 99999.
     fits = "a" * (38 - len("=example.org")) + "@example.org"
     assert len(verp.encode(fits, keyring=RING, bounce_domain=DOMAIN, day=99_999).partition("@")[0]) == 64
     with pytest.raises(VerpTooLong):

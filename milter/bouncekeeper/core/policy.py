@@ -19,7 +19,7 @@ The rules (defaults from the issue; all configurable):
   feedback reports, success and delay notices, forged VERP and failures of unknown kind are recorded,
   never scored.
 - **per-domain circuit breaker** (`trip`): when `breaker_addresses` distinct addresses of one domain get a
-  scored failure within `breaker_window`, the domain scores nothing for `breaker_freeze` (README,
+  scored failure within `breaker_window`, the domain scores nothing for `breaker_freeze` (docs/redis.md,
   "Per-domain circuit breaker"); store/lua/breaker.lua is the same machine.
 """
 

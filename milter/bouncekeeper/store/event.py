@@ -7,8 +7,8 @@ object (empty fields left out). The per-address history (the `track` key, store/
 tab-separated line per event (`to_history`): only what explains the address's state (time, kind, source,
 status, reason, context, effect, note), the stream entry's ID (`ref`) and the decision; the Message-ID,
 diagnostic, remote MTA, client, sender and queue id are read back from the stream entry by `ref` when an
-operator looks (Store.view), so an idle tracked address stays under 300 bytes (README, "Store throughput
-and memory").
+operator looks (Store.view), so an idle tracked address stays under 300 bytes
+(docs/redis.md, "Store throughput and memory").
 """
 
 from __future__ import annotations

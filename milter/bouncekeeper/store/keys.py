@@ -3,7 +3,7 @@
 Every key starts with the configured prefix (default `bk:`). Per-address keys carry the normalised address
 inside braces, `bk:{alice@example.org}:hard`: readable with redis-cli, and a Redis Cluster hash tag, so
 every key of one address lives in one slot and one Lua script can update them atomically. Domain keys use
-the domain as their tag. The README's "Redis keys" table documents each key; keep it in step.
+the domain as their tag. The "Redis keys" table in docs/redis.md documents each key; keep it in step.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
 # when no score is live), then the history lines (store/event.py), newest first, capped at history_size.
 # One key per tracked address, not a score key and a history key: on Redis 7.0 (no per-field expiry) a
 # key with a TTL costs about 150 bytes before its value, so two keys alone would spend the 300 bytes an
-# idle tracked address may cost (issue 3; README, "Store throughput and memory"). Its TTL: while a score
-# is live, the quiet period after the last rise (the score resets by Redis TTL, taking the history with
+# idle tracked address may cost (issue 3; docs/redis.md, "Store throughput and memory"). Its TTL: while a
+# score is live, the quiet period after the last rise (the score resets by Redis TTL, taking the history with
 # it); without one, history_days after the last event. The full events stay in the global stream.
 TRACK = "track"
 HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
