@@ -36,43 +36,37 @@ PROGRESS_MIN = 50  # inputs with fewer messages get no progress bar
 Command = Callable[[argparse.Namespace, Service], int]
 
 
-def add_commands(sub: Any, handlers: dict[str, Callable[[argparse.Namespace, config.Settings], int]]) -> None:
-    """Add the operator subcommands to the CLI's subparsers (cli.build_parser)."""
-
-    def add(name: str, command: Command, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--json", action="store_true", help="print JSON")
-        handlers[name] = lambda args, settings: run(command, args, settings)
-        return p
-
-    p = add("show", show, "an address: state, scores, time left before each counter resets, last events")
-    p.add_argument("address")
-    p.add_argument("--events", type=int, default=10, metavar="N", help="events to show (default 10)")
-    p = add("list", list_addresses, "tracked addresses (any counter or a disabled state)")
-    p.add_argument("--state", choices=[s.value for s in State])
-    p.add_argument("--domain", metavar="DOMAIN")
-    p = add("enable", enable, "re-enable an address: state active, counters reset, audit event")
-    p.add_argument("address")
-    p.add_argument("--note", default="", help="a note for the audit event")
-    p = add("disable", disable, "disable an address (by an admin, or on the user's request)")
-    p.add_argument("address")
-    p.add_argument("--by", choices=["admin", "user"], default="admin")
-    p.add_argument("--note", default="", help="a note for the audit event")
-    p = add("reset", reset, "reset an address's counters (its state is kept), with an audit event")
-    p.add_argument("address")
-    p.add_argument("--note", default="", help="a note for the audit event")
-    add("stats", stats, "addresses by state, events by kind, open circuit breakers")
-    p = add("export", export, "the suppression list (every disabled address) as CSV (default) or JSON")
-    p.add_argument("--state", choices=[s.value for s in State if s is not State.ACTIVE], action="append")
-    p = add("record", record, "record a failure reply your application got when submitting mail")
-    p.add_argument("address")
-    p.add_argument("--code", type=int, required=True, help="the SMTP reply code, e.g. 550")
-    p.add_argument("--status", help="the enhanced status code, e.g. 5.1.1")
-    p.add_argument("--text", default="", help="the reply text")
-    p.add_argument("--message-id", help="the submitted message's Message-ID (recording it twice counts once)")
-    p = add("ingest", ingest, "classify and record messages from files, mbox files or maildirs")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--rcpt", metavar="ENVELOPE_RCPT", help="the envelope recipient they were delivered to")
+def define(name: str, p: argparse.ArgumentParser) -> Callable[[argparse.Namespace, config.Settings], int]:
+    """Add the arguments of the operator subcommand `name` (cli.COMMANDS lists them with their help
+    line, without importing this module, which imports the store); return its handler."""
+    command = _COMMANDS[name]
+    p.add_argument("--json", action="store_true", help="print JSON")
+    if name in ("show", "enable", "disable", "reset", "record"):
+        p.add_argument("address")
+    if name == "show":
+        p.add_argument("--events", type=int, default=10, metavar="N", help="events to show (default 10)")
+    elif name == "list":
+        p.add_argument("--state", choices=[s.value for s in State])
+        p.add_argument("--domain", metavar="DOMAIN")
+    elif name == "disable":
+        p.add_argument("--by", choices=["admin", "user"], default="admin")
+    elif name == "export":
+        p.add_argument("--state", choices=[s.value for s in State if s is not State.ACTIVE], action="append")
+    elif name == "record":
+        p.add_argument("--code", type=int, required=True, help="the SMTP reply code, e.g. 550")
+        p.add_argument("--status", help="the enhanced status code, e.g. 5.1.1")
+        p.add_argument("--text", default="", help="the reply text")
+        p.add_argument(
+            "--message-id", help="the submitted message's Message-ID (recording it twice counts once)"
+        )
+    elif name == "ingest":
+        p.add_argument("files", nargs="+", metavar="FILE")
+        p.add_argument(
+            "--rcpt", metavar="ENVELOPE_RCPT", help="the envelope recipient they were delivered to"
+        )
+    if name in ("enable", "disable", "reset"):
+        p.add_argument("--note", default="", help="a note for the audit event")
+    return lambda args, settings: run(command, args, settings)
 
 
 def run(command: Command, args: argparse.Namespace, settings: config.Settings) -> int:
@@ -401,3 +395,16 @@ def ingest(args: argparse.Namespace, service: Service) -> int:
     else:
         print("totals: " + " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
     return 0
+
+
+_COMMANDS: dict[str, Command] = {
+    "show": show,
+    "list": list_addresses,
+    "enable": enable,
+    "disable": disable,
+    "reset": reset,
+    "stats": stats,
+    "export": export,
+    "record": record,
+    "ingest": ingest,
+}

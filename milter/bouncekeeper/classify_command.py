@@ -17,8 +17,7 @@ from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import Classification, Failure
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("classify", help="classify message files (bounce, delay, auto-reply ...)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl", action="store_true", help="one JSON object per file (score.py's format)")
     p.add_argument(
         "--rcpt",

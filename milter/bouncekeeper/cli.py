@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from bouncekeeper import (
-    __version__,
-    admin,
-    classify_command,
-    config,
-    httpd,
-    imap,
-    log,
-    metrics,
-    milterd,
-    notify,
-    probes,
-    service,
-    store,
-    verpkeys,
-)
-from bouncekeeper.core import verp
+from bouncekeeper import __version__, config, log
+
+if TYPE_CHECKING:
+    from bouncekeeper.store import Store
+
+# Nothing else of the package is imported here: each command imports what it uses when it runs, so that
+# `bouncekeeper classify` (or a pipe that starts one process per bounce) never pays for redis, asyncio or
+# the HTTP server (issue 13, "Start fast"). tests/test_cli_imports.py checks it.
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
 
@@ -41,6 +34,8 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
         config.read_secret(target.secret_file, f"notify.targets[{index}].secret_file", settings.source)
     if settings.http.token_file:
         config.read_secret(settings.http.token_file, "http.token_file", settings.source)
+    from bouncekeeper import milterd  # noqa: PLC0415 - lazily: see the imports above
+
     milterd.check_settings(settings)  # networks, addresses, socket mode: what `milter` would refuse
     print(f"{settings.source}: OK")
     if args.json:
@@ -49,6 +44,8 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
 
 
 def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
+    from bouncekeeper import milterd, service, store  # noqa: PLC0415 - lazily: see the imports above
+
     # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
     # embedded redis-server changes its own folder and would resolve it again from there.
     settings = dataclasses.replace(settings, state_dir=os.path.abspath(settings.state_dir))
@@ -73,8 +70,10 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
     return milterd.serve(settings, make_runtime)
 
 
-def _serve_metrics(settings: config.Settings, section: str, st: store.Store) -> Callable[[], None]:
+def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callable[[], None]:
     """Start `GET /metrics` when `[section] metrics_listen` is set; returns what stops it."""
+    from bouncekeeper import metrics, notify  # noqa: PLC0415 - lazily: see the imports above
+
     listen: str = getattr(settings, section).metrics_listen
     if not listen:
         return lambda: None
@@ -105,6 +104,9 @@ def _as_dict(settings: config.Settings) -> dict[str, object]:
 
 
 def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
+    from bouncekeeper import verpkeys  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.core import verp  # noqa: PLC0415
+
     keyring = verpkeys.load_keyring(settings)
     if args.verp_command == "keyid":
         print(json.dumps({"signing_key_id": keyring.signing_key_id, "key_ids": list(keyring.key_ids)}))
@@ -143,7 +145,7 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
     # Imported here: aiosmtpd and the store are needed by this command only.
-    from bouncekeeper import lmtpd  # noqa: PLC0415
+    from bouncekeeper import lmtpd, verpkeys  # noqa: PLC0415
     from bouncekeeper.service import Service  # noqa: PLC0415
 
     verpkeys.require_bounce_domain(settings)
@@ -158,40 +160,14 @@ def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
         service.close()
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(prog="bouncekeeper", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"bouncekeeper {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"TOML settings file (default: ${config.ENV_VAR}, else built-in defaults)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    handlers: dict[str, Handler] = {}
-
-    p = sub.add_parser("config", help="configuration tools")
+def _define_config(p: argparse.ArgumentParser) -> Handler:
     csub = p.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="load and validate the configuration, then exit")
     check.add_argument("--json", action="store_true", help="also print the effective settings")
-    handlers["config"] = _cmd_config_check
+    return _cmd_config_check
 
-    p = sub.add_parser("notify", help="deliver state-change webhooks from the outbox (runs until stopped)")
-    notify.add_arguments(p)
-    handlers["notify"] = notify.command
 
-    p = sub.add_parser("http", help="serve the HTTP API, /metrics and the admin page (runs until stopped)")
-    httpd.add_arguments(p)
-    handlers["http"] = httpd.command
-
-    p = sub.add_parser("probes", help="probe messages to addresses disabled by bounces (for cron)")
-    probes.add_arguments(p)
-    handlers["probes"] = probes.command
-
-    p = sub.add_parser("imap", help="scan an IMAP folder for bounces once (for cron)")
-    imap.add_arguments(p)
-    handlers["imap"] = imap.command
-
-    p = sub.add_parser("verp", help="signed VERP addresses ([verp] keys)")
+def _define_verp(p: argparse.ArgumentParser) -> Handler:
     vsub = p.add_subparsers(dest="verp_command", required=True)
     enc = vsub.add_parser("encode", help="print the signed VERP address of a recipient (JSON)")
     enc.add_argument("address")
@@ -201,25 +177,115 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     dec.add_argument("address")
     dec.add_argument("--today", type=int, help="days since the epoch (default: today, UTC)")
     vsub.add_parser("keyid", help="print the key ids (the signing one first), e.g. for an Exim config")
-    handlers["verp"] = _cmd_verp
+    return _cmd_verp
 
-    sub.add_parser("lmtp", help="run the LMTP (and SMTP) listener for bounces ([lmtp] settings)")
-    handlers["lmtp"] = _cmd_lmtp
 
-    classify_command.add_parser(sub)
-    handlers["classify"] = classify_command.run
+def _define_in(module: str) -> Callable[[argparse.ArgumentParser], Handler]:
+    """A command whose module has `add_arguments(parser)` and `command(args, settings)`, imported only
+    when the command is chosen."""
 
-    # The operator's commands on the bounce state (admin.py).
-    admin.add_commands(sub, handlers)
+    def define(p: argparse.ArgumentParser) -> Handler:
+        implementation = importlib.import_module(module)
+        implementation.add_arguments(p)
+        handler: Handler = implementation.command
+        return handler
 
-    sub.add_parser("milter", help="run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)")
-    handlers["milter"] = _cmd_milter
+    return define
 
+
+def _define_classify(p: argparse.ArgumentParser) -> Handler:
+    from bouncekeeper import classify_command  # noqa: PLC0415 - lazily: see the imports above
+
+    classify_command.add_arguments(p)
+    return classify_command.run
+
+
+def _define_admin(name: str) -> Callable[[argparse.ArgumentParser], Handler]:
+    def define(p: argparse.ArgumentParser) -> Handler:
+        from bouncekeeper import admin  # noqa: PLC0415 - lazily: it imports the store
+
+        return admin.define(name, p)
+
+    return define
+
+
+def _no_arguments(handler: Handler) -> Callable[[argparse.ArgumentParser], Handler]:
+    return lambda p: handler
+
+
+# The operator's commands on the bounce state (admin.py), named here so that listing them imports nothing.
+_ADMIN_HELP = {
+    "show": "an address: state, scores, time left before each counter resets, last events",
+    "list": "tracked addresses (any counter or a disabled state)",
+    "enable": "re-enable an address: state active, counters reset, audit event",
+    "disable": "disable an address (by an admin, or on the user's request)",
+    "reset": "reset an address's counters (its state is kept), with an audit event",
+    "stats": "addresses by state, events by kind, open circuit breakers",
+    "export": "the suppression list (every disabled address) as CSV (default) or JSON",
+    "record": "record a failure reply your application got when submitting mail",
+    "ingest": "classify and record messages from files, mbox files or maildirs",
+}
+
+# Every subcommand: its help line and what defines its arguments and returns its handler. Only the chosen
+# command's definition runs (and imports its module); `bouncekeeper --help` needs the help lines only.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {
+    "config": ("configuration tools", _define_config),
+    "notify": (
+        "deliver state-change webhooks from the outbox (runs until stopped)",
+        _define_in("bouncekeeper.notify"),
+    ),
+    "http": (
+        "serve the HTTP API, /metrics and the admin page (runs until stopped)",
+        _define_in("bouncekeeper.httpd"),
+    ),
+    "probes": (
+        "probe messages to addresses disabled by bounces (for cron)",
+        _define_in("bouncekeeper.probes"),
+    ),
+    "imap": ("scan an IMAP folder for bounces once (for cron)", _define_in("bouncekeeper.imap")),
+    "verp": ("signed VERP addresses ([verp] keys)", _define_verp),
+    "lmtp": ("run the LMTP (and SMTP) listener for bounces ([lmtp] settings)", _no_arguments(_cmd_lmtp)),
+    "classify": ("classify message files (bounce, delay, auto-reply ...)", _define_classify),
+    **{name: (text, _define_admin(name)) for name, text in _ADMIN_HELP.items()},
+    "milter": (
+        "run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)",
+        _no_arguments(_cmd_milter),
+    ),
+}
+
+
+def build_parser(
+    only: str | None = None, *, names_only: bool = False
+) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The parser and the handlers of every command, or of the command `only` (the others are listed with
+    their help line but take no arguments); `names_only`: no command's arguments at all, to find which
+    command a command line names without importing anything."""
+    parser = argparse.ArgumentParser(prog="bouncekeeper", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bouncekeeper {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"TOML settings file (default: ${config.ENV_VAR}, else built-in defaults)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+    for name, (text, define) in COMMANDS.items():
+        defined = not names_only and only in (None, name)
+        # An undefined command takes no -h of its own: `COMMAND -h` reaches the second parse, where
+        # COMMAND is defined.
+        p = sub.add_parser(name, help=text, description=text, add_help=defined)
+        if defined:
+            handlers[name] = define(p)
     return parser, handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, handlers = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Two parses: the first finds the command's name (and answers --help / --version); the second
+    # defines that command alone, importing only its module.
+    probe, _ = build_parser(names_only=True)
+    chosen = probe.parse_known_args(argv)[0].command
+    parser, handlers = build_parser(chosen)
     args = parser.parse_args(argv)
     try:
         settings = config.load(args.config)
