@@ -3,7 +3,8 @@
 #   benchmarks/corpus_score.sh [CORPUS_DIR]
 # Runs `bouncekeeper classify --jsonl` over every email from inside the corpus folder (so each "file"
 # matches labels.jsonl), scores it with the corpus's own score.py, then scores the two halves of a fixed
-# split (sha1 of the file name, even/odd) to show how evenly the rules carry across files.
+# split (sha1 of the file name, even/odd) to show how evenly the rules carry across files, and finally
+# the per-family and leave-one-family-out figures (what they measure: benchmarks/generalisation.py).
 set -eu
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${1:-$HERE/../shared/corpus}
@@ -26,4 +27,6 @@ for part in dev holdout; do
   echo "--- split half: $part"
   "$PY" score.py "$OUT/out.jsonl" --split "$OUT/split.json" --part "$part" | awk "NR==1"
 done
+echo "--- generalisation: per MTA family, and leave-one-family-out (benchmarks/generalisation.py)"
+"$PY" "$HERE/benchmarks/generalisation.py" "$CORPUS"
 echo "(output in $OUT)"

@@ -226,19 +226,20 @@ def test_prefilter_literals_are_in_every_match() -> None:
     fixtures = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "bounces"
     texts = [" ".join(p.read_bytes().decode("latin-1").split()).lower() for p in fixtures.glob("*.eml")]
     checked = 0
-    for row_index, row in enumerate(rules._ROWS):
-        literals = [lit for lit, rows in rules._BY_LITERAL.items() if row_index in rows]
+    table = rules._TABLE
+    for row_index, row in enumerate(table.rows):
+        literals = [lit for lit, rows in table.by_literal.items() if row_index in rows]
         for text in texts:
             if row.pattern.search(text):
                 checked += 1
-                assert row_index in rules._ALWAYS or any(lit in text for lit in literals), row.pattern.pattern
+                assert row_index in table.always or any(lit in text for lit in literals), row.pattern.pattern
     assert checked > 50
 
 
 def test_rule_tables_are_lower_case() -> None:
     # explain() lower-cases the text and compiles the rows without IGNORECASE: an upper-case letter in a
     # row (outside escapes and classes) could never match.
-    for row in rules._ROWS:
+    for row in rules._TABLE.rows:
         stripped = re.sub(r"\\[A-Za-z]|\[[^\]]*\]|\(\?[A-Za-z<=!:]", "", row.pattern.pattern)
         assert not re.search(r"[A-Z]", stripped), row.pattern.pattern
     stripped = re.sub(r"\\[A-Za-z]|\[[^\]]*\]|\(\?[A-Za-z<=!:]", "", bodies.FAILURE_TEXT.pattern)
@@ -262,3 +263,13 @@ def test_context_stops_at_the_next_recipients_transcript_lines() -> None:
     assert bodies.context_for(text, "a@example.org") == "554 <a@example.org>... Remote protocol error"
     assert "User unknown" not in bodies.context_for(text, "b@example.org")
     assert "User unknown" in bodies.context_for(text, "c@example.edu")
+
+
+def test_without_switches_a_dialect_off_and_back_on() -> None:
+    text = "https://support.google.com/mail/?p=ReceivingRate"
+    assert rules.reason_for(text, None, None) is Reason.TOOMANYCONN
+    with rules.without(["google"]):
+        assert rules.reason_for(text, None, None) is Reason.UNDEFINED
+    assert rules.reason_for(text, None, None) is Reason.TOOMANYCONN
+    with pytest.raises(ValueError, match="no such dialect"), rules.without(["nonesuch"]):
+        pass

@@ -8,7 +8,10 @@ code, and finally the SMTP reply code. The first hit wins, as in flufl.bounce's 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 
 from bouncekeeper.core.model import Reason
 from bouncekeeper.core.rules import (
@@ -46,9 +49,24 @@ class _Row:
     tier: str
 
 
-def _rows() -> tuple[list[_Row], dict[str, list[int]], list[int]]:
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """The compiled rows of a set of dialects and the generic tiers, and the phases explain() reads."""
+
+    rows: list[_Row]
+    by_literal: dict[str, list[int]]
+    always: frozenset[int]  # rows without a literal: their regex always runs
+    first: frozenset[int]
+    # Two phases: the rows that outrank a specific status code (dialect, STRONG) and those it outranks
+    # (ADDRESS, WEAK). A report with a specific code and no strong phrase never scans the second phase's
+    # literals.
+    phases: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]
+    dead_at_any_stage: re.Pattern[str]
+
+
+def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
     tiers = (
-        ("dialect", tuple(row for module in DIALECTS for row in module.PATTERNS)),
+        ("dialect", tuple(row for module in dialects for row in module.PATTERNS)),
         ("strong", generic.STRONG),
         ("address", generic.ADDRESS),
         ("weak", generic.WEAK),
@@ -70,21 +88,42 @@ def _rows() -> tuple[list[_Row], dict[str, list[int]], list[int]]:
                     always.append(index)
                 for literal in literals or ():
                     by_literal.setdefault(literal, []).append(index)
-    return rows, by_literal, always
-
-
-_ROWS, _BY_LITERAL, _ALWAYS = _rows()
-# Two phases: the rows that outrank a specific status code (dialect, STRONG) and those it outranks
-# (ADDRESS, WEAK). A report with a specific code and no strong phrase never scans the second phase's
-# literals.
-_FIRST = frozenset(i for i, row in enumerate(_ROWS) if row.tier in ("dialect", "strong"))
-_PHASES: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = tuple(
-    (
-        tuple(sorted(lit for lit, rows in _BY_LITERAL.items() if any((r in _FIRST) is first for r in rows))),
-        tuple(i for i in _ALWAYS if (i in _FIRST) is first),
+    first = frozenset(i for i, row in enumerate(rows) if row.tier in ("dialect", "strong"))
+    phases = tuple(
+        (
+            tuple(
+                sorted(lit for lit, hits in by_literal.items() if any((r in first) is is_first for r in hits))
+            ),
+            tuple(i for i in always if (i in first) is is_first),
+        )
+        for is_first in (True, False)
     )
-    for first in (True, False)
-)
+    # Provider texts that name a dead mailbox whatever SMTP command they answered (a dialect's optional
+    # DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's
+    # words, except for these.
+    dead = "|".join(source for module in dialects for source in getattr(module, "DEAD_AT_ANY_STAGE", ()))
+    return _Table(rows, by_literal, frozenset(always), first, phases, re.compile(dead or r"(?!)"))
+
+
+_TABLE = _compile(DIALECTS)
+
+
+@contextmanager
+def without(names: Iterable[str]) -> Iterator[None]:
+    """The rules with the named dialect modules switched off, for measuring what the generic machinery
+    does on a family it was not tuned for (benchmarks/generalisation.py). Not for the mail path: it
+    swaps a module-wide table."""
+    global _TABLE  # noqa: PLW0603 - one table for the process; the benchmark swaps it and puts it back
+    off = set(names)
+    unknown = off - {module.__name__.rpartition(".")[2] for module in DIALECTS}
+    if unknown:
+        raise ValueError(f"no such dialect: {sorted(unknown)}")
+    saved = _TABLE
+    _TABLE = _compile(tuple(m for m in DIALECTS if m.__name__.rpartition(".")[2] not in off))
+    try:
+        yield
+    finally:
+        _TABLE = saved
 
 
 # An address names a mailbox, not a reason: its words must not read as one ("refused@refused.test" as a
@@ -96,17 +135,9 @@ _ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@[\w-]+(?:\.[\w-]+)+")
 _NO_ADDRESS = "x@x"
 
 
-# Provider texts that name a dead mailbox whatever SMTP command they answered (a dialect's optional
-# DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's words,
-# except for these.
-_DEAD_AT_ANY_STAGE = re.compile(
-    "|".join(source for module in DIALECTS for source in getattr(module, "DEAD_AT_ANY_STAGE", ())) or r"(?!)"
-)
-
-
 def dead_at_any_stage(text: str) -> bool:
     """Whether a provider's own words say the mailbox does not exist, at whatever stage it refused."""
-    return _DEAD_AT_ANY_STAGE.search(" ".join(text.split()).lower()) is not None
+    return _TABLE.dead_at_any_stage.search(" ".join(text.split()).lower()) is not None
 
 
 def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Reason:
@@ -115,13 +146,14 @@ def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Re
 
 
 def _first_hit(text: str, phase: int) -> _Row | None:
-    literals, always = _PHASES[phase]
+    table = _TABLE
+    literals, always = table.phases[phase]
     candidates = set(always)
     for literal in filter(text.__contains__, literals):  # C-level scan: no bytecode per absent literal
-        candidates.update(_BY_LITERAL[literal])
+        candidates.update(table.by_literal[literal])
     for index in sorted(candidates):
-        if (index in _FIRST) is (phase == 0) and _ROWS[index].pattern.search(text):
-            return _ROWS[index]
+        if (index in table.first) is (phase == 0) and table.rows[index].pattern.search(text):
+            return table.rows[index]
     return None
 
 
