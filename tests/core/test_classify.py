@@ -108,16 +108,16 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # "User unknown" and the SMTP stage (classify._user_unknown_by_stage). m-FILTER states that its
     # "550 unknown user" answered DATA: a content filter's refusal, not a dead address.
     "sisimai-bsd-lhost-mfilter-01.eml": (MessageType.BOUNCE, {"kijitora@example.com": (T, Reason.FILTERED)}),
-    # SurfControl: "550 ... No such user" with Status 5.0.0 and no stage named: a remote 5xx that is
-    # not attributable to RCPT is read as a filter's.
+    # SurfControl: "550 ... No such user" with Status 5.0.0 and no stage named: the report does not
+    # place the refusal after DATA, so the words stand (issue 13): a dead address.
     "sisimai-bsd-lhost-surfcontrol-01.eml": (
         MessageType.BOUNCE,
-        {"kijitora@example.com": (T, Reason.FILTERED)},
+        {"kijitora@example.com": (P, Reason.USERUNKNOWN)},
     ),
-    # Yahoo's "550: : User unknown" (a reply code before a colon), no stage named.
+    # Yahoo's "550: : User unknown" (a reply code before a colon), no stage named: the same.
     "sisimai-bsd-lhost-yahoo-06.eml": (
         MessageType.BOUNCE,
-        {"otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp": (T, Reason.FILTERED)},
+        {"otsu-sakaba-hunter-neko-nyaaaaaaan@ezweb.ne.jp": (P, Reason.USERUNKNOWN)},
     ),
     # X3 "SMTP:RCPT host ...: 553 5.3.0 ... No such user here": refused at RCPT, the address is dead
     # although the status (5.3.0) does not say so.
@@ -134,11 +134,11 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
         {"kijitora@example.jp": (P, Reason.HOSTUNKNOWN)},
     ),
     # Amazon SES wraps the remote reply in its own category: "5.1.0 - Unknown address error 550-'5.7.1
-    # ... Access denied'". The remote's 5.7.1 is the status; "unknown address" is SES's word, not the
-    # remote's, and the reply names no stage: not a dead address.
+    # ... Access denied'". The remote's 5.7.1 is the status and its words the reason; "unknown address"
+    # is SES's word, not the remote's (rules/amazonses.remote_reply): not a dead address.
     "sisimai-bsd-lhost-amazonses-01.eml": (
         MessageType.BOUNCE,
-        {"shironeko@example.co.jp": (T, Reason.FILTERED)},
+        {"shironeko@example.co.jp": (T, Reason.BLOCKED)},
     ),
     # "553 Exceeded maximum inbound message size": a size limit, although 553 alone reads as a bad
     # mailbox name (RFC 5321 section 4.2.3).

@@ -1,8 +1,9 @@
 """An "unknown user" reply and the SMTP stage it answered (classify._user_unknown_by_stage).
 
-A refusal at RCPT TO, or one with a status that names the mailbox (x.1.1), says the address is dead; a
-"user unknown" after DATA, or a remote 5xx the report does not attribute to RCPT, is what content filters
-say, and is `filtered` (never scored). Real messages for each case are in test_classify.py's table.
+A refusal at RCPT TO, one with a status that names the mailbox (x.1.1), or one the report does not place
+at any command, says the address is dead; a "user unknown" the report places after DATA is what content
+filters say, and is `filtered` (never scored). Issue 13: the stage rule applies only when the report says
+the refusal came after the message was sent. Real messages for each case are in test_classify.py's table.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def _human(reply: str, command: str | None) -> str:
         ("5.0.0", "550 <alice@example.org>: User unknown", "RCPT TO", P, Reason.USERUNKNOWN, "RCPT"),
         # The same words after DATA: a content filter's refusal.
         ("5.0.0", "550 <alice@example.org>: User unknown", "end of DATA", T, Reason.FILTERED, "DATA"),
-        # No stage named, a remote 5xx without a mailbox status: read as a filter's too.
-        ("5.0.0", "550 <alice@example.org>: User unknown", None, T, Reason.FILTERED, None),
+        # No stage named: the words stand, a dead address.
+        ("5.0.0", "550 <alice@example.org>: User unknown", None, P, Reason.USERUNKNOWN, None),
         # x.1.1 names the mailbox: dead at any stage but MAIL FROM (real Sendmail/Postfix/Exim, tests/mta).
         (
             "5.1.1",
@@ -95,13 +96,13 @@ def test_user_unknown_is_read_by_the_stage_it_answered(
 
 
 def test_the_stage_is_read_from_the_report_when_the_diagnostic_lacks_it() -> None:
-    # Postfix writes "(in reply to RCPT TO command)" in the human part only; the Diagnostic-Code is the
-    # bare reply. Only the human part can tell a RCPT refusal from a filter's.
+    # Postfix writes "(in reply to end of DATA command)" in the human part only; the Diagnostic-Code is
+    # the bare reply. Only the human part can tell a filter's refusal from a dead address.
     reply = "550 <alice@example.org>: User unknown"
-    at_rcpt = classify(_dsn("5.0.0", reply, _human(reply, "RCPT TO"))).failures[0]
+    at_data = classify(_dsn("5.0.0", reply, _human(reply, "end of DATA"))).failures[0]
     unstated = classify(_dsn("5.0.0", reply, "The mail system could not deliver your message.")).failures[0]
-    assert (at_rcpt.kind, at_rcpt.smtp_command) == (P, "RCPT")
-    assert (unstated.kind, unstated.reason) == (T, Reason.FILTERED)
+    assert (at_data.kind, at_data.reason, at_data.smtp_command) == (T, Reason.FILTERED, "DATA")
+    assert (unstated.kind, unstated.reason) == (P, Reason.USERUNKNOWN)
 
 
 def test_the_reporting_mtas_own_words_stand_without_a_remote_reply() -> None:
@@ -124,7 +125,7 @@ def test_the_reporting_mtas_own_words_stand_without_a_remote_reply() -> None:
         (Reason.USERUNKNOWN, "5.1.0", 550, None, Reason.USERUNKNOWN),
         (Reason.USERUNKNOWN, None, 550, "RCPT", Reason.USERUNKNOWN),
         (Reason.USERUNKNOWN, None, 550, "DATA", Reason.FILTERED),
-        (Reason.USERUNKNOWN, "5.7.1", 550, None, Reason.FILTERED),
+        (Reason.USERUNKNOWN, "5.7.1", 550, None, Reason.USERUNKNOWN),
         (Reason.USERUNKNOWN, None, 550, "MAIL", Reason.REJECTED),
         (Reason.USERUNKNOWN, None, None, None, Reason.USERUNKNOWN),
         (Reason.USERUNKNOWN, None, 450, None, Reason.USERUNKNOWN),

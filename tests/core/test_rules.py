@@ -273,3 +273,22 @@ def test_without_switches_a_dialect_off_and_back_on() -> None:
     assert rules.reason_for(text, None, None) is Reason.TOOMANYCONN
     with pytest.raises(ValueError, match="no such dialect"), rules.without(["nonesuch"]):
         pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sorry your message to a@example.com cannot be delivered. "
+        "This account has been disabled or discontinued",
+        "550 5.2.1 The email account that you tried to reach is inactive",
+        "550 Mailbox suspended",
+        "554 delivery error: this is a discontinued account",
+        "550 user account is disabled",
+    ],
+)
+def test_a_closed_or_held_account_is_suspend_not_a_dead_address(text: str) -> None:
+    # Issue 13: "disabled", "discontinued", "inactive" and "suspended" say the owner's account is on
+    # hold or closed by the provider, not that the address never existed: suspend, temporary.
+    reason = rules.reason_for(text, "5.0.0", 550)
+    assert reason is Reason.SUSPEND
+    assert _kind(reason, BounceKind.PERMANENT) is BounceKind.TEMPORARY

@@ -572,6 +572,7 @@ def _failure(
     the whole report when `text` says too little (`fallback`) and, read only when the SMTP command
     matters and `text` does not name it, the whole human-readable report (`report`)."""
     status_code = _best_status(status_field, text)
+    text = amazonses.remote_reply(text)
     reply_code = status.reply_code_in(text)
     reason, strength = rules.explain(text[:MAX_EXPLAIN_CHARS], status_code, reply_code)
     if strength < 2 and whole_reply:
@@ -674,32 +675,21 @@ def _user_unknown_by_stage(
     refuse the message. So, as Sisimai decides (its Reason::UserUnknown and Reason::Filtered):
 
     - a status that names the address (x.1.1 bad mailbox, x.1.x): dead address, whatever the stage;
-    - refused at RCPT: dead address;
-    - refused after DATA: `filtered`;
+    - the report says the refusal came after the message was sent (DATA): `filtered`, unless a
+      provider known to refuse unknown mailboxes only after DATA says so in its own words (a dialect's
+      DEAD_AT_ANY_STAGE);
     - refused at MAIL FROM: the text is about the sender (`rejected`);
-    - the report does not say, and the text quotes a remote server's 5xx reply without a status that
-      names the address: `filtered` too. The appliances above write exactly that ("550 unknown user
-      <a@b>", "550 : User unknown"); MTAs that refuse at RCPT say so (Postfix "in reply to RCPT TO
-      command", Exim "after RCPT TO:", Sendmail's ">>> RCPT" transcript) or give 5.1.1.
-    - otherwise (the reporting MTA's own words, no remote reply): the text stands;
-    - and whatever the stage, a provider that is known to refuse unknown mailboxes after DATA and says
-      so in its own words (Yahoo's "dd This user doesn't have a yahoo.com account"): the text stands.
-
-    For an operator, the cost is lopsided: `filtered` is never scored (core/policy.py), so a bare 550
-    "user unknown" after DATA or of unknown stage only delays disabling a dead address until a bounce
-    that names the stage or the status arrives (any MTA that rejects at RCPT writes one), while scoring
-    it would count a content filter's refusal against a good address.
+    - refused at RCPT, or the report does not say at which command: the text stands, a dead address.
+      Most servers refuse an unknown mailbox at RCPT, and a report that names no command ("550 unknown
+      user <a@b>" relayed by a gateway, "No such user") is read by its words (issue 13: the stage rule
+      applies only when the report places the refusal after DATA). A 4xx stays temporary (_kind).
     """
     if not _stage_decides(reason, status_code):
         return reason
-    if command == "RCPT" or rules.dead_at_any_stage(text):
-        return reason
-    if command == "DATA":
+    if command == "DATA" and not rules.dead_at_any_stage(text):
         return Reason.FILTERED
     if command == "MAIL":
         return Reason.REJECTED
-    if reply_code is not None and reply_code >= 500:
-        return Reason.FILTERED
     return reason
 
 

@@ -16,6 +16,18 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.SUSPEND, r"amazon ses has suppressed sending to this address|on the suppression list"),
 )
 
+# SES relays a remote server's refusal under a category of its own: "5.1.0 - Unknown address error
+# 550-'5.7.1 <...>... Access denied'", "5.3.0 - Other mail system problem 550-'Unknown user ...'" (the
+# quoted reply is the remote's; the category is SES's summary of it and names every 5xx refusal an
+# "address error"). The reason is read from the quoted reply alone.
+_CATEGORY = re.compile(r"^\s*[45]\.\d{1,3}\.\d{1,3} - [A-Za-z ]{3,60}? (?=[245]\d\d[ -]')")
+
+
+def remote_reply(text: str) -> str:
+    """A diagnostic without SES's own category in front of the remote server's quoted reply."""
+    return _CATEGORY.sub("", text, count=1) if " - " in text[:20] else text
+
+
 _TYPE = re.compile(r'"notificationType"\s*:\s*"(Bounce|Complaint|Delivery)"')
 _RECIPIENTS = re.compile(r'"bouncedRecipients"\s*:\s*\[(.*?)\]', re.DOTALL)
 _OBJECT = re.compile(r"\{(.*?)\}", re.DOTALL)

@@ -61,9 +61,13 @@ STRONG: tuple[tuple[Reason, str], ...] = (
     (
         R.SUSPEND,
         r"(?:account|mailbox|user|address)(?: has| is|s)? (?:been |currently |temporarily )?"
-        r"(?:disabled|suspended|deactivated|inactive|locked|frozen|blocked by (?:the )?administrator)",
+        r"(?:disabled|suspended|deactivated|discontinued|inactive|locked|frozen|"
+        r"blocked by (?:the )?administrator)",
     ),
-    (R.SUSPEND, r"\b(?:disabled|suspended|inactive|deactivated|expired) (?:account|mailbox|user)"),
+    (
+        R.SUSPEND,
+        r"\b(?:disabled|suspended|inactive|deactivated|discontinued|expired) (?:account|mailbox|user)",
+    ),
     (
         R.SUSPEND,
         r"mailbox (?:unavailable|not available) for now|not active|is no longer active|account expired",

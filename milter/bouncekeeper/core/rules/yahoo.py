@@ -8,9 +8,7 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (
         Reason.USERUNKNOWN,
         r"this user doesn't have a .{0,30} account|user doesn't have a yahoo|"
-        r"\bdd this user doesn't|"
-        # Yahoo's "This account has been disabled or discontinued": discontinued is gone, not suspended.
-        r"has been disabled or discontinued",
+        r"\bdd this user doesn't",
     ),
     (
         Reason.BLOCKED,
@@ -19,7 +17,9 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     ),
     (Reason.SPAMDETECTED, r"\[ts0[3-4]\]|message not accepted for policy reasons"),
     (Reason.MAILBOXFULL, r"\[dd\] the user's mailbox is full|over quota"),
-    (Reason.SUSPEND, r"account (?:is )?(?:disabled|inactive|deactivated)"),
+    # "This account has been disabled or discontinued": the owner's account is closed or on hold, which
+    # says nothing certain about the address for good (issue 13: suspend, never a dead address).
+    (Reason.SUSPEND, r"account (?:is |has been )?(?:disabled|inactive|deactivated|discontinued)"),
 )
 
 # Yahoo refuses a mailbox that does not exist after DATA, not at RCPT ("554 delivery error: dd This user
