@@ -64,9 +64,12 @@ def start_milter(
 level = "WARNING"
 [redis]
 url = "{redis_url}"
+[policy]
+mode = "enforce"
 [verp]
 bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
+senders = ["{SENDERS["verp"]}"]
 [milter]
 # 127.0.0.1 is where smtp-source connects from: keep it inbound; ORIGINATING marks the verp listener.
 originating_networks = []

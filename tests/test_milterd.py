@@ -52,6 +52,12 @@ def _settings(tmp_path: pathlib.Path, redis: RedisServer, extra: str = "") -> co
             current = line.strip("[] ")
         elif line.strip():
             sections[current].append(line)
+    # The flow tests act as an enforcing site that lists its application's sender; the tests of the
+    # defaults (observe, no sender listed) say so in `extra`.
+    if not any(line.startswith("senders") for line in sections["verp"]):
+        sections["verp"].append(f'senders = ["{APP}"]')
+    if not any(line.startswith("mode") for line in sections["policy"]):
+        sections["policy"].append('mode = "enforce"')
     text = f"""state_dir = "{tmp_path}/state"
 [redis]
 url = "{redis.url}"
@@ -357,17 +363,19 @@ def test_forged_or_expired_verp_address_is_refused_in_enforce_mode(
 
 
 def test_forged_verp_address_in_observe_mode_is_recorded_as_forged_and_scores_nothing(
-    harness: Harness,
+    tmp_path: pathlib.Path, redis_db: RedisServer
 ) -> None:
-    good = harness.verp_for("ivan@example.net")
+    h = _harness(tmp_path, redis_db, '[policy]\nmode = "observe"')
+    good = h.verp_for("ivan@example.net")
     rcpt = good.replace("ivan", "ivon")  # same shape, wrong MAC
-    harness.connect(INBOUND_IP)
-    assert harness.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.DISCARD
-    view = harness.store.view("ivan@example.net")
+    h.connect(INBOUND_IP)
+    assert h.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.ACCEPT
+    view = h.store.view("ivan@example.net")
     assert view.hard_score == 0
     assert view.soft_count == 0
-    assert harness.store.view("ivon@example.net").hard_score == 0
-    assert [f["kind"] for _id, f in harness.store.recent()] == ["forged"]
+    assert h.store.view("ivon@example.net").hard_score == 0
+    assert [f["kind"] for _id, f in h.store.recent()] == ["forged"]
+    h.store.close()
 
 
 def test_postfix_internal_path_never_rejects_a_forged_address(
@@ -377,6 +385,85 @@ def test_postfix_internal_path_never_rejects_a_forged_address(
     h.connect(LOCAL_IP, daemon_name="postfix-internal")
     h.ctx._envfrom("<>")
     assert h.ctx._envrcpt(f"<bounces+x=y.example+1234567890abcdef@{BOUNCE_DOMAIN}>") == Milter.CONTINUE
+    h.store.close()
+
+
+# -- the defaults: opt in, observe without touching --------------------------------------------------
+
+OBSERVE = '[policy]\nmode = "observe"'
+
+
+def test_no_sender_listed_means_no_sender_is_rewritten(tmp_path: pathlib.Path, redis_db: RedisServer) -> None:
+    h = _harness(tmp_path, redis_db, "[verp]\nsenders = []")
+    h.connect(LOCAL_IP)
+    raw = b"From: app@example.org\r\nX-Bouncekeeper-Context: news\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert h.feed(raw, APP, "alice@example.net") == Milter.ACCEPT
+    assert not h.ctx._envfromchanged
+    h.connect(LOCAL_IP, daemon_name="ORIGINATING")  # a SASL/submission sender: the same
+    assert h.feed(raw, "someone@example.org", "alice@example.net") == Milter.ACCEPT
+    assert not h.ctx._envfromchanged
+    h.store.close()
+
+
+def test_startup_says_which_senders_are_rewritten_and_what_observe_does() -> None:
+    off = milterd.MilterPolicy(senders=()).startup_lines(verp_on=True)
+    assert "[verp] senders lists no sender, no sender is rewritten" in off[0]
+    assert "mode=observe: the mail flow is left unchanged" in off[1]
+    on = milterd.MilterPolicy(senders=("app@example.org",), enforce=True).startup_lines(verp_on=True)
+    assert on[0] == "VERP for the senders matching app@example.org"
+    assert on[1].startswith("mode=enforce")
+    assert "bounce_domain is empty" in milterd.MilterPolicy().startup_lines(verp_on=False)[0]
+
+
+def test_observe_leaves_outbound_mail_as_it_came_and_logs_the_would_be_sender(
+    tmp_path: pathlib.Path, redis_db: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = _harness(tmp_path, redis_db, OBSERVE + '\n[milter]\nsuppression = "enforce"')
+    _disable(h, "dead@example.net")
+    caplog.set_level("INFO", logger="bouncekeeper.milterd")
+    h.connect(LOCAL_IP)
+    raw = b"From: app@example.org\r\nX-Bouncekeeper-Context: news\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert h.feed(raw, APP, "alice@example.net") == Milter.ACCEPT
+    assert not h.ctx._envfromchanged
+    assert h.ctx._msg["X-Bouncekeeper-Context"] == "news", "observe removes no header"
+    assert f"verp would rewrite sender={APP} new={h.verp_for('alice@example.net', 'news')}" in caplog.text
+    # A disabled recipient under suppression = "enforce": not refused, not marked, only logged.
+    assert h.feed(raw, APP, "dead@example.net") == Milter.ACCEPT
+    assert h.ctx._msg[milterd.SUPPRESSED_HEADER] is None
+    assert "would mark suppressed recipients: dead@example.net" in caplog.text
+    # Several recipients: no token is registered (nothing in Redis), the mail keeps its sender.
+    assert h.feed(raw, APP, "a@example.net", "b@example.net") == Milter.ACCEPT
+    assert not h.ctx._envfromchanged
+    assert not list(h.store.client.scan_iter("*token*"))
+    h.store.close()
+
+
+def test_observe_records_bounces_and_loops_and_passes_them_on(
+    tmp_path: pathlib.Path, redis_db: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = _harness(tmp_path, redis_db, OBSERVE + '\n[milter]\nloop_action = "reject"')
+    caplog.set_level("INFO", logger="bouncekeeper.milterd")
+    h.connect(INBOUND_IP)
+    rcpt = h.verp_for("carol@example.net")
+    assert h.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.ACCEPT
+    assert h.store.view("carol@example.net").events[0]["kind"] == "permanent"
+    assert "action=accept would=discard" in caplog.text
+    loop = b"Precedence: bulk\r\nSubject: x\r\n\r\nbody\r\n"
+    assert h.feed(loop, "list@remote.example", PROTECTED) == Milter.ACCEPT
+    assert [f["address"] for _id, f in h.store.recent() if f.get("kind") == "loop"] == [PROTECTED]
+    assert "loop would be refused (observe: passed on)" in caplog.text
+    h.store.close()
+
+
+def test_observe_passes_bounces_and_loops_on_when_redis_is_down(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, OBSERVE)
+    h.connect(INBOUND_IP)
+    redis_db.stop()
+    rcpt = h.verp_for("frank@example.net")
+    assert h.feed((FIXTURES / "gmail-userunknown.eml").read_bytes(), "", rcpt) == Milter.ACCEPT
+    assert h.feed(b"Subject: x\r\n\r\nbody\r\n", "", PROTECTED) == Milter.ACCEPT
     h.store.close()
 
 

@@ -52,7 +52,8 @@ class VerpSettings:
     # Local-part prefix of VERP addresses: bounces+alice=example.org+TAG@bounce_domain.
     local_prefix: str = "bounces"
     # Envelope senders whose outbound mail gets a VERP sender: shell patterns matched against the
-    # normalised address ("app@example.org", "*@news.example.org"). Empty: every originating sender.
+    # normalised address ("app@example.org", "*@news.example.org"). Empty: no sender is rewritten (opt in:
+    # on a shared host every local user's mail is "originating").
     senders: tuple[str, ...] = ()
     # Several recipients in one transaction (chgfrom changes the sender of all of them):
     # "token" = one per-message token in the VERP address, recipients kept in Redis for the validity

@@ -198,9 +198,26 @@ class MilterPolicy:
         return domain in self.watched_domains
 
     def wants_verp(self, sender: str) -> bool:
-        if not self.senders:
-            return True
+        # Opt in: no listed sender, no rewriting. On a shared host "originating" includes every local
+        # user, cron and webmail; their mail must keep its sender unless the operator names it.
         return any(fnmatch.fnmatchcase(sender, pattern) for pattern in self.senders)
+
+    def startup_lines(self, verp_on: bool) -> list[str]:
+        """What the operator must read at start-up: which senders are rewritten, and the mode."""
+        if not verp_on:
+            verp_line = "VERP off: [verp] bounce_domain is empty, no sender is rewritten"
+        elif not self.senders:
+            verp_line = "VERP off for outbound mail: [verp] senders lists no sender, no sender is rewritten"
+        else:
+            verp_line = "VERP for the senders matching " + ", ".join(self.senders)
+        if self.enforce:
+            mode_line = "mode=enforce: senders rewritten, bounces and loops dropped after they are recorded"
+        else:
+            mode_line = (
+                "mode=observe: the mail flow is left unchanged; what enforce would do is recorded and"
+                ' logged as "would ..." ([policy] mode = "enforce" acts on it)'
+            )
+        return [verp_line, mode_line]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -521,7 +538,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if msg.outbound:
             if policy.suppression != "off" and self._suppressed(address):
                 _DECIDED["suppressed"].inc()
-                if policy.suppression == "enforce" and not self.internal:
+                if policy.suppression == "enforce" and policy.enforce and not self.internal:
                     logger.info("recipient suppressed rcpt=%s action=reject", address)
                     _DECIDED["reject"].inc()
                     self.setreply(
@@ -532,7 +549,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     return REJECT
                 logger.info("recipient suppressed rcpt=%s action=observe", address)
                 msg.suppressed_seen.append(address)
-            if msg.verp and policy.multi_recipient == "split" and msg.ordinary and not self.internal:
+            split = msg.verp and policy.multi_recipient == "split" and msg.ordinary and not self.internal
+            if split and policy.enforce:
                 # chgfrom changes the sender of the whole transaction: one recipient per transaction
                 # (RFC 5321 section 4.5.3.1.10: a client must handle 452 by sending the rest later).
                 _DECIDED["split"].inc()
@@ -637,8 +655,15 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                         forged=bounce.forged,
                     )
                 metrics.observe(Source.MILTER.value, outcome)
-                logger.info("%s action=%s", outcome.summary(), policy.bounce_action)
+                if policy.enforce:
+                    logger.info("%s action=%s", outcome.summary(), policy.bounce_action)
+                else:
+                    logger.info("%s action=accept would=%s", outcome.summary(), policy.bounce_action)
         except StoreUnavailable as exc:
+            if not policy.enforce:
+                # Observe changes nothing in the mail flow: the bounce goes on to where it went before.
+                logger.warning("store unavailable, bounce passed on unrecorded (observe): %s", exc)
+                return ACCEPT
             if self.internal:
                 # Never tempfail Postfix's own bounce: let it go on to the bounce domain, whose smtpd
                 # milter answers 451 until the store is back (postfix/README.md).
@@ -647,7 +672,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             logger.warning("store unavailable, bounce deferred with 451 4.3.0: %s", exc)
             self.setreply("451", "4.3.0", "Bounce store unavailable, please try again later")
             return TEMPFAIL
-        if policy.bounce_action == "discard":
+        if policy.bounce_action == "discard" and policy.enforce:
             removed.extend(b.rcpt for b in msg.bounces)
         return None
 
@@ -670,13 +695,21 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                         queue_id=self.queue_id if self.queue_id != "-" else None,
                     )
             except StoreUnavailable as exc:
-                if not self.internal:
+                if not self.internal and policy.enforce:
                     # The decision is kept by deferring: the sender retries and we record it then.
                     logger.warning("store unavailable, loop message deferred with 451 4.3.0: %s", exc)
                     self.setreply("451", "4.3.0", _TEMPFAIL_TEXT)
                     return TEMPFAIL
                 logger.warning("store unavailable, loop event not recorded (logged only): %s", exc)
         action = policy.loop_action
+        if not policy.enforce:
+            logger.info(
+                "loop would be %s (observe: passed on) rcpt=%s signals=%s",
+                {"discard": "dropped", "reject": "refused", "tag": "tagged"}[action],
+                ",".join(a for _r, a in msg.protected),
+                ",".join(signals),
+            )
+            return None
         if action == "reject" and (not self._may_refuse() or msg.ordinary or msg.others or msg.bounces):
             # Never refuse Postfix's own or already queued mail (that refusal would be a bounce from our
             # queue), never refuse other recipients' copy.
@@ -698,6 +731,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     def _eom_outbound(self) -> None:
         msg, policy = self.msg, self.runtime.policy
+        if not policy.enforce:
+            self._observe_outbound()
+            return
         # Remove every copy of the context header: it is for us, not for the recipient. chgheader with
         # an empty value deletes; indexes are 1-based per header name, so delete from the last.
         for index in range(len(msg.context_values), 0, -1):
@@ -745,6 +781,28 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             context or "-",
         )
 
+    def _observe_outbound(self) -> None:
+        """Observe mode: log the sender enforce would give; the message leaves exactly as it came."""
+        msg, signer = self.msg, self.runtime.signer
+        if msg.suppressed_seen:
+            logger.info("would mark suppressed recipients: %s", ", ".join(msg.suppressed_seen))
+        if not msg.verp or signer is None:
+            return
+        context = msg.context_values[0].lower() if msg.context_values else ""
+        recipients = [a for _r, a in msg.ordinary]
+        new_sender = "-"  # a token address: enforce registers the token in Redis first
+        if len(recipients) == 1:
+            with contextlib.suppress(VerpUnencodable):
+                new_sender = signer.address_for(recipients[0], context)
+        logger.info(
+            "verp would rewrite sender=%s new=%s rcpts=%d mode=%s context=%s (observe: unchanged)",
+            msg.sender,
+            new_sender,
+            len(recipients),
+            "single" if new_sender != "-" else "token",
+            context or "-",
+        )
+
     # -- helpers -------------------------------------------------------------------------------------
 
     def _may_refuse(self) -> bool:
@@ -771,7 +829,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             log.queue_id.set(value)
 
     def internal_error(self, stage: str, problem: object) -> int:
-        if self.internal:
+        if self.internal or not self.runtime.policy.enforce:
+            # Postfix's non-SMTP path must never be refused; observe mode changes nothing in the flow.
             logger.error("internal error in %s, message passed on unchanged: %r", stage, problem)
             return _decided(ACCEPT) if stage != "envrcpt" else CONTINUE
         logger.error("internal error in %s, answering 451 4.3.0: %r", stage, problem)
@@ -926,6 +985,8 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         # Everything built so far (classifier tables, the store, modules) lives until exit: keep it out
         # of the cyclic collector's scans, which every connection's few objects would otherwise trigger.
         gc.freeze()
+        for line in runtime.policy.startup_lines(runtime.signer is not None):
+            logger.info("%s", line)
         logger.info("listening on %s (pid %d)", spec, os.getpid())
         try:
             libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT, SIGHUP: see _stop_on_signals)

@@ -13,6 +13,7 @@ Postfix's own bounces pass through the enforce milter via non_smtpd_milters (the
 from __future__ import annotations
 
 import pathlib
+import re
 import smtplib
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ mode = "{mode}"
 [verp]
 bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
+senders = ["{APP}"]
 [milter]
 # Every client is 127.0.0.1 here: outbound is marked by the submission listener's daemon name instead.
 originating_networks = []
@@ -196,7 +198,11 @@ def test_a_forged_verp_address_is_recorded_as_forged_in_observe_mode_and_scores_
         )
         == {}
     )
-    mta.postfix.wait_log(r"milter-discard.*bounces\+fay=example\.net")
+    # Observe changes nothing in the mail flow: recorded, then passed on (here to the bounce domain's MX,
+    # this Postfix's enforcing listener, which refuses the forged address).
+    mta.postfix.wait_log(r"to=<bounces\+fay=example\.net.*status=bounced .*5\.7\.1")
+    assert "fay=example.net" not in "".join(re.findall(r"milter-discard.*", mta.postfix.log()))
+    assert "action=accept would=discard" in mta.observe.log()
     st = mta.store()
     try:
         view = st.view("fay@example.net")

@@ -69,6 +69,7 @@ mode = "enforce"
 [verp]
 bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
+senders = ["{APP}"]
 [milter]
 # Every client is 127.0.0.1 here, our own Postfix included: the daemon names say what is what.
 originating_networks = []

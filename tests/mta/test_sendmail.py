@@ -118,6 +118,7 @@ mode = "enforce"
 [verp]
 bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
+senders = ["{APP}"]
 """
         milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
         sink = SmtpSink(d / "sink")
@@ -219,6 +220,7 @@ mode = "enforce"
 [verp]
 bounce_domain = "{BOUNCE_DOMAIN}"
 secret_files = ["{key}"]
+senders = ["{APP}"]
 [milter]
 bounce_action = "accept"
 [lmtp]
