@@ -357,3 +357,20 @@ def test_an_fml_notice_needs_fmls_own_headers() -> None:
     # The same text in an ordinary message from a person: not a bounce.
     forwarded = notice.replace(b"X-MLServer: fml", b"X-Mailer: mutt")
     assert classify(forwarded).failures == ()
+
+
+def test_the_returned_messages_headers_name_no_recipient_when_the_report_names_one() -> None:
+    # Issue 13: the returned original's To/Cc are who the sender wrote to, not who failed; they are
+    # read only for a report that names nobody (Stage.RETURNED).
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Mail delivery failed\n"
+        b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n\n'
+        b"--B\nContent-Type: text/plain\n\n"
+        b"A message that you sent could not be delivered to one or more of its recipients.\n\n"
+        b"  gone@example.org\n    unknown user\n\n"
+        b"--B\nContent-Type: message/rfc822\n\n"
+        b"From: sender@example.com\nTo: team@example.org, gone@example.org\nCc: boss@example.org\n"
+        b"Subject: hello\n\nhi\n--B--\n"
+    )
+    result = classify(raw)
+    assert [(f.recipient, f.kind) for f in result.failures] == [("gone@example.org", BounceKind.PERMANENT)]

@@ -16,6 +16,13 @@ _TYPE_PREFIX = re.compile(r"^\s*(?:rfc822|utf-8|x-unix|unknown)\s*;\s*", re.IGNO
 _ADDR = re.compile(
     r"""(?P<local>"[^"\r\n]{1,64}"|[^\s<>()\[\],;:@"]{1,64})@(?P<domain>\[[0-9A-Fa-f.:IPv]+\]|[^\s<>()\[\],;:@"'`]+)""",
 )
+# RFC 5321 section 4.1.2 Dot-string: atoms of atext (RFC 5322 section 3.2.3; RFC 6531 adds UTF-8)
+# joined by single dots.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_DOT_STRING = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+# A local delivery to a file or a program ("/var/mail/alice", "|/usr/bin/procmail"; Sendmail's and
+# Exim's aliases and .forward files) is what an address expanded to, never a recipient to score.
+_NOT_A_MAILBOX = ("/", "|")
 _MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3 path limit, minus the angle brackets
 
 
@@ -48,9 +55,14 @@ def normalise(raw: str | bytes) -> str | None:
         return None
     local = match.group("local").strip("'`")
     domain = match.group("domain").rstrip(".").strip("'`")
-    if local.startswith('"') and local.endswith('"') and re.fullmatch(r'"[^"\\ ]+"', local):
-        local = local[1:-1]  # "alice"@example.org is alice@example.org (RFC 5321 4.1.2)
+    if local.startswith('"') and local.endswith('"') and _DOT_STRING.fullmatch(local[1:-1]):
+        # "alice"@example.org is alice@example.org (RFC 5321 section 4.1.2: a quoted string that is a
+        # valid dot-string names the same mailbox). "a..b", "john smith" or ".alice" are not dot-strings:
+        # they keep their quotes, without which they are no address.
+        local = local[1:-1]
     if not local or not domain or ("." not in domain and not domain.startswith("[")):
+        return None
+    if local.lstrip('"').startswith(_NOT_A_MAILBOX):
         return None
     domain = domain.lower()
     address = f"{local.lower()}@{domain}"
