@@ -75,6 +75,7 @@ FAMILY_OF = {
     "sendmail-dsn-hdrs-delivered": "sendmail",
     "sendmail-invaliduser": "sendmail",
     "verizon": "aol",
+    "tencentqq": "tencent",
 }
 
 # Provenance: the dialect modules written for each family (their docstrings say which senders).
@@ -91,6 +92,10 @@ DIALECTS_OF = {
     "postfix": ("postfix",),
     "sendmail": ("sendmail",),
     "fml": ("fml",),
+    "cox": ("cox",),
+    "spectrum": ("spectrum",),
+    "godaddy": ("godaddy",),
+    "tencent": ("tencent",),
 }
 SMALL = 5  # families with fewer messages are reported together as "(small families)"
 

@@ -17,23 +17,46 @@ from bouncekeeper.core.model import Reason
 from bouncekeeper.core.rules import (
     amazonses,
     aol,
+    cox,
     exchange,
     exim,
     fml,
     generic,
     gmx,
+    godaddy,
     google,
     mailru,
     postfix,
     prefilter,
     qmail,
     sendmail,
+    spectrum,
     status,
+    tencent,
     yahoo,
 )
 
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
-DIALECTS = (google, exchange, yahoo, aol, gmx, mailru, amazonses, qmail, exim, postfix, sendmail, fml)
+# The providers whose refusals carry a code of their own (Cox's and Spectrum's "AUP#", GoDaddy's "IBnnn")
+# come first: the code is unambiguous, where their words might read as another table's.
+DIALECTS = (
+    cox,
+    spectrum,
+    godaddy,
+    google,
+    exchange,
+    yahoo,
+    aol,
+    gmx,
+    mailru,
+    tencent,
+    amazonses,
+    qmail,
+    exim,
+    postfix,
+    sendmail,
+    fml,
+)
 
 # All rows in priority order: provider dialects, then the generic STRONG, ADDRESS and WEAK tiers. Each
 # row's regex runs only when the text contains one of the row's literals (derived by
