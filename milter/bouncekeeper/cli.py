@@ -247,6 +247,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
     "lmtp": ("run the LMTP (and SMTP) listener for bounces ([lmtp] settings)", _no_arguments(_cmd_lmtp)),
     "classify": ("classify message files (bounce, delay, auto-reply ...)", _define_classify),
     **{name: (text, _define_admin(name)) for name, text in _ADMIN_HELP.items()},
+    "setup": (
+        "merge bouncekeeper into an MTA's configuration: a diff; --apply writes it, --undo reverts it",
+        _define_in("bouncekeeper.setup.command"),
+    ),
     "milter": (
         "run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)",
         _no_arguments(_cmd_milter),

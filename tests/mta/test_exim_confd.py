@@ -17,7 +17,7 @@ import pytest
 
 from bouncekeeper import verpkeys
 from bouncekeeper.core import verp
-from tests.support.exim import EXIM_USER, ROOT, exim_binary, scratch_dir
+from tests.support.exim import EXIM_USER, ROOT, exim_binary, run_exim, scratch_dir
 
 pytestmark = pytest.mark.mta
 
@@ -62,14 +62,7 @@ class Assembled:
         )
 
     def run(self, *args: str, stdin: str = "") -> str:
-        result = subprocess.run(
-            [str(self.binary), "-C", str(self.config), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = run_exim(self.binary, self.config, *args, stdin=stdin)
         return result.stdout + result.stderr
 
 

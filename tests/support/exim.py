@@ -56,6 +56,20 @@ def scratch_dir(prefix: str) -> pathlib.Path:
     return path
 
 
+def run_exim(
+    binary: pathlib.Path, config: pathlib.Path, *args: str, stdin: str = "", timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """One Exim command (-bV, -bt, -bh ...) on a configuration file, its output captured."""
+    return subprocess.run(
+        [str(binary), "-C", str(config), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SinkMessage:
     sender: str
@@ -109,9 +123,15 @@ class SmtpSink:
 
 
 class Exim:
-    """Exim's daemon from a wrapper config around exim/exim4.conf.example; stopped by its PID."""
+    """Exim's daemon from a wrapper config around exim/exim4.conf.example; stopped by its PID.
 
-    def __init__(self, directory: pathlib.Path, macros: Mapping[str, str]) -> None:
+    `site_config` instead: an operator's own whole configuration, written by the caller from
+    `site_settings()` (spool, log, port) after this object chose them; `self.config` is then that file.
+    """
+
+    def __init__(
+        self, directory: pathlib.Path, macros: Mapping[str, str], *, site_config: pathlib.Path | None = None
+    ) -> None:
         self.binary = exim_binary()
         self.dir = directory
         self.spool = directory / "spool"
@@ -126,20 +146,25 @@ class Exim:
             "BK_SPOOL": str(self.spool),
             "BK_SMTP_PORT": str(self.port),
         }
+        self.proc: subprocess.Popen[bytes] | None = None
+        if site_config is not None:
+            self.config = site_config
+            return
         lines = [f"{name} = {value}" for name, value in {**base, **macros}.items()]
         self.config = directory / "exim.conf"
         self.config.write_text("\n".join([*lines, f".include {EXAMPLE}", ""]))
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    def site_settings(self) -> str:
+        """The main-section lines a private instance needs, for an operator's own configuration file."""
+        return (
+            f"exim_path = {self.binary}\nspool_directory = {self.spool}\n"
+            f"log_file_path = {self.spool}/log/%slog\npid_file_path = {self.spool}/exim.pid\n"
+            f"daemon_smtp_ports = {self.port}\nlocal_interfaces = 127.0.0.1\n"
+            "host_lookup =\ntls_advertise_hosts =\nkeep_environment =\n"
+        )
 
     def run(self, *args: str, stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.binary), "-C", str(self.config), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_exim(self.binary, self.config, *args, stdin=stdin, timeout=timeout)
 
     def start(self) -> None:
         # -bdf: the daemon in the foreground (our child, stopped by PID); -q1s retries deferred mail soon.
