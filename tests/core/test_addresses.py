@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.addresses import normalise, unsafe
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,37 @@ def test_normalise_gives_one_canonical_form(raw: str | bytes, expected: str) -> 
 )
 def test_normalise_refuses_what_is_not_an_address(raw: str | bytes) -> None:
     assert normalise(raw) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "al\x00ice@example.org",  # NUL
+        "alice\x1b[2J@example.org",  # ESC: a terminal escape in a log line
+        "\u202egro.elpmaxe@ecila",  # RIGHT-TO-LEFT OVERRIDE: reads as another address
+        "alice\u2066@example.org",  # LEFT-TO-RIGHT ISOLATE
+        "alice\u200b@example.org",  # ZERO WIDTH SPACE
+        "alice\x85@example.org",  # C1 control (NEL)
+        "alice\u2028@example.org",  # LINE SEPARATOR
+        "al\udcffice@example.org",  # a byte that was not UTF-8 (surrogateescape)
+        "alice@example.org\U000e0041",  # TAG LATIN CAPITAL LETTER A
+    ],
+)
+def test_control_bidi_and_undecodable_characters_are_refused(text: str) -> None:
+    assert unsafe(text)
+    assert normalise(text) != text.lower()
+    assert normalise(text) is None or not unsafe(normalise(text) or "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "alice@example.org",
+        "j\u00f6rg@b\u00fccher.example",
+        "\u0645\u06cc\u200c\u0631\u0636\u0627@example.ir",  # ZWNJ: allowed in IDNA (RFC 5892)
+        "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",
+    ],
+)
+def test_ordinary_and_international_addresses_are_not_refused(text: str) -> None:
+    assert not unsafe(text)
+    assert normalise(text) == text.lower()

@@ -24,6 +24,15 @@ _DOT_STRING = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 # Exim's aliases and .forward files) is what an address expanded to, never a recipient to score.
 _NOT_A_MAILBOX = ("/", "|")
 _MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3 path limit, minus the angle brackets
+# What no address may hold: C0 and C1 controls (NUL, ESC: terminal escapes in a log), the bidi and other
+# invisible format characters (U+202E makes "moc.elpmaxe@" read as a different address), line and
+# paragraph separators, and lone surrogates (bytes that were not UTF-8, kept by surrogateescape).
+# U+200C/U+200D stay allowed: IDNA (RFC 5892 CONTEXTJ) needs them in Persian and Indic names.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b\u200e\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+    "\U000110bd\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 def decode(raw: str | bytes) -> str:
@@ -35,6 +44,12 @@ def decode(raw: str | bytes) -> str:
     except UnicodeDecodeError:
         # Latin-1 maps every byte: the address stays recognisable and never crashes the caller.
         return raw.decode("latin-1")
+
+
+def unsafe(text: str) -> bool:
+    """Whether `text` holds a character refused in an address (controls, bidi and format characters,
+    undecodable bytes): every adapter refuses such a recipient, and `normalise` never returns one."""
+    return _UNSAFE.search(text) is not None
 
 
 def normalise(raw: str | bytes) -> str | None:
@@ -66,7 +81,7 @@ def normalise(raw: str | bytes) -> str | None:
         return None
     domain = domain.lower()
     address = f"{local.lower()}@{domain}"
-    if len(address.encode("utf-8")) > _MAX_ADDRESS:
+    if unsafe(address) or len(address.encode("utf-8")) > _MAX_ADDRESS:
         return None
     return address
 
