@@ -26,7 +26,7 @@ import email.parser
 import email.policy
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from bouncekeeper.core import dsn, loops, mime, rules
@@ -126,6 +126,60 @@ def classify(
             verp_recipient=verp,
             errors=(f"classify: {type(exc).__name__}: {exc}",),
         )
+
+
+class Triaged:
+    """One message triaged once; `for_verp(v)` is `classify(raw, verp_recipient=v, ...)` for any v.
+
+    The VERP recipient changes only the end: which failure is attributed to it (`_attribute_to_verp`),
+    and that a report naming no recipient is not guessed at (Stage.RETURNED) when VERP names one. So a
+    message to many recipients costs one classification, not one per recipient (issue 14: 2,000 RCPTs
+    made 2,000 classifications). The triage runs at the first `for_verp`; nothing here raises."""
+
+    def __init__(self, raw: bytes, *, envelope_sender: str | None = None) -> None:
+        self.raw = raw
+        self.envelope_sender = envelope_sender
+        self._base: Classification | None = None
+        self._looks_bounce = False
+        self._error: tuple[str, ...] = ()
+
+    def _run(self) -> Classification | None:
+        if self._base is None and not self._error:
+            triage = _Triage(self.raw, None, self.envelope_sender)
+            try:
+                self._base = triage.run()
+                self._looks_bounce = triage._looks_like_bounce() if hasattr(triage, "parsed") else False
+            except Exception as exc:  # noqa: BLE001 - the classifier's contract is to never raise
+                self._error = (f"classify: {type(exc).__name__}: {exc}",)
+        return self._base
+
+    def for_verp(self, verp_recipient: str | None = None) -> Classification:
+        base = self._run()
+        verp = normalise(verp_recipient) if verp_recipient else None
+        if base is None:
+            return Classification(MessageType.UNRECOGNISED, verp_recipient=verp, errors=self._error)
+        if verp is None:
+            return base
+        # What the triage gives before any attribution when a VERP recipient is known: no guess.
+        guessed = any(f.stage is Stage.RETURNED for f in base.failures)
+        kind, failures, delays = _attribute_to_verp(
+            verp,
+            MessageType.UNRECOGNISED if guessed else base.message_type,
+            [] if guessed else list(base.failures),
+            list(base.delays),
+            looks_bounce=self._looks_bounce,
+        )
+        return replace(
+            base, message_type=kind, failures=tuple(failures), delays=tuple(delays), verp_recipient=verp
+        )
+
+
+def classify_each(
+    raw: bytes, verp_recipients: Iterable[str | None], *, envelope_sender: str | None = None
+) -> dict[str | None, Classification]:
+    """`classify` for each VERP recipient (duplicates once), from one triage."""
+    triaged = Triaged(raw, envelope_sender=envelope_sender)
+    return {v: triaged.for_verp(v) for v in dict.fromkeys(verp_recipients)}
 
 
 class _Triage:
