@@ -9,6 +9,7 @@ server's config must never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import tomllib
@@ -200,9 +201,17 @@ class MilterSettings:
     accept_early: bool = True
     # Prometheus `GET /metrics` at "HOST:PORT" (no authentication: loopback); "": off.
     metrics_listen: str = ""
+    # The policy service's bounds (one connection per smtpd process, kept by Postfix for up to
+    # smtpd_policy_service_max_idle = 300 s idle and max_ttl = 1000 s): an idle connection is closed after
+    # policy_timeout, any connection after policy_session_timeout; beyond policy_max_connections a new
+    # connection is closed at once (Postfix retries, then applies its default action, a 4xx).
+    policy_timeout: float = 330.0
+    policy_session_timeout: float = 1200.0
+    policy_max_connections: int = 500
 
     def __post_init__(self) -> None:
         _check_metrics_listen(self.metrics_listen)
+        _check_positive(self, "policy_timeout", "policy_session_timeout", "policy_max_connections")
         port, at, _host = self.policy_socket.removeprefix("inet:").partition("@")
         inet_ok = self.policy_socket.startswith("inet:") and at and port.isdigit() and int(port) <= 65535
         unix_ok = self.policy_socket.startswith("unix:/")
@@ -236,8 +245,24 @@ class LmtpSettings:
     hostname: str = ""
     # Prometheus `GET /metrics` at "HOST:PORT" (no authentication: loopback); "": off.
     metrics_listen: str = ""
+    # Recipients per transaction; beyond it 452 4.5.3 (RFC 5321 section 4.5.3.1.10: the client sends
+    # the rest in another transaction). A bounce answers one envelope: one recipient.
+    max_recipients: int = 100
+    # Sessions at the same time; a further connection gets 421 4.3.2 and is closed.
+    max_connections: int = 200
+    # Any session is closed this long after it opened, busy or not (a slow client holds nothing forever).
+    session_timeout: float = 1800.0
+    # Clients that are the MTA in front of the listener (a unix socket always is): the limits on forged
+    # bounce addresses (core/throttle.py) do not apply to them, as they pass on what the internet sent.
+    trusted_clients: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
+        _check_positive(self, "max_recipients", "max_connections", "session_timeout", "timeout")
+        for index, network in enumerate(self.trusted_clients):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_clients[{index}]: {exc}") from exc
         for name in ("listen", "smtp_listen"):
             value = getattr(self, name)
             if value and not value.startswith("unix:") and not value.rpartition(":")[2].isdigit():
@@ -247,6 +272,12 @@ class LmtpSettings:
         if self.workers < 1:
             raise ValueError("workers: at least 1")
         _check_metrics_listen(self.metrics_listen)
+
+
+def _check_positive(settings: object, *names: str) -> None:
+    for name in names:
+        if not getattr(settings, name) > 0:
+            raise ValueError(f"{name}: must be more than 0")
 
 
 def _check_metrics_listen(value: str) -> None:

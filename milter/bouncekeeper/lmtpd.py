@@ -11,6 +11,15 @@ only translates: the RCPT check is `Service.check_rcpt` (a pure VERP decode), th
   malformed bounce: the classifier records it as unrecognised. aiosmtpd answers an exception with 500;
   we answer 451 4.3.0 (the MTA keeps the message and retries).
 - Plain SMTP has one reply for all recipients: 250 when every one was stored, else 451 4.3.0.
+
+Against hostile clients (issue 14) every session is bounded: the message is classified once whatever
+the number of recipients (duplicates are answered from the one result); `max_recipients` per
+transaction (452 4.5.3 beyond); a command line is read at most `COMMAND_LINE_LIMIT` octets at a time
+and answered 500 when longer (never buffered whole); `max_connections` sessions (421 4.3.2 beyond); an
+idle `timeout` and a whole-session `session_timeout`; a recipient with control, bidi or undecodable
+characters is 550 5.1.3; repeated forged bounce addresses close the session and are limited per client
+(core/throttle.py). What is cut is logged and counted (bouncekeeper_limited_total{listener="lmtp"}).
+The greeting names no software or version.
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import ipaddress
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,8 +41,9 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from bouncekeeper import config, log, metrics
+from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.verp import VerpStatus
-from bouncekeeper.service import Service
+from bouncekeeper.service import Classified, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 
@@ -46,10 +58,23 @@ TEMPFAIL = "451 4.3.0 <{}> cannot record the bounce now, try again later"
 STORED_ALL = "250 2.0.0 bounce recorded"
 TEMPFAIL_ALL = "451 4.3.0 cannot record the bounce now, try again later"
 TOO_BIG = "552 5.3.4 message too big for a bounce"
+BAD_ADDRESS = "550 5.1.3 bad recipient address syntax"  # never echoes the address: it is what is bad
+TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
+FORGED_CLOSE = "421 4.7.0 too many invalid bounce addresses, closing connection"
+TOO_MANY_SESSIONS = b"421 4.3.2 too many connections, try again later\r\n"
+SESSION_OVER = "421 4.4.2 session time limit reached, closing connection"
+IDLE_OVER = "421 4.4.2 idle too long, closing connection"
+# After a 421 the input is read and dropped for this long, then the connection closes: closing with
+# pipelined commands unread would reset it, and the client could lose the 421 itself.
+CLOSE_GRACE = 2.0
+# RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets; aiosmtpd allows 548 with the
+# SIZE and SMTPUTF8 parameters. Reading stops at this much, so a longer line is never held whole.
+COMMAND_LINE_LIMIT = 1024
 # How long a shutdown waits for messages being processed before it closes their sessions.
 SHUTDOWN_GRACE = 10.0
 # bouncekeeper_decisions_total{source="lmtp"} (the SMTP listener counts there too: same Source).
 _DECIDED = metrics.decisions(Source.LMTP.value)
+_LIMITED = metrics.limited("lmtp")
 
 
 class _Envelope:
@@ -57,6 +82,10 @@ class _Envelope:
 
     def __init__(self) -> None:
         self.forged: dict[str, bool] = {}
+
+
+def _peer(session: Any) -> str:
+    return str(session.peer[0]) if isinstance(session.peer, tuple) else "unix"
 
 
 def _state(envelope: Any) -> _Envelope:
@@ -77,6 +106,9 @@ class Handler:
         self.bounce_domain = settings.verp.bounce_domain.lower().rstrip(".")
         self.plain_local = settings.verp.local_prefix.lower()
         self.enforce = settings.policy.mode == "enforce"
+        self.max_recipients = settings.lmtp.max_recipients
+        self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.lmtp.trusted_clients)
+        self.forgery = throttle.ForgeryLimit()
         self.pool = pool
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -85,10 +117,31 @@ class Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        if getattr(server, "_closing", False):
+            return FORGED_CLOSE  # a command pipelined after our 421: not looked at, never answered
+        if addresses.unsafe(address):
+            # Also what bytes that are not UTF-8 become (surrogateescape): an answer, not a traceback.
+            logger.info("refused rcpt=%r: control, bidi or undecodable characters", address)
+            _LIMITED["bad-address"].inc()
+            _DECIDED["reject"].inc()
+            return BAD_ADDRESS
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            if len(envelope.rcpt_tos) == self.max_recipients:  # one line per transaction, not per RCPT
+                logger.warning(
+                    "recipients over max_recipients=%d from %s", self.max_recipients, _peer(session)
+                )
+            _LIMITED["recipients"].inc()
+            return TOO_MANY_RCPTS
         local, _, domain = address.lower().rpartition("@")
         if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
             _DECIDED["reject"].inc()
             return NOT_OURS.format(address)
+        guarded = self.enforce and not self._trusted(session)
+        if guarded and self.forgery.blocked(_peer(session), time.monotonic()):
+            # The same answer whatever the address: while blocked, RCPT says nothing about a guess.
+            logger.warning("client %s over the forged-address limit, closing", _peer(session))
+            _LIMITED["forged-client"].inc()
+            return FORGED_CLOSE
         result = self.service.check_rcpt(address)
         forged = False
         if result.status is VerpStatus.NOT_VERP:
@@ -101,28 +154,62 @@ class Handler:
             if self.enforce:
                 logger.info("refused rcpt=%s verp=%s", address, result.status)
                 _DECIDED["reject"].inc()
+                if guarded and result.status is VerpStatus.FORGED:
+                    return self._forged(session, address)
                 return FORGED.format(address)
             forged = True  # observe mode: accept, record as forged, never score it
         envelope.rcpt_tos.append(address)
         _state(envelope).forged[address] = forged
         return OK_RCPT
 
+    def _trusted(self, session: Any) -> bool:
+        if not isinstance(session.peer, tuple):
+            return True  # a unix socket: only the MTA may write to it
+        try:
+            ip = ipaddress.ip_address(str(session.peer[0]).split("%")[0])
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def _forged(self, session: Any, address: str) -> str:
+        """The answer to a forged bounce address from a client the limits apply to."""
+        peer = _peer(session)
+        blocked = self.forgery.forged(peer, time.monotonic())
+        count = getattr(session, "bouncekeeper_forged", 0) + 1
+        session.bouncekeeper_forged = count
+        if count >= throttle.PER_SESSION or blocked:
+            logger.warning("client %s sent %d forged bounce addresses, closing", peer, count)
+            _LIMITED["forged-session" if not blocked else "forged-client"].inc()
+            return FORGED_CLOSE
+        return FORGED.format(address)
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if getattr(server, "_closing", False):
+            return TEMPFAIL_ALL  # pipelined after our 421: never answered, so never recorded
         raw: bytes = envelope.original_content or b""
         sender = (envelope.mail_from or "").strip()
         sender = "" if sender in ("<>", "") else sender.strip("<>")
-        peer = session.peer[0] if isinstance(session.peer, tuple) else "unix"
         forged = _state(envelope).forged
         qid = uuid.uuid4().hex[:12]  # one id per message, on every log line about it
-        replies: list[str] = []
+        # Classified once for all its recipients; a recipient named twice is processed once and
+        # answered twice from the one result (RFC 2033: one reply per accepted RCPT).
+        classified = self.service.triage(raw, envelope_sender=sender)
+        answers: dict[str, str] = {}
         self.in_flight += 1
         self.idle.clear()
         try:
-            for rcpt in envelope.rcpt_tos:
+            for rcpt in dict.fromkeys(envelope.rcpt_tos):
                 ok = await self._process(
-                    raw, rcpt, sender=sender, peer=peer, qid=qid, forged=forged.get(rcpt, False)
+                    raw,
+                    rcpt,
+                    sender=sender,
+                    peer=_peer(session),
+                    qid=qid,
+                    forged=forged.get(rcpt, False),
+                    classified=classified,
                 )
-                replies.append(STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt))
+                answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
+            replies = [answers[rcpt] for rcpt in envelope.rcpt_tos]
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -140,7 +227,15 @@ class Handler:
         return TEMPFAIL_ALL
 
     async def _process(
-        self, raw: bytes, rcpt: str, *, sender: str, peer: str, qid: str, forged: bool
+        self,
+        raw: bytes,
+        rcpt: str,
+        *,
+        sender: str,
+        peer: str,
+        qid: str,
+        forged: bool,
+        classified: Classified,
     ) -> bool:
         def work() -> bool:
             log.queue_id.set(qid)
@@ -154,6 +249,7 @@ class Handler:
                         client_addr=peer,
                         queue_id=qid,
                         forged=forged,
+                        classified=classified,
                     )
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)
@@ -178,25 +274,84 @@ class _Protocol:
 
     - the session leaves the listener's set when its connection goes (for a clean shutdown);
     - aiosmtpd's own answers after DATA (552 for size) are repeated once per recipient under LMTP, as
-      RFC 2033 section 4.2 requires: a single answer would leave the client waiting for the others.
+      RFC 2033 section 4.2 requires: a single answer would leave the client waiting for the others;
+    - command lines are read `COMMAND_LINE_LIMIT` octets at a time, message lines up to the size limit;
+    - a 421 closes the connection (RFC 5321 section 3.8); the session's deadline closes it too.
     """
 
     sessions: set[Any]
     envelope: Any
+    transport: Any
+    line_length_limit: int
+    data_line_limit: int  # set by Listener._factory: the message size limit
+    session_timeout: float
+    _reader: Any
     _data_rcpts = 0
+    _deadline: asyncio.TimerHandle | None = None
+    _closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]  # the aiosmtpd class after us in the MRO
+        if self._deadline is None:  # not again after STARTTLS
+            self._deadline = asyncio.get_running_loop().call_later(self.session_timeout, self._over)
+
+    def _over(self) -> None:
+        if self.transport is not None and not self._closing:
+            logger.warning("session open for %.0f s, closing", self.session_timeout)
+            _LIMITED["session"].inc()
+            self._close_after(SESSION_OVER)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self._closing:
+            _LIMITED["idle"].inc()
+            self._close_after(IDLE_OVER)
+
+    def _close_after(self, reply: str) -> None:
+        """Send `reply` (a 421), then nothing more; drop what the client still sends; close."""
+        transport = self.transport
+        self._closing = True
+        transport.write(reply.encode() + b"\r\n")
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()  # the reader may have paused it: drain into data_received
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._closing:
+            super().data_received(data)  # type: ignore[misc]  # aiosmtpd, after us in the MRO
+
+    def eof_received(self) -> bool | None:
+        if self._closing:
+            self.transport.close()  # the client has read the 421 and gone
+            return None
+        result: bool | None = super().eof_received()  # type: ignore[misc]  # aiosmtpd, after us
+        return result
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
         super().connection_lost(error)  # type: ignore[misc]  # the aiosmtpd class after us in the MRO
         self.sessions.discard(self)
 
     async def smtp_DATA(self, arg: str) -> None:
         self._data_rcpts = 0
+        # A message line may be as long as the message (a malformed bounce is no reason for a 5xx).
+        self.line_length_limit = self._reader._limit = self.data_line_limit
         try:
             await super().smtp_DATA(arg)  # type: ignore[misc]  # aiosmtpd, after us in the MRO
         finally:
             self._data_rcpts = 0
+            self.line_length_limit = self._reader._limit = COMMAND_LINE_LIMIT
 
     async def push(self, status: str | bytes) -> None:
+        if self._closing:
+            return  # answers to commands the client sent after our 421: it reads nothing more
+        if isinstance(status, str) and status.startswith("421"):
+            self._close_after(status)
+            return
+        if isinstance(status, str) and status.startswith("500 Command line too long"):
+            logger.warning("command line over %d octets, refused", COMMAND_LINE_LIMIT)
+            _LIMITED["command-line"].inc()
         if isinstance(status, str):
             if status.startswith("552 Error: Too much mail data"):
                 status = TOO_BIG
@@ -212,6 +367,15 @@ class _Protocol:
             ):
                 status = "\r\n".join([status] * self._data_rcpts)
         await super().push(status)  # type: ignore[misc]  # aiosmtpd, after us in the MRO
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over max_connections: 421 4.3.2 and closed, before any session exists."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(TOO_MANY_SESSIONS)
+        transport.close()
 
 
 class _SmtpProtocol(_Protocol, SMTP):
@@ -252,17 +416,30 @@ class Listener:
         lmtp = self.settings.lmtp
         hostname = lmtp.hostname or socket.gethostname()
         # aiosmtpd's default line limit (1001 octets) answers 500 to a message with a longer line: a
-        # malformed bounce is no reason for a 5xx. The size limit bounds the memory instead.
+        # malformed bounce is no reason for a 5xx. The size limit bounds the memory instead (in DATA
+        # only: see _Protocol).
         cls = type(
-            base.__name__, (base,), {"line_length_limit": lmtp.max_message_size, "sessions": self.sessions}
+            base.__name__,
+            (base,),
+            {
+                "line_length_limit": COMMAND_LINE_LIMIT,
+                "data_line_limit": lmtp.max_message_size,
+                "session_timeout": lmtp.session_timeout,
+                "sessions": self.sessions,
+            },
         )
 
         def make() -> Any:
+            if len(self.sessions) >= lmtp.max_connections:
+                logger.warning("connection over max_connections=%d refused", lmtp.max_connections)
+                _LIMITED["connections"].inc()
+                return _Refuse()
             protocol = cls(
                 self.handler,
                 data_size_limit=lmtp.max_message_size,
                 enable_SMTPUTF8=True,
                 hostname=hostname,
+                ident="ready",  # aiosmtpd's default names itself and its version
                 timeout=lmtp.timeout,
             )
             self.sessions.add(protocol)

@@ -275,6 +275,11 @@ OUTBOX_DEPTH = REGISTRY.gauge(
     "Notifications waiting in the outbox (stream) and the dead-letter stream.",
     ("stream",),
 )
+LIMITED = REGISTRY.counter(
+    "bouncekeeper_limited_total",
+    "Connections, commands and recipients cut by a bound (issue 14), by listener and limit.",
+    ("listener", "limit"),
+)
 HTTP_REQUESTS = REGISTRY.counter(
     "bouncekeeper_http_requests_total", "HTTP API requests by route and status code.", ("route", "code")
 )
@@ -295,6 +300,25 @@ ADAPTER_DECISIONS = (
     "filter",  # the policy service sent the message through the after-queue listener (routed set-up)
     "suppressed",  # an outbound recipient disabled by bounces (then rejected or just marked)
 )
+
+
+# The bounds a listener enforces against hostile clients: a fixed set, as for decisions.
+LIMITS = (
+    "connections",  # a connection over the listener's max_connections, answered 421 and closed
+    "idle",  # a session idle for its timeout, closed
+    "session",  # a session open for its whole-session deadline, closed
+    "command-line",  # a command line over the limit, answered 500 (never buffered whole)
+    "request-size",  # a policy request over its size limit, connection closed
+    "recipients",  # a recipient beyond max_recipients, answered 452 4.5.3
+    "bad-address",  # a recipient with control, bidi or undecodable characters, answered 550 5.1.3
+    "forged-session",  # the session closed (421) after repeated forged bounce addresses
+    "forged-client",  # a bounce address deferred (421) because its client forged too many lately
+)
+
+
+def limited(listener: str) -> dict[str, BoundCounter]:
+    """LIMITED for one listener, its label values checked once."""
+    return {name: LIMITED.labels(listener, name) for name in LIMITS}
 
 
 def decisions(source: str) -> dict[str, BoundCounter]:

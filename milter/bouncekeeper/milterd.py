@@ -52,7 +52,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import Milter
 
 from bouncekeeper import config, log, metrics, policyd, verpkeys
-from bouncekeeper.core import addresses
+from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.verp import Keyring, VerpResult, VerpStatus, VerpUnencodable, encode, encode_token
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
@@ -70,6 +70,8 @@ MAX_BOUNCE_BYTES = 2 * 1024 * 1024
 LOOP_HEADER = "X-Bouncekeeper-Loop"
 SUPPRESSED_HEADER = "X-Bouncekeeper-Suppressed"
 _TEMPFAIL_TEXT = "Temporary local problem, please try again later"
+_FORGED_CLOSE_TEXT = "Too many invalid bounce addresses, closing connection"
+_LIMITED = metrics.limited(Source.MILTER.value)
 # bouncekeeper_decisions_total{source="milter"}: label values checked once, so that ordinary mail pays
 # one uncontended lock and one dict update for its "accept" (metrics.BoundCounter).
 _DECIDED = metrics.decisions(Source.MILTER.value)
@@ -100,7 +102,10 @@ class ServicePort(Protocol):
         client_addr: str | None = None,
         queue_id: str | None = None,
         forged: bool = False,
+        classified: Any = None,
     ) -> Any: ...
+
+    def triage(self, raw: bytes, *, envelope_sender: str | None) -> Any: ...
 
     def record_loop(
         self,
@@ -285,6 +290,8 @@ class Runtime:
     policy: MilterPolicy
     service: ServicePort
     signer: Signer | None
+    # Forged bounce addresses per SMTP client, across its connections (the RCPT oracle, issue 14).
+    forgery: throttle.ForgeryLimit = field(default_factory=throttle.ForgeryLimit)
 
 
 @dataclass
@@ -411,6 +418,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self.after_queue = False
         self.originating = False
         self.broken: str | None = None
+        self.forged_rcpts = 0  # forged bounce addresses refused in this connection
         self.msg = _Message()
 
     # -- negotiation ---------------------------------------------------------------------------------
@@ -513,18 +521,37 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 return ACCEPT
             msg.others += 1
             return CONTINUE
+        if not msg.outbound and addresses.unsafe(to):
+            if not self._may_refuse():
+                return CONTINUE  # never refused after the queue; normalise gives such an address nothing
+            logger.info("refused rcpt=%r: control, bidi or undecodable characters", to)
+            _LIMITED["bad-address"].inc()
+            _DECIDED["reject"].inc()
+            self.setreply("550", "5.1.3", "Bad recipient address syntax")
+            return REJECT
         address = addresses.normalise(_strip_brackets(to))
         if address is None:
             return CONTINUE
         if self._is_bounce_address(address):
+            guarded = policy.enforce and self._may_refuse() and self.client_addr is not None
+            if guarded and self.runtime.forgery.blocked(self.client_addr or "", time.monotonic()):
+                # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
+                logger.warning("client %s over the forged-address limit, 421", self.client_addr)
+                _LIMITED["forged-client"].inc()
+                self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)  # Postfix disconnects on a 421
+                return TEMPFAIL
             result = self.runtime.service.check_rcpt(address)
             if result.status == VerpStatus.VALID:
-                msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
+                if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
+                    msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
                 return CONTINUE
             if result.status in (VerpStatus.FORGED, VerpStatus.EXPIRED):
                 if policy.enforce and self._may_refuse():
                     logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
                     _DECIDED["reject"].inc()
+                    if guarded and result.status is VerpStatus.FORGED and self._guessing():
+                        self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)
+                        return TEMPFAIL
                     self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
                     return REJECT
                 # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
@@ -642,17 +669,21 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     def _eom_bounce(self, removed: list[str]) -> int | None:
         msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
         raw = self._raw_headers() + b"\r\n" + b"".join(msg.body)
+        sender = addresses.normalise(msg.raw_sender) if msg.raw_sender else None
+        # Classified once for all its bounce recipients (issue 14: once per recipient before).
+        classified = service.triage(raw, envelope_sender=sender)
         try:
             for bounce in msg.bounces:
                 with metrics.timed("process_bounce"):
                     outcome = service.process_bounce(
                         raw,
                         envelope_rcpt=bounce.address,
-                        envelope_sender=addresses.normalise(msg.raw_sender) if msg.raw_sender else None,
+                        envelope_sender=sender,
                         source=Source.MILTER,
                         client_addr=self.client_addr,
                         queue_id=self.queue_id if self.queue_id != "-" else None,
                         forged=bounce.forged,
+                        classified=classified,
                     )
                 metrics.observe(Source.MILTER.value, outcome)
                 if policy.enforce:
@@ -804,6 +835,18 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         )
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _guessing(self) -> bool:
+        """Count a forged bounce address; whether the connection is to be closed for it (core/throttle)."""
+        self.forged_rcpts += 1
+        blocked = self.runtime.forgery.forged(self.client_addr or "", time.monotonic())
+        if blocked or self.forged_rcpts >= throttle.PER_SESSION:
+            logger.warning(
+                "client %s sent %d forged bounce addresses, 421", self.client_addr, self.forged_rcpts
+            )
+            _LIMITED["forged-client" if blocked else "forged-session"].inc()
+            return True
+        return False
 
     def _may_refuse(self) -> bool:
         """Whether a 5xx reaches the client that sent the mail (the smtpd path before any queue)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
-from bouncekeeper.core.classify import classify
+from bouncekeeper.core.classify import Triaged, classify
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
 from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess, judge_smtp_reply
 from bouncekeeper.log import get_logger
@@ -121,6 +121,31 @@ class Outcome:
         return f"{what} recorded " + "; ".join(parts)
 
 
+class Classified:
+    """One message's classifications, one per VERP recipient, from one triage (core.classify.Triaged):
+    an adapter makes one per message (`Service.triage`) and passes it to `process_bounce` for each of
+    its recipients. An injected classifier (tests) is called once per distinct VERP recipient."""
+
+    def __init__(self, raw: bytes, envelope_sender: str | None, classifier: Classifier | None) -> None:
+        self.raw = raw
+        self.envelope_sender = envelope_sender
+        self._classifier = classifier
+        self._triaged = Triaged(raw, envelope_sender=envelope_sender) if classifier is None else None
+        self._memo: dict[str | None, Classification] = {}
+
+    def for_verp(self, verp_recipient: str | None) -> Classification:
+        if verp_recipient not in self._memo:
+            if self._triaged is not None:
+                found = self._triaged.for_verp(verp_recipient)
+            else:
+                assert self._classifier is not None
+                found = self._classifier(
+                    self.raw, verp_recipient=verp_recipient, envelope_sender=self.envelope_sender
+                )
+            self._memo[verp_recipient] = found
+        return self._memo[verp_recipient]
+
+
 class Service:
     def __init__(
         self,
@@ -154,6 +179,10 @@ class Service:
     def classify(self) -> Classifier:
         return self._classifier or classify
 
+    def triage(self, raw: bytes, *, envelope_sender: str | None) -> Classified:
+        """One message's classification, done once whatever the number of recipients it is for."""
+        return Classified(raw, envelope_sender, self._classifier)
+
     # --- the API (COMMON.md) ---
 
     def check_rcpt(self, address: str) -> verp.VerpResult:
@@ -180,10 +209,14 @@ class Service:
         client_addr: str | None = None,
         queue_id: str | None = None,
         forged: bool = False,
+        classified: Classified | None = None,
     ) -> Outcome:
         """Classify one message and record what it says, atomically per address. Raises StoreUnavailable
-        (nothing, or only a harmless part, was written; a retry of the same message counts once)."""
+        (nothing, or only a harmless part, was written; a retry of the same message counts once).
+        `classified`: the message's `triage`, shared by its recipients (classified once)."""
         now = self.clock()
+        if classified is None:
+            classified = self.triage(raw, envelope_sender=envelope_sender)
         checked = self.check_rcpt(envelope_rcpt) if envelope_rcpt else None
         event_id = identity(raw)
         # An expired signature is authentic but old: refused from the network (a replayed address), but
@@ -195,7 +228,7 @@ class Service:
         )
         refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
         if forged or (refused and checked is not None and checked.status not in authentic):
-            classification = self.classify(raw, verp_recipient=None, envelope_sender=envelope_sender)
+            classification = classified.for_verp(None)
             status = (
                 checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
             )
@@ -234,7 +267,7 @@ class Service:
                     verp_recipient = token_recipients[0]
             else:
                 verp_recipient = checked.recipient
-        classification = self.classify(raw, verp_recipient=verp_recipient, envelope_sender=envelope_sender)
+        classification = classified.for_verp(verp_recipient)
 
         def event(
             kind: EventKind, address: str, failure: Failure | None, effect: Effect, note: str = ""

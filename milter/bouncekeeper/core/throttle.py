@@ -1,0 +1,82 @@
+"""Guessing VERP tags: how many forged bounce addresses a client may try (issue 14, the RCPT oracle).
+
+In enforce mode a forged bounce address is refused at RCPT and a valid one accepted: each RCPT is one
+guess at the tag. Two bounds make guessing hopeless whatever the tag length:
+
+- per session: after `PER_SESSION` forged addresses the adapter answers 421 4.7.0 and closes it (one
+  connection made 3,000 pipelined guesses in 0.58 s before);
+- per client, across sessions: after `PER_CLIENT` forged addresses in `WINDOW` seconds, every bounce
+  address from that client is answered the same 421 4.7.0, valid or not, until the window has passed:
+  the answer then says nothing about the guess.
+
+An expired signature is authentic (a late bounce, not a guess) and is not counted. The table of clients
+is bounded (`MAX_CLIENTS`, the least recently seen forgotten first); an IPv6 client is its /64, which one
+host usually holds whole. Pure: the caller passes the time; thread-safe (the milter's and the policy
+service's connections each have a thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import threading
+from dataclasses import dataclass
+
+PER_SESSION = 3
+PER_CLIENT = 10
+WINDOW = 3600.0
+MAX_CLIENTS = 10_000
+
+
+def client_key(client: str) -> str:
+    """The unit a limit applies to: the IPv4 address, the IPv6 /64; anything else as given."""
+    try:
+        ip = ipaddress.ip_address(client.removeprefix("IPv6:").split("%")[0])
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    count: int
+
+
+class ForgeryLimit:
+    """Forged bounce addresses per client over a fixed window, for one process."""
+
+    def __init__(
+        self, *, per_client: int = PER_CLIENT, window: float = WINDOW, max_clients: int = MAX_CLIENTS
+    ) -> None:
+        self.per_client = per_client
+        self.window = window
+        self.max_clients = max_clients
+        self._clients: collections.OrderedDict[str, _Window] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def blocked(self, client: str, now: float) -> bool:
+        """Whether every bounce address from `client` is to be deferred now."""
+        with self._lock:
+            seen = self._clients.get(client_key(client))
+            return seen is not None and now - seen.start < self.window and seen.count >= self.per_client
+
+    def forged(self, client: str, now: float) -> bool:
+        """Count one forged address from `client`; True when it is blocked from now on."""
+        key = client_key(client)
+        with self._lock:
+            seen = self._clients.pop(key, None)
+            if seen is None or now - seen.start >= self.window:
+                seen = _Window(now, 0)
+            seen.count += 1
+            self._clients[key] = seen  # most recently seen last
+            while len(self._clients) > self.max_clients:
+                self._clients.popitem(last=False)
+            return seen.count >= self.per_client

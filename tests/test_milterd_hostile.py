@@ -1,0 +1,99 @@
+"""The milter against hostile SMTP clients (issue 14), driven by pymilter's TestCtx against the real
+Service and a real redis-server: bounds asserted as counts, never times."""
+
+from __future__ import annotations
+
+import pathlib
+
+import Milter
+import pytest
+
+from bouncekeeper import metrics
+from bouncekeeper.core import classify, throttle
+from tests.support.redis_server import RedisServer
+from tests.test_milterd import FIXTURES, INBOUND_IP, Harness, _harness, harness
+
+__all__ = ["harness"]  # the fixture, shared with test_milterd
+
+BOUNCE = (FIXTURES / "gmail-userunknown.eml").read_bytes()
+
+
+def limited(limit: str) -> float:
+    return metrics.LIMITED.value("milter", limit)
+
+
+def forged(h: Harness, rcpt: str) -> str:
+    good = h.verp_for(rcpt)
+    return good[:-25] + ("0" if good[-25] != "0" else "1") + good[-24:]
+
+
+@pytest.fixture
+def enforcing(tmp_path: pathlib.Path, redis_db: RedisServer) -> Harness:
+    return _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
+
+
+def test_a_bounce_to_many_verp_addresses_is_classified_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[bytes] = []
+    real = classify._Triage.run
+
+    def counted(self: classify._Triage) -> classify.Classification:
+        runs.append(self.raw)
+        return real(self)
+
+    monkeypatch.setattr(classify._Triage, "run", counted)
+    harness.connect(INBOUND_IP)
+    rcpts = [harness.verp_for(f"user{n}@example.net") for n in range(20)]
+    assert harness.feed(BOUNCE, "", *rcpts, *rcpts) == Milter.DISCARD
+    assert len(runs) == 1
+    for n in range(20):
+        (event,) = harness.store.view(f"user{n}@example.net").events  # a duplicate RCPT counts once
+        assert event["kind"] == "permanent"
+
+
+def test_three_forged_addresses_in_a_connection_get_421(enforcing: Harness) -> None:
+    h = enforcing
+    before = limited("forged-session")
+    h.connect(INBOUND_IP)
+    h.ctx._envfrom("<>")
+    answers = []
+    for n in range(3):
+        answers.append((h.ctx._envrcpt(f"<{forged(h, f'g{n}@example.net')}>"), h.ctx._reply[0]))
+    assert answers == [(Milter.REJECT, "550"), (Milter.REJECT, "550"), (Milter.TEMPFAIL, "421")]
+    assert h.ctx._reply[1] == "4.7.0"  # Postfix and Sendmail end the session on a 421
+    assert limited("forged-session") - before == 1
+    h.store.close()
+
+
+def test_a_client_that_keeps_guessing_gets_the_same_answer_for_a_valid_address(enforcing: Harness) -> None:
+    h = enforcing
+    before = limited("forged-client")
+    valid = h.verp_for("alice@example.net")
+    for n in range(throttle.PER_CLIENT):  # new connections, one guess each
+        h.connect(INBOUND_IP)
+        h.ctx._envfrom("<>")
+        h.ctx._envrcpt(f"<{forged(h, f'g{n}@example.net')}>")
+    assert h.ctx._reply[0] == "421"
+    h.connect(INBOUND_IP)
+    h.ctx._envfrom("<>")
+    assert h.ctx._envrcpt(f"<{valid}>") == Milter.TEMPFAIL
+    assert h.ctx._reply[:2] == ("421", "4.7.0")
+    assert limited("forged-client") - before == 2
+    # Another client is not concerned.
+    h.connect("198.51.100.7")
+    h.ctx._envfrom("<>")
+    assert h.ctx._envrcpt(f"<{valid}>") == Milter.CONTINUE
+    h.store.close()
+
+
+@pytest.mark.parametrize(
+    "local", ["al\x00ice", "ali\x1bce", "\u202ealice", "al\udcffice"], ids=["nul", "esc", "rlo", "not-utf8"]
+)
+def test_a_recipient_with_bad_characters_is_550_5_1_3(harness: Harness, local: str) -> None:
+    before = limited("bad-address")
+    harness.connect(INBOUND_IP)
+    harness.ctx._envfrom("<>")
+    assert harness.ctx._envrcpt(f"<{local}@{harness.runtime.policy.bounce_domain}>") == Milter.REJECT
+    assert harness.ctx._reply[:2] == ("550", "5.1.3")
+    assert limited("bad-address") - before == 1
