@@ -992,7 +992,14 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
     # The policy service is bound before the milter socket (and so before the privilege drop): once the
     # milter socket exists, both listen, and requests wait in the backlog until the runtime is built.
     policy_server = (
-        policyd.PolicyServer(settings.milter.policy_socket, policy_rules(settings), mode=mode)
+        policyd.PolicyServer(
+            settings.milter.policy_socket,
+            policy_rules(settings),
+            mode=mode,
+            idle_timeout=settings.milter.policy_timeout,
+            session_timeout=settings.milter.policy_session_timeout,
+            max_connections=settings.milter.policy_max_connections,
+        )
         if settings.milter.policy_socket
         else None
     )

@@ -15,6 +15,14 @@ CONNECT (benchmarks/postfix_throughput.py: 0.6-0.8x of Postfix alone). In the ro
 
 The decision needs no Redis (a VERP signature is an HMAC), so mail never waits on the store here. One
 connection per smtpd process, kept open by Postfix for many requests; each gets its own thread.
+
+Bounded against clients that are not Postfix, and against SMTP clients guessing VERP tags through it
+(issue 14, docs/hostile.md): `max_connections` at a time (a further one is closed at once), an idle
+timeout and a whole-connection deadline, 64 KiB per request; a recipient of the bounce domain with
+control, bidi or undecodable characters is `550 5.1.3`; in enforce mode the third forged bounce address
+in a run of requests about one client, or the tenth from a client in an hour, is `421 4.7.0`, after
+which Postfix disconnects it, and every bounce address from that client gets the same 421 for the rest
+of the hour (core/throttle.py). What is cut is counted (bouncekeeper_limited_total{listener="policy"}).
 """
 
 from __future__ import annotations
@@ -26,18 +34,23 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bouncekeeper import log, metrics
-from bouncekeeper.core import addresses
+from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.verp import VerpResult, VerpStatus
 
 logger = log.get_logger(__name__)
 _DECIDED = metrics.decisions("policy")
+_LIMITED = metrics.limited("policy")
 # A request is a few hundred octets (about 30 attributes); a peer that sends more is not Postfix.
 MAX_REQUEST = 64 * 1024
 _TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+BAD_ADDRESS = "550 5.1.3 Bad recipient address syntax"
+# access(5): after a 421 action Postfix disconnects the SMTP client.
+FORGED_CLOSE = "421 4.7.0 Too many invalid bounce addresses, closing connection"
 
 
 @dataclass(frozen=True)
@@ -52,57 +65,96 @@ class PolicyRules:
 
 def decide(request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[[str], VerpResult]) -> str:
     """The `action=` value for one request. Pure but for check_rcpt (itself pure: an HMAC, no Redis)."""
+    return verdict(request, rules, check_rcpt)[0]
+
+
+def verdict(
+    request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[[str], VerpResult]
+) -> tuple[str, VerpStatus | None]:
+    """`decide`'s action, and the VERP status of a recipient of the bounce domain (None for others)."""
     rcpt = request.get("recipient", "")
     if request.get("request") != "smtpd_access_policy" or not rcpt:
-        return "DUNNO"
+        return "DUNNO", None
+    if addresses.unsafe(rcpt):
+        # Judged only in the bounce domain: any other recipient is not ours to refuse.
+        return (BAD_ADDRESS if _in_bounce_domain(rcpt, rules) else "DUNNO"), None
     address = addresses.normalise(rcpt)
     if address is None:
-        return "DUNNO"
+        return "DUNNO", None
     if rules.bounce_domain and addresses.domain_of(address) == rules.bounce_domain:
         result = check_rcpt(address)
         if result.status in (VerpStatus.FORGED, VerpStatus.EXPIRED) and rules.enforce:
-            return f"550 5.7.1 Not a valid bounce address ({result.status})"
+            return f"550 5.7.1 Not a valid bounce address ({result.status})", result.status
         if result.status != VerpStatus.NOT_VERP:
             # Valid, or forged/expired in observe mode (recorded as forged after the queue).
-            return f"FILTER {rules.filter}"
+            return f"FILTER {rules.filter}", result.status
     if address in rules.protected_recipients:
-        return f"FILTER {rules.filter}"
-    return "DUNNO"
+        return f"FILTER {rules.filter}", None
+    return "DUNNO", None
+
+
+def _in_bounce_domain(rcpt: str, rules: PolicyRules) -> bool:
+    domain = rcpt.rpartition("@")[2].strip("<> \t").rstrip(".").lower()
+    return bool(rules.bounce_domain) and domain == rules.bounce_domain
 
 
 def parse_request(lines: list[bytes]) -> dict[str, str]:
     """`name=value` lines without their line ends; values may hold "=". Postfix sends UTF-8; bytes that
-    are not become U+FFFD, which no address we answer for contains."""
+    are not are kept as lone surrogates, which `addresses.unsafe` refuses in a recipient."""
     request: dict[str, str] = {}
     for line in lines:
-        name, eq, value = line.decode("utf-8", "replace").partition("=")
+        name, eq, value = line.decode("utf-8", "surrogateescape").partition("=")
         if eq:
             request[name.strip()] = value
     return request
 
 
+@dataclass
+class Session:
+    """A run of requests about one SMTP client on one connection (Postfix sends a client's in a row)."""
+
+    client: str = ""
+    forged: int = 0
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: PolicyServer
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # per read: an idle connection ends
+
     def handle(self) -> None:
+        session = Session()
         while True:
-            lines: list[bytes] = []
-            size = 0
-            while True:
-                line = self.rfile.readline(MAX_REQUEST)
-                if not line:
-                    return  # Postfix closed the connection (idle or ttl limit)
-                size += len(line)
-                if size > MAX_REQUEST:
-                    logger.warning("policy request over %d octets, connection closed", MAX_REQUEST)
-                    return
-                if line in (b"\n", b"\r\n"):
-                    break
-                lines.append(line.rstrip(b"\r\n"))
-            request = parse_request(lines)
-            action = self.server.answer(request)
+            try:
+                lines = self._read()
+            except TimeoutError:
+                logger.warning("policy connection idle for %.0f s, closed", self.server.idle_timeout)
+                _LIMITED["idle"].inc()
+                return
+            if lines is None:
+                return
+            action = self.server.answer(parse_request(lines), session)
             self.wfile.write(f"action={action}\n\n".encode())
             self.wfile.flush()
+
+    def _read(self) -> list[bytes] | None:
+        """One request's lines; None when the connection is over (closed by Postfix, or too long)."""
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = self.rfile.readline(MAX_REQUEST)
+            if not line:
+                return None  # Postfix closed the connection (idle or ttl limit), or our deadline
+            size += len(line)
+            if size > MAX_REQUEST:
+                logger.warning("policy request over %d octets, connection closed", MAX_REQUEST)
+                _LIMITED["request-size"].inc()
+                return None
+            if line in (b"\n", b"\r\n"):
+                return lines
+            lines.append(line.rstrip(b"\r\n"))
 
 
 class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
@@ -111,9 +163,26 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, spec: str, rules: PolicyRules, mode: int = 0o660) -> None:
+    def __init__(
+        self,
+        spec: str,
+        rules: PolicyRules,
+        mode: int = 0o660,
+        *,
+        idle_timeout: float = 330.0,
+        session_timeout: float = 1200.0,
+        max_connections: int = 500,
+    ) -> None:
         self.spec = spec
         self.rules = rules
+        self.idle_timeout = idle_timeout
+        self.session_timeout = session_timeout
+        self.max_connections = max_connections
+        self.forgery = throttle.ForgeryLimit()
+        # Open connections and their deadlines; the reaper thread shuts down those past it.
+        self._open: dict[socket.socket, float] = {}
+        self._open_lock = threading.Lock()
+        self._stopping = threading.Event()
         self.check_rcpt: Callable[[str], VerpResult] | None = None  # set once the runtime exists
         self.path: pathlib.Path | None = None
         address: str | tuple[str, int]
@@ -148,7 +217,38 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     def get_request(self) -> tuple[socket.socket, object]:
         return self.socket.accept()
 
+    def verify_request(self, request: socket.socket, client_address: object) -> bool:  # type: ignore[override]
+        with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                full = True
+            else:
+                full = False
+                self._open[request] = time.monotonic() + self.session_timeout
+        if full:
+            logger.warning("policy connection over max_connections=%d closed", self.max_connections)
+            _LIMITED["connections"].inc()
+        return not full
+
+    def reap(self) -> None:
+        """Shut down the connections past their deadline (their threads then see the end of input)."""
+        now = time.monotonic()
+        with self._open_lock:
+            over = [conn for conn, deadline in self._open.items() if deadline <= now]
+            for conn in over:
+                self._open[conn] = float("inf")  # once
+        for conn in over:
+            logger.warning("policy connection open for %.0f s, closed", self.session_timeout)
+            _LIMITED["session"].inc()
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def _reaper(self) -> None:
+        while not self._stopping.wait(min(1.0, self.session_timeout / 4)):
+            self.reap()
+
     def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        with self._open_lock:
+            self._open.pop(request, None)
         with contextlib.suppress(OSError):
             request.shutdown(socket.SHUT_WR)
         request.close()
@@ -160,19 +260,35 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         # socketserver prints a traceback to stderr; a peer that went away mid-request is routine.
         logger.warning("policy connection ended with an error: %r", sys.exc_info()[1])
 
-    def answer(self, request: Mapping[str, str]) -> str:
+    def answer(self, request: Mapping[str, str], session: Session | None = None) -> str:
         token = log.queue_id.set(request.get("queue_id") or "-")
         try:
             if self.check_rcpt is None:
                 raise RuntimeError("policy service not ready")
-            action = decide(request, self.rules, self.check_rcpt)
+            client = request.get("client_address", "")
+            guarded = self.rules.enforce and bool(client)
+            if (
+                guarded
+                and _in_bounce_domain(request.get("recipient", ""), self.rules)
+                and self.forgery.blocked(client, time.monotonic())
+            ):
+                # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
+                logger.warning("client %s over the forged-address limit, 421", client)
+                _LIMITED["forged-client"].inc()
+                return FORGED_CLOSE
+            action, status = verdict(request, self.rules, self.check_rcpt)
+            if action == BAD_ADDRESS:
+                _LIMITED["bad-address"].inc()
+            if guarded and status is VerpStatus.FORGED:
+                action = self._forged(client, session or Session(), action)
             if action != "DUNNO":
-                _DECIDED["reject" if action.startswith("5") else "filter"].inc()
+                _DECIDED["reject" if action[:1] in "45" else "filter"].inc()
+                rcpt = request.get("recipient", "")
                 logger.info(
                     "policy rcpt=%s sender=<%s> client=%s action=%s",
-                    request.get("recipient", ""),
-                    request.get("sender", ""),
-                    request.get("client_address", ""),
+                    ascii(rcpt) if addresses.unsafe(rcpt) else rcpt,
+                    ascii(request.get("sender", "")),
+                    ascii(client),
                     action,
                 )
             return action
@@ -184,13 +300,27 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         finally:
             log.queue_id.reset(token)
 
+    def _forged(self, client: str, session: Session, action: str) -> str:
+        """Count a forged bounce address from `client`: its 550, or the 421 that ends it."""
+        if session.client != client:
+            session.client, session.forged = client, 0
+        session.forged += 1
+        blocked = self.forgery.forged(client, time.monotonic())
+        if not blocked and session.forged < throttle.PER_SESSION:
+            return action
+        logger.warning("client %s sent %d forged bounce addresses, 421", client, session.forged)
+        _LIMITED["forged-client" if blocked else "forged-session"].inc()
+        return FORGED_CLOSE
+
     def start(self, check_rcpt: Callable[[str], VerpResult]) -> None:
         self.check_rcpt = check_rcpt
         self._thread = threading.Thread(target=self.serve_forever, name="policy", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._reaper, name="policy-reaper", daemon=True).start()
         logger.info("policy service listening on %s", self.spec)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._thread is not None:
             self.shutdown()
             self._thread.join(timeout=5)
