@@ -33,7 +33,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     exim.add_argument(
         "--update-exim4-conf", metavar="PATH", help="Debian's update-exim4.conf (default: found on PATH)"
     )
-    for mta in (exim,):
+    postfix = msub.add_parser(
+        "postfix", help="Postfix 3.x: milters, the bounce domain's transport and checks"
+    )
+    postfix.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        default="/etc/postfix",
+        help="Postfix's configuration folder (default: %(default)s)",
+    )
+    postfix.add_argument("--reload", action="store_true", help="run `postfix reload` after --apply")
+    for mta in (exim, postfix):
         mta.add_argument("--apply", action="store_true", help="check the staged result, then write it")
         mta.add_argument("--undo", action="store_true", help="restore the files a previous --apply changed")
         mta.add_argument(
@@ -71,6 +81,9 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     plan.apply(change, backup_dir)
     print(f"# written; the originals are in {backup_dir} (--undo restores them)")
+    after_apply = getattr(module, "after_apply", None)  # an MTA that reloads on request (Postfix)
+    if after_apply is not None:
+        print(f"# {after_apply(args)}")
     for note in change.notes:
         print(f"# {note}")
     return 0
