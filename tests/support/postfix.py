@@ -233,9 +233,11 @@ class Postfix:
         listeners: Mapping[str, Mapping[str, str]] | None = None,
         settings: Mapping[str, str] | None = None,
         routed: Routed | None = None,
+        services: str = "",
     ) -> None:
         """`listeners`: name -> {-o overrides} for extra smtpd services, each on its own free port.
-        `routed`: add postfix/routed/'s services (ports "submission" and "after-queue") and settings."""
+        `routed`: add postfix/routed/'s services (ports "submission" and "after-queue") and settings.
+        `services`: more master.cf text, as it stands (a `virtual` delivery agent, say)."""
         self.directory = directory
         self.etc = directory / "etc"
         self.relay_port = relay_port
@@ -245,6 +247,7 @@ class Postfix:
         self.ports = {name: free_port() for name in ("smtp", *(listeners or {}), *routed_ports)}
         self.listeners = {"smtp": {}, **(listeners or {})}
         self.settings = dict(settings or {})
+        self.services = services
         self.running = False
 
     @property
@@ -285,7 +288,7 @@ class Postfix:
             master += snippet_services(ROUTED_MASTER, rename).replace(
                 SHIPPED_SOCKET, self.milter_socket or ""
             )
-        (self.etc / "master.cf").write_text(master)
+        (self.etc / "master.cf").write_text(master + self.services)
         base = {
             "queue_directory": str(d / "spool"),
             "data_directory": str(data),

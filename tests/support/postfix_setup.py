@@ -1,0 +1,161 @@
+"""A Postfix the way an operator has it before bouncekeeper (another milter, a submission service with its
+own options, recipient restrictions, local mailboxes, a transport table), then bouncekeeper deployed on it
+by the commands docs/postfix.md shows, read from that file: the docs are what the tests run.
+
+Used by the deployment rehearsal (tests/mta/test_postfix_setup.py) and the fault test
+(tests/mta/test_postfix_faults.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import shlex
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bouncekeeper import config, milterd
+from tests.support import docs
+from tests.support.header_milter import HeaderMilter
+from tests.support.lifecycle import running
+from tests.support.lmtp import ListenerProcess
+from tests.support.milter import MilterProcess
+from tests.support.postfix import ROOT, Postfix, SmtpSink
+from tests.support.postfix_mta import PostfixMta
+from tests.support.redis_server import RedisServer
+
+DOCS = ROOT / "docs" / "postfix.md"
+BOUNCE_DOMAIN = "bounces.example.org"
+APP = "app@example.org"
+PERSON = "alice@example.org"  # a person with a mailbox on this host, who also sends mail through it
+OTHER_HEADER = "X-Other-Milter"  # what the operator's own milter (standing for OpenDKIM) adds
+# The paths of docs/postfix.md's commands, and what they become in the sandbox.
+DOCS_CONFIG = "/etc/bouncekeeper/bouncekeeper.toml"
+
+# The operator's Postfix before bouncekeeper: what the installer must keep.
+SUBMISSION = {
+    "syslog_name": "postfix/submission",
+    "smtpd_tls_security_level": "none",
+    "smtpd_client_restrictions": "permit_mynetworks,reject",
+    "milter_macro_daemon_name": "ORIGINATING",
+}
+RESTRICTIONS = (
+    "reject_non_fqdn_recipient, reject_unlisted_recipient, permit_mynetworks, reject_unauth_destination"
+)
+VIRTUAL_SERVICE = "virtual   unix  -       n       n       -       -       virtual\n"
+
+
+@dataclass
+class Deployment(PostfixMta):
+    directory: pathlib.Path
+    toml: pathlib.Path
+    dead: SmtpSink  # a remote MX that refuses every recipient: Postfix writes its own bounce
+    lmtp: ListenerProcess
+    other: HeaderMilter
+
+    @property
+    def etc(self) -> pathlib.Path:
+        return self.postfix.etc
+
+    def run_documented(self, heading: str) -> list[subprocess.CompletedProcess[str]]:
+        """Every command of the heading's block in docs/postfix.md, in order, on the sandbox's paths."""
+        done = []
+        for block in docs.fenced_blocks(DOCS, heading):
+            for line in block.splitlines():
+                words = shlex.split(line, comments=True)
+                if not words:
+                    continue
+                (argv,) = docs.commands(line, {DOCS_CONFIG: str(self.toml)}, program=words[0])
+                if argv[0] == "bouncekeeper":
+                    argv += ["--config-dir", str(self.etc)]  # the documented default is /etc/postfix
+                else:
+                    assert argv[0] == "postfix", f"docs/postfix.md: a command the test does not know: {line}"
+                    # postfix prints its errors to a terminal only: give it one, so a failure says why.
+                    argv = [
+                        "script",
+                        "-qec",
+                        shlex.join(["postfix", "-c", str(self.etc), *argv[1:]]),
+                        "/dev/null",
+                    ]
+                result = docs.run(argv)
+                assert result.returncode == 0, (
+                    f"{line}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+                )
+                done.append(result)
+        return done
+
+    def mailbox(self, user: str) -> list[str]:
+        new = self.directory / "mail" / user / "new"
+        return [p.read_text(errors="replace") for p in sorted(new.iterdir())] if new.exists() else []
+
+
+def _toml(d: pathlib.Path, redis: RedisServer) -> str:
+    key = d / "verp.key"
+    key.write_text("setup-test-key-0123456789abcdef\n")
+    return f"""[log]
+level = "DEBUG"
+[redis]
+url = "{redis.url}"
+socket_timeout = 0.5
+connect_timeout = 0.5
+retries = 0
+[policy]
+mode = "enforce"
+[verp]
+bounce_domain = "{BOUNCE_DOMAIN}"
+secret_files = ["{key}"]
+# Only the application's mail gets a VERP sender: a person's mail on the same host keeps its own.
+senders = ["{APP}"]
+[lmtp]
+listen = "unix:{d}/lmtp.sock"
+socket_mode = 438
+"""
+
+
+def operators_postfix(d: pathlib.Path, other: pathlib.Path, dead: SmtpSink) -> Postfix:
+    mail = d / "mail"
+    mail.mkdir(exist_ok=True)
+    subprocess.run(["chown", "nobody:nogroup", str(mail)], check=True)
+    return Postfix(
+        d / "postfix",
+        relay_port=0,
+        milter_socket=None,
+        listeners={"submission": SUBMISSION},
+        services=VIRTUAL_SERVICE,
+        settings={
+            "smtpd_milters": f"unix:{other}",
+            "non_smtpd_milters": "$smtpd_milters",
+            "smtpd_recipient_restrictions": RESTRICTIONS,
+            "virtual_mailbox_domains": "example.org",
+            "virtual_mailbox_base": str(mail),
+            "virtual_mailbox_maps": f"inline:{{ {PERSON}=alice/ }}",
+            "virtual_uid_maps": "static:65534",
+            "virtual_gid_maps": "static:65534",
+            "transport_maps": f"inline:{{ dead.test=smtp:[127.0.0.1]:{dead.port} }}",
+        },
+    )
+
+
+@contextlib.contextmanager
+def operators_host(d: pathlib.Path) -> Iterator[Deployment]:
+    """The operator's Postfix running with its own milter, and bouncekeeper's daemons started (not yet
+    in Postfix's configuration: `run_documented("Install")` does that)."""
+    d.chmod(0o755)
+    redis = RedisServer(d / "redis")
+    toml_text = _toml(d, redis)
+    milter = MilterProcess(d, f"unix:{d}/milter.sock", toml_text, "bouncekeeper")
+    lmtp = ListenerProcess(milter.config, f"unix:{d}/lmtp.sock", d / "lmtp.log")
+    other = HeaderMilter(d / "other.sock", OTHER_HEADER, "seen")
+    sink = SmtpSink(d / "sink")
+    dead = SmtpSink(d / "dead", reject="RCPT")
+    with running(redis, other, sink, dead):
+        postfix = operators_postfix(d, other.path, dead)
+        postfix.relay_port = sink.port
+        with running(milter, lmtp, postfix):
+            settings = config.load(milter.config)
+            signer = milterd.signer_from_settings(settings)
+            assert signer is not None
+            yield Deployment(
+                postfix, sink, redis, settings, signer, milter, d, milter.config, dead, lmtp, other
+            )
