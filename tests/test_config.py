@@ -39,6 +39,9 @@ def test_env_var_names_the_file(tmp_path: pathlib.Path, monkeypatch: pytest.Monk
         ("[verp]\nsecret_files = '/k'\n", "verp.secret_files", "expected a list"),
         ("[policy]\nmode = 'enforcing'\n", "policy.mode", "must be one of"),
         ("[verp]\nmax_age_days = -1\n", "verp.max_age_days", "must not be negative"),
+        ("[milter]\nsocket_mode = 'rw-rw----'\n", "milter.socket_mode", 'expected permissions as "0660"'),
+        ("[lmtp]\nsocket_mode = 0o1777\n", "lmtp.socket_mode", "0000..0777"),
+        ("[lmtp]\nsocket_mode = '0999'\n", "lmtp.socket_mode", "0000..0777"),
     ],
 )
 def test_bad_key_is_fatal_and_names_file_and_key(
@@ -58,3 +61,36 @@ def test_broken_toml_names_the_file(tmp_path: pathlib.Path) -> None:
     path.write_text("[verp\n")
     with pytest.raises(config.ConfigError, match=r"broken\.toml: not valid TOML"):
         config.load(path)
+
+
+@pytest.mark.parametrize("section", ["milter", "lmtp"])
+@pytest.mark.parametrize(("written", "mode"), [('"0640"', 0o640), ("0o640", 0o640), ('"666"', 0o666)])
+def test_socket_mode_takes_the_same_two_forms_in_milter_and_lmtp(
+    section: str, written: str, mode: int
+) -> None:
+    settings = config.loads(f"[{section}]\nsocket_mode = {written}\n")
+    assert getattr(settings, section).socket_mode == mode
+    assert config.Settings().milter.socket_mode == config.Settings().lmtp.socket_mode == 0o660
+
+
+def test_lmtp_listens_by_default_on_the_socket_the_exim_files_expect() -> None:
+    macros = (pathlib.Path(__file__).parent.parent / "exim/conf.d/main/01_bouncekeeper_macros").read_text()
+    assert f"BK_LMTP_SOCKET = {config.Settings().lmtp.listen.removeprefix('unix:')}\n" in macros
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"", b"\r\n\r\n"])
+def test_a_key_file_reads_the_same_whatever_its_line_end(tmp_path: pathlib.Path, line_end: bytes) -> None:
+    # Exim's ${readfile{FILE}{}} drops every LF and the Exim files drop every CR: so must we.
+    path = tmp_path / "verp.key"
+    path.write_bytes(b"0123456789abcdef0123456789abcdef" + line_end)
+    assert (
+        config.read_secret(str(path), "verp.secret_files[0]", "bk.toml")
+        == b"0123456789abcdef0123456789abcdef"
+    )
+
+
+def test_a_key_file_with_spaces_around_the_key_is_refused_naming_it(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "verp.key"
+    path.write_bytes(b"0123456789abcdef0123456789abcdef \r\n")
+    with pytest.raises(config.ConfigError, match=r"verp\.secret_files\[0\]: .*verp\.key: spaces or tabs"):
+        config.read_secret(str(path), "verp.secret_files[0]", "bk.toml")

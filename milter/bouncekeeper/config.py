@@ -24,6 +24,18 @@ from bouncekeeper.core.policy import DEFAULT_NON_SCORING
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
 
 
+class FileMode(int):
+    """A unix socket's permission bits: written "0660" (a string, as in OpenDKIM's and chmod's configs)
+    or 0o660 (a TOML octal integer); both keys that take one accept either form."""
+
+    def __repr__(self) -> str:
+        return f'"{self:04o}"'
+
+
+# The default of both socket_mode keys (a module constant: an immutable value, shared safely).
+SOCKET_MODE = FileMode(0o660)
+
+
 class ConfigError(Exception):
     """A configuration problem, with the file and the dotted key it concerns."""
 
@@ -158,9 +170,9 @@ class MilterSettings:
     # libmilter syntax: unix:/path (recommended) or inet:PORT@HOST (Postfix writes inet:HOST:PORT).
     # Empty: unix:{state_dir}/milter.sock.
     socket: str = ""
-    # Permissions of a unix socket (octal string). The MTA's user must be able to write it: 0660 with
+    # Permissions of a unix socket ("0660" or 0o660). The MTA's user must be able to write it: 0660 with
     # the MTA in the group of `user`, or 0666 in a folder only the MTA can traverse.
-    socket_mode: str = "0660"
+    socket_mode: FileMode = SOCKET_MODE
     # Drop privileges to this user (and its primary group) after opening the socket; empty: stay.
     user: str = ""
     # Pid file; empty: {state_dir}/milter.pid.
@@ -229,12 +241,13 @@ class MilterSettings:
 
 @dataclass(frozen=True)
 class LmtpSettings:
-    # "HOST:PORT" or "unix:/path".
-    listen: str = "127.0.0.1:8024"
+    # "HOST:PORT" or "unix:/path". The default is the socket the Exim files (exim/) and the systemd
+    # unit's RuntimeDirectory expect.
+    listen: str = "unix:/run/bouncekeeper/lmtp.sock"
     # Plain SMTP as well, for MTAs that forward bounces by SMTP: "HOST:PORT", or "" for none.
     smtp_listen: str = ""
-    # Permissions of a unix socket: the MTA's user (Debian-exim) must be able to write to it.
-    socket_mode: int = 0o660
+    # Permissions of a unix socket ("0660" or 0o660): the MTA's user (Debian-exim) must be able to write it.
+    socket_mode: FileMode = SOCKET_MODE
     # Largest message accepted (octets); larger ones get 552 5.3.4 (RFC 1870), after the data is read.
     max_message_size: int = 10_485_760
     # Idle time before a session is closed (RFC 5321 section 4.5.3.2.7: a server waits 5 minutes).
@@ -448,11 +461,20 @@ def loads(text: str, name: str = "<string>") -> Settings:
 
 
 def read_secret(path: str, setting: str, source: str) -> bytes:
-    """Read one key file (stripped); an empty or unreadable file is a config error."""
+    """Read one key file without its line ends; an empty or unreadable file is a config error.
+
+    Every CR and LF goes, wherever it is, and nothing else: Exim's `${readfile{FILE}{}}` drops every LF,
+    and the Exim files drop every CR, so a key file written on Windows (CRLF) or by `echo` signs and
+    verifies alike on both sides. Spaces or tabs around the key would be part of Exim's key but look
+    like nothing to an operator: refused, with the file named.
+    """
     try:
-        secret = pathlib.Path(path).read_bytes().strip()
+        raw = pathlib.Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(source, setting, f"cannot read {path}: {exc.strerror}") from exc
+    secret = raw.replace(b"\r", b"").replace(b"\n", b"")
+    if secret != secret.strip():
+        raise ConfigError(source, setting, f"{path}: spaces or tabs around the key; remove them")
     if len(secret) < 16:
         raise ConfigError(source, setting, f"{path}: key shorter than 16 bytes")
     return secret
@@ -476,10 +498,21 @@ def _build(cls: type[T], data: object, path: str, prefix: str) -> T:
         raise ConfigError(path, prefix.rstrip("."), str(exc)) from exc
 
 
+def _file_mode(value: object, path: str, key: str) -> FileMode:
+    text = value if isinstance(value, str) else ""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return FileMode(value)
+    if 3 <= len(text) <= 4 and all(c in "01234567" for c in text) and int(text, 8) <= 0o777:
+        return FileMode(int(text, 8))
+    raise ConfigError(path, key, f'expected permissions as "0660" or 0o660 (0000..0777), not {value!r}')
+
+
 def _coerce(hint: Any, value: object, path: str, key: str) -> Any:
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(typing.cast(type[Any], hint), value, path, key + ".")
+    if hint is FileMode:
+        return _file_mode(value, path, key)
     if origin is Literal:
         allowed = get_args(hint)
         if value not in allowed:

@@ -455,6 +455,8 @@ class Listener:
         if isinstance(where, str):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(where)  # a stale socket from a previous run
+            # Without systemd's RuntimeDirectory the default's folder (/run/bouncekeeper) may not exist.
+            os.makedirs(os.path.dirname(where) or ".", exist_ok=True)
             server = await loop.create_unix_server(factory, where)
             os.chmod(where, lmtp.socket_mode)
             self.unix_path = where

@@ -279,7 +279,6 @@ def check_settings(settings: config.Settings) -> tuple[MilterPolicy, Signer | No
     """Everything the daemon would refuse at start-up, as a ConfigError naming file and key."""
     policy = MilterPolicy.from_settings(settings)
     signer = signer_from_settings(settings)
-    parse_mode(settings)
     return policy, signer
 
 
@@ -915,16 +914,6 @@ def policy_rules(settings: config.Settings) -> policyd.PolicyRules:
     )
 
 
-def parse_mode(settings: config.Settings) -> int:
-    try:
-        mode = int(settings.milter.socket_mode, 8)
-    except ValueError as exc:
-        raise config.ConfigError(settings.source, "milter.socket_mode", "expected an octal string") from exc
-    if not 0 <= mode <= 0o777:
-        raise config.ConfigError(settings.source, "milter.socket_mode", "expected 0000..0777")
-    return mode
-
-
 def _register(timeout: int) -> None:
     """pymilter's runmilter, minus opensocket/main so that privileges can be dropped in between."""
     libmilter.set_connect_callback(Milter.connect_callback)
@@ -978,7 +967,7 @@ _stop_requested = threading.Event()
 def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, Callable[[], None]]]) -> int:
     """Open the socket, drop privileges, build the runtime, run until SIGTERM; clean up."""
     spec = socket_spec(settings)
-    mode = parse_mode(settings)
+    mode = int(settings.milter.socket_mode)
     path = socket_path(spec)
     user = pwd.getpwnam(settings.milter.user) if settings.milter.user else None
     state_dir = pathlib.Path(settings.state_dir)
