@@ -10,8 +10,10 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # postfix (+ smtp-sink/smtp-source), swaks, m4/libwrap0 (Sendmail), libidn12 (Exim): MTA tests.
 # dovecot-imapd: the IMAP scanner's tests run a private Dovecot. chromium: the admin page's test clicks
 # its button in a real headless browser. python3-venv, python3-dev: the venv is built on Debian's Python
-# (the Makefile says why) and pymilter compiles against its headers.
-for p in python3-venv python3-dev libmilter-dev redis-server postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium; do
+# (the Makefile says why) and pymilter compiles against its headers. systemd: systemd-analyze verifies
+# the units (tests/test_units.py; offline, nothing is started). python3-setuptools, python3-wheel: the
+# package is built with Debian's own setuptools (tests/test_packaging.py). gcc: pymilter's build.
+for p in python3-venv python3-dev libmilter-dev gcc redis-server postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel; do
     have_pkg "$p" || need+=("$p")
 done
 

@@ -7,8 +7,9 @@ import pytest
 from bouncekeeper import config
 
 
-def test_defaults_when_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_when_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     monkeypatch.delenv(config.ENV_VAR, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_PATH", str(tmp_path / "absent.toml"))
     settings = config.load()
     assert settings.verp.max_age_days == 14
     assert settings.source == "<defaults>"
@@ -21,6 +22,18 @@ def test_values_are_read_and_typed(tmp_path: pathlib.Path) -> None:
     assert settings.verp.bounce_domain == "b.example"
     assert settings.verp.secret_files == ("/k1", "/k2")
     assert settings.verp.max_age_days == 3
+
+
+def test_the_default_path_is_read_when_it_exists(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert config.DEFAULT_PATH == "/etc/bouncekeeper/bouncekeeper.toml"
+    path = tmp_path / "bouncekeeper.toml"
+    path.write_text('[verp]\nbounce_domain = "etc.example"\n')
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_PATH", str(path))
+    assert config.load().verp.bounce_domain == "etc.example"
+    assert config.load().source == str(path)
 
 
 def test_env_var_names_the_file(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

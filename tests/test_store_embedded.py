@@ -21,6 +21,14 @@ T0 = 1_763_769_600.0
 RULES = Rules(mode=Mode.ENFORCE, breaker_addresses=0)
 
 
+def _settings(state_dir: pathlib.Path, **redis: object) -> config.Settings:
+    # The suite runs as root; a development checkout may let root start the server.
+    return config.Settings(
+        state_dir=str(state_dir),
+        redis=config.RedisSettings(embedded_as_root=True, **redis),  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def state_dir() -> Iterator[pathlib.Path]:
     # Short: the unix socket path lives under it.
@@ -35,12 +43,12 @@ def record(store: object, n: int) -> int:
 
 
 def test_counters_survive_a_restart_of_the_embedded_server(state_dir: pathlib.Path) -> None:
-    settings = config.Settings(state_dir=str(state_dir))
+    settings = _settings(state_dir)
     store = connect(settings)
     assert record(store, 0) == 1
     assert record(store, 1) == 2
     store.close()  # stops the redis-server this process started (SIGTERM: it writes the AOF out)
-    assert not EmbeddedRedis(state_dir).alive()
+    assert not EmbeddedRedis(state_dir, allow_root=True).alive()
     assert (state_dir / "redis" / "appendonlydir").is_dir()
 
     store = connect(settings)
@@ -50,10 +58,10 @@ def test_counters_survive_a_restart_of_the_embedded_server(state_dir: pathlib.Pa
 
 
 def test_a_second_process_attaches_instead_of_starting_another(state_dir: pathlib.Path) -> None:
-    first = EmbeddedRedis(state_dir)
+    first = EmbeddedRedis(state_dir, allow_root=True)
     first.start()
     try:
-        second = EmbeddedRedis(state_dir)
+        second = EmbeddedRedis(state_dir, allow_root=True)
         second.start()
         assert not second.owner  # the lock says someone supervises: only attach
         assert second.alive()
@@ -65,12 +73,12 @@ def test_a_second_process_attaches_instead_of_starting_another(state_dir: pathli
 
 
 def test_supervisor_restarts_a_redis_server_that_died(state_dir: pathlib.Path) -> None:
-    settings = config.Settings(state_dir=str(state_dir))
+    settings = _settings(state_dir)
     store = connect(settings, supervise=True)
     try:
         assert record(store, 0) == 1
         time.sleep(1.2)  # appendfsync everysec
-        embedded = EmbeddedRedis(state_dir)
+        embedded = EmbeddedRedis(state_dir, allow_root=True)
         pid = int(store.client.info("server")["process_id"])
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -85,14 +93,14 @@ def test_supervisor_restarts_a_redis_server_that_died(state_dir: pathlib.Path) -
 
 def test_an_orphaned_server_is_adopted_not_duplicated(state_dir: pathlib.Path) -> None:
     # A supervisor killed with SIGKILL leaves its redis-server running (it has its own session).
-    orphan = EmbeddedRedis(state_dir)
+    orphan = EmbeddedRedis(state_dir, allow_root=True)
     orphan.start()
     proc = orphan.proc
     assert proc is not None
     orphan.proc = None
     orphan.stop()  # releases the lock only: the server keeps running, as after a SIGKILL
     try:
-        adopter = EmbeddedRedis(state_dir)
+        adopter = EmbeddedRedis(state_dir, allow_root=True)
         adopter.start()
         assert adopter.alive()
         assert not adopter.owner
@@ -103,11 +111,29 @@ def test_an_orphaned_server_is_adopted_not_duplicated(state_dir: pathlib.Path) -
 
 
 def test_fsync_always_is_passed_to_the_server(state_dir: pathlib.Path) -> None:
-    store = connect(
-        config.Settings(state_dir=str(state_dir), redis=config.RedisSettings(embedded_fsync="always"))
-    )
+    store = connect(_settings(state_dir, embedded_fsync="always"))
     try:
         assert store.client.config_get("appendfsync") == {"appendfsync": "always"}
         assert store.client.config_get("appendonly") == {"appendonly": "yes"}
     finally:
         store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal concerns root")
+def test_root_does_not_start_the_embedded_server_but_attaches_to_a_running_one(
+    state_dir: pathlib.Path,
+) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        connect(config.Settings(state_dir=str(state_dir)))
+    assert info.value.key == "redis.url"
+    assert "root does not start one" in info.value.problem
+    assert not (state_dir / "redis" / "redis.sock").exists()
+    # The daemons' server (started here with the development permission): root's CLI may use it.
+    daemons = connect(_settings(state_dir), supervise=True)
+    try:
+        cli = connect(config.Settings(state_dir=str(state_dir)))
+        assert record(cli, 0) == 1
+        cli.close()
+        assert daemons.view("a@example.org").hard_score == 1
+    finally:
+        daemons.close()

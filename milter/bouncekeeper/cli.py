@@ -255,6 +255,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
         "run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)",
         _no_arguments(_cmd_milter),
     ),
+    "sample-config": (
+        "print the sample configuration, or copy the systemd units into a folder (--units DIR)",
+        _define_in("bouncekeeper.packaged"),
+    ),
 }
 
 
@@ -269,7 +273,8 @@ def build_parser(
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help=f"TOML settings file (default: ${config.ENV_VAR}, else built-in defaults)",
+        help=f"TOML settings file (default: ${config.ENV_VAR}, else {config.DEFAULT_PATH} if it exists,"
+        " else built-in defaults)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Handler] = {}

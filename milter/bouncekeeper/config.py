@@ -22,6 +22,8 @@ from bouncekeeper.core.model import Reason
 from bouncekeeper.core.policy import DEFAULT_NON_SCORING
 
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
+# Where the daemons' units and an operator's commands find the settings when no --config is given.
+DEFAULT_PATH = "/etc/bouncekeeper/bouncekeeper.toml"
 
 
 class FileMode(int):
@@ -105,6 +107,9 @@ class RedisSettings:
     # The embedded server's appendfsync: "everysec" (a machine crash loses at most the last second of
     # updates) or "always" (fsync before each reply: nothing lost, far fewer writes per second).
     embedded_fsync: Literal["everysec", "always"] = "everysec"
+    # Let a process running as root start the embedded redis-server. Off: root would create a server and
+    # files in state_dir that the daemons' own user cannot use. For a development checkout (contrib/dev.toml).
+    embedded_as_root: bool = False
     # TLS for rediss:// and rediss+cluster:// URLs: the CA file that signed the server's certificate
     # (empty: the system's CAs), and a client certificate and key for servers that require one
     # (tls-auth-clients yes). The server's certificate must name the URL's host (DNS or IP SAN).
@@ -434,8 +439,10 @@ T = TypeVar("T")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load settings from `path`, else $BOUNCEKEEPER_CONFIG, else defaults."""
+    """Load settings from `path`, else $BOUNCEKEEPER_CONFIG, else DEFAULT_PATH if it exists, else defaults."""
     chosen = path if path is not None else os.environ.get(ENV_VAR) or None
+    if chosen is None and os.path.exists(DEFAULT_PATH):
+        chosen = DEFAULT_PATH
     if chosen is None:
         return Settings()
     name = str(chosen)

@@ -6,8 +6,8 @@ redis-server that bouncekeeper runs under `state_dir` (store/embedded.py).
 
 from __future__ import annotations
 
-from bouncekeeper.config import Settings
-from bouncekeeper.store.embedded import EmbeddedRedis
+from bouncekeeper.config import ConfigError, Settings
+from bouncekeeper.store.embedded import EmbeddedRedis, RootRefused
 from bouncekeeper.store.errors import StoreUnavailable
 from bouncekeeper.store.redis_store import Store, make_client
 
@@ -20,8 +20,13 @@ def connect(settings: Settings, *, supervise: bool = False) -> Store:
         return Store(
             make_client(settings.redis), settings.redis, notify_hard_bounces=hard, outbox_maxlen=maxlen
         )
-    embedded = EmbeddedRedis(settings.state_dir, fsync=settings.redis.embedded_fsync)
-    embedded.start(supervise=supervise)
+    embedded = EmbeddedRedis(
+        settings.state_dir, fsync=settings.redis.embedded_fsync, allow_root=settings.redis.embedded_as_root
+    )
+    try:
+        embedded.start(supervise=supervise)
+    except RootRefused as exc:
+        raise ConfigError(settings.source, "redis.url", str(exc)) from exc
     try:
         return Store(
             make_client(settings.redis, embedded.url),

@@ -37,10 +37,20 @@ START_TIMEOUT = 10.0
 RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+class RootRefused(Exception):
+    """Root asked to start the embedded redis-server: refused unless the config allows it."""
+
+
 class EmbeddedRedis:
     def __init__(
-        self, state_dir: str | os.PathLike[str], *, binary: str | None = None, fsync: str = "everysec"
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        binary: str | None = None,
+        fsync: str = "everysec",
+        allow_root: bool = False,
     ) -> None:
+        self.allow_root = allow_root
         self.directory = pathlib.Path(state_dir) / "redis"
         self.socket = self.directory / "redis.sock"
         self.binary = binary
@@ -91,6 +101,13 @@ class EmbeddedRedis:
         if self.alive():
             log.info("embedded redis: attaching to the server already running on %s", self.socket)
             return
+        if os.geteuid() == 0 and not self.allow_root:
+            # Attaching (above) is fine; a root-owned server and files in the daemons' folder are not.
+            self.stop()
+            raise RootRefused(
+                f"no embedded redis-server is running under {self.directory}, and root does not start one:"
+                " set [redis] url (or run the daemons first, as their own user)"
+            )
         self._spawn(supervise)
         if supervise:
             self._watcher = threading.Thread(target=self._watch, name="embedded-redis", daemon=True)
