@@ -12,7 +12,11 @@ CONFIG ?= contrib/dev.toml
 # benchmarks/ appears once the first benchmark lands; ruff fails on a missing path.
 LINT   := milter tests $(wildcard benchmarks)
 
-.PHONY: all run test lint typecheck unit sysdeps venv clean bench
+# `make install`: the production install, apart from the test rig: a venv in PREFIX with the package (not
+# editable, no test extras), its man page and docs. Debian packages: only pymilter's build needs.
+PREFIX ?= /opt/bouncekeeper
+
+.PHONY: all run test lint typecheck unit sysdeps venv clean bench install
 
 all: test
 
@@ -46,6 +50,16 @@ test: venv lint typecheck
 
 bench: venv
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+install:
+	scripts/sysdeps.sh --runtime
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q --upgrade pip
+	$(PREFIX)/bin/pip install -q .
+	install -d $(PREFIX)/share/man/man1 $(PREFIX)/share/doc
+	$(PREFIX)/bin/bouncekeeper --config /dev/null man > $(PREFIX)/share/man/man1/bouncekeeper.1
+	install -m 0644 LICENSE docs/*.md $(PREFIX)/share/doc/
+	@echo "installed: $(PREFIX)/bin/bouncekeeper; next: docs/operator-guide.md"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -739,7 +739,9 @@ def test_daemon_opens_its_socket_writes_a_pid_file_and_stops_cleanly_on_sigterm(
     # [redis] url empty: the daemon runs its own embedded redis-server under state_dir, as `make run` does.
     directory = pathlib.Path(tempfile.mkdtemp(prefix="bk-d-"))  # unix socket paths must stay short
     try:
-        daemon = MilterProcess(directory, f"unix:{directory}/m.sock", '[milter]\nsocket_mode = "0640"\n', "d")
+        # embedded_as_root: the suite runs as root, as `make run` may (contrib/dev.toml).
+        toml = '[redis]\nembedded_as_root = true\n[milter]\nsocket_mode = "0640"\n'
+        daemon = MilterProcess(directory, f"unix:{directory}/m.sock", toml, "d")
         daemon.config.write_text(daemon.config.read_text().replace('socket_mode = "0666"\n', "", 1))
         daemon.start()
         assert daemon.path is not None

@@ -255,6 +255,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
         "run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)",
         _no_arguments(_cmd_milter),
     ),
+    "health": (
+        "check the store, the daemons' sockets and the outbox, for monitoring (Nagios exit codes)",
+        _define_in("bouncekeeper.health"),
+    ),
+    "man": (
+        "print the bouncekeeper(1) manual page (roff), made from this parser",
+        _define_in("bouncekeeper.manpage"),
+    ),
     "sample-config": (
         "print the sample configuration, or copy the systemd units into a folder (--units DIR)",
         _define_in("bouncekeeper.packaged"),
