@@ -76,6 +76,8 @@ FAMILY_OF = {
     "sendmail-invaliduser": "sendmail",
     "verizon": "aol",
     "tencentqq": "tencent",
+    "notes": "domino",
+    "biglobe": "kddi",
 }
 
 # Provenance: the dialect modules written for each family (their docstrings say which senders).
@@ -96,6 +98,10 @@ DIALECTS_OF = {
     "spectrum": ("spectrum",),
     "godaddy": ("godaddy",),
     "tencent": ("tencent",),
+    "domino": ("domino",),
+    "imailserver": ("imailserver",),
+    "zoho": ("zoho",),
+    "kddi": ("kddi",),
 }
 SMALL = 5  # families with fewer messages are reported together as "(small families)"
 

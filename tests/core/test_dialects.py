@@ -70,3 +70,183 @@ def test_a_providers_documented_reply_is_read_by_its_dialect(
     with rules.without([dialect]):
         (generic,) = classify(_postfix_bounce(recipient, reply)).failures
     assert generic.reason is not reason
+
+
+# Whole reports in the layouts the modules' docstrings describe (written here, not copied): the
+# recipient is found by the generic reader, the reason by the dialect.
+_DOMINO = """From: Postmaster@notes.example.net
+To: sender@example.com
+Subject: DELIVERY FAILURE: {subject}
+MIME-Version: 1.0
+Content-Type: text/plain; charset=us-ascii
+
+Your message
+
+  Subject: Project plan
+
+was not delivered to:
+
+  jane@example.net
+
+because:
+
+  {reason}
+"""
+_NOTES = """From: Postmaster@notes.example.net
+To: sender@example.com
+Subject: Undeliverable message
+
+------- Failure Reasons  --------
+
+{reason}
+jane@example.net
+
+------- Returned Message --------
+From: sender@example.com
+To: jane@example.net
+Subject: plan
+"""
+_IMAIL = """From: postmaster@mail.example.org
+To: sender@example.com
+Subject: Undeliverable Mail
+X-Mailer: <SMTP32 v8.22>
+
+{reason}: bob@example.org
+
+Original message follows.
+
+From: sender@example.com
+To: bob@example.org
+"""
+_ZOHO = """From: mailer-daemon@mail.zoho.com
+To: sender@example.com
+Subject: Undelivered Mail Returned to Sender
+X-ZohoMail: Si CHF_MF_NL SS_10
+
+This message was created automatically by mail delivery software.
+A message that you sent could not be delivered to one or more of its recipients. This is a permanent error.
+
+[Status: Error, Address: <ken@example.co.jp>, ResponseCode 421, , {reason}.]
+"""
+_KDDI = """From: no-reply@app.auone-net.jp
+To: sender@example.com
+Subject: Mail System Error - Returned Mail
+
+Your mail sent on: Thu, 05 Mar 2026 11:04:47 +0900
+     Could not be delivered to: <taro@ezweb.ne.jp>
+     {reason}
+"""
+_EXCHANGE2003 = """From: System Administrator <postmaster@corp.example.com>
+To: sender@example.com
+Subject: Undeliverable: plan
+X-MS-Embedded-Report:
+
+Your message
+
+  To:      ann@corp.example.com
+  Subject: plan
+  Sent:    Thu, 05 Mar 2026 18:14:35 +0000
+
+did not reach the following recipient(s):
+
+ann@corp.example.com on Thu, 05 Mar 2026 18:14:35 +0000
+    {reason}
+"""
+
+
+@pytest.mark.parametrize(
+    ("dialect", "template", "reason_text", "recipient", "kind", "reason", "generic_knows"),
+    [
+        (
+            "domino",
+            _DOMINO,
+            "User Jane Roe (jane@example.net) not listed in Domino Directory",
+            "jane@example.net",
+            P,
+            Reason.USERUNKNOWN,
+            True,
+        ),
+        (
+            "domino",
+            _DOMINO,
+            "Cannot route mail to user (jane@example.net)",
+            "jane@example.net",
+            T,
+            Reason.SYSTEMERROR,
+            False,
+        ),
+        (
+            "domino",
+            _NOTES,
+            "Message has exceeded maximum hop count",
+            "jane@example.net",
+            T,
+            Reason.NETWORKERROR,
+            False,
+        ),
+        (
+            "imailserver",
+            _IMAIL,
+            "Invalid final delivery userid",
+            "bob@example.org",
+            P,
+            Reason.USERUNKNOWN,
+            True,
+        ),
+        ("zoho", _ZOHO, "Host not reachable", "ken@example.co.jp", T, Reason.EXPIRED, False),
+        (
+            "kddi",
+            _KDDI,
+            "As the remote domain doesnt exist.",
+            "taro@ezweb.ne.jp",
+            P,
+            Reason.HOSTUNKNOWN,
+            False,
+        ),
+        (
+            "kddi",
+            _KDDI,
+            "Due to the following SMTP relay error.",
+            "taro@ezweb.ne.jp",
+            T,
+            Reason.NORELAYING,
+            False,
+        ),
+        (
+            "exchange",
+            _EXCHANGE2003,
+            "MSEXCH:IMS:CORP:EXAMPLE:EXCH01 0 (000C05A6) Unknown Recipient",
+            "ann@corp.example.com",
+            P,
+            Reason.USERUNKNOWN,
+            True,
+        ),
+        (
+            "exchange",
+            _EXCHANGE2003,
+            "MSEXCH:IMS:CORP:EXAMPLE:EXCH01 0 (00120270) Too Many Hops",
+            "ann@corp.example.com",
+            T,
+            Reason.NETWORKERROR,
+            True,
+        ),
+    ],
+)
+def test_a_documented_report_layout_is_read(
+    dialect: str,
+    template: str,
+    reason_text: str,
+    recipient: str,
+    kind: BounceKind,
+    reason: Reason,
+    generic_knows: bool,
+) -> None:
+    raw = template.format(subject=reason_text, reason=reason_text).encode()
+    result = classify(raw)
+    assert result.message_type is MessageType.BOUNCE
+    assert [(f.recipient, f.kind, f.reason) for f in result.failures] == [(recipient, kind, reason)]
+    # Where the generic phrases know the words too, the dialect row only makes them outrank a status
+    # code; elsewhere the dialect alone names the reason.
+    with rules.without([dialect]):
+        generic = classify(raw).failures
+    assert ([f.reason for f in generic] == [reason]) is generic_knows

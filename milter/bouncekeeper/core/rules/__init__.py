@@ -18,6 +18,7 @@ from bouncekeeper.core.rules import (
     amazonses,
     aol,
     cox,
+    domino,
     exchange,
     exim,
     fml,
@@ -25,6 +26,8 @@ from bouncekeeper.core.rules import (
     gmx,
     godaddy,
     google,
+    imailserver,
+    kddi,
     mailru,
     postfix,
     prefilter,
@@ -34,6 +37,7 @@ from bouncekeeper.core.rules import (
     status,
     tencent,
     yahoo,
+    zoho,
 )
 
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
@@ -51,6 +55,10 @@ DIALECTS = (
     mailru,
     tencent,
     amazonses,
+    domino,
+    imailserver,
+    kddi,
+    zoho,
     qmail,
     exim,
     postfix,
