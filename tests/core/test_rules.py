@@ -292,3 +292,19 @@ def test_a_closed_or_held_account_is_suspend_not_a_dead_address(text: str) -> No
     reason = rules.reason_for(text, "5.0.0", 550)
     assert reason is Reason.SUSPEND
     assert _kind(reason, BounceKind.PERMANENT) is BounceKind.TEMPORARY
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # A gateway with no route to the domain's mail system today: nothing about the address.
+        ("Routing: Could not find a gateway for someone@example.net", Reason.NETWORKERROR),
+        (
+            "The following mail has been returned because it encountered an error while being processed.",
+            Reason.SYSTEMERROR,
+        ),
+    ],
+)
+def test_a_transient_fault_of_the_path_is_read_as_such(text: str, reason: Reason) -> None:
+    assert rules.reason_for(text, None, None) is reason
+    assert _kind(reason, BounceKind.UNKNOWN) is BounceKind.TEMPORARY

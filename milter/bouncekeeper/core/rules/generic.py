@@ -223,7 +223,10 @@ WEAK: tuple[tuple[Reason, str], ...] = (
         r"connection (?:refused|timed out|reset|closed|lost)|timed? ?out|network is unreachable|"
         r"no route to host|lost connection|mail loop|routing loop|too many hops|loops? back|"
         r"could not connect|"
-        r"unable to connect|can't connect|connect to .{0,60}failed",
+        r"unable to connect|can't connect|connect to .{0,60}failed|"
+        # A gateway's routing failure ("Routing: Could not find a gateway for a@b"): no path to the
+        # domain's mail system today, nothing about the address.
+        r"could not find a (?:gateway|route)",
     ),
     (R.MAILERERROR, r"mailer|command (?:died|failed)|exit (?:status|code)|procmail|pipe to|\bcommand output"),
     (R.SYNTAXERROR, r"syntax error|command unrecognized|unrecognized command|bad sequence|invalid command"),
@@ -231,7 +234,7 @@ WEAK: tuple[tuple[Reason, str], ...] = (
     (
         R.SYSTEMERROR,
         r"system error|internal error|server error|local error|temporar(?:y|ily)|try again|"
-        r"i/o error|resources",
+        r"i/o error|resources|encountered an error while (?:being )?process",
     ),
     (R.BLOCKED, r"\bblock|denied|refused"),
     (R.REJECTED, r"rejected|reject"),
