@@ -17,6 +17,7 @@ from bouncekeeper.core.model import BounceKind, Classification, Failure, Message
 from bouncekeeper.core.policy import DAY, Mode, Rules, State
 from bouncekeeper.service import Service, Source, StoreUnavailable, identity, record_smtp_failure, rules_from
 from bouncekeeper.store import Store
+from tests.support import hostile_mail
 from tests.support.redis_server import RedisServer
 
 T0 = 1_763_769_600.0
@@ -312,3 +313,21 @@ def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
 
 def test_require_verp_is_off_by_default() -> None:
     assert config.PolicySettings().require_verp is False
+
+
+def test_a_message_that_reached_a_work_cap_is_logged_with_the_caps(
+    redis_db: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = config.Settings(redis=config.RedisSettings(url=redis_db.url))
+    service = Service(settings, Store.from_settings(settings.redis))  # the real classifier
+    raw = hostile_mail.deep_nesting(100_000)
+    try:
+        outcome = service.process_bounce(raw, envelope_rcpt=None, envelope_sender="", source=Source.LMTP)
+    finally:
+        service.close()
+    assert outcome.classification.limits == ("mime",)
+    logged = [r.getMessage() for r in caplog.records if "work caps" in r.getMessage()]
+    # After the queue id prefix (whatever the context holds here): the caps and the size.
+    assert [line.partition(": ")[2] for line in logged] == [
+        f"classification cut short at work caps: mime ({len(raw)} bytes)"
+    ]

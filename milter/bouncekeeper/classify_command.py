@@ -103,6 +103,7 @@ def as_record(name: str, result: Classification) -> dict[str, object]:
         "original_message_id": result.original_message_id,
         "verp_recipient": result.verp_recipient,
         "errors": list(result.errors),
+        "limits": list(result.limits),
     }
 
 
@@ -131,6 +132,8 @@ def _print_human(name: str, result: Classification, verp_status: str | None, out
         lines.append(f"  original Message-ID: {result.original_message_id}")
     for error in result.errors:
         lines.append(f"  stage error: {error}")
+    if result.limits:
+        lines.append("  cut short (work caps reached): " + ", ".join(result.limits))
     out.write("\n".join(lines) + "\n")
 
 

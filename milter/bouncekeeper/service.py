@@ -177,7 +177,7 @@ class Service:
 
     @property
     def classify(self) -> Classifier:
-        return self._classifier or classify
+        return self._classifier or _classify_bounded
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Classified:
         """One message's classification, done once whatever the number of recipients it is for."""
@@ -502,3 +502,14 @@ __all__ = [
     "record_smtp_failure",
     "rules_from",
 ]
+
+
+def _classify_bounded(raw: bytes, **kwargs: str | None) -> Classification:
+    """core.classify, with a log line when the message reached a work cap: the verdict covers the part
+    read, and an operator who sees the line knows a stranger sent something large or strange."""
+    classification = classify(raw, **kwargs)
+    if classification.limits:
+        log.warning(
+            "classification cut short at work caps: %s (%d bytes)", ",".join(classification.limits), len(raw)
+        )
+    return classification

@@ -45,11 +45,27 @@ from bouncekeeper.core.rules import amazonses, bodies, fml, status
 # Bounces put their report first; what follows is the returned original, which can be huge. Parsing is
 # bounded so that a 30 MB message costs what a 4 MB one does; a cut MIME tree parses leniently.
 MAX_PARSE_BYTES = 4 * 1024 * 1024
+# flufl.bounce's detectors run a dozen patterns over every body line: on 4 MiB they take 1.5 s. They read
+# the first 256 KiB (four times the corpus's largest message).
+MAX_FLUFL_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 64 * 1024
 # The human-readable report comes first; what follows the first 16 KiB is the returned original.
 MAX_REPORT_CHARS = 16 * 1024
 # Reasons are read from the start of a diagnostic or report: past 2,000 characters it is boilerplate.
 MAX_EXPLAIN_CHARS = 2000
+# Failed or delayed recipients read from one message: RFC 5321 section 4.5.3.1.8 asks servers to accept
+# 100 recipients per message, and a report lists at most those one message had. Past this many, the
+# rest are not read (Classification.limits says "recipients"): the work per message stays bounded
+# whatever a stranger sends (issue 13: a DSN naming 20,000 recipients took 2.5 s).
+MAX_RECIPIENTS = 1000
+# What Classification.limits can name, and the cap each stands for:
+#   "bytes"       the message was longer than MAX_PARSE_BYTES, or than MAX_FLUFL_BYTES when flufl.bounce's
+#                 detectors ran; the rest was not read
+#   "mime"        more than mime.MAX_DEPTH levels or mime.MAX_PARTS parts; deeper or later ones not read
+#   "headers"     a header block over mime.MAX_HEADER_BYTES or mime.MAX_HEADERS fields; the rest not read
+#   "dsn"         a delivery-status part over dsn.MAX_CHARS characters; the rest not read
+#   "recipients"  more than MAX_RECIPIENTS recipients named; the first ones kept
+#   "addresses"   more than bodies.MAX_ADDRESSES addresses in a plain-text report; the rest not examined
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 # flufl.bounce logs a traceback for each detector exception before re-raising it; we contain those and
@@ -190,11 +206,19 @@ class _Triage:
         self.errors: list[str] = []
         self._human: str | None = None
         self.dsn_groups: int | None = None  # per-recipient groups the delivery-status parts held, once read
+        self.limits: list[str] = []  # the caps reached, in the order met (Classification.limits)
+
+    def _cut(self, limit: str) -> None:
+        if limit not in self.limits:
+            self.limits.append(limit)
 
     # -- entry -------------------------------------------------------------------------------------
 
     def run(self) -> Classification:
-        data = self.raw[:MAX_PARSE_BYTES] if len(self.raw) > MAX_PARSE_BYTES else self.raw
+        data = self.raw
+        if len(data) > MAX_PARSE_BYTES:
+            data = data[:MAX_PARSE_BYTES]
+            self._cut("bytes")
         # Blank lines before the header (a paste or mbox artefact seen in real samples) would make the
         # whole message a body with no headers.
         data = data.lstrip(b" \t\r\n")
@@ -205,7 +229,7 @@ class _Triage:
         if not data:
             return self._finish(MessageType.UNRECOGNISED, [], [], ())
         self.data = data
-        msg = mime.parse(data)
+        msg = mime.parse(data, self.limits)
         self.parsed = _walk(msg)
         ctype = msg.content_type
         report_type = msg.params.get("report-type", "").lower() if ctype == "multipart/report" else None
@@ -276,7 +300,12 @@ class _Triage:
         groups = 0
         for report in dsn.reports(self.parsed.text(part) for part in self.parsed.dsn_parts):
             groups += len(report.recipients)
+            if report.cut:
+                self._cut("dsn")
             for rcpt in report.recipients:
+                if len(failures) + len(delays) + successes >= MAX_RECIPIENTS:
+                    self._cut("recipients")
+                    break
                 address = _address(rcpt.final_recipient) or _address(rcpt.original_recipient)
                 if address is None:
                     continue
@@ -353,7 +382,11 @@ class _Triage:
     def _flufl_stage(self) -> tuple[list[Failure], list[Failure]]:
         # flufl.bounce reads an email.message.Message: the stdlib parse happens only here, for the few
         # messages that reach this stage.
-        temporary, permanent = all_failures(_PARSER.parsebytes(self.data))
+        data = self.data
+        if len(data) > MAX_FLUFL_BYTES:
+            data = data[:MAX_FLUFL_BYTES]
+            self._cut("bytes")
+        temporary, permanent = all_failures(_PARSER.parsebytes(data))
         failures: list[Failure] = []
         delays: list[Failure] = []
         if not temporary and not permanent:
@@ -370,14 +403,17 @@ class _Triage:
             context = bodies.context_for(human, address, decode(raw_address))
             return self._text_failure(address, context, human, Stage.FLUFL)
 
-        for raw_address in sorted(permanent):
+        named: set[str] = set()
+        for raw_address in [*sorted(permanent), *sorted(temporary)]:
             address = normalise(raw_address)
-            if address is None or unlikely(address):
+            if address is None or address in named or unlikely(address):
                 continue
-            failures.append(flufl_failure(address, raw_address))
-        for raw_address in sorted(temporary):
-            address = normalise(raw_address)
-            if address is None or address in {f.recipient for f in failures} or unlikely(address):
+            if len(named) >= MAX_RECIPIENTS:
+                self._cut("recipients")
+                break
+            named.add(address)
+            if raw_address in permanent:
+                failures.append(flufl_failure(address, raw_address))
                 continue
             failure = flufl_failure(address, raw_address)
             # flufl.bounce reports delay warnings (its SimpleWarning detector) as temporary failures.
@@ -437,15 +473,21 @@ class _Triage:
                 self._text_failure(address, context, human, Stage.RULES) for address, context in found
             ], []
         human = self._human_text()
-        found = bodies.find_recipients(human, exclude=self._own_addresses())
+        found = bodies.find_recipients(human, exclude=self._own_addresses(), cut=self.limits)
         failed_header = self._header("x-failed-recipients")
         if not found and failed_header:
             # Exim and Google name the failed recipients in X-Failed-Recipients, whatever language
             # the report is written in.
+            named: set[str] = set()
             for piece in failed_header.split(","):
                 address = normalise(piece)
-                if address is not None and address not in {a for a, _ in found}:
-                    found.append((address, bodies.context_for(human, address)))
+                if address is None or address in named:
+                    continue
+                if len(named) >= MAX_RECIPIENTS:
+                    self._cut("recipients")
+                    break
+                named.add(address)
+                found.append((address, bodies.context_for(human, address)))
         failures = [self._text_failure(address, context, human, Stage.RULES) for address, context in found]
         if failures and _is_delay_notice(human):
             return [], [replace(f, action="delayed", reason=Reason.DELAYED) for f in failures]
@@ -562,6 +604,7 @@ class _Triage:
             original_message_id=original,
             verp_recipient=self.verp,
             errors=tuple(self.errors),
+            limits=tuple(self.limits),
         )
 
 

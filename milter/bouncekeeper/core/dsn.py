@@ -22,6 +22,11 @@ HEADERS_TYPES = frozenset(
     {"text/rfc822-headers", "message/rfc822-headers", "text/global-headers", "message/global-headers"}
 )
 MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+# Work caps (issue 13): a delivery-status part is read up to MAX_CHARS characters (a report on 1,000
+# recipients is ~300 KB; what follows is not read, and DeliveryStatus.cut says so), and each field value
+# up to MAX_FIELD_CHARS (the longest real Diagnostic-Code is a multi-line reply of a few hundred).
+MAX_CHARS = 1024 * 1024
+MAX_FIELD_CHARS = 8 * 1024
 
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 # RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
@@ -54,6 +59,7 @@ class RecipientReport:
 class DeliveryStatus:
     reporting_mta: str | None
     recipients: tuple[RecipientReport, ...]
+    cut: bool = False  # the part was longer than MAX_CHARS: its recipients past that are not listed
 
 
 def field_blocks(text: str) -> list[dict[str, str]]:
@@ -81,7 +87,9 @@ def field_blocks(text: str) -> list[dict[str, str]]:
                     current = {}
                 current.setdefault(name, match.group(2).strip())
                 last = name
-            else:
+            elif len(current[last]) < MAX_FIELD_CHARS:
+                # Past MAX_FIELD_CHARS a folded value's lines are dropped: joining each to a growing
+                # value copies it again, quadratic in the number of lines.
                 current[last] = f"{current[last]} {stripped}"
             continue
         match = _FIELD.match(line.strip())
@@ -143,9 +151,13 @@ def status_of(text: str | None) -> str | None:
 
 
 def read(text: str) -> DeliveryStatus:
-    """Read the text of a delivery-status part."""
+    """Read the text of a delivery-status part (its first MAX_CHARS characters)."""
     reporting: str | None = None
     recipients: list[RecipientReport] = []
+    cut = len(text) > MAX_CHARS
+    if cut:
+        line_end = text.rfind("\n", 0, MAX_CHARS)
+        text = text[: line_end + 1 if line_end > 0 else MAX_CHARS]  # whole lines, where there are lines
     for block in field_blocks(text):
         if "reporting-mta" in block and reporting is None:
             reporting = _strip_type(block["reporting-mta"])[1] or None
@@ -169,7 +181,7 @@ def read(text: str) -> DeliveryStatus:
                 status_comment=STATUS_RE.sub("", block.get("status", ""), count=1).strip(" ()\t"),
             )
         )
-    return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients))
+    return DeliveryStatus(reporting_mta=reporting, recipients=tuple(recipients), cut=cut)
 
 
 def reports(texts: Iterable[str]) -> list[DeliveryStatus]:

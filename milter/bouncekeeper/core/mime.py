@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# Work caps (issue 13): nesting, parts and header blocks past these are not read, and parse() says so
+# in `cut` ("mime", "headers"), which the classifier reports in Classification.limits. Real bounces nest
+# three levels and hold a handful of parts; a header block of a real message is a few KiB.
 MAX_DEPTH = 8
 MAX_PARTS = 256
+MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADERS = 1000
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FILENAME = re.compile(r'filename\*?\s*=\s*"?([^";]+)', re.IGNORECASE)
@@ -100,14 +106,28 @@ class Part:
         return found
 
 
-def parse(raw: bytes) -> Part:
-    """Parse one message. Never raises."""
-    counter = [0]
-    return _parse(raw, 0, counter, "text/plain")
+def parse(raw: bytes, cut: list[str] | None = None) -> Part:
+    """Parse one message. Never raises. The caps reached are appended to `cut`."""
+    budget = _Budget(cut if cut is not None else [])
+    return _parse(raw, 0, budget, "text/plain")
 
 
-def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Part:
-    counter[0] += 1
+class _Budget:
+    """The parts parsed so far and the caps reached, shared by one parse's recursion."""
+
+    __slots__ = ("cut", "parts")
+
+    def __init__(self, cut: list[str]) -> None:
+        self.parts = 0
+        self.cut = cut
+
+    def reached(self, limit: str) -> None:
+        if limit not in self.cut:
+            self.cut.append(limit)
+
+
+def _parse(raw: bytes, depth: int, budget: _Budget, default_type: str) -> Part:
+    budget.parts += 1
     match = _HEADER_END.search(raw)
     if raw[:1] in (b"\n", b"\r"):
         head, body = b"", raw.lstrip(b"\r\n")  # no header at all: the whole entity is body
@@ -115,7 +135,7 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
         head, body = raw, b""
     else:
         head, body = raw[: match.start()], raw[match.end() :]
-    headers = _headers(head)
+    headers = _headers(head, budget)
     part = Part(headers, body)
     value = part.get("content-type")
     if value:
@@ -127,14 +147,17 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
         }
     else:
         part.content_type = default_type
-    if depth >= MAX_DEPTH or counter[0] >= MAX_PARTS:
+    nested = part.maintype == "multipart" or part.content_type in ("message/rfc822", "message/global")
+    if nested and (depth >= MAX_DEPTH or budget.parts >= MAX_PARTS):
+        budget.reached("mime")
         return part
     if part.maintype == "multipart" and part.params.get("boundary"):
         child_default = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
         for chunk in _split(body, part.params["boundary"].encode("utf-8", "replace")):
-            if counter[0] >= MAX_PARTS:
+            if budget.parts >= MAX_PARTS:
+                budget.reached("mime")
                 break
-            part.children.append(_parse(chunk, depth + 1, counter, child_default))
+            part.children.append(_parse(chunk, depth + 1, budget, child_default))
         if part.children:
             part.body = b""
     elif part.content_type in ("message/rfc822", "message/global"):
@@ -145,9 +168,10 @@ def _parse(raw: bytes, depth: int, counter: list[int], default_type: str) -> Par
         head_end = _HEADER_END.search(inner)
         head = inner if head_end is None else inner[: head_end.start()]
         if b"multipart/report" in head.lower():
-            part.enclosed = _parse(inner, depth + 1, counter, "text/plain")
+            part.enclosed = _parse(inner, depth + 1, budget, "text/plain")
         else:
-            part.enclosed = Part(_headers(head), b"" if head_end is None else inner[head_end.end() :])
+            body = b"" if head_end is None else inner[head_end.end() :]
+            part.enclosed = Part(_headers(head, budget), body)
     return part
 
 
@@ -155,20 +179,30 @@ _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE
 _FOLD = re.compile(r"\n[ \t]+")
 
 
-def _headers(head: bytes) -> list[tuple[str, str]]:
+def _headers(head: bytes, budget: _Budget | None = None) -> list[tuple[str, str]]:
     """Header fields in order: name lower-cased, value unfolded (RFC 5322 section 2.2.3) and stripped.
-    Lines that are neither a field nor a continuation (an mbox "From " line, garbage) are skipped."""
+    Lines that are neither a field nor a continuation (an mbox "From " line, garbage) are skipped. At
+    most MAX_HEADERS fields from the first MAX_HEADER_BYTES bytes."""
+    if len(head) > MAX_HEADER_BYTES:
+        head = head[:MAX_HEADER_BYTES]
+        if budget is not None:
+            budget.reached("headers")
     text = decode_bytes(head).replace("\r\n", "\n")
-    return [
-        (name.lower(), (_FOLD.sub(" ", value) if "\n" in value else value).strip())
-        for name, value in _FIELD.findall(text)
-    ]
+    fields: list[tuple[str, str]] = []
+    for found in _FIELD.finditer(text):
+        if len(fields) >= MAX_HEADERS:
+            if budget is not None:
+                budget.reached("headers")
+            break
+        name, value = found.groups()
+        fields.append((name.lower(), (_FOLD.sub(" ", value) if "\n" in value else value).strip()))
+    return fields
 
 
-def _split(body: bytes, boundary: bytes) -> list[bytes]:
-    """The body parts between `--boundary` delimiter lines (RFC 2046 section 5.1.1)."""
+def _split(body: bytes, boundary: bytes) -> Iterator[bytes]:
+    """The body parts between `--boundary` delimiter lines (RFC 2046 section 5.1.1), found as they are
+    asked for: a caller that stops at MAX_PARTS does not split the rest."""
     delimiter = b"--" + boundary
-    chunks: list[bytes] = []
     start = -1
     position = 0
     while True:
@@ -187,11 +221,10 @@ def _split(body: bytes, boundary: bytes) -> list[bytes]:
                 end -= 2
             elif body[end - 1 : end] in (b"\n", b"\r"):
                 end -= 1
-            chunks.append(body[start:end])
+            yield body[start:end]
         if body[position : position + 2] == b"--":
-            return chunks  # close delimiter
+            return  # close delimiter
         start = line_end
         position = line_end
     if start >= 0 and start < len(body):
-        chunks.append(body[start:])  # no close delimiter: the last part runs to the end
-    return chunks
+        yield body[start:]  # no close delimiter: the last part runs to the end
