@@ -93,6 +93,9 @@ class _Table:
     # literals.
     phases: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]
     dead_at_any_stage: re.Pattern[str]
+    # Per phase, its literals filed under one three-character piece of each (_screen): explain() tests
+    # only the literals whose piece the text holds.
+    screens: tuple[dict[str, tuple[str, ...]], ...] = ()
 
 
 def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
@@ -133,7 +136,29 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
     # DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's
     # words, except for these.
     dead = "|".join(source for module in dialects for source in getattr(module, "DEAD_AT_ANY_STAGE", ()))
-    return _Table(rows, by_literal, frozenset(always), first, phases, re.compile(dead or r"(?!)"))
+    screens = tuple(_screen(literals) for literals, _ in phases)
+    return _Table(rows, by_literal, frozenset(always), first, phases, re.compile(dead or r"(?!)"), screens)
+
+
+# Letters from the most to the least frequent in English text: a piece of rarer letters is in fewer texts.
+_COMMON = " etaoinsrhldcumfpgwybvkxjqz"
+
+
+def _screen(literals: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each literal filed under its rarest three-character piece (prefilter.MIN_LITERAL is 3). A text that
+    holds a literal holds its piece; so the literals to test against a text are those filed under the
+    pieces it holds, a few instead of hundreds (the substring tests were a quarter of the classifier's
+    time: benchmarks/classify_speed.py)."""
+    filed: dict[str, list[str]] = {}
+    for literal in literals:
+        pieces = [literal[i : i + 3] for i in range(len(literal) - 2)]
+        piece = max(pieces, key=lambda p: sum(_COMMON.find(c) % len(_COMMON) for c in p))
+        filed.setdefault(piece, []).append(literal)
+    return {piece: tuple(found) for piece, found in filed.items()}
+
+
+# Past this length, building a text's set of pieces costs more than testing every literal.
+_SCREEN_MAX = 1000
 
 
 _TABLE = _compile(DIALECTS)
@@ -176,10 +201,15 @@ def reason_for(text: str, status_code: str | None, reply_code: int | None) -> Re
     return explain(text, status_code, reply_code)[0]
 
 
-def _first_hit(text: str, phase: int) -> _Row | None:
+def _first_hit(text: str, phase: int, pieces: set[str] | None) -> _Row | None:
+    """The first row of the phase whose regex finds `text`; `pieces`: the text's three-character pieces
+    (None: test every literal)."""
     table = _TABLE
     literals, always = table.phases[phase]
     candidates = set(always)
+    if pieces is not None:
+        screen = table.screens[phase]
+        literals = tuple(literal for piece in pieces & screen.keys() for literal in screen[piece])
     for literal in filter(text.__contains__, literals):  # C-level scan: no bytecode per absent literal
         candidates.update(table.by_literal[literal])
     for index in sorted(candidates):
@@ -198,13 +228,14 @@ def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple
     text = " ".join(text.split()).lower()  # one line: MTAs wrap diagnostics anywhere
     if "@" in text:
         text = _ADDRESS.sub(_NO_ADDRESS, text)
-    row = _first_hit(text, 0)
+    pieces = {text[i : i + 3] for i in range(len(text) - 2)} if len(text) <= _SCREEN_MAX else None
+    row = _first_hit(text, 0, pieces)
     if row is not None:
         return row.reason, _TIER_STRENGTH[row.tier]
     specific = status.specific(status_code)
     if specific is not None:
         return specific, 2
-    row = _first_hit(text, 1)
+    row = _first_hit(text, 1, pieces)
     if row is not None:
         return row.reason, _TIER_STRENGTH[row.tier]
     found = status.generic(status_code)
