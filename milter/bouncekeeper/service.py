@@ -142,6 +142,14 @@ class Classified:
                 found = self._classifier(
                     self.raw, verp_recipient=verp_recipient, envelope_sender=self.envelope_sender
                 )
+            if not self._memo and found.limits:
+                # Once per message: the verdict covers the part read, and an operator who sees the line
+                # knows a stranger sent something large or strange (core.classify's work caps).
+                log.warning(
+                    "classification cut short at work caps: %s (%d bytes)",
+                    ",".join(found.limits),
+                    len(self.raw),
+                )
             self._memo[verp_recipient] = found
         return self._memo[verp_recipient]
 
@@ -177,7 +185,7 @@ class Service:
 
     @property
     def classify(self) -> Classifier:
-        return self._classifier or _classify_bounded
+        return self._classifier or classify
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Classified:
         """One message's classification, done once whatever the number of recipients it is for."""
@@ -502,14 +510,3 @@ __all__ = [
     "record_smtp_failure",
     "rules_from",
 ]
-
-
-def _classify_bounded(raw: bytes, **kwargs: str | None) -> Classification:
-    """core.classify, with a log line when the message reached a work cap: the verdict covers the part
-    read, and an operator who sees the line knows a stranger sent something large or strange."""
-    classification = classify(raw, **kwargs)
-    if classification.limits:
-        log.warning(
-            "classification cut short at work caps: %s (%d bytes)", ",".join(classification.limits), len(raw)
-        )
-    return classification
