@@ -3,7 +3,7 @@
 smtp-sink can refuse one SMTP command for every recipient with one text; the real-MTA bounce tests need a
 different reply per recipient and per stage (RCPT or DATA), so that one batch makes a real MTA write its
 own bounce for each failure in the table. Mail to `collect` (the bounces and delay warnings the MTA
-sends back to the original sender) is kept in `collected`.
+sends back to the original sender) is kept in `collected`; `collect="*"` keeps every message accepted.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class _Handler:
 
     def _collects(self, address: str) -> bool:
         """The original sender, with or without a "+NAME" extension (Postfix's recipient_delimiter)."""
+        if self.collect_local == "*":
+            return True
         local, _, domain = address.lower().partition("@")
         return local.partition("+")[0] == self.collect_local and domain == self.collect_domain
 

@@ -40,6 +40,8 @@ def unpacked() -> pathlib.Path | None:
 
 
 class Sendmail:
+    mc_name = "test.mc"  # the .mc's name in `directory`
+
     def __init__(
         self,
         directory: pathlib.Path,
@@ -116,9 +118,9 @@ FEATURE(`accept_unresolvable_domains')dnl
 DAEMON_OPTIONS(`Port={self.port}, Addr=127.0.0.1, Name=MTA')dnl
 {self.extra_mc()}MAILER(`smtp')dnl
 """
-        (d / "test.mc").write_text(mc)
+        (d / self.mc_name).write_text(mc)
         cf = subprocess.run(
-            ["m4", f"-D_CF_DIR_={cf_dir}/", str(cf_dir / "m4/cf.m4"), str(d / "test.mc")],
+            ["m4", f"-D_CF_DIR_={cf_dir}/", str(cf_dir / "m4/cf.m4"), str(d / self.mc_name)],
             capture_output=True,
             text=True,
             check=True,
@@ -129,12 +131,24 @@ DAEMON_OPTIONS(`Port={self.port}, Addr=127.0.0.1, Name=MTA')dnl
         return d / "sendmail.cf"
 
     def _argv(self, *args: str) -> list[str]:
-        binary = self.tree / "usr/libexec/sendmail/sendmail"
         return [
-            "unshare", "--uts", "--", "sh", "-c", 'hostname mta.example.test && exec "$@"', "sh",
-            str(binary), "-C", str(self.directory / "sendmail.cf"), *args,
+            *self.command(), "-C", str(self.directory / "sendmail.cf"), *args,
             "-X", str(self.directory / "traffic.log"),
         ]  # fmt: skip
+
+    def command(self) -> list[str]:
+        """The sendmail binary, run with a dotted host name (see the module's docstring)."""
+        binary = self.tree / "usr/libexec/sendmail/sendmail"
+        return [
+            "unshare",
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            'hostname mta.example.test && exec "$@"',
+            "sh",
+            str(binary),
+        ]
 
     def run_queue(self) -> subprocess.CompletedProcess[str]:
         """One queue run in the foreground (`sendmail -q`), every queued message retried now."""

@@ -43,7 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Postfix's configuration folder (default: %(default)s)",
     )
     postfix.add_argument("--reload", action="store_true", help="run `postfix reload` after --apply")
-    for mta in (exim, postfix):
+    sendmail = msub.add_parser(
+        "sendmail", help="Sendmail: the operator's .mc, built and checked with m4 and -bt"
+    )
+    sendmail.add_argument(
+        "--mc", metavar="PATH", default="/etc/mail/sendmail.mc", help="default: %(default)s"
+    )
+    sendmail.add_argument(
+        "--cf", metavar="PATH", help="also write the built .cf there (default: no; Debian: sendmailconfig)"
+    )
+    sendmail.add_argument(
+        "--cf-dir", metavar="PATH", help="sendmail-cf's cf folder (default: /usr/share/sendmail/cf if there)"
+    )
+    sendmail.add_argument("--sendmail", metavar="PATH", help="the sendmail binary for the -bt check")
+    for mta in (exim, postfix, sendmail):
         mta.add_argument("--apply", action="store_true", help="check the staged result, then write it")
         mta.add_argument("--undo", action="store_true", help="restore the files a previous --apply changed")
         mta.add_argument(
