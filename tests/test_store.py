@@ -22,7 +22,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store import keys as k
-from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.event import ENTRY_MAX_BYTES, FIELD_MAX, Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
@@ -607,3 +607,46 @@ def test_a_store_of_the_earlier_layout_is_read_and_its_score_moved(store: Store)
     assert 4990 < view.hard_ttl <= 5000
     assert [e["kind"] for e in view.events] == ["autoreply", "permanent"]  # new lines, then the old
     assert store.record([item()], now=T0, rules=ENFORCE)[0].score == 4
+
+
+def test_a_verp_id_scores_an_address_once_however_often_replayed(store: Store) -> None:
+    rules = dataclasses.replace(ENFORCE, rule=Rule.COUNT, count_threshold=2, replay_window=60)
+    replayed = [dataclasses.replace(item(at=T0 + n), verp_id="v1") for n in range(3)]
+    results = [store.record([i], now=T0 + n, rules=rules)[0] for n, i in enumerate(replayed)]
+    assert [(r.duplicate, r.scored, r.score) for r in results] == [(False, True, 1), *[(False, False, 1)] * 2]
+    assert results[1].why == "this VERP address already scored for this address"
+    # Another signed address (another day's mail) scores; the first one again after its window.
+    other = dataclasses.replace(item(at=T0 + 5), verp_id="v2")
+    assert store.record([other], now=T0 + 5, rules=rules)[0].disabled
+    assert 0 < store.client.ttl(store.keys.replay(ADDRESS, "v1")) <= 60
+
+
+def test_a_failure_that_is_not_authentic_obeys_the_breaker_but_never_opens_it(store: Store) -> None:
+    rules = Rules(mode=Mode.ENFORCE, hard_threshold=10**6, breaker_addresses=3, breaker_window=600)
+    loose = [dataclasses.replace(item(f"u{n}@d.example"), authentic=False) for n in range(5)]
+    results = store.record(loose, now=T0, rules=rules)
+    assert all(r.scored and not r.frozen for r in results)
+    assert not store.frozen_domains()
+    authentic = [item(f"a{n}@d.example") for n in range(3)]
+    assert [r.frozen for r in store.record(authentic, now=T0 + 2, rules=rules)] == [False, False, True]
+    later = dataclasses.replace(item("u9@d.example"), authentic=False)
+    (result,) = store.record([later], now=T0 + 3, rules=rules)
+    assert result.frozen
+    assert not result.scored
+
+
+def test_an_event_keeps_each_field_within_its_limit_and_no_control_characters() -> None:
+    huge = '"\\\u202e\x1b\x00é' * 20_000
+    event = Event(
+        at=T0, kind=EventKind.PERMANENT, source=Source.LMTP,
+        **{name: huge for name in FIELD_MAX if name not in ("effect",)},  # type: ignore[arg-type]
+        effect="none",
+    )  # fmt: skip
+    for name, limit in FIELD_MAX.items():
+        value = getattr(event, name)
+        assert len(value.encode()) <= limit
+        assert not set(value) & {"\u202e", "\x1b", "\x00"}
+    assert len(event.to_json().encode()) <= ENTRY_MAX_BYTES
+    # Short printable values are kept as they are, tabs and newlines of a diagnostic too.
+    plain = Event(at=T0, kind=EventKind.PERMANENT, source=Source.LMTP, diagnostic="smtp; 550\n\tno 5.1.1 é")
+    assert plain.diagnostic == "smtp; 550\n\tno 5.1.1 é"

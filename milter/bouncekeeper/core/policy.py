@@ -112,6 +112,9 @@ class Rules:
     breaker_addresses: int = 100
     breaker_window: int = 600
     breaker_freeze: int = DAY
+    # One signed VERP address (or token) scores an address once within this window, however often its
+    # bounce is replayed: the VERP validity (max_age_days) plus the day it was signed and a day of skew.
+    replay_window: int = 16 * DAY
 
     def day(self, now: float) -> int:
         """The day number the daily rule uses for `now`."""

@@ -9,12 +9,17 @@ status, reason, context, effect, note), the stream entry's ID (`ref`) and the de
 diagnostic, remote MTA, client, sender and queue id are read back from the stream entry by `ref` when an
 operator looks (Store.view), so an idle tracked address stays under 300 bytes
 (docs/redis.md, "Store throughput and memory").
+
+Every text field is cut to `FIELD_MAX` octets when the event is made, and control and bidi characters
+become `?` (a bounce is written by a stranger, and these fields reach logs, terminals and webhooks): a
+stream entry is at most `ENTRY_MAX_BYTES`, whatever the bounce held (issue 14; docs/security.md).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -32,6 +37,9 @@ class EventKind(StrEnum):
     DELIVERED = "delivered"
     UNRECOGNISED = "unrecognised"
     FORGED = "forged"
+    # The recipients a bounce named without evidence for them (no authentic VERP address, or not among a
+    # token's recipients): one entry per message, listing them (`recipients`), never scored.
+    UNVOUCHED = "unvouched"
     LOOP = "loop"
     # State changes and alerts.
     DISABLED = "disabled"  # by bounces (the threshold), by an admin or by the user
@@ -70,6 +78,14 @@ class Event:
     queue_id: str | None = None
     effect: str | None = None  # hard | soft | none, as assessed before the counters
     note: str = ""
+    # An `unvouched` event's recipients: "address:kind:status", space-separated, cut at FIELD_MAX.
+    recipients: str = ""
+
+    def __post_init__(self) -> None:
+        for name, limit in _BOUNDED:
+            value = getattr(self, name)
+            if value and (len(value) > limit // 4 or not value.isprintable()):
+                object.__setattr__(self, name, bound(value, limit))
 
     def as_dict(self, *, date: bool = True) -> dict[str, Any]:
         """The non-empty fields, with `date` (ISO 8601 UTC) for people beside `at`."""
@@ -104,6 +120,46 @@ class Event:
                 text = str(value)[:HISTORY_TEXT_MAX]
             values.append(text.translate(_FLAT))
         return "\t".join(values)
+
+
+# The most octets (UTF-8) each text field of an event keeps. A DNS name is at most 253 octets, an address
+# 254 (RFC 5321 section 4.5.3.1.3), a status 9 ("5.XXX.YYY"); a Message-ID has no limit of its own but
+# RFC 5322's 998-octet line, and real ones stay under 100. An event made with longer values keeps their
+# start; the raw bounce (raw_days) keeps the rest.
+FIELD_MAX = {
+    "address": 254,
+    "id": 32,
+    "message_id": 256,
+    "status": 16,
+    "reason": 32,
+    "diagnostic": 500,
+    "remote_mta": 256,
+    "context": 64,
+    "sender": 254,
+    "client": 64,
+    "queue_id": 64,
+    "effect": 8,
+    "note": 256,
+    "recipients": 1024,
+}
+_BOUNDED = tuple(FIELD_MAX.items())
+# A stream entry's JSON at most: every field at its limit, each octet a `"` or `\` that JSON doubles,
+# plus the names, `at`, `kind`, `source` and `date` (tests/test_store.py builds that worst event).
+ENTRY_MAX_BYTES = 2 * sum(FIELD_MAX.values()) + 256
+# C0 and C1 controls, DEL and the bidi overrides and isolates (U+202A-202E, U+2066-2069): a stranger's text
+# must not move a terminal's cursor or reorder what an operator reads. Tabs and newlines are kept here
+# (a diagnostic may have lines); the history line flattens them.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def bound(text: str, limit: int) -> str:
+    """`text` without control or bidi characters, cut to at most `limit` UTF-8 octets (never in the
+    middle of a character)."""
+    text = _CONTROL.sub("?", text)
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
 
 
 # A history line's fields, in order: the event's own (to_history), then what the Lua step appends: `ref`,

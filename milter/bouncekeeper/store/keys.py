@@ -23,6 +23,9 @@ SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
 TRACK = "track"
 HITS = "hits"  # zset event id -> time, the count rule's window; TTL = that window
 SEEN = "seen"  # seen:<event id> string, TTL = dedup window: this bounce was already counted
+# replay:<VERP id> string, TTL = the VERP validity: this signed VERP address (or token) already scored for
+# this address (record.lua); one per signed address that scored, so no stranger can multiply them
+REPLAY = "replay"
 # list of outbox entries not yet in the outbox stream: Redis Cluster only (notify.py relays them)
 OUTBOX = "notify"
 # list of JSON probe records, newest first, capped (probes.py); never expires (a few per address)
@@ -46,8 +49,11 @@ class Keys:
     def seen(self, address: str, event_id: str) -> str:
         return f"{self.prefix}{{{address}}}:{SEEN}:{event_id}"
 
+    def replay(self, address: str, verp_id: str) -> str:
+        return f"{self.prefix}{{{address}}}:{REPLAY}:{verp_id}"
+
     def record_keys(self, address: str, event_id: str) -> list[str]:
-        """KEYS of record.lua, in its order."""
+        """KEYS 1-6 of record.lua, in its order (7 is the outbox, 8 `replay`)."""
         return [
             *(self.address(address, s) for s in (STATE, SOFT, TRACK, HITS, LEGACY_HARD)),
             self.seen(address, event_id),

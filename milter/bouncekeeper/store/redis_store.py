@@ -56,6 +56,12 @@ class Item:
     address: str
     effect: Effect
     event: Event
+    # The bounce came with evidence for this address (a signed VERP address naming it, the
+    # application's own SMTP-time report): only then does it count towards the domain's circuit breaker.
+    authentic: bool = True
+    # The signed VERP address (or token) the bounce came to, as an id: it scores this address once within
+    # Rules.replay_window (record.lua). Empty: no replay check.
+    verp_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +287,10 @@ class Store:
                 self.keys.stream,
                 self.keys.stats,
                 self.keys.outbox,
+                self.keys.replay(item.address, item.verp_id),
             ]
             args = [
-                1 if item.effect is not Effect.NONE and rules.breaker_addresses > 0 else 0,
+                _breaker_use(item, rules),
                 item.address,
                 repr(now),
                 rules.breaker_window,
@@ -297,6 +304,7 @@ class Store:
                 domain,
                 *self._outbox_args(),
                 item.event.to_history(),
+                _replay_ttl(item, rules),
             ]
             calls.append((keys, args))
         if len(calls) == 1:
@@ -324,7 +332,8 @@ class Store:
         for item in items:
             batch.pipe.exists(self.keys.seen(item.address, item.event.id))
         for n, item in enumerate(items):
-            if item.effect is not Effect.NONE and rules.breaker_addresses > 0:
+            use = _breaker_use(item, rules)
+            if use:
                 domain = domain_of(item.address)
                 breaker_at[n] = batch.script(
                     "breaker",
@@ -335,6 +344,7 @@ class Store:
                         rules.breaker_window,
                         rules.breaker_addresses,
                         rules.breaker_freeze,
+                        1 if use == 1 else 0,
                     ],
                 )
         # The stream entries now, so that the history lines can name them (their IDs); a duplicate's
@@ -356,8 +366,12 @@ class Store:
             # and its stream entry goes again. Two copies delivered at the same instant can both pass
             # round trip 1: the script still counts one, the stream may show both (same `id`).
             args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
-            keys = [*self.keys.record_keys(item.address, item.event.id), self._outbox_key(item.address)]
-            history = [*self._outbox_args(), item.event.to_history(), refs[n]]
+            keys = [
+                *self.keys.record_keys(item.address, item.event.id),
+                self._outbox_key(item.address),
+                self.keys.replay(item.address, item.verp_id),
+            ]
+            history = [*self._outbox_args(), item.event.to_history(), refs[n], _replay_ttl(item, rules)]
             calls[n] = batch.script("record", keys, [*args, *history])
             if seen[n]:
                 pipe.xdel(self.keys.stream, refs[n])
@@ -449,11 +463,21 @@ class Store:
 
     def log_event(self, event: Event) -> str:
         """An event for the global stream only (forged VERP, loops): one round trip. Returns its ID."""
+        return self.log_events([event])[0]
+
+    def log_events(self, events: Sequence[Event]) -> list[str]:
+        """Events for the global stream only, one round trip; no per-address key is made (a stranger's
+        bounce naming thousands of addresses costs the bounded stream, not a key each). Their IDs."""
         with _guard("log event"):
             pipe = self.pipeline()
-            self._xadd(pipe, event.kind.value, event.address or "", event.to_json())
-            pipe.hincrby(self.keys.stats, f"events:{event.kind.value}", 1)
-            return str(pipe.execute()[0])
+            at = [self._xadd(pipe, e.kind.value, e.address or "", e.to_json()) for e in events]
+            counts: dict[str, int] = {}
+            for e in events:
+                counts[e.kind.value] = counts.get(e.kind.value, 0) + 1
+            for kind, count in counts.items():
+                pipe.hincrby(self.keys.stats, f"events:{kind}", count)
+            replies = pipe.execute()
+        return [str(replies[i]) for i in at]
 
     # --- the operator's view and acts ---
 
@@ -667,6 +691,18 @@ def parse_entry(fields: dict[str, str]) -> dict[str, Any]:
     if fields.get("address"):
         out.setdefault("address", fields["address"])
     return out
+
+
+def _breaker_use(item: Item, rules: Rules) -> int:
+    """bounce.lua's ARGV 1: 0 the breaker is not asked, 1 asked and fed, 2 asked only (not authentic)."""
+    if item.effect is Effect.NONE or rules.breaker_addresses <= 0:
+        return 0
+    return 1 if item.authentic else 2
+
+
+def _replay_ttl(item: Item, rules: Rules) -> int:
+    """record.lua's ARGV 22: how long this item's VERP address is remembered as having scored."""
+    return rules.replay_window if item.verp_id else 0
 
 
 def _ttl(value: int) -> int | None:

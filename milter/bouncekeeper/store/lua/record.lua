@@ -13,6 +13,8 @@
 --       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
 --       20 the event's history line (event.py to_history; this step appends ref and its decision)
 --       21 ref: the event's entry ID in the global stream (written just before, in the same round trip)
+--       KEYS 8 and ARGV 22, replays: 8 replay (string: this VERP address or token already scored for
+--       this address)  22 its TTL s (0: the bounce came to no signed address; no replay check)
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
 -- crossed: this step took the score from below the threshold to it (announced once per crossing)
 
@@ -62,6 +64,18 @@ if effect ~= 'none' then
   elseif state ~= 'active' then
     effect = 'none'
     why = 'address is ' .. state
+  end
+end
+
+-- One signed VERP address (or token) scores an address once, however often it is replayed: it covers
+-- the recipient and the day it was signed, not the message, so whoever holds one (a leaked Return-Path)
+-- could otherwise send its bounce every day of its validity. The key lives as long as the address
+-- verifies; set only when the failure scores, so a failure unscored (a frozen domain) keeps its chance.
+local replay_ttl = tonumber(ARGV[22] or '0')
+if effect ~= 'none' and replay_ttl > 0 then
+  if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', replay_ttl) then
+    effect = 'none'
+    why = 'this VERP address already scored for this address'
   end
 end
 
