@@ -104,10 +104,11 @@ def test_a_verp_bounce_is_recorded_for_the_decoded_recipient(
 def test_the_same_bounce_delivered_twice_counts_once(parts: tuple[Service, Clock, FixedClassifier]) -> None:
     service, clock, classifier = parts
     classifier.verdict = bounce("alice@example.org")
-    service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP)
+    rcpt = vaddr("alice@example.org")
+    service.process_bounce(RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
     clock.now += DAY  # a retry days later: a new day, but the same bounce
     again = service.process_bounce(
-        b"Received: by us\n" + RAW, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP
+        b"Received: by us\n" + RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP
     )
     assert again.recorded[0].duplicate
     assert again.recorded[0].score == 1
@@ -161,7 +162,9 @@ def test_autoreply_is_recorded_never_scored(parts: tuple[Service, Clock, FixedCl
 def test_non_scoring_reason_is_recorded_not_scored(parts: tuple[Service, Clock, FixedClassifier]) -> None:
     service, _clock, classifier = parts
     classifier.verdict = bounce("alice@example.org", BounceKind.TEMPORARY, Reason.SPAMDETECTED)
-    outcome = service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.CLI)
+    outcome = service.process_bounce(
+        RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender=None, source=Source.CLI
+    )
     assert not outcome.recorded[0].scored
     assert service.store.view("alice@example.org").soft_count == 0
 
@@ -173,8 +176,9 @@ def test_three_days_of_hard_bounces_suppress_the_address(
     classifier.verdict = bounce("alice@example.org")
     for day in range(3):
         clock.now = T0 + day * DAY
-        raw = RAW.replace(b"dsn1", f"dsn-day{day}".encode())  # a new bounce each day
-        outcome = service.process_bounce(raw, envelope_rcpt=None, envelope_sender=None, source=Source.LMTP)
+        raw = RAW.replace(b"dsn1", f"dsn-day{day}".encode())  # a new bounce each day, of that day's mail
+        rcpt = vaddr("alice@example.org", day=clock.now)
+        outcome = service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
     assert outcome.recorded[0].disabled
     assert "state=disabled-bounces" in outcome.summary()
     assert service.is_suppressed("Alice@Example.ORG")
@@ -194,10 +198,10 @@ def test_token_mode_scores_only_the_tokens_recipients(parts: tuple[Service, Cloc
     )
     classifier.verdict = Classification(MessageType.BOUNCE, failures=failures)
     outcome = service.process_bounce(RAW, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
-    assert [(d.address, d.scored) for d in outcome.recorded] == [
-        ("b@example.org", True),
-        ("stranger@example.org", False),
-    ]
+    assert [(d.address, d.scored) for d in outcome.recorded] == [("b@example.org", True)]
+    # The stranger is in the stream, with no key of its own.
+    assert outcome.unvouched == ("stranger@example.org",)
+    assert not service.store.client.keys("*stranger*")
     assert service.store.view("b@example.org").events[0]["context"] == "c1"
 
 
@@ -274,45 +278,42 @@ def test_ingest_from_files_accepts_an_expired_but_authentic_verp(
 def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
     parts: tuple[Service, Clock, FixedClassifier],
 ) -> None:
-    base, clock, classifier = parts
-    policy = dataclasses.replace(base.settings.policy, require_verp=True)
-    service = Service(
-        dataclasses.replace(base.settings, policy=policy),
-        base.store,
-        clock=clock,
-        classifier=classifier,
-        keyring=KEYRING,
-    )
+    service, clock, classifier = parts
+    assert service.settings.policy.require_verp  # the default
     failures = (
         Failure(recipient="alice@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
         Failure(recipient="bob@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
     )
     classifier.verdict = Classification(MessageType.BOUNCE, failures=failures)
 
-    def scored(envelope_rcpt: str | None, n: int, source: Source = Source.LMTP) -> list[tuple[str, bool]]:
+    def scored(
+        envelope_rcpt: str | None, n: int, source: Source = Source.LMTP, on: Service = service
+    ) -> list[tuple[str, bool]]:
         raw = RAW.replace(b"dsn1", f"dsn-req{n}".encode())
-        outcome = service.process_bounce(raw, envelope_rcpt=envelope_rcpt, envelope_sender="", source=source)
-        return [(d.address, d.scored) for d in outcome.recorded]
+        outcome = on.process_bounce(raw, envelope_rcpt=envelope_rcpt, envelope_sender="", source=source)
+        return [(d.address, d.scored) for d in outcome.recorded] + [(a, False) for a in outcome.unvouched]
 
     unscored = [("alice@example.org", False), ("bob@example.org", False)]
     assert scored(None, 1) == unscored  # ingest, IMAP or HTTP without an envelope recipient
     assert scored(None, 2, Source.CLI) == unscored
     assert scored("bounces@example.net", 3) == unscored  # a plain, non-VERP bounce address
+    # Unscored, they made no key: one stream entry per message, which names them and says why.
+    assert service.store.client.dbsize() == 2  # the stream and the stats counters
+    entries = [f for _, f in service.store.recent(10)]
+    assert [f["kind"] for f in entries] == ["unvouched"] * 3
+    assert {f["note"] for f in entries} == {
+        "2 recipient(s) unscored: no authentic VERP address for them (require_verp)"
+    }
+    assert entries[0]["recipients"] == "alice@example.org:permanent:- bob@example.org:permanent:-"
     # An authentic VERP address vouches for the recipient it names, and only for that one.
     assert scored(vaddr("alice@example.org"), 4) == [("alice@example.org", True), ("bob@example.org", False)]
-    (latest, *_) = service.store.view("bob@example.org").events
-    assert "require_verp" in latest["note"]
     assert service.store.view("alice@example.org").hard_score == 1
-    assert service.store.view("bob@example.org").hard_score == 0
-    # Off (the default), the same bounce without VERP scores.
-    assert [
-        d.scored
-        for d in base.process_bounce(RAW, envelope_rcpt=None, envelope_sender="", source=Source.LMTP).recorded
-    ] == [True, True]
-
-
-def test_require_verp_is_off_by_default() -> None:
-    assert config.PolicySettings().require_verp is False
+    assert not service.store.view("bob@example.org").tracked
+    # Opted in (require_verp = false), the same bounce without VERP scores both.
+    policy = dataclasses.replace(service.settings.policy, require_verp=False)
+    opted = Service(dataclasses.replace(service.settings, policy=policy), service.store, clock=clock,
+                    classifier=classifier, keyring=KEYRING)  # fmt: skip
+    assert scored(None, 5, on=opted) == [("alice@example.org", True), ("bob@example.org", True)]
 
 
 def test_a_message_that_reached_a_work_cap_is_logged_with_the_caps(

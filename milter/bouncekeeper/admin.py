@@ -292,6 +292,7 @@ def _outcome(outcome: Outcome) -> dict[str, Any]:
             }
             for d in outcome.recorded
         ],
+        "unvouched": list(outcome.unvouched),
     }
 
 
@@ -379,6 +380,8 @@ def ingest(args: argparse.Namespace, service: Service) -> int:
             tally["messages"] += 1
             tally[f"type:{outcome.classification.message_type.value}"] += 1
             tally["forged"] += outcome.forged
+            # Named without an authentic VERP address (require_verp): in the stream only, never scored.
+            tally["unvouched"] += len(outcome.unvouched)
             for d in outcome.recorded:
                 tally["duplicates" if d.duplicate else f"recorded:{d.kind.value}"] += 1
                 tally["scored"] += d.scored

@@ -154,9 +154,9 @@ class PolicySettings:
     breaker_window_minutes: int = 10
     breaker_freeze_hours: int = 24
     # Score only bounces that arrive at an authentic VERP address naming the failed recipient; the
-    # others (no envelope recipient, a plain address) are recorded, never scored. For sites that send
-    # every message with a signed VERP sender: then a bounce without one is forged or not ours.
-    require_verp: bool = False
+    # others (no envelope recipient, a plain address) are recorded in the stream only, never scored:
+    # anyone can write a bounce naming anyone (issue 14). false opts in to scoring them.
+    require_verp: bool = True
 
     def __post_init__(self) -> None:
         for name in self.non_scoring_reasons:

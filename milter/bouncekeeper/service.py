@@ -8,6 +8,7 @@ made here or in the core. Nothing here answers SMTP: on `StoreUnavailable` the a
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.parser
 import email.policy
 import hashlib
@@ -30,7 +31,10 @@ from bouncekeeper.store.redis_store import Item, Result
 log = get_logger(__name__)
 
 Classifier = Callable[..., Classification]
-DIAGNOSTIC_MAX = 500  # characters of a diagnostic kept in an event
+# Recipients recorded per message (failures and delays together): a real DSN names the recipients of one
+# transaction at one destination, rarely more than a few dozen; a stranger's can name thousands. The
+# rest are cut, logged and counted (stats `cut:recipients`); docs/security.md.
+MAX_RECIPIENTS = 100
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 # Message types that are never failures, as the event kind they are recorded with.
@@ -44,9 +48,10 @@ _NON_FAILURE_KINDS = {
 }
 
 
-def rules_from(policy: config.PolicySettings) -> Rules:
+def rules_from(policy: config.PolicySettings, verp_settings: config.VerpSettings | None = None) -> Rules:
     """The policy's parameters in seconds, from the settings in days."""
     day = 86_400
+    max_age_days = (verp_settings or config.VerpSettings()).max_age_days
     return Rules(
         mode=Mode(policy.mode),
         rule=Rule(policy.rule),
@@ -60,6 +65,8 @@ def rules_from(policy: config.PolicySettings) -> Rules:
         breaker_addresses=policy.breaker_addresses,
         breaker_window=policy.breaker_window_minutes * 60,
         breaker_freeze=policy.breaker_freeze_hours * 3600,
+        # An address verifies until max_age_days after the day it was signed, and one day early (skew).
+        replay_window=(max_age_days + 1 + verp.MAX_FUTURE_DAYS) * day,
     )
 
 
@@ -91,6 +98,11 @@ class Outcome:
     forged: bool = False
     event_id: str = ""
     client_addr: str | None = None
+    # Addresses the bounce named without evidence for them (no authentic VERP address: require_verp), or
+    # outside the token's recipients: recorded in the global stream only, never scored.
+    unvouched: tuple[str, ...] = ()
+    # Recipients the message named beyond MAX_RECIPIENTS, not recorded.
+    cut: int = 0
 
     def summary(self) -> str:
         """The one INFO line for this message (STYLE.md):
@@ -101,8 +113,17 @@ class Outcome:
             status = self.verp.status.value if self.verp else "forged"
             return f"forged bounce recorded verp={status} rcpt={rcpt} client={self.client_addr or '-'}"
         what = "bounce" if c.is_bounce else c.message_type.value
+        tail = ""
+        if self.unvouched:
+            tail += f"; {len(self.unvouched)} address(es) unscored, no authentic VERP address for them"
+        if self.cut:
+            tail += f"; {self.cut} more recipient(s) cut (limit {MAX_RECIPIENTS})"
         if not self.recorded:
-            return f"{what} recorded without an address"
+            return (
+                f"{what} recorded without a scored address{tail}"
+                if tail
+                else f"{what} recorded without an address"
+            )
         parts = []
         for d in self.recorded:
             text = (
@@ -118,7 +139,7 @@ class Outcome:
             elif d.reached:
                 text += " threshold-reached(observe)"
             parts.append(text)
-        return f"{what} recorded " + "; ".join(parts)
+        return f"{what} recorded " + "; ".join(parts) + tail
 
 
 class Classified:
@@ -167,7 +188,7 @@ class Service:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.rules = rules or rules_from(settings.policy)
+        self.rules = rules or rules_from(settings.policy, settings.verp)
         self.clock = clock
         self._classifier = classifier
         if keyring is None and settings.verp.bounce_domain:
@@ -289,7 +310,7 @@ class Service:
                 message_id=classification.original_message_id or message_id,
                 status=failure.status if failure else None,
                 reason=failure.reason.value if failure else None,
-                diagnostic=(failure.diagnostic[:DIAGNOSTIC_MAX] if failure else ""),
+                diagnostic=failure.diagnostic if failure else "",
                 remote_mta=failure.remote_mta if failure else None,
                 context=context,
                 sender=sender,
@@ -299,57 +320,73 @@ class Service:
                 note=note,
             )
 
-        # [policy] require_verp: only a failure for the recipient an authentic VERP address names scores.
+        # Only the recipients an authentic VERP address (or its token) names are evidence: a bounce is
+        # written by whoever sends it. The others are recorded in one stream entry for the message, never
+        # scored and without a key of their own, unless the operator opts in ([policy] require_verp =
+        # false) for bounces without any VERP address.
         vouched = (verp_recipient,) if verp_recipient else token_recipients
+        opt_in = not self.settings.policy.require_verp and not token_recipients
+        verp_id = _verp_id(checked) if vouched and checked is not None else ""
+        reported = [*classification.failures, *classification.delays]
         items: list[Item] = []
-        for failure in classification.failures:
-            assessment = assess(failure.kind, failure.reason, self.rules)
-            effect, note = assessment.effect, assessment.why
-            if token_recipients and failure.recipient not in token_recipients:
-                # A signed token names the message's recipients; a failure for anyone else (an alias's
-                # expansion, a forwarder) is recorded for that address but cannot score.
-                effect, note = Effect.NONE, "not a recipient of the token's message"
-            elif self.settings.policy.require_verp and failure.recipient not in vouched:
-                # Anyone can mail us a bounce naming any address; with every message VERP-signed, one
-                # that does not come back to a signed address for this recipient is not evidence.
-                effect, note = Effect.NONE, "no authentic VERP address for this recipient (require_verp)"
-            kind = EventKind(failure.kind.value)
-            items.append(
-                Item(failure.recipient, effect, event(kind, failure.recipient, failure, effect, note))
-            )
-        for delay in classification.delays:
-            items.append(
-                Item(
-                    delay.recipient,
-                    Effect.NONE,
-                    event(EventKind.DELAYED, delay.recipient, delay, Effect.NONE),
+        loose: list[Failure] = []
+        for n, failure in enumerate(reported[:MAX_RECIPIENTS]):
+            if n >= len(classification.failures):
+                kind, effect, note = EventKind.DELAYED, Effect.NONE, ""
+            else:
+                assessment = assess(failure.kind, failure.reason, self.rules)
+                kind, effect, note = EventKind(failure.kind.value), assessment.effect, assessment.why
+            if failure.recipient in vouched or opt_in:
+                e = event(kind, failure.recipient, failure, effect, note)
+                mine = failure.recipient in vouched
+                items.append(
+                    Item(failure.recipient, effect, e, authentic=mine, verp_id=verp_id if mine else "")
                 )
-            )
-        if not items:
+            else:
+                loose.append(failure)
+        if not items and not loose:
             other = _NON_FAILURE_KINDS[classification.message_type]
-            for address in (verp_recipient,) if verp_recipient else token_recipients:
+            for address in vouched:
                 items.append(Item(address, Effect.NONE, event(other, address, None, Effect.NONE)))
-        if not items:
-            self.store.log_event(
-                Event(
-                    at=now,
-                    kind=_NON_FAILURE_KINDS[classification.message_type],
-                    source=source,
-                    id=event_id,
-                    message_id=classification.original_message_id,
-                    client=client_addr,
-                    queue_id=queue_id,
-                    note=f"envelope recipient {envelope_rcpt or '-'}",
-                )
+        cut = max(0, len(reported) - MAX_RECIPIENTS)
+        if cut:
+            log.warning("%s recipients named; the first %s recorded", len(reported), MAX_RECIPIENTS)
+        unvouched = None
+        if loose or cut:
+            why = (
+                "not recipients of the token's message"
+                if token_recipients
+                else "no authentic VERP address for them (require_verp)"
             )
-            return Outcome(classification, verp=checked, event_id=event_id, client_addr=client_addr)
-        results = self.store.record(items, now=now, rules=self.rules, raw=raw)
+            note = f"{len(loose)} recipient(s) unscored: {why}"
+            if cut:
+                note += f"; {len(reported)} named, {cut} beyond the first {MAX_RECIPIENTS} not read"
+            named = " ".join(_named(f) for f in loose)
+            unvouched = dataclasses.replace(
+                event(EventKind.UNVOUCHED, "", None, Effect.NONE, note), recipients=named
+            )
+        elif not items:
+            unvouched = Event(
+                at=now,
+                kind=_NON_FAILURE_KINDS[classification.message_type],
+                source=source,
+                id=event_id,
+                message_id=classification.original_message_id,
+                client=client_addr,
+                queue_id=queue_id,
+                note=f"envelope recipient {envelope_rcpt or '-'}",
+            )
+        if unvouched is not None:
+            self.store.log_event(unvouched)
+        results = self.store.record(items, now=now, rules=self.rules, raw=raw) if items else []
         return Outcome(
             classification,
             recorded=tuple(self._decision(i, r) for i, r in zip(items, results, strict=True)),
             verp=checked,
             event_id=event_id,
             client_addr=client_addr,
+            unvouched=tuple(f.recipient for f in loose),
+            cut=cut,
         )
 
     def record_loop(
@@ -439,7 +476,7 @@ class Service:
                 message_id=message_id,
                 status=failure.status,
                 reason=failure.reason.value,
-                diagnostic=f"smtp; {code} {text}".strip()[:DIAGNOSTIC_MAX],
+                diagnostic=f"smtp; {code} {text}".strip(),
                 effect=assessment.effect.value,
                 note=assessment.why,
             ),
@@ -486,6 +523,20 @@ def record_smtp_failure(
         return service.record_smtp_failure(address, code, status, text, message_id=message_id)
     finally:
         service.close()
+
+
+def _named(failure: Failure) -> str:
+    """One unvouched recipient in its message's stream entry: `address:kind:status`."""
+    return f"{failure.recipient}:{failure.kind.value}:{failure.status or '-'}"
+
+
+def _verp_id(checked: verp.VerpResult) -> str:
+    """The id of the signed VERP address a bounce came to, for the replay check: its token, or what its
+    signature covers (recipient, context and day), hashed to keep the key short."""
+    if checked.token is not None:
+        return "t." + checked.token
+    basis = f"{checked.day}:{checked.recipient}+{checked.context}"
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
 
 
 def identity(raw: bytes) -> str:
