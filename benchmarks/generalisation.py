@@ -80,6 +80,7 @@ FAMILY_OF = {
     "tencentqq": "tencent",
     "notes": "domino",
     "biglobe": "kddi",
+    "franceptt": "orange",
 }
 
 # Provenance: the dialect modules written for each family (their docstrings say which senders).
@@ -104,6 +105,10 @@ DIALECTS_OF = {
     "imailserver": ("imailserver",),
     "zoho": ("zoho",),
     "kddi": ("kddi",),
+    "orange": ("orange",),
+    "apple": ("apple",),
+    "mimecast": ("mimecast",),
+    "iua": ("iua",),
 }
 SMALL = 5  # families with fewer messages are reported together as "(small families)"
 

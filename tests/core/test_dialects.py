@@ -58,6 +58,59 @@ def _postfix_bounce(recipient: str, reply: str, command: str = "RCPT TO") -> byt
         ),
         ("tencent", "dee@qq.com", "550 Domain frequency limited", T, Reason.TOOMANYCONN),
         ("tencent", "dee@qq.com", "550 Mail content denied", T, Reason.SPAMDETECTED),
+        # Orange / La Poste: "OFRnnn_nnn", "LPNnnn_nnn", "OFR_nnn" codes.
+        ("orange", "eve@orange.fr", "550 5.0.0 Message not delivered. LPN105_420", T, Reason.SUSPEND),
+        ("orange", "eve@orange.fr", "550 5.0.0 Message not delivered. OFR_417", T, Reason.MAILBOXFULL),
+        ("orange", "eve@laposte.net", "550 5.0.0 Message not delivered. OFR004_416", P, Reason.USERUNKNOWN),
+        # Apple iCloud: its postmaster page's texts.
+        (
+            "apple",
+            "fay@icloud.com",
+            "550 5.0.0 recipient no longer on server: fay@icloud.com",
+            P,
+            Reason.HASMOVED,
+        ),
+        (
+            "apple",
+            "fay@icloud.com",
+            "450 4.0.0 Messages to fay@icloud.com deferred due to excessive volume.",
+            T,
+            Reason.TOOMANYCONN,
+        ),
+        # Mimecast: its SMTP error list.
+        (
+            "mimecast",
+            "gus@example.com",
+            "451 Internal resources are temporarily unavailable",
+            T,
+            Reason.BLOCKED,
+        ),
+        (
+            "mimecast",
+            "gus@example.com",
+            "550 Administrative prohibition envelope blocked",
+            T,
+            Reason.REJECTED,
+        ),
+        # I.UA: "mail.i.ua/err/N".
+        ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/3/", T, Reason.SUSPEND),
+        ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/2/", P, Reason.USERUNKNOWN),
+        # Exchange Online's NDR reference texts.
+        (
+            "exchange",
+            "jo@contoso.example",
+            "550 5.7.505 Access denied, banned recipient",
+            T,
+            Reason.SUSPEND,
+        ),
+        (
+            "exchange",
+            "jo@contoso.example",
+            "550 5.7.133 RESOLVER.RST.SenderNotAuthenticatedForGroup; authentication required; "
+            "Sender not authenticated for group",
+            T,
+            Reason.REJECTED,
+        ),
     ],
 )
 def test_a_providers_documented_reply_is_read_by_its_dialect(

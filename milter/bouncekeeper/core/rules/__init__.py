@@ -17,6 +17,7 @@ from bouncekeeper.core.model import Reason
 from bouncekeeper.core.rules import (
     amazonses,
     aol,
+    apple,
     cox,
     domino,
     exchange,
@@ -27,8 +28,11 @@ from bouncekeeper.core.rules import (
     godaddy,
     google,
     imailserver,
+    iua,
     kddi,
     mailru,
+    mimecast,
+    orange,
     postfix,
     prefilter,
     qmail,
@@ -41,12 +45,15 @@ from bouncekeeper.core.rules import (
 )
 
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
-# The providers whose refusals carry a code of their own (Cox's and Spectrum's "AUP#", GoDaddy's "IBnnn")
-# come first: the code is unambiguous, where their words might read as another table's.
+# The providers whose refusals carry a code of their own (Cox's and Spectrum's "AUP#", GoDaddy's "IBnnn",
+# Orange's "OFR_nnn", I.UA's "/err/N") come first: the code is unambiguous, where their words might
+# read as another table's.
 DIALECTS = (
     cox,
     spectrum,
     godaddy,
+    orange,
+    iua,
     google,
     exchange,
     yahoo,
@@ -54,6 +61,8 @@ DIALECTS = (
     gmx,
     mailru,
     tencent,
+    apple,
+    mimecast,
     amazonses,
     domino,
     imailserver,

@@ -49,4 +49,45 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.REJECTED, r"resolver\.rst\.(?:notauthorized|sendersizelimit)"),
     (Reason.MESGTOOBIG, r"resolver\.rst\.recipsizelimit|message exceeds? the maximum size"),
     (Reason.FILTERED, r"resolver\.rst\.restrictedtorecipientspermission"),
+    # Exchange Online / Exchange Server texts from Microsoft's NDR reference ("Non-delivery reports in
+    # Exchange Online", "NDRs in Exchange Server"; Sisimai's Rhost::Microsoft tabulates them with their
+    # codes). The words are Microsoft's own, so they are matched without the code.
+    (Reason.SUSPEND, r"access denied, banned recipient|mailbox cannot be accessed"),
+    (
+        Reason.BLOCKED,
+        r"access denied, (?:bad helo|rejected by recipient|banned sending ip)|using customer block list|"
+        r"must have a reverse dns record|does not accept email over ipv6|rate limited due to ip reputation",
+    ),
+    (
+        Reason.AUTHFAILURE,
+        r"must pass either spf or dkim validation|does not pass dmarc verification|"
+        r"because of sender policy framework violation|tlsa-invalid|dnssec-invalid|"
+        r"certificate-host-mismatch|certificate-expired: destination",
+    ),
+    (
+        Reason.REJECTED,
+        r"sender not in allowed-senders list|sender not authenticated for group|"
+        r"sender was not authenticated (?:by organization|for mailbox|for public folder)|"
+        r"access denied, bad outbound sender|client blocked from sending from unregistered domains|"
+        r"must be rfc 5322 section 3\.6\.2 compliant",
+    ),
+    (
+        Reason.TOOMANYCONN,
+        r"recipient thread limit exceeded|reached your daily limit for message recipients|"
+        r"submission quota exceeded|per hour message receive limit|has exceeded permitted limits within|"
+        r"tenant has exceeded threshold|traffic not accepted from this ip",
+    ),
+    (
+        Reason.SECURITYERROR,
+        r"starttls is required to send mail|starttls-not-supported|"
+        r"not authenticated to send anonymous mail|cannot achieve exchange server authentication",
+    ),
+    (
+        Reason.SYSTEMERROR,
+        r"\(suspiciousremoteservererror\)|server busy\. please try again later from|pfa agent busy|"
+        r"message failed to be replicated|misconfigured forwarding address|journaling archive is disabled",
+    ),
+    (Reason.SPAMDETECTED, r"content filter agent quarantined this message"),
+    (Reason.POLICYVIOLATION, r"policy violation detected \(as345\)|x-dg-ref header is too long"),
+    (Reason.CONTENTERROR, r"agent generated message depth exceeded"),
 )
