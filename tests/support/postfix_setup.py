@@ -142,7 +142,9 @@ def operators_host(d: pathlib.Path) -> Iterator[Deployment]:
     """The operator's Postfix running with its own milter, and bouncekeeper's daemons started (not yet
     in Postfix's configuration: `run_documented("Install")` does that)."""
     d.chmod(0o755)
-    redis = RedisServer(d / "redis")
+    # Persistent, fsync before each reply: a killed Redis keeps every write it acknowledged (the fault
+    # test kills it and counts every bounce afterwards).
+    redis = RedisServer(d / "redis", extra=("--appendonly", "yes", "--appendfsync", "always"))
     toml_text = _toml(d, redis)
     milter = MilterProcess(d, f"unix:{d}/milter.sock", toml_text, "bouncekeeper")
     lmtp = ListenerProcess(milter.config, f"unix:{d}/lmtp.sock", d / "lmtp.log")
