@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
 import pathlib
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +37,21 @@ def test_config_check_refuses_a_missing_key_file(
     path.write_text(f'[verp]\nsecret_files = ["{tmp_path}/nope"]\n')
     assert cli.main(["--config", str(path), "config", "check"]) == 78
     assert "verp.secret_files[0]" in capsys.readouterr().err
+
+
+def test_logs_carry_no_timestamp_of_their_own_under_journald(tmp_path: pathlib.Path) -> None:
+    # systemd's JOURNAL_STREAM names the device:inode of the stream it gave as stderr: here, a file.
+    err = tmp_path / "stderr"
+    code = (
+        "from bouncekeeper import log; log.setup(); log.get_logger('bouncekeeper.t').warning('hello %s', 'x')"
+    )
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent.parent / "milter"))
+    with err.open("wb") as out:
+        st = os.fstat(out.fileno())
+        for stream in (f"{st.st_dev}:{st.st_ino}", "1:2"):
+            subprocess.run(
+                [sys.executable, "-c", code], env=dict(env, JOURNAL_STREAM=stream), stderr=out, check=True
+            )
+    journal, elsewhere = err.read_text().splitlines()
+    assert journal == "WARNING bouncekeeper.t: -: hello x"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING bouncekeeper\.t: -: hello x", elsewhere)

@@ -22,7 +22,7 @@ from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.service import Service
 from tests.support.exim import free_port, wait_for_port
-from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerThread, settings_for
+from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerProcess, ListenerThread, settings_for
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 from tests.support.prometheus import moved, samples, scrape
 from tests.support.redis_server import RedisServer
@@ -462,3 +462,46 @@ def test_config_refuses_a_bad_listen_address() -> None:
         with pytest.raises(config.ConfigError, match="metrics_listen"):
             config.loads(f'[{section}]\nmetrics_listen = "9124"\n')
         assert getattr(config.loads(f'[{section}]\nmetrics_listen = "[::1]:9124"\n'), section).metrics_listen
+
+
+def test_sighup_re_reads_the_keys_without_dropping_a_session(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    new_key = tmp_path / "new.key"
+    new_key.write_text("sighup-new-key-0123456789abcdef\n")
+    port = free_port()
+    conf = tmp_path / "bk.toml"
+    head = f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_db.url}"\n[policy]\nmode = "enforce"\n'
+    lmtp = f'[lmtp]\nlisten = "127.0.0.1:{port}"\n'
+    old_key = tmp_path / "old.key"
+    old_key.write_text(SECRET + "\n")
+    verp_old = f'[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\nsecret_files = ["{old_key}"]\n'
+    conf.write_text(head + verp_old + lmtp)
+    listener = ListenerProcess(conf, f"127.0.0.1:{port}", tmp_path / "lmtp.log").start()
+    try:
+        keyring = verp.Keyring.from_secrets([b"sighup-new-key-0123456789abcdef"])
+        fresh = verp.encode(
+            "kim@example.net", keyring=keyring, bounce_domain=BOUNCE_DOMAIN, day=int(time.time() // 86400)
+        )
+        with smtplib.LMTP("127.0.0.1", port, timeout=10) as open_session:
+            open_session.ehlo("mta.example.test")
+            open_session.mail("")
+            assert open_session.rcpt(fresh)[0] == 550  # a key it does not know: forged
+            open_session.rset()
+            conf.write_text(head + verp_old.replace(f'["{old_key}"]', f'["{new_key}", "{old_key}"]') + lmtp)
+            assert listener.proc is not None
+            listener.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while "SIGHUP: configuration and keys re-read" not in listener.log():
+                assert time.monotonic() < deadline, listener.log()
+                time.sleep(0.05)
+            # The session opened before the reload goes on, and the new key verifies in it.
+            open_session.mail("")
+            assert open_session.rcpt(fresh)[0] == 250
+            assert open_session.data(PERMANENT)[0] == 250
+        assert listener.proc.poll() is None
+    finally:
+        listener.stop()
+    client = redis_db.client()
+    assert client.exists("bk:{kim@example.net}:track")
+    client.close()

@@ -487,6 +487,31 @@ def read_secret(path: str, setting: str, source: str) -> bytes:
     return secret
 
 
+def _dotted(settings: Settings, key: str) -> object:
+    value: object = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def reread(current: Settings, restart_only: tuple[str, ...]) -> tuple[Settings, list[str]]:
+    """The file `current` came from, read again (a daemon's SIGHUP), with the `restart_only` keys
+    ("section" or "section.key") kept as they run; also returns those of them that the file changed."""
+    fresh = load(current.source) if current.source != "<defaults>" else Settings()
+    # A relative state_dir is the daemon's folder at start-up: compared and kept as an absolute path.
+    fresh = dataclasses.replace(fresh, state_dir=os.path.abspath(fresh.state_dir))
+    current = dataclasses.replace(current, state_dir=os.path.abspath(current.state_dir))
+    changed = [key for key in restart_only if _dotted(fresh, key) != _dotted(current, key)]
+    for key in restart_only:
+        section, _, name = key.partition(".")
+        if not name:
+            fresh = dataclasses.replace(fresh, **{section: getattr(current, section)})
+        else:
+            kept = dataclasses.replace(getattr(fresh, section), **{name: _dotted(current, key)})
+            fresh = dataclasses.replace(fresh, **{section: kept})
+    return fresh, changed
+
+
 def _build(cls: type[T], data: object, path: str, prefix: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(path, prefix.rstrip("."), "expected a table")

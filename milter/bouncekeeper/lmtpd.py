@@ -102,17 +102,21 @@ class Handler:
     def __init__(
         self, service: Service, settings: config.Settings, pool: concurrent.futures.Executor
     ) -> None:
+        self.reconfigure(service, settings)
+        self.forgery = throttle.ForgeryLimit()
+        self.pool = pool
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def reconfigure(self, service: Service, settings: config.Settings) -> None:
+        """Take these settings (at start, and on SIGHUP); a message in progress keeps its recipients."""
         self.service = service
         self.bounce_domain = settings.verp.bounce_domain.lower().rstrip(".")
         self.plain_local = settings.verp.local_prefix.lower()
         self.enforce = settings.policy.mode == "enforce"
         self.max_recipients = settings.lmtp.max_recipients
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.lmtp.trusted_clients)
-        self.forgery = throttle.ForgeryLimit()
-        self.pool = pool
-        self.in_flight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -398,6 +402,14 @@ def _tcp(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+# Settings the running listener cannot take over on SIGHUP: its sockets, its pool, its store connection.
+RESTART_ONLY = (
+    "state_dir", "redis", "lmtp.listen", "lmtp.smtp_listen", "lmtp.socket_mode", "lmtp.workers",
+    "lmtp.metrics_listen", "lmtp.max_message_size", "lmtp.timeout", "lmtp.hostname", "lmtp.session_timeout",
+    "lmtp.max_connections",
+)  # fmt: skip
+
+
 class Listener:
     """The LMTP server (and the optional SMTP one) on one event loop."""
 
@@ -473,6 +485,20 @@ class Listener:
             self.addresses.append(smtp.sockets[0].getsockname()[:2])
             logger.info("smtp listening on %s", lmtp.smtp_listen)
 
+    def reload(self) -> None:
+        """SIGHUP: the file read again; sockets, workers and the store stay (RESTART_ONLY). On an error the
+        running configuration stays, and the listener goes on."""
+        try:
+            fresh, changed = config.reread(self.settings, RESTART_ONLY)
+            self.handler.reconfigure(self.handler.service.reconfigured(fresh), fresh)
+        except config.ConfigError as exc:
+            logger.error("SIGHUP: configuration error, the running configuration stays: %s", exc)
+            return
+        for key in changed:
+            logger.warning("SIGHUP: %s changed: it takes effect at the next restart", key)
+        self.settings = fresh
+        logger.info("SIGHUP: configuration and keys re-read from %s", fresh.source)
+
     async def stop(self) -> None:
         """Stop accepting; let messages being processed finish (bounded); close the rest."""
         for server in self.servers:
@@ -497,13 +523,14 @@ class Listener:
 async def serve(
     service: Service, settings: config.Settings, ready: Callable[[Listener], Awaitable[None]] | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run until SIGTERM or SIGINT, then shut down cleanly; SIGHUP re-reads the configuration and keys."""
     listener = Listener(service, settings)
     await listener.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, listener.reload)
     if ready is not None:
         await ready(listener)
     await stop.wait()

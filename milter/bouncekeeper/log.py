@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import logging.handlers
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -43,6 +44,17 @@ def get_logger(name: str) -> QueueIdAdapter:
     return QueueIdAdapter(logging.getLogger(name), {})
 
 
+def under_journald() -> bool:
+    """Whether stderr is the journal's stream: systemd sets JOURNAL_STREAM to its "device:inode"
+    (systemd.exec(5)); a child that inherited the variable but writes elsewhere does not match."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == f"{device}:{inode}"
+
+
 def setup(level: str = "INFO", target: str = "stderr", facility: str = "mail") -> None:
     """Configure the root logger once, for a daemon or a CLI command."""
     root = logging.getLogger()
@@ -56,6 +68,8 @@ def setup(level: str = "INFO", target: str = "stderr", facility: str = "mail") -
         out.setFormatter(logging.Formatter("bouncekeeper[%(process)d]: %(name)s: %(message)s"))
     else:
         out = _CurrentStderr()
-        out.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Under systemd the journal stamps every line itself: a second timestamp is noise.
+        stamp = "" if under_journald() else "%(asctime)s "
+        out.setFormatter(logging.Formatter(stamp + "%(levelname)s %(name)s: %(message)s"))
     root.addHandler(out)
     root.setLevel(level)

@@ -38,6 +38,7 @@ import gc
 import grp
 import importlib
 import ipaddress
+import logging
 import os
 import pathlib
 import pwd
@@ -123,6 +124,8 @@ class ServicePort(Protocol):
     def register_token(
         self, recipients: Sequence[str], *, message_id: str | None, sender: str, context: str
     ) -> str: ...
+
+    def reconfigured(self, settings: config.Settings) -> ServicePort: ...
 
 
 @dataclass(frozen=True)
@@ -406,8 +409,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     runtime: Runtime  # set by `serve` (a class attribute: libmilter's factory takes no arguments)
 
     def __init__(self, runtime: Runtime | None = None) -> None:
-        if runtime is not None:
-            self.runtime = runtime
+        # The runtime of the moment the connection opened: a SIGHUP swaps the class's, and this connection
+        # finishes on the settings and keys it started with.
+        self.runtime = runtime if runtime is not None else BounceMilter.runtime
         self.queue_id = "-"
         self.client_addr: str | None = None
         self.daemon_name: str | None = None
@@ -938,7 +942,7 @@ def _register(timeout: int) -> None:
 
 
 def _stop_on_signals() -> None:
-    """Make SIGTERM, SIGINT and SIGHUP stop libmilter cleanly, whichever thread the kernel picks.
+    """Make SIGTERM and SIGINT stop libmilter cleanly, and SIGHUP reload, whichever thread the kernel picks.
 
     libmilter sigwait()s for them in its own thread but blocks them only in the thread that calls main();
     other threads (the embedded Redis supervisor) leave them unblocked, and a signal delivered there would
@@ -953,7 +957,8 @@ def _stop_on_signals() -> None:
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
 
     def stopper() -> None:
-        signum = os.read(read_end, 1)
+        while (signum := os.read(read_end, 1)) == bytes([signal.SIGHUP]):
+            _reload()
         logger.info("signal %s received, stopping", signum[0] if signum else "?")
         _stop_requested.set()
         libmilter.stop()
@@ -962,6 +967,64 @@ def _stop_on_signals() -> None:
 
 
 _stop_requested = threading.Event()
+# What SIGHUP runs, once the runtime exists (serve sets it).
+_reloader: Callable[[], None] | None = None
+
+# Settings a running daemon cannot take over on SIGHUP: its sockets, its user, its store connection.
+RESTART_ONLY = (
+    "state_dir", "redis", "milter.socket", "milter.socket_mode", "milter.user", "milter.pid_file",
+    "milter.metrics_listen", "milter.policy_socket",
+)  # fmt: skip
+
+
+def _reload() -> None:
+    """SIGHUP: re-read the configuration and the keys; on any error keep running on the current ones."""
+    if _reloader is None:
+        logger.warning("SIGHUP before the milter was ready: ignored")
+        return
+    try:
+        _reloader()
+    except config.ConfigError as exc:
+        logger.error("SIGHUP: configuration error, the running configuration stays: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a failed reload must never stop a running milter
+        logger.error("SIGHUP: reload failed, the running configuration stays: %r", exc)
+
+
+def reread(current: config.Settings) -> config.Settings:
+    """The settings file read again, with the RESTART_ONLY keys kept as running (a warning says so)."""
+    fresh, changed = config.reread(current, RESTART_ONLY)
+    for key in changed:
+        logger.warning("SIGHUP: %s changed: it takes effect at the next restart", key)
+    return fresh
+
+
+def reconfigured(runtime: Runtime, settings: config.Settings) -> Runtime:
+    """A new runtime on the same store: policy, VERP signer and service built from `settings`."""
+    policy, signer = check_settings(settings)
+    return Runtime(policy, runtime.service.reconfigured(settings), signer)
+
+
+def _install_reloader(settings: config.Settings, policy_server: policyd.PolicyServer | None) -> None:
+    """Let SIGHUP swap in a runtime built from the file as it is now (key rotation without a restart)."""
+    global _reloader  # noqa: PLW0603 - the signal thread's one entry point, set once the runtime exists
+    running = [settings]
+
+    def reload() -> None:
+        fresh = reread(running[0])
+        runtime = reconfigured(BounceMilter.runtime, fresh)
+        logging.getLogger().setLevel(fresh.log.level)
+        # One assignment each: a new connection sees either the old runtime or the new one, never a mix.
+        BounceMilter.runtime = runtime
+        if policy_server is not None:
+            policy_server.rules = policy_rules(fresh)
+            policy_server.check_rcpt = runtime.service.check_rcpt
+        running[0] = fresh
+        keys = runtime.signer.keyring.key_ids if runtime.signer is not None else ()
+        logger.info("SIGHUP: configuration and keys re-read from %s (key ids %s)", fresh.source, keys)
+        for line in runtime.policy.startup_lines(runtime.signer is not None):
+            logger.info("%s", line)
+
+    _reloader = reload
 
 
 def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, Callable[[], None]]]) -> int:
@@ -1021,6 +1084,7 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         Milter.factory = BounceMilter
         if policy_server is not None:
             policy_server.start(runtime.service.check_rcpt)
+        _install_reloader(settings, policy_server)
         # Everything built so far (classifier tables, the store, modules) lives until exit: keep it out
         # of the cyclic collector's scans, which every connection's few objects would otherwise trigger.
         gc.freeze()
@@ -1028,7 +1092,7 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
             logger.info("%s", line)
         logger.info("listening on %s (pid %d)", spec, os.getpid())
         try:
-            libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT, SIGHUP: see _stop_on_signals)
+            libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT: see _stop_on_signals)
         except libmilter.error:
             if not _stop_requested.is_set():
                 raise

@@ -204,6 +204,10 @@ class Service:
     def close(self) -> None:
         self.store.close()
 
+    def reconfigured(self, settings: config.Settings) -> Service:
+        """This service's store and classifier under new settings (SIGHUP): keys and rules read again."""
+        return Service(settings, self.store, clock=self.clock, classifier=self._classifier)
+
     @property
     def classify(self) -> Classifier:
         return self._classifier or classify
