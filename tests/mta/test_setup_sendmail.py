@@ -164,17 +164,22 @@ def test_the_documented_sendmail_set_up_on_a_live_sendmail_with_a_milter_of_its_
     assert "systemctl restart sendmail" in setup
     shown, _ = _run(setup, site.paths)
     assert "sendmail -bt routes bounces+alice=example.com+1abc@bounce.example.net" in shown.stdout
+    signer = milterd.signer_from_settings(config.load(site.milter.config))
+    assert signer is not None
     built = cf.read_text()
     assert re.search(r"^O InputMailFilters=site, bouncekeeper$", built, re.MULTILINE)
     assert "O MaxMessageSize=20000000" in built
     assert "O Milter.macros.eom={msg_id}, {mail_addr}, i" in built
+    # The bounce domain's postmaster is this host's postmaster; its VERP addresses go to the listener.
+    probe = f"3,0 postmaster@{BOUNCE_DOMAIN}\n3,0 {signer.address_for('x@example.com', '')}\n"
+    routed = subprocess.run(
+        [site.paths["/usr/sbin/sendmail"], "-C", str(cf), "-bt"], input=probe, capture_output=True, text=True
+    ).stdout
+    assert re.findall(r"^parse +returns: \$# (\w+)", routed, re.MULTILINE) == ["local", "bouncekeeper"]
     (again,) = _run(setup.splitlines()[1], site.paths)
     assert "nothing to change" in again.stdout
 
     site.sendmail.start()  # the restart: Sendmail on the .cf the set-up wrote
-    settings = config.load(site.milter.config)
-    signer = milterd.signer_from_settings(settings)
-    assert signer is not None
     # A person's mail keeps its sender; the operator's milter sees it.
     site.send("alice@example.org", "bob@remote.example", _message("alice@example.org", "bob", "person"))
     person = site.received("bob@remote.example")

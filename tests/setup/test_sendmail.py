@@ -84,6 +84,7 @@ def test_the_route_and_relay_domain_come_from_the_toml_values() -> None:
     assert "RELAY_DOMAIN(`bounce.example.net')dnl" in merged
     assert "A=FILE /run/bouncekeeper/lmtp.sock" in merged
     assert "R$* < @ bounce.example.net . > $*\t$#bouncekeeper $@ localhost" in merged
+    assert merged.index("Rpostmaster < @ bounce.example.net . >") < merged.index("R$* < @ bounce.example.net")
     tcp = sendmail.Sendmail(
         "inet:8891@127.0.0.1", dataclasses.replace(ROUTE, listener=Listener("", "127.0.0.1", 8024))
     )

@@ -120,6 +120,9 @@ def _route_lines(route: BounceRoute) -> list[str]:
         "dnl Ruleset 0 (before SMART_HOST and the mailertable): the bounce domain, and with it Sendmail's",
         "dnl own DSNs, which no milter sees, goes to the listener; it answers 451 while Redis is away.",
         "LOCAL_RULE_0",
+        "dnl RFC 5321 section 4.5.1: postmaster of the bounce domain is this host's postmaster.",
+        f"Rpostmaster < @ {domain} . > $*\t$: postmaster < @ $j . > $1",
+        f"Rpostmaster < @ {domain} > $*\t$: postmaster < @ $j . > $1",
         f"R$* < @ {domain} . > $*\t$#bouncekeeper $@ localhost $: $1 < @ {domain} . > $2",
         f"R$* < @ {domain} > $*\t$#bouncekeeper $@ localhost $: $1 < @ {domain} . > $2",
     ]
