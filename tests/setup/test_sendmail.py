@@ -123,3 +123,18 @@ def test_m4_builds_the_merged_mc_with_both_filters_in_order() -> None:
     assert "Xbouncekeeper, S=unix:/run/bouncekeeper/milter.sock, T=C:10s;S:30s;R:30s;E:1m" in cf
     with pytest.raises(SetupError, match="m4 refuses"):
         sendmail.build_cf(SITE + "include(`/nonexistent.m4')\n", tree / "usr/share/sendmail/cf")
+
+
+def test_text_after_the_block_stays_where_m4_put_it_before_the_merge() -> None:
+    # LOCAL_RULE_0 diverts to ruleset 0; without the block's divert back, the operator's next raw line
+    # (here a map after the MAILER lines) would become part of ruleset 0.
+    tree = unpacked()
+    if tree is None:
+        pytest.skip("needs sendmail-cf (scripts/fetch-sendmail.sh, as root)")
+    site = SITE + "Kmymap hash /etc/mail/mymap\n"
+
+    def before_map(text: str) -> str:
+        cf = sendmail.build_cf(text, tree / "usr/share/sendmail/cf").decode()
+        return cf[: cf.index("Kmymap")].rsplit("\n", 3)[-3]
+
+    assert before_map(sendmail.merge_mc(site, TARGET)) == before_map(site)

@@ -82,7 +82,10 @@ def merge_mc(text: str, target: Sendmail) -> str:
     """The operator's .mc with bouncekeeper merged in (idempotent; the operator's lines kept in order)."""
     text = unmerge(text)
     text, explicit_list = _append(text, "confINPUT_MAIL_FILTERS", (FILTER,))
-    lines = [f"{BEGIN} (written by `bouncekeeper setup sendmail`; `--undo` takes it out again)"]
+    lines = [
+        f"{BEGIN} (written by `bouncekeeper setup sendmail`; `--undo` takes it out again)",
+        "define(`_BK_DIVERSION_', divnum)dnl",
+    ]
     lines += [
         "dnl The milter, after the other filters. No F= flag: when it is down, Sendmail passes ordinary mail",
         "dnl unfiltered; bounces still reach bouncekeeper by the LMTP route below.",
@@ -96,7 +99,8 @@ def merge_mc(text: str, target: Sendmail) -> str:
         if not defined:
             lines.append(f"define(`{name}', `{', '.join((*defaults, *ours))}')dnl")
     lines += _route_lines(target.route)
-    lines.append(END)
+    # LOCAL_RULE_0 left m4 in ruleset 0's diversion: back to the one the operator's next line expects.
+    lines += ["divert(_BK_DIVERSION_)dnl", END]
     block = "\n".join(lines) + "\n"
     mailer = re.search(r"^MAILER\(", text, re.MULTILINE)
     at = mailer.start() if mailer else len(text)
