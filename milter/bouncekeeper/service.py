@@ -262,45 +262,16 @@ class Service:
         refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
         if forged or (refused and checked is not None and checked.status not in authentic):
             classification = classified.for_verp(None)
-            status = (
-                checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
-            )
-            self.store.log_event(
-                Event(
-                    at=now,
-                    kind=EventKind.FORGED,
-                    source=source,
-                    address=checked.recipient if checked else None,
-                    id=event_id,
-                    message_id=classification.original_message_id,
-                    client=client_addr,
-                    queue_id=queue_id,
-                    note=f"envelope recipient {envelope_rcpt} ({status})",
-                )
-            )
+            self._log_forged(
+                classification, checked, envelope_rcpt=envelope_rcpt, source=source, now=now,
+                event_id=event_id, client_addr=client_addr, queue_id=queue_id,
+            )  # fmt: skip
             return Outcome(
                 classification, verp=checked, forged=True, event_id=event_id, client_addr=client_addr
             )
 
-        verp_recipient: str | None = None
-        token_recipients: tuple[str, ...] = ()
-        context = ""
-        message_id: str | None = None
-        sender: str | None = None  # the original mail's sender (token mode): picks the notify target
-        if checked is not None and checked.status in authentic:
-            context = checked.context
-            if checked.token is not None:
-                data = self.store.get_token(checked.token)
-                if data is not None:
-                    token_recipients = tuple(r for r in data.get("recipients", "").split("\n") if r)
-                    context = data.get("context", "") or context
-                    message_id = data.get("message_id") or None
-                    sender = data.get("sender") or None
-                if len(token_recipients) == 1:
-                    verp_recipient = token_recipients[0]
-            else:
-                verp_recipient = checked.recipient
-        classification = classified.for_verp(verp_recipient)
+        voucher = self._voucher(checked if checked is not None and checked.status in authentic else None)
+        classification = classified.for_verp(voucher.recipient)
 
         def event(
             kind: EventKind, address: str, failure: Failure | None, effect: Effect, note: str = ""
@@ -311,60 +282,23 @@ class Service:
                 source=source,
                 address=address,
                 id=event_id,
-                message_id=classification.original_message_id or message_id,
+                message_id=classification.original_message_id or voucher.message_id,
                 status=failure.status if failure else None,
                 reason=failure.reason.value if failure else None,
                 diagnostic=failure.diagnostic if failure else "",
                 remote_mta=failure.remote_mta if failure else None,
-                context=context,
-                sender=sender,
+                context=voucher.context,
+                sender=voucher.sender,
                 client=client_addr,
                 queue_id=queue_id,
                 effect=effect.value,
                 note=note,
             )
 
-        # Only the recipients an authentic VERP address (or its token) names are evidence: a bounce is
-        # written by whoever sends it. The others are recorded in one stream entry for the message, never
-        # scored and without a key of their own, unless the operator opts in ([policy] require_verp =
-        # false) for bounces without any VERP address.
-        vouched = (verp_recipient,) if verp_recipient else token_recipients
-        opt_in = not self.settings.policy.require_verp and not token_recipients
-        verp_id = _verp_id(checked) if vouched and checked is not None else ""
-        reported = [*classification.failures, *classification.delays]
-        items: list[Item] = []
-        loose: list[Failure] = []
-        for n, failure in enumerate(reported[:MAX_RECIPIENTS]):
-            if n >= len(classification.failures):
-                kind, effect, note = EventKind.DELAYED, Effect.NONE, ""
-            else:
-                assessment = assess(failure.kind, failure.reason, self.rules)
-                kind, effect, note = EventKind(failure.kind.value), assessment.effect, assessment.why
-            if failure.recipient in vouched or opt_in:
-                e = event(kind, failure.recipient, failure, effect, note)
-                mine = failure.recipient in vouched
-                items.append(
-                    Item(failure.recipient, effect, e, authentic=mine, verp_id=verp_id if mine else "")
-                )
-            else:
-                loose.append(failure)
-        if not items and not loose:
-            other = _NON_FAILURE_KINDS[classification.message_type]
-            for address in vouched:
-                items.append(Item(address, Effect.NONE, event(other, address, None, Effect.NONE)))
-        cut = max(0, len(reported) - MAX_RECIPIENTS)
-        if cut:
-            log.warning("%s recipients named; the first %s recorded", len(reported), MAX_RECIPIENTS)
+        items, loose, cut = self._sort(classification, voucher, event)
         unvouched = None
         if loose or cut:
-            why = (
-                "not recipients of the token's message"
-                if token_recipients
-                else "no authentic VERP address for them (require_verp)"
-            )
-            note = f"{len(loose)} recipient(s) unscored: {why}"
-            if cut:
-                note += f"; {len(reported)} named, {cut} beyond the first {MAX_RECIPIENTS} not read"
+            note = _unvouched_note(len(loose), cut, token=bool(voucher.token_recipients))
             named = " ".join(_named(f) for f in loose)
             unvouched = dataclasses.replace(
                 event(EventKind.UNVOUCHED, "", None, Effect.NONE, note), recipients=named
@@ -381,7 +315,7 @@ class Service:
                 note=f"envelope recipient {envelope_rcpt or '-'}",
             )
         if unvouched is not None:
-            self.store.log_event(unvouched)
+            self.store.log_events([unvouched], counters={"cut:recipients": cut} if cut else None)
         results = self.store.record(items, now=now, rules=self.rules, raw=raw) if items else []
         return Outcome(
             classification,
@@ -392,6 +326,91 @@ class Service:
             unvouched=tuple(f.recipient for f in loose),
             cut=cut,
         )
+
+    def _log_forged(
+        self,
+        classification: Classification,
+        checked: verp.VerpResult | None,
+        *,
+        envelope_rcpt: str | None,
+        source: Source,
+        now: float,
+        event_id: str,
+        client_addr: str | None,
+        queue_id: str | None,
+    ) -> None:
+        """A bounce to a forged or expired VERP address: the stream only, never under the address it names."""
+        status = checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
+        self.store.log_event(
+            Event(
+                at=now,
+                kind=EventKind.FORGED,
+                source=source,
+                address=checked.recipient if checked else None,
+                id=event_id,
+                message_id=classification.original_message_id,
+                client=client_addr,
+                queue_id=queue_id,
+                note=f"envelope recipient {envelope_rcpt} ({status})",
+            )
+        )
+
+    def _voucher(self, checked: verp.VerpResult | None) -> _Voucher:
+        """What an authentic VERP address (`checked`, None when there is none) vouches for."""
+        if checked is None:
+            return _Voucher()
+        if checked.token is None:
+            return _Voucher(checked.recipient, context=checked.context, verp_id=_verp_id(checked))
+        data = self.store.get_token(checked.token)
+        if data is None:
+            return _Voucher(context=checked.context)
+        recipients = tuple(r for r in data.get("recipients", "").split("\n") if r)
+        return _Voucher(
+            recipients[0] if len(recipients) == 1 else None,
+            recipients,
+            context=data.get("context", "") or checked.context,
+            message_id=data.get("message_id") or None,
+            sender=data.get("sender") or None,
+            verp_id=_verp_id(checked),
+        )
+
+    def _sort(
+        self, classification: Classification, voucher: _Voucher, event: Callable[..., Event]
+    ) -> tuple[list[Item], list[Failure], int]:
+        """The items to record per address, the failures recorded only in the message's `unvouched`
+        stream entry, and how many recipients beyond MAX_RECIPIENTS were not read.
+
+        Only the recipients an authentic VERP address (or its token) names are evidence: a bounce is
+        written by whoever sends it. The others get no key of their own and never score, unless the
+        operator opts in ([policy] require_verp = false) for bounces that came to no signed address."""
+        vouched = voucher.vouched
+        opt_in = not self.settings.policy.require_verp and not voucher.token_recipients
+        reported = [*classification.failures, *classification.delays]
+        items: list[Item] = []
+        loose: list[Failure] = []
+        for n, failure in enumerate(reported[:MAX_RECIPIENTS]):
+            if n >= len(classification.failures):
+                kind, effect, note = EventKind.DELAYED, Effect.NONE, ""
+            else:
+                assessment = assess(failure.kind, failure.reason, self.rules)
+                kind, effect, note = EventKind(failure.kind.value), assessment.effect, assessment.why
+            mine = failure.recipient in vouched
+            if mine or opt_in:
+                e = event(kind, failure.recipient, failure, effect, note)
+                items.append(
+                    Item(
+                        failure.recipient, effect, e, authentic=mine, verp_id=voucher.verp_id if mine else ""
+                    )
+                )
+            else:
+                loose.append(failure)
+        if not items and not loose:
+            other = _NON_FAILURE_KINDS[classification.message_type]
+            items = [Item(a, Effect.NONE, event(other, a, None, Effect.NONE)) for a in vouched]
+        cut = max(0, len(reported) - MAX_RECIPIENTS)
+        if cut:
+            log.warning("%s recipients named; the first %s recorded", len(reported), MAX_RECIPIENTS)
+        return items, loose, cut
 
     def record_loop(
         self,
@@ -527,6 +546,33 @@ def record_smtp_failure(
         return service.record_smtp_failure(address, code, status, text, message_id=message_id)
     finally:
         service.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Voucher:
+    """What the authentic VERP address a bounce came to says: the recipient it names, or its token's
+    recipients (and the message's data the token kept), and its id for the replay check."""
+
+    recipient: str | None = None
+    token_recipients: tuple[str, ...] = ()
+    context: str = ""
+    message_id: str | None = None
+    sender: str | None = None  # the original mail's sender (token mode): picks the notify target
+    verp_id: str = ""
+
+    @property
+    def vouched(self) -> tuple[str, ...]:
+        return (self.recipient,) if self.recipient else self.token_recipients
+
+
+def _unvouched_note(loose: int, cut: int, *, token: bool) -> str:
+    parts = []
+    if loose:
+        why = "not recipients of the token's message" if token else "no authentic VERP address for them"
+        parts.append(f"{loose} recipient(s) unscored: {why}" + ("" if token else " (require_verp)"))
+    if cut:
+        parts.append(f"{MAX_RECIPIENTS + cut} named, {cut} beyond the first {MAX_RECIPIENTS} not read")
+    return "; ".join(parts)
 
 
 def _named(failure: Failure) -> str:
