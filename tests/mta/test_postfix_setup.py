@@ -110,6 +110,12 @@ def test_the_documented_install_merges_into_a_working_postfix_and_the_undo_resto
         assert msg.sender == host.signer.address_for("someone@example.net", "")
         assert msg.header(OTHER_HEADER) == ["seen"]
 
+        # sendmail(1): non_smtpd_milters = $smtpd_milters brings both milters to it, once each.
+        host.submit_local(APP, "local@example.net", message("app-local"))
+        local = host.sink.wait_for(lambda m: "Subject: app-local" in m.text)
+        assert local.sender == host.signer.address_for("local@example.net", "")
+        assert local.header(OTHER_HEADER) == ["seen"]
+
         host.send("smtp", "", [msg.sender], postfix_dsn("someone@example.net", to=msg.sender))
         events = host.wait_events("someone@example.net", lambda e: bool(e))
         assert [e["kind"] for e in events] == ["permanent"]

@@ -85,6 +85,11 @@ class Deployment(PostfixMta):
                 done.append(result)
         return done
 
+    def submit_local(self, sender: str, rcpt: str, raw: bytes) -> None:
+        """sendmail(1), as cron or a PHP application submits: Postfix's non-SMTP path (non_smtpd_milters)."""
+        argv = ["/usr/sbin/sendmail", "-C", str(self.etc), "-f", sender, rcpt]
+        subprocess.run(argv, input=raw, check=True, timeout=60, capture_output=True)
+
     def mailbox(self, user: str) -> list[str]:
         new = self.directory / "mail" / user / "new"
         return [p.read_text(errors="replace") for p in sorted(new.iterdir())] if new.exists() else []
