@@ -93,6 +93,22 @@ def test_two_thousand_identical_recipients_are_capped_and_classified_once(
     assert len(view.events) == 1
 
 
+def test_a_client_that_goes_on_after_the_452s_is_cut_off(harness: Harness) -> None:
+    listener = harness.start(lmtp="max_recipients = 10\ntrusted_clients = []")
+    address = listener.lmtp_address
+    assert isinstance(address, tuple)
+    wire = Wire(address)
+    try:
+        start_transaction(wire)
+        rcpt = b"RCPT TO:<" + vaddr("alice@example.org").encode() + b">"
+        wire.sock.sendall((rcpt + b"\r\n") * 2000)  # pipelined
+        replies = [wire.reply()[:9] for _ in range(21)]
+        assert replies == [b"250 2.1.5"] * 10 + [b"452 4.5.3"] * 10 + [b"421 4.5.3"]
+        assert wire.closed()
+    finally:
+        wire.close()
+
+
 def test_distinct_recipients_share_one_classification_and_keep_their_own_replies(
     harness: Harness, triages: list[bytes]
 ) -> None:
@@ -202,7 +218,7 @@ def test_ten_nine_megabyte_command_lines_cost_the_listener_no_memory(
 
 
 def test_connections_over_the_cap_get_421_and_are_closed(harness: Harness) -> None:
-    listener = harness.start(lmtp="max_connections = 3")
+    listener = harness.start(lmtp="max_connections = 3\ntrusted_clients = []")
     address = listener.lmtp_address
     assert isinstance(address, tuple)
     before = limited("connections")
@@ -328,3 +344,16 @@ def test_a_bounce_still_flows_from_the_mta_with_plain_smtplib(harness: Harness) 
         assert client.rcpt(vaddr("carol@example.org"))[0] == 452
         assert client.data(PERMANENT)[0] == 250
         assert client.getreply()[0] == 250
+
+
+def test_the_mta_gets_in_over_the_connection_cap(harness: Harness, tmp_path: pathlib.Path) -> None:
+    listener = harness.start(lmtp="max_connections = 2", listen=f"unix:{tmp_path}/lmtp.sock")
+    path = listener.lmtp_address
+    assert isinstance(path, str)
+    held = [smtplib.LMTP(path, timeout=10) for _ in range(3)]  # a unix socket: always the MTA
+    try:
+        rcpt, data = deliver(path, [vaddr("alice@example.org")], PERMANENT)
+        assert [code for code, _ in rcpt + data] == [250, 250]
+    finally:
+        for client in held:
+            client.close()

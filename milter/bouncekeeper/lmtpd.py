@@ -60,6 +60,7 @@ TEMPFAIL_ALL = "451 4.3.0 cannot record the bounce now, try again later"
 TOO_BIG = "552 5.3.4 message too big for a bounce"
 BAD_ADDRESS = "550 5.1.3 bad recipient address syntax"  # never echoes the address: it is what is bad
 TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
+TOO_MANY_CLOSE = "421 4.5.3 too many recipients, closing connection"
 FORGED_CLOSE = "421 4.7.0 too many invalid bounce addresses, closing connection"
 TOO_MANY_SESSIONS = b"421 4.3.2 too many connections, try again later\r\n"
 SESSION_OVER = "421 4.4.2 session time limit reached, closing connection"
@@ -75,6 +76,7 @@ SHUTDOWN_GRACE = 10.0
 # bouncekeeper_decisions_total{source="lmtp"} (the SMTP listener counts there too: same Source).
 _DECIDED = metrics.decisions(Source.LMTP.value)
 _LIMITED = metrics.limited("lmtp")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class _Envelope:
@@ -82,10 +84,22 @@ class _Envelope:
 
     def __init__(self) -> None:
         self.forged: dict[str, bool] = {}
+        self.over = 0  # RCPTs refused for max_recipients
 
 
 def _peer(session: Any) -> str:
     return str(session.peer[0]) if isinstance(session.peer, tuple) else "unix"
+
+
+def _trusted(peer: object, networks: tuple[Network, ...]) -> bool:
+    """Whether a peer is the MTA in front (`[lmtp] trusted_clients`, or any client of a unix socket)."""
+    if not isinstance(peer, tuple):
+        return True  # a unix socket: only the MTA may write to it
+    try:
+        ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _state(envelope: Any) -> _Envelope:
@@ -104,6 +118,8 @@ class Handler:
     ) -> None:
         self.reconfigure(service, settings)
         self.forgery = throttle.ForgeryLimit()
+        # The workers stay until a restart, and so does the untrusted clients' share of them.
+        self.untrusted = asyncio.Semaphore(max(1, settings.lmtp.workers // 2))
         self.pool = pool
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -130,11 +146,20 @@ class Handler:
             _DECIDED["reject"].inc()
             return BAD_ADDRESS
         if len(envelope.rcpt_tos) >= self.max_recipients:
-            if len(envelope.rcpt_tos) == self.max_recipients:  # one line per transaction, not per RCPT
+            state = _state(envelope)
+            state.over += 1
+            _LIMITED["recipients"].inc()
+            if state.over == 1:  # one line per transaction, not per RCPT
                 logger.warning(
                     "recipients over max_recipients=%d from %s", self.max_recipients, _peer(session)
                 )
-            _LIMITED["recipients"].inc()
+            if state.over > self.max_recipients and not self._trusted(session):
+                # A client that goes on after as many 452s as it had recipients is not sending mail:
+                # each RCPT still costs aiosmtpd's address parser (benchmarks/hostile.py).
+                logger.warning(
+                    "client %s sent %d recipients over the limit, closing", _peer(session), state.over
+                )
+                return TOO_MANY_CLOSE
             return TOO_MANY_RCPTS
         local, _, domain = address.lower().rpartition("@")
         if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
@@ -167,13 +192,7 @@ class Handler:
         return OK_RCPT
 
     def _trusted(self, session: Any) -> bool:
-        if not isinstance(session.peer, tuple):
-            return True  # a unix socket: only the MTA may write to it
-        try:
-            ip = ipaddress.ip_address(str(session.peer[0]).split("%")[0])
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        return _trusted(session.peer, self.trusted)
 
     def _forged(self, session: Any, address: str) -> str:
         """The answer to a forged bounce address from a client the limits apply to."""
@@ -193,7 +212,6 @@ class Handler:
         raw: bytes = envelope.original_content or b""
         sender = (envelope.mail_from or "").strip()
         sender = "" if sender in ("<>", "") else sender.strip("<>")
-        forged = _state(envelope).forged
         qid = uuid.uuid4().hex[:12]  # one id per message, on every log line about it
         # Classified once for all its recipients; a recipient named twice is processed once and
         # answered twice from the one result (RFC 2033: one reply per accepted RCPT).
@@ -201,18 +219,12 @@ class Handler:
         answers: dict[str, str] = {}
         self.in_flight += 1
         self.idle.clear()
+        # Clients other than the MTA in front share half the workers: however heavy their messages,
+        # the MTA's bounces never queue behind them (benchmarks/hostile.py).
+        slot = contextlib.nullcontext() if self._trusted(session) else self.untrusted
         try:
-            for rcpt in dict.fromkeys(envelope.rcpt_tos):
-                ok = await self._process(
-                    raw,
-                    rcpt,
-                    sender=sender,
-                    peer=_peer(session),
-                    qid=qid,
-                    forged=forged.get(rcpt, False),
-                    classified=classified,
-                )
-                answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
+            async with slot:
+                await self._each(envelope, classified, answers, sender=sender, peer=_peer(session), qid=qid)
             replies = [answers[rcpt] for rcpt in envelope.rcpt_tos]
         finally:
             self.in_flight -= 1
@@ -223,6 +235,30 @@ class Handler:
         # SMTP: one answer for all. A retry after a partial failure records the stored ones again; the
         # store counts a redelivered bounce once (its dedup window).
         return STORED_ALL if all(r.startswith("2") for r in replies) else TEMPFAIL_ALL
+
+    async def _each(
+        self,
+        envelope: Any,
+        classified: Classified,
+        answers: dict[str, str],
+        *,
+        sender: str,
+        peer: str,
+        qid: str,
+    ) -> None:
+        """Process the message for each distinct recipient; `answers` gets each one's reply."""
+        forged = _state(envelope).forged
+        for rcpt in dict.fromkeys(envelope.rcpt_tos):
+            ok = await self._process(
+                classified.raw,
+                rcpt,
+                sender=sender,
+                peer=peer,
+                qid=qid,
+                forged=forged.get(rcpt, False),
+                classified=classified,
+            )
+            answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer 500: an internal error must never bounce mail (STYLE.md).
@@ -289,12 +325,26 @@ class _Protocol:
     line_length_limit: int
     data_line_limit: int  # set by Listener._factory: the message size limit
     session_timeout: float
+    max_connections: int
+    event_handler: Handler  # aiosmtpd's name for the handler it was given
     _reader: Any
     _data_rcpts = 0
     _deadline: asyncio.TimerHandle | None = None
     _closing = False
+    _refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if len(self.sessions) > self.max_connections and not _trusted(peer, self.event_handler.trusted):
+            # Over the cap: refused before any session exists. The MTA in front is never refused, so
+            # that a flood of idle connections cannot keep its bounces out.
+            logger.warning("connection from %s over max_connections=%d refused", peer, self.max_connections)
+            _LIMITED["connections"].inc()
+            self._refused = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(TOO_MANY_SESSIONS)
+            transport.close()
+            return
         super().connection_made(transport)  # type: ignore[misc]  # the aiosmtpd class after us in the MRO
         if self._deadline is None:  # not again after STARTTLS
             self._deadline = asyncio.get_running_loop().call_later(self.session_timeout, self._over)
@@ -317,6 +367,9 @@ class _Protocol:
         transport.write(reply.encode() + b"\r\n")
         if transport.can_write_eof():
             transport.write_eof()
+        # What was read but not yet parsed (a pipelined burst: up to 256 KiB, thousands of commands)
+        # is dropped too, as aiosmtpd does at STARTTLS: parsing it would answer nobody.
+        self._reader._buffer.clear()
         transport.resume_reading()  # the reader may have paused it: drain into data_received
         asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.close)
 
@@ -332,10 +385,12 @@ class _Protocol:
         return result
 
     def connection_lost(self, error: Exception | None) -> None:
+        self.sessions.discard(self)
+        if self._refused:
+            return  # aiosmtpd never saw this connection
         if self._deadline is not None:
             self._deadline.cancel()
         super().connection_lost(error)  # type: ignore[misc]  # the aiosmtpd class after us in the MRO
-        self.sessions.discard(self)
 
     async def smtp_DATA(self, arg: str) -> None:
         self._data_rcpts = 0
@@ -371,15 +426,6 @@ class _Protocol:
             ):
                 status = "\r\n".join([status] * self._data_rcpts)
         await super().push(status)  # type: ignore[misc]  # aiosmtpd, after us in the MRO
-
-
-class _Refuse(asyncio.Protocol):
-    """A connection over max_connections: 421 4.3.2 and closed, before any session exists."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(TOO_MANY_SESSIONS)
-        transport.close()
 
 
 class _SmtpProtocol(_Protocol, SMTP):
@@ -437,15 +483,12 @@ class Listener:
                 "line_length_limit": COMMAND_LINE_LIMIT,
                 "data_line_limit": lmtp.max_message_size,
                 "session_timeout": lmtp.session_timeout,
+                "max_connections": lmtp.max_connections,
                 "sessions": self.sessions,
             },
         )
 
         def make() -> Any:
-            if len(self.sessions) >= lmtp.max_connections:
-                logger.warning("connection over max_connections=%d refused", lmtp.max_connections)
-                _LIMITED["connections"].inc()
-                return _Refuse()
             protocol = cls(
                 self.handler,
                 data_size_limit=lmtp.max_message_size,
