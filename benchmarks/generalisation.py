@@ -81,6 +81,7 @@ FAMILY_OF = {
     "notes": "domino",
     "biglobe": "kddi",
     "franceptt": "orange",
+    "ezweb": "kddi",
 }
 
 # Provenance: the dialect modules written for each family (their docstrings say which senders).
@@ -109,6 +110,7 @@ DIALECTS_OF = {
     "apple": ("apple",),
     "mimecast": ("mimecast",),
     "iua": ("iua",),
+    "facebook": ("facebook",),
 }
 SMALL = 5  # families with fewer messages are reported together as "(small families)"
 

@@ -95,6 +95,10 @@ def _postfix_bounce(recipient: str, reply: str, command: str = "RCPT TO") -> byt
         # I.UA: "mail.i.ua/err/N".
         ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/3/", T, Reason.SUSPEND),
         ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/2/", P, Reason.USERUNKNOWN),
+        # Facebook: "RCP-P1"-style response codes.
+        ("facebook", "kim@facebook.com", "550 5.0.0 Message not delivered. RCP-P1", P, Reason.USERUNKNOWN),
+        ("facebook", "kim@facebook.com", "550 5.0.0 Message not delivered. RCP-T4", T, Reason.SUSPEND),
+        ("facebook", "kim@facebook.com", "550 5.0.0 Message not delivered. RCP-P2", T, Reason.FILTERED),
         # Exchange Online's NDR reference texts.
         (
             "exchange",
@@ -263,6 +267,15 @@ ann@corp.example.com on Thu, 05 Mar 2026 18:14:35 +0000
             "taro@ezweb.ne.jp",
             T,
             Reason.NORELAYING,
+            False,
+        ),
+        (
+            "kddi",
+            _KDDI,
+            "The user(s) account is temporarily limited.",
+            "taro@ezweb.ne.jp",
+            T,
+            Reason.SUSPEND,
             False,
         ),
         (

@@ -22,6 +22,7 @@ from bouncekeeper.core.rules import (
     domino,
     exchange,
     exim,
+    facebook,
     fml,
     generic,
     gmx,
@@ -46,14 +47,15 @@ from bouncekeeper.core.rules import (
 
 # Priority order of the dialect tables. Each module exports PATTERNS: tuple[tuple[Reason, str], ...].
 # The providers whose refusals carry a code of their own (Cox's and Spectrum's "AUP#", GoDaddy's "IBnnn",
-# Orange's "OFR_nnn", I.UA's "/err/N") come first: the code is unambiguous, where their words might
-# read as another table's.
+# Orange's "OFR_nnn", I.UA's "/err/N", Facebook's "RCP-P1") come first: the code is unambiguous, where
+# their words might read as another table's.
 DIALECTS = (
     cox,
     spectrum,
     godaddy,
     orange,
     iua,
+    facebook,
     google,
     exchange,
     yahoo,
