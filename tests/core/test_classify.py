@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pathlib
 
 import pytest
@@ -374,3 +375,37 @@ def test_the_returned_messages_headers_name_no_recipient_when_the_report_names_o
     )
     result = classify(raw)
     assert [(f.recipient, f.kind) for f in result.failures] == [("gone@example.org", BounceKind.PERMANENT)]
+
+
+def test_a_delivery_status_report_is_read_as_a_bounce_whatever_its_subject_and_sender() -> None:
+    # RFC 6522: multipart/report; report-type=delivery-status is a delivery report by its structure.
+    # This one's delivery-status part names nobody, its subject is French and it has no From: the
+    # human-readable part is read (base64, so only our own reader sees its text).
+    body = base64.b64encode(
+        "A message could not be delivered to:\nsomeone@example.fr\n"
+        "L'adresse de messagerie référencée ci-dessus n'existe pas.\n".encode()
+    ).decode()
+    raw = (
+        "To: list-bounces@example.org\n"
+        "Subject: =?UTF-8?Q?Utilisateur_non_recens=C3=A9?=\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="R"\n\n'
+        f"--R\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n{body}\n"
+        "--R\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; gw.example.fr\n\n--R--\n"
+    ).encode()
+    result = classify(raw)
+    assert [f.recipient for f in result.failures] == ["someone@example.fr"]
+
+
+def test_an_exchange_did_not_reach_report_names_its_recipient() -> None:
+    # Exchange's classic NDR: "Your message did not reach some or all of the intended recipients",
+    # then "Did not reach the following recipient: a@b".
+    body = base64.b64encode(
+        b"Your Message\n\nTo:      <ken@example.net>\nSubject: plan\n\n"
+        b"Did not reach the following recipient: ken@example.net\n"
+    ).decode()
+    raw = (
+        "From: Postmaster <postmaster@example.net>\nTo: sender@example.org\n"
+        "Subject: Undeliverable: plan\nMIME-Version: 1.0\nContent-Type: text/plain\n"
+        f"Content-Transfer-Encoding: base64\n\n{body}\n"
+    ).encode()
+    assert [f.recipient for f in classify(raw).failures] == ["ken@example.net"]

@@ -534,12 +534,18 @@ class _Triage:
         return bool(loops.DAEMON_LOCAL.match(local))
 
     def _looks_like_bounce(self) -> bool:
+        """A bounce subject or sender, a null envelope sender, a MAILER-DAEMON Return-Path (Sendmail's
+        envelope sender for its own reports), or a multipart/report of report-type delivery-status
+        (RFC 6522: the structure says it is a delivery report, whatever its language or its From)."""
         subject = self._header("subject") or ""
         sender = normalise(self._header("from") or "") or ""
+        return_path = normalise(self._header("return-path") or "") or ""
         return bool(
             loops.BOUNCE_SUBJECT.search(subject)
             or loops.BOUNCE_SENDER_LOCAL.match(sender.partition("@")[0])
             or "null-sender" in self.signals
+            or "multipart-report:delivery-status" in self.signals
+            or loops.BOUNCE_SENDER_LOCAL.match(return_path.partition("@")[0])
         )
 
     def _worth_flufl(self) -> bool:

@@ -51,7 +51,7 @@ FAILURE_TEXT = re.compile(
     r"unknown|no such|not exist|doesn't exist|does not exist|invalid|reject|fail|undeliver|not deliver|"
     r"could not|couldn't|cannot|can't|unable|not found|denied|refused|full|quota|error|permanent|"
     r"bounce|block|disabled|inactive|suspend|not available|unavailable|unrouteable|unroutable|expired|"
-    r"not accept|no mailbox|does not like|not valid|spam|too large|too big|exceed|malformed|"
+    r"not accept|no mailbox|does not like|not valid|spam|too large|too big|exceed|malformed|did not reach|"
     r"(?<![\d.])[45]\d\d(?![\d])|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}|"
     r"unzustellbar|unbekannt|nicht|inexistant|introuvable|non valide|no existe|inesistente",
     # no IGNORECASE: matched against ascii_lower() text
