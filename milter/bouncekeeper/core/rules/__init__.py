@@ -7,6 +7,7 @@ code, and finally the SMTP reply code. The first hit wins, as in flufl.bounce's 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -187,10 +188,12 @@ def without(names: Iterable[str]) -> Iterator[None]:
         raise ValueError(f"no such dialect: {sorted(unknown)}")
     saved = _TABLE
     _TABLE = _compile(tuple(m for m in DIALECTS if m.__name__.rpartition(".")[2] not in off))
+    explain.cache_clear()  # its answers came from the other table
     try:
         yield
     finally:
         _TABLE = saved
+        explain.cache_clear()
 
 
 # An address names a mailbox, not a reason: its words must not read as one ("refused@refused.test" as a
@@ -229,6 +232,10 @@ def _first_hit(text: str, phase: int, pieces: set[str] | None) -> _Row | None:
     return None
 
 
+# A report explains each recipient from the same texts (its whole human part as the fallback, one
+# diagnostic for many recipients): the last few answers are kept. Small, so that it holds one message's
+# texts, not a day's.
+@functools.lru_cache(maxsize=64)
 def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple[Reason, int]:
     """The reason and how sure: 3 a provider or STRONG phrase, 2 a specific status code or an ADDRESS
     phrase, 1 a WEAK phrase or a generic code, 0 nothing.
