@@ -129,7 +129,9 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
                 # No IGNORECASE: explain() lower-cases the text once, and the tables are written in lower
                 # case (tests/core/test_rules.py checks it); a case-blind regex is about twice as slow.
                 rows.append(_Row(reason, re.compile(source), tier))
-                literals = prefilter.literals(source)
+                # A row with no literal of three characters may have a shorter one ("bl" before digits,
+                # two CJK characters): tested on every text, still far cheaper than running its regex.
+                literals = prefilter.literals(source) or prefilter.literals(source, minimum=2)
                 if literals is None:
                     always.append(index)
                 for literal in literals or ():
@@ -163,6 +165,9 @@ def _screen(literals: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     time: benchmarks/classify_speed.py)."""
     filed: dict[str, list[str]] = {}
     for literal in literals:
+        if len(literal) < 3:
+            filed.setdefault("", []).append(literal)  # tested on every text (_first_hit)
+            continue
         pieces = [literal[i : i + 3] for i in range(len(literal) - 2)]
         piece = max(pieces, key=lambda p: sum(_COMMON.find(c) % len(_COMMON) for c in p))
         filed.setdefault(piece, []).append(literal)
@@ -223,7 +228,10 @@ def _first_hit(text: str, phase: int, pieces: set[str] | None) -> _Row | None:
     candidates = set(always)
     if pieces is not None:
         screen = table.screens[phase]
-        literals = tuple(literal for piece in pieces & screen.keys() for literal in screen[piece])
+        literals = (
+            *screen.get("", ()),
+            *(literal for piece in pieces & screen.keys() for literal in screen[piece]),
+        )
     for literal in filter(text.__contains__, literals):  # C-level scan: no bytecode per absent literal
         candidates.update(table.by_literal[literal])
     for index in sorted(candidates):

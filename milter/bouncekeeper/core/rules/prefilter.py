@@ -21,12 +21,13 @@ MIN_LITERAL = 3  # shorter literals match almost every text and only cost time
 Need = tuple[str, ...]  # a disjunction: at least one of these is in every match
 
 
-def literals(pattern: str) -> Need | None:
+def literals(pattern: str, minimum: int = MIN_LITERAL) -> Need | None:
+    """Literals of at least `minimum` characters one of which every match of `pattern` contains."""
     try:
         tree = _p.parse(pattern, re.IGNORECASE)
     except re.error:
         return None
-    need = _need(list(tree))
+    need = _need(list(tree), minimum)
     if need is None:
         return None
     # "quota" present whenever "quota exceeded" is: a disjunction needs only its shortest members.
@@ -37,7 +38,7 @@ def _score(need: Need) -> tuple[int, int]:
     return (min(len(x) for x in need), -len(need))
 
 
-def _need(items: list[Any]) -> Need | None:
+def _need(items: list[Any], minimum: int) -> Need | None:
     """The best disjunction of literals that every match of the sequence `items` contains."""
     best: Need | None = None
     run: list[str] = []
@@ -46,7 +47,7 @@ def _need(items: list[Any]) -> Need | None:
         nonlocal best
         if (
             candidate
-            and all(len(x) >= MIN_LITERAL for x in candidate)
+            and all(len(x) >= minimum for x in candidate)
             and (best is None or _score(candidate) > _score(best))
         ):
             best = candidate
@@ -62,13 +63,13 @@ def _need(items: list[Any]) -> Need | None:
             continue
         close_run()
         if op is _c.SUBPATTERN:
-            offer(_need(list(arg[-1])))
+            offer(_need(list(arg[-1]), minimum))
         elif op is _c.BRANCH:
-            alternatives = [_need(list(branch)) for branch in arg[1]]
+            alternatives = [_need(list(branch), minimum) for branch in arg[1]]
             if all(alt is not None for alt in alternatives):
                 offer(tuple(dict.fromkeys(x for alt in alternatives if alt for x in alt)))
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[0] >= 1:
-            offer(_need(list(arg[2])))
+            offer(_need(list(arg[2]), minimum))
     close_run()
     return best
 
