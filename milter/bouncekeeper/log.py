@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import MutableMapping
@@ -62,9 +61,10 @@ def setup(level: str = "INFO", target: str = "stderr", facility: str = "mail") -
         root.removeHandler(handler)
     out: logging.Handler
     if target == "syslog":
-        out = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.facility_names[facility]
-        )
+        # Imported here: it brings socket, pickle and queue, a tenth of a short command's start-up.
+        from logging.handlers import SysLogHandler  # noqa: PLC0415
+
+        out = SysLogHandler(address="/dev/log", facility=SysLogHandler.facility_names[facility])
         out.setFormatter(logging.Formatter("bouncekeeper[%(process)d]: %(name)s: %(message)s"))
     else:
         out = _CurrentStderr()
