@@ -85,11 +85,20 @@ DIALECTS = (
 _TIER_STRENGTH = {"dialect": 3, "strong": 3, "address": 2, "weak": 1}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Row:
     reason: Reason
-    pattern: re.Pattern[str]
+    source: str
     tier: str
+    _compiled: re.Pattern[str] | None = None
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        """The row's regex, compiled the first time a text holds one of its literals: most rows never
+        run in a short-lived process. Two threads may both compile it; either result is the same."""
+        if self._compiled is None:
+            self._compiled = re.compile(self.source)
+        return self._compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +133,14 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
         for reason, whole in table:
             # A row "a|b|c" is the rows "a", "b", "c" in a row (same reason, same tier: the same first
             # hit): each piece gets its own, more selective, literals and a cheaper regex.
-            for source in prefilter.alternatives(whole):
+            for source, tree in prefilter.parsed_alternatives(whole):
                 index = len(rows)
                 # No IGNORECASE: explain() lower-cases the text once, and the tables are written in lower
                 # case (tests/core/test_rules.py checks it); a case-blind regex is about twice as slow.
-                rows.append(_Row(reason, re.compile(source), tier))
+                rows.append(_Row(reason, source, tier))
                 # A row with no literal of three characters may have a shorter one ("bl" before digits,
                 # two CJK characters): tested on every text, still far cheaper than running its regex.
-                literals = prefilter.literals(source) or prefilter.literals(source, minimum=2)
+                literals = prefilter.literals_in(tree) or prefilter.literals_in(tree, minimum=2)
                 if literals is None:
                     always.append(index)
                 for literal in literals or ():
