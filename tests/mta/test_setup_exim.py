@@ -266,7 +266,7 @@ def site(redis_server: RedisServer) -> Iterator[Site]:
 
 
 @pytest.mark.slow
-def test_the_documented_single_file_set_up_on_a_live_exim(site: Site) -> None:
+def test_the_documented_single_file_set_up_on_a_live_exim(site: Site, redis_server: RedisServer) -> None:
     original = site.file.read_bytes()
     paths = {TOML: str(site.conf), "/etc/exim4": str(site.etc)}
     _split, single = docs.fenced_blocks(DOC, "Set up")
@@ -304,6 +304,19 @@ def test_the_documented_single_file_set_up_on_a_live_exim(site: Site) -> None:
         for rcpt, reply in ((_vaddr("x@example.com"), "250 Accepted"), (f"nobody@{BOUNCE_DOMAIN}", "550 ")):
             session = f"EHLO mx.remote.example\r\nMAIL FROM:<>\r\nRCPT TO:<{rcpt}>\r\nQUIT\r\n"
             assert reply in site.exim.run("-bh", "192.0.2.1", stdin=session).stdout
+        # Redis away: the listener answers 451 and the bounce waits in Exim's queue until it is recorded.
+        later = _vaddr("later@example.org")
+        redis_server.stop()
+        try:
+            with smtplib.SMTP("127.0.0.1", site.exim.port, timeout=10) as smtp:
+                smtp.sendmail("<>", [later], re.sub(rb"\r?\n", b"\r\n", raw))
+            site.exim.wait_for_log(rf"== {re.escape(later)} .*451 4\.3\.0", timeout=30)
+        finally:
+            redis_server.start()
+        deadline = time.monotonic() + 60
+        while not site.events("later@example.org", timeout=5.0) and time.monotonic() < deadline:
+            assert site.exim.run("-qff").returncode == 0  # the retry, now rather than at its time
+        assert site.events("later@example.org", timeout=0), site.exim.mainlog()
     (undo,) = docs.fenced_blocks(DOC, "Undo")
     _run_documented(undo, paths)
     assert site.file.read_bytes() == original
