@@ -105,6 +105,10 @@ class Keys:
         """hash recipients, message_id, sender, context: a multi-recipient VERP token."""
         return f"{self.prefix}token:{token}"
 
+    def session(self, digest: str) -> str:
+        """string: an admin page session (httpd.py), by the SHA-256 of its cookie; TTL = its lifetime."""
+        return f"{self.prefix}session:{digest}"
+
     def raw(self, event_id: str) -> str:
         """string: the raw bounce, when raw_days > 0."""
         return f"{self.prefix}raw:{event_id}"

@@ -680,6 +680,21 @@ class Store:
             data = self.client.hgetall(self.keys.token(token))
         return dict(data) if data else None
 
+    # --- admin page sessions (httpd.py): server-side, so that logging out ends them ---
+
+    def put_session(self, digest: str, fingerprint: str, ttl: int) -> None:
+        with _guard("store session"):
+            self.client.set(self.keys.session(digest), fingerprint, ex=ttl)
+
+    def get_session(self, digest: str) -> str | None:
+        with _guard("read session"):
+            value = self.client.get(self.keys.session(digest))
+        return str(value) if value is not None else None
+
+    def drop_session(self, digest: str) -> None:
+        with _guard("drop session"):
+            self.client.delete(self.keys.session(digest))
+
     def ping(self) -> None:
         with _guard("ping"):
             self.client.ping()
