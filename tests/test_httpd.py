@@ -8,18 +8,19 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from bouncekeeper import cli, config, httpd, metrics
+from bouncekeeper import cli, config, httpd, httpserver, metrics
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import Effect, Mode, Rules, State
@@ -88,15 +89,30 @@ def store(service: Service) -> Store:
 
 
 @pytest.fixture
-def api(service: Service) -> Iterator[Api]:
-    backend = httpd.ServiceBackend(service)
-    app = httpd.App(backend, TOKEN.encode(), config.HttpSettings(max_body=4096, page_size=2))
-    server = httpd.make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield Api(server.server_address[1])
-    server.shutdown()
-    server.server_close()
+def serve_api(service: Service) -> Iterator[Callable[..., Api]]:
+    """Start the API on the real store with these [http] settings (max_body 4096 and page_size 2 unless
+    given)."""
+    servers = []
+
+    def start(**settings: Any) -> Api:
+        http = config.HttpSettings(**{"max_body": 4096, "page_size": 2, **settings})
+        server = httpd.make_server(
+            httpd.App(httpd.ServiceBackend(service), TOKEN.encode(), http), "127.0.0.1", 0
+        )
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        servers.append(server)
+        return Api(server.server_address[1])
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def api(serve_api: Callable[..., Api]) -> Api:
+    return serve_api()
 
 
 def disable_by_bounces(store: Store, address: str, reason: str = "userunknown") -> None:
@@ -371,6 +387,10 @@ def test_admin_page_re_enables_an_address_in_a_real_browser(api: Api, store: Sto
                 "[...document.querySelectorAll('tr[data-address]')].map(r => r.dataset.address)"
             )
             assert rows == ["grace@example.org"]
+            browser.click("#logout")  # the form carries its CSRF token; the session ends on the server
+            assert "API token" in browser.text()
+            browser.open(f"http://127.0.0.1:{api.port}/")
+            assert "API token" in browser.text()
         finally:
             browser.close()
     assert not store.is_suppressed("frank@example.org")
@@ -427,3 +447,396 @@ def test_http_command_refuses_to_start_without_a_token(tmp_path: pathlib.Path) -
     conf = tmp_path / "bk.toml"
     conf.write_text("[http]\nlisten = '127.0.0.1:1'\n")
     assert cli.main(["--config", str(conf), "http"]) == 78
+
+
+# --- hostile clients (issue 14): each attack against the real server, and the bound it meets -----------
+
+
+def talk(port: int, data: bytes, *, slowly: bytes = b"", wait: float = 5.0) -> tuple[bytes, bool]:
+    """Send `data`, then `slowly` a byte every 0.05 s, then read until the server closes or `wait`
+    seconds pass in silence. Returns what came back and whether the server closed the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    received = b""
+    try:
+        try:
+            sock.sendall(data)
+            for i in range(len(slowly)):
+                time.sleep(0.05)
+                sock.sendall(slowly[i : i + 1])
+        except OSError:
+            pass  # the server cut us off while we were still sending: read what it said
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return received, False
+            except ConnectionResetError:
+                return received, True
+            if not chunk:
+                return received, True
+            received += chunk
+    finally:
+        sock.close()
+
+
+def statuses(received: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"^HTTP/1\.[01] (\d{3}) ", received, re.M) if m != b"100"]
+
+
+def cuts(reason: str, server: str = "api") -> float:
+    return metrics.HTTP_CUTS.value(server, reason)
+
+
+def request_bytes(method: str, path: str, *headers: str, body: bytes = b"", token: bool = True) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    if token:
+        lines.append(f"Authorization: Bearer {TOKEN}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token", "status"),
+    [("POST", "/bounces", False, 401), ("POST", "/nope", True, 404), ("PUT", "/suppressions", True, 405)],
+)
+def test_an_early_answer_does_not_read_the_body_and_closes(
+    api: Api, store: Store, method: str, path: str, token: bool, status: int
+) -> None:
+    # Headers announce 4,000 bytes (within max_body) and none follow: an answer that waited for the
+    # body (as one that reads it) never comes; this one comes at once, then the connection closes.
+    head = request_bytes(method, path, "Content-Length: 4000", "Expect: 100-continue", token=token)
+    received, closed = talk(api.port, head)
+    assert statuses(received) == [status]
+    assert b"100 Continue" not in received  # a refused request never invites its body
+    assert b"\r\nConnection: close\r\n" in received
+    assert closed
+    assert keys(store) == []
+
+
+def test_an_unread_body_is_never_taken_for_the_next_request(api: Api) -> None:
+    # The body of a refused (or of a GET) request holds a second request: it must not be answered.
+    smuggled = request_bytes("GET", "/suppressions")
+    for head in (
+        request_bytes("POST", "/bounces", f"Content-Length: {len(smuggled)}", token=False),
+        request_bytes("GET", "/suppressions", f"Content-Length: {len(smuggled)}"),
+        request_bytes("POST", "/bounces", "Transfer-Encoding: chunked")
+        + f"{len(smuggled):x}\r\n".encode(),  # the chunk is the smuggled request
+    ):
+        received, closed = talk(api.port, head + smuggled)
+        assert len(statuses(received)) == 1, received
+        assert statuses(received)[0] in (401, 200, 411)
+        assert closed
+
+
+def test_chunked_encoding_gets_411_and_the_connection_closes(api: Api) -> None:
+    received, closed = talk(
+        api.port, request_bytes("POST", "/bounces", "Transfer-Encoding: chunked") + b"0\r\n\r\n"
+    )
+    assert statuses(received) == [411]
+    assert b'"length_required"' in received
+    assert closed
+
+
+def test_an_authenticated_body_is_invited_and_read(api: Api) -> None:
+    body = json.dumps({"address": "kim@example.org", "code": 550, "status": "5.1.1"}).encode()
+    head = request_bytes("POST", "/smtp-failures", f"Content-Length: {len(body)}", "Expect: 100-continue")
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+    try:
+        sock.sendall(head)
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        answer = sock.recv(65536)
+    finally:
+        sock.close()
+    assert statuses(answer) == [200]
+    assert b"\r\nConnection: close\r\n" not in answer  # all read: the connection may be kept
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("Content-Length", b"\xb2"), ("Content-Length", b"\xc2\xb2"), ("Content-Length", b"-1"),
+     ("Content-Length", b"1e3"), ("Content-Length", b"9" * 40)],
+)  # fmt: skip
+def test_a_malformed_content_length_is_400(api: Api, store: Store, header: str, value: bytes) -> None:
+    head = request_bytes("POST", "/bounces").replace(
+        b"\r\n\r\n", b"\r\n" + header.encode() + b": " + value + b"\r\n\r\n"
+    )
+    received, closed = talk(api.port, head)
+    assert statuses(received) == [400], received
+    assert closed
+    assert keys(store) == []
+
+
+def test_two_different_content_lengths_are_400(api: Api) -> None:
+    head = request_bytes("POST", "/smtp-failures", "Content-Length: 2", "Content-Length: 40")
+    received, closed = talk(api.port, head + b"{}")
+    assert statuses(received) == [400]
+    assert closed
+
+
+def test_deep_json_and_huge_integers_are_400(serve_api: Callable[..., Api], store: Store) -> None:
+    api = serve_api(max_body=64 * 1024)
+    for body, expected in [
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ('{"address": "a@example.org", "code": ' + "5" * 5000 + "}", "at most 20"),
+        ('{"address": "a@example.org", "code": NaN}', "NaN is not JSON"),
+    ]:
+        status, answer = api.json("POST", "/smtp-failures", body)
+        assert (status, answer["error"]) == (400, "bad_json"), answer
+        assert expected in answer["message"]
+    assert keys(store) == []
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [b"bk_session=\xb2.\xe9", b"bk_session=99999999999.\xe9\xe9", b"bk_session=" + b"A" * 43, b"bk_session"],
+)
+def test_a_malformed_or_unknown_session_cookie_gets_the_login_form(api: Api, cookie: bytes) -> None:
+    head = request_bytes("GET", "/", token=False).replace(b"\r\n\r\n", b"\r\nCookie: " + cookie + b"\r\n\r\n")
+    received, _ = talk(api.port, head, wait=1)
+    assert statuses(received) == [200]
+    assert b"API token" in received
+
+
+def test_a_non_ascii_csrf_token_is_403(api: Api, store: Store) -> None:
+    disable_by_bounces(store, "nina@example.org")
+    cookie = session_cookie(api)
+    body = b"address=nina%40example.org&csrf=%C3%A9%C2%B2"
+    head = request_bytes(
+        "POST", "/admin/enable", f"Cookie: {cookie}", "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}", token=False,
+    )  # fmt: skip
+    received, _ = talk(api.port, head + body, wait=1)
+    assert statuses(received) == [403]
+    assert store.is_suppressed("nina@example.org")
+
+
+def test_an_unknown_method_is_405_or_404_never_5xx(api: Api) -> None:
+    assert statuses(talk(api.port, request_bytes("BREW", "/suppressions"), wait=1)[0]) == [405]
+    assert statuses(talk(api.port, request_bytes("BREW", "/coffee"), wait=1)[0]) == [404]
+
+
+def test_oversized_headers_are_431_and_the_connection_closes(api: Api) -> None:
+    head = request_bytes("GET", "/suppressions", *(f"X-Pad-{i}: {'x' * 1000}" for i in range(50)))
+    received, closed = talk(api.port, head)
+    assert statuses(received) == [431]
+    assert closed
+
+
+def test_no_version_in_the_server_header(api: Api) -> None:
+    for method, path in [("GET", "/suppressions"), ("GET", "/nope"), ("GET", "/")]:
+        _status, head, _ = api.request(method, path)
+        assert head["server"] == "bouncekeeper"
+    for line in (b"NOT HTTP AT ALL", b"GET / HTTP/1.x"):  # the stdlib's own error page
+        received, closed = talk(api.port, line + b"\r\n\r\n")
+        assert (statuses(received), closed) == ([400], True)
+    assert b"\r\nServer: bouncekeeper\r\n" in received
+    assert b"Python" not in received
+
+
+# --- slow, idle and too many clients ---------------------------------------------------------------------
+
+QUICK = {"idle_timeout": 0.5, "header_timeout": 0.5, "request_timeout": 1.0}
+
+
+def test_slow_headers_are_cut_at_the_header_deadline(serve_api: Callable[..., Api]) -> None:
+    api = serve_api(**QUICK)
+    before = cuts("header_timeout")
+    # 200 header bytes, one every 0.05 s (10 s in all): each read is quick, the whole is too slow.
+    received, closed = talk(api.port, b"GET /suppressions HTTP/1.1\r\n", slowly=b"X-Slow: " + b"x" * 200)
+    assert statuses(received) == [408]
+    assert closed
+    assert cuts("header_timeout") == before + 1
+
+
+def test_a_slow_body_is_cut_at_the_request_deadline(serve_api: Callable[..., Api], store: Store) -> None:
+    api = serve_api(**QUICK)
+    before = cuts("request_timeout")
+    head = request_bytes("POST", "/smtp-failures", "Content-Length: 200")
+    received, closed = talk(api.port, head, slowly=b" " * 200)
+    assert statuses(received) == [408]
+    assert closed
+    assert cuts("request_timeout") == before + 1
+    assert keys(store) == []
+
+
+def test_an_idle_connection_is_closed_without_a_word(serve_api: Callable[..., Api]) -> None:
+    api = serve_api(**QUICK)
+    before = cuts("idle")
+    assert talk(api.port, b"") == (b"", True)
+    # Also after a first request (keep-alive): answered, then closed when the next does not come.
+    received, closed = talk(api.port, request_bytes("GET", "/suppressions"))
+    assert (statuses(received), closed) == ([200], True)
+    assert cuts("idle") == before + 2
+
+
+def request_threads() -> int:
+    return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_idle_and_slow_connections_cannot_lock_out_an_authenticated_client(
+    serve_api: Callable[..., Api],
+) -> None:
+    api = serve_api(max_connections=4)  # deadlines at their defaults: only the cap protects
+    before = cuts("connections")
+    attackers = []
+    for i in range(30):
+        sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+        if i % 2:
+            sock.sendall(b"GET /suppressions HTTP/1.1\r\nX-Slow: ")  # headers that never end
+        attackers.append(sock)
+    try:
+        assert wait_for(lambda: request_threads() <= 4), request_threads()
+        for _ in range(3):
+            assert api.json("GET", "/suppressions")[0] == 200
+        assert wait_for(lambda: request_threads() <= 4), request_threads()
+        assert cuts("connections") >= before + 26
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Callable[..., Api]) -> None:
+    api = serve_api(max_connections=2)
+    busy = []
+    for _ in range(2):  # authenticated bodies being read: accepted requests, never evicted
+        sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+        sock.sendall(request_bytes("POST", "/smtp-failures", "Content-Length: 100") + b"{")
+        busy.append(sock)
+    try:
+        assert wait_for(lambda: request_threads() == 2)
+        time.sleep(0.2)  # let both handlers reach the body
+        received, closed = talk(api.port, b"")
+        assert statuses(received) == [503]
+        assert closed
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+# --- sessions and logins -----------------------------------------------------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def csrf_of(api: Api, cookie: str) -> str:
+    page = api.request("GET", "/", token=None, headers={"Cookie": cookie})[2].decode()
+    found = re.search(r'action="/logout"><input type="hidden" name="csrf" value="([0-9a-f]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def test_logout_ends_the_session_on_the_server(api: Api, store: Store) -> None:
+    disable_by_bounces(store, "olga@example.org")
+    cookie = session_cookie(api)
+    csrf = csrf_of(api, cookie)
+    status, head, _ = api.request(
+        "POST", "/logout", f"csrf={csrf}", token=None, headers={**FORM, "Cookie": cookie}
+    )
+    assert status == 303
+    assert "Max-Age=0" in head["set-cookie"]
+    # The browser was told to forget the cookie; one kept (stolen) no longer works either.
+    assert b"API token" in api.request("GET", "/", token=None, headers={"Cookie": cookie})[2]
+    body = f"address=olga%40example.org&csrf={csrf_token_for(cookie)}"
+    assert (
+        api.request("POST", "/admin/enable", body, token=None, headers={**FORM, "Cookie": cookie})[0] == 401
+    )
+    assert store.is_suppressed("olga@example.org")
+    assert not [k for k in keys(store) if ":session:" in k]
+
+
+def csrf_token_for(cookie: str) -> str:
+    return httpd.csrf_token(TOKEN.encode(), cookie.partition("=")[2])
+
+
+def test_a_cross_origin_or_csrf_less_logout_is_refused(api: Api) -> None:
+    cookie = session_cookie(api)
+    csrf = csrf_of(api, cookie)
+    evil = {**FORM, "Cookie": cookie, "Origin": "http://evil.example"}
+    assert api.request("POST", "/logout", f"csrf={csrf}", token=None, headers=evil)[0] == 403
+    assert api.request("POST", "/logout", "", token=None, headers={**FORM, "Cookie": cookie})[0] == 403
+    assert b"Disabled addresses" in api.request("GET", "/", token=None, headers={"Cookie": cookie})[2]
+
+
+def test_the_session_is_kept_in_redis_by_digest_and_ends_with_its_ttl(api: Api, store: Store) -> None:
+    cookie = session_cookie(api)
+    value = cookie.partition("=")[2]
+    (key,) = [k for k in keys(store) if ":session:" in k]
+    assert value not in key  # a copy of the database does not hold a live cookie
+    assert 0 < store.client.ttl(key) <= httpd.SESSION_SECONDS
+    store.client.delete(key)  # as its TTL would
+    assert b"API token" in api.request("GET", "/", token=None, headers={"Cookie": cookie})[2]
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_cookie_is_secure_when_configured(serve_api: Callable[..., Api], secure: bool) -> None:
+    api = serve_api(secure_cookie=secure)
+    status, head, _ = api.request("POST", "/login", f"token={TOKEN}", token=None, headers=FORM)
+    assert status == 303
+    attributes = [a.strip() for a in head["set-cookie"].split(";")]
+    assert ("Secure" in attributes) is secure
+    assert {"HttpOnly", "SameSite=Strict"} <= set(attributes)
+
+
+def test_failed_logins_are_logged_and_throttled_per_client(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(httpd.LOGIN_FAILURES):
+        assert api.request("POST", "/login", "token=guess", token=None, headers=FORM)[0] == 401
+    assert (
+        sum("failed admin login from 127.0.0.1" in r.getMessage() for r in caplog.records)
+        == httpd.LOGIN_FAILURES
+    )
+    # Locked out for the window, even with the right token (or a guess would be confirmed).
+    status, head, data = api.request("POST", "/login", f"token={TOKEN}", token=None, headers=FORM)
+    assert status == 429
+    assert 0 < int(head["retry-after"]) <= httpd.LOGIN_WINDOW
+    assert json.loads(data)["error"] == "throttled"
+    assert metrics.HTTP_AUTH_FAILURES.value("throttled") >= 1
+
+
+def test_the_login_throttle_forgets_the_oldest_clients_and_its_window() -> None:
+    now = [0.0]
+    throttle = httpd.Throttle(limit=2, window=60.0, clients=3, clock=lambda: now[0])
+    for client in ("a", "b", "c", "d"):
+        throttle.failed(client)
+        throttle.failed(client)
+    assert [throttle.locked_for(c) > 0 for c in "abcd"] == [False, True, True, True]
+    assert len(throttle._failures) == 3
+    now[0] = 61.0
+    assert throttle.locked_for("d") == 0
+    assert (
+        httpd.client_key("2001:db8:1:2:3:4:5:6")
+        == httpd.client_key("2001:db8:1:2:ffff::1")
+        == "2001:db8:1:2::/64"
+    )
+    assert httpd.client_key("::ffff:192.0.2.7") == "192.0.2.7"
+
+
+# --- the daemons' /metrics endpoint is bounded the same way ------------------------------------------------
+
+
+def test_the_metrics_endpoint_bounds_idle_connections_and_names_no_version() -> None:
+    server = metrics.serve("127.0.0.1:0")
+    port = server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(60)]
+    try:
+        limit = httpserver.METRICS_LIMITS.max_connections
+        assert wait_for(lambda: request_threads() <= limit), request_threads()
+        received, _ = talk(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert statuses(received) == [200]
+        assert b"\r\nServer: bouncekeeper\r\n" in received
+        assert metrics.HTTP_CUTS.value("metrics", "connections") >= 60 - limit
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()

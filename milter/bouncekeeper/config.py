@@ -385,6 +385,21 @@ class HttpSettings:
     max_body: int = 10 * 1024 * 1024
     # Rows per page of GET /suppressions and of the admin page.
     page_size: int = 100
+    # Connections at once; at the cap the longest-waiting idle or slow one is closed (httpserver.py).
+    max_connections: int = 64
+    # Seconds: for a request's first byte; from it to the end of the headers; to the end of the body.
+    idle_timeout: float = 10.0
+    header_timeout: float = 10.0
+    request_timeout: float = 60.0
+    # The admin page is reached through HTTPS (a TLS proxy): its session cookie gets `Secure`.
+    secure_cookie: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        for name in ("idle_timeout", "header_timeout", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,19 @@ Security model:
   compared in constant time. A browser never sends that header by itself, so the API cannot be the
   target of a cross-site request forgery.
 - The admin page at / logs in with the same token through a form, which sets a session cookie
-  (`HttpOnly; SameSite=Strict`) holding an expiry and an HMAC of it under the token (stateless; changing
-  the token logs everyone out). Each state-changing form carries a CSRF token, an HMAC of the session
-  under the token, and its Origin (when the browser sends one) must be this server. The cookie is
-  never accepted by the JSON API.
-- Bodies larger than `max_body` are refused with 413 before they are read; every error is JSON (or a
-  plain page for the browser) with a short code and a sentence.
+  (`HttpOnly; SameSite=Strict`, and `Secure` with `secure_cookie`): 256 random bits, kept in Redis by
+  their SHA-256 with an HMAC under the token (so logging out ends the session, and changing the token
+  ends them all). Each state-changing form (logout included) carries a CSRF token, an HMAC of the
+  session under the token, and its Origin (when the browser sends one) must be this server. The cookie
+  is never accepted by the JSON API. Failed logins are logged, and LOGIN_FAILURES of them within
+  LOGIN_WINDOW lock the client out for the rest of the window (429).
+- Nothing is read of a body before the request is authenticated and its route known: a 401, 404 or
+  405 closes the connection instead. Bodies larger than `max_body` are refused with 413 before they are
+  read; a chunked body gets 411 and the connection is closed (its chunks are never taken for a request).
+  Every error is JSON (or a plain page for the browser) with a short code and a sentence, never a 500
+  for what a client sent.
+- Connections, deadlines and header sizes are bounded by httpserver.py (`max_connections`, the
+  timeouts of `[http]`).
 
 Routes: see `openapi()` (served at /openapi.json).
 """
@@ -24,14 +31,17 @@ Routes: see `openapi()` (served at /openapi.json).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import enum
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
 import re
+import secrets
 import signal
 import threading
 import time
@@ -39,12 +49,11 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import redis
 
-from bouncekeeper import __version__, config, metrics, notify
+from bouncekeeper import __version__, config, httpserver, metrics, notify
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
@@ -57,8 +66,16 @@ log = get_logger(__name__)
 
 SESSION_COOKIE = "bk_session"
 SESSION_SECONDS = 8 * 3600
+SESSION_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 COOKIE_ATTRIBUTES = "Path=/; HttpOnly; SameSite=Strict"
-MAX_FORM = 64 * 1024  # the login and re-enable forms are tiny
+MAX_FORM = 8 * 1024  # the login, logout and re-enable forms are tiny
+# Failed admin logins: this many within LOGIN_WINDOW seconds lock the client (an IPv4 address or an
+# IPv6 /64) out for the rest of the window; at most THROTTLED_CLIENTS are remembered (oldest forgotten).
+LOGIN_FAILURES = 5
+LOGIN_WINDOW = 900.0
+THROTTLED_CLIENTS = 4096
+# JSON integers (an SMTP code): a 5,000-digit one costs quadratic time to convert, then a ValueError.
+MAX_JSON_DIGITS = 20
 
 
 class Unavailable(Exception):
@@ -89,6 +106,13 @@ class Backend(Protocol):
 
     def notification_counts(self) -> list[tuple[tuple[str, str], float]]:
         """((target, result), count) of the notifier's delivery attempts."""
+
+    def open_session(self, digest: str, fingerprint: str, ttl: int) -> None: ...
+
+    def session_fingerprint(self, digest: str) -> str | None:
+        """What `open_session` stored under this digest, None once closed or expired."""
+
+    def close_session(self, digest: str) -> None: ...
 
 
 class ApiError(Exception):
@@ -237,6 +261,18 @@ class ServiceBackend:
             except (redis.RedisError, OSError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
 
+    def open_session(self, digest: str, fingerprint: str, ttl: int) -> None:
+        with self._timed("session"):
+            self.store.put_session(digest, fingerprint, ttl)
+
+    def session_fingerprint(self, digest: str) -> str | None:
+        with self._timed("session"):
+            return self.store.get_session(digest)
+
+    def close_session(self, digest: str) -> None:
+        with self._timed("session"):
+            self.store.drop_session(digest)
+
 
 # --- sessions and CSRF ------------------------------------------------------------------------------
 
@@ -245,20 +281,80 @@ def _mac(token: bytes, purpose: str, value: str) -> str:
     return hmac.new(token, f"{purpose}|{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def new_session(token: bytes, now: float) -> str:
-    expiry = str(int(now) + SESSION_SECONDS)
-    return f"{expiry}.{_mac(token, 'session', expiry)}"
+def session_digest(session: str) -> str:
+    # Redis holds the digest, not the cookie: a copy of the database does not log anyone in.
+    return hashlib.sha256(session.encode()).hexdigest()
 
 
-def session_valid(token: bytes, cookie: str, now: float) -> bool:
-    expiry, _, mac = cookie.partition(".")
-    if not expiry.isdigit() or int(expiry) < now:
-        return False
-    return hmac.compare_digest(_mac(token, "session", expiry), mac)
+def session_fingerprint(token: bytes, session: str) -> str:
+    return _mac(token, "session", session)
 
 
 def csrf_token(token: bytes, session: str) -> str:
     return _mac(token, "csrf", session)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant time, and for any text a client sends (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+class Throttle:
+    """Failures per client within a window; `limit` of them lock the client out until it ends.
+
+    Memory is bounded: at most `clients` entries, the least recently failed forgotten first. An
+    attacker with more addresses than that escapes the lock, which is why the token is long: this only
+    slows guessing, the token's 128+ bits stop it.
+    """
+
+    def __init__(
+        self, limit: int, window: float, clients: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clients = clients
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
+
+    def locked_for(self, client: str) -> float:
+        """Seconds this client must still wait (0: it may try)."""
+        now = self.clock()
+        with self._lock:
+            start, count = self._failures.get(client, (now, 0))
+            if now - start >= self.window:
+                del self._failures[client]
+                return 0.0
+            return self.window - (now - start) if count >= self.limit else 0.0
+
+    def failed(self, client: str) -> int:
+        """Count one failure; returns the client's failures in its current window."""
+        now = self.clock()
+        with self._lock:
+            start, count = self._failures.pop(client, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            self._failures[client] = (start, count + 1)
+            while len(self._failures) > self.clients:
+                self._failures.popitem(last=False)
+            return count + 1
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+def client_key(peer: str) -> str:
+    """The unit a client is throttled by: its IPv4 address, or the /64 of its IPv6 address."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 # --- routing ----------------------------------------------------------------------------------------
@@ -308,20 +404,14 @@ class App:
         self.token = token
         self.settings = settings
         self.clock = clock
+        self.logins = Throttle(LOGIN_FAILURES, LOGIN_WINDOW, THROTTLED_CLIENTS)
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = f"bouncekeeper/{__version__}"
-    protocol_version = "HTTP/1.1"
-    # Seconds a client may take to send a request line, headers or body (and an idle keep-alive may
-    # last): a slow or stalled client must not hold one of our threads forever.
-    timeout = 30
+class Handler(httpserver.BoundedHandler):
     app: App  # set on the subclass made by `make_server`
+    authenticated = False  # this request's: its body may be read as an accepted request
 
     # --- plumbing -----------------------------------------------------------------------------------
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: %s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -335,11 +425,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def unsupported_method(self) -> None:
+        self._dispatch(self.command)  # 405 naming the allowed methods, or 404
+
     def _dispatch(self, method: str) -> None:
         parts = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
         route_name = "unknown"
         status = HTTPStatus.INTERNAL_SERVER_ERROR
+        self.authenticated = False
         try:
             allowed = []
             match = None
@@ -362,11 +456,11 @@ class Handler(BaseHTTPRequestHandler):
             route_name = route.name
             if route.auth == "bearer":
                 self._require_bearer()
+                self.authenticated = True
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
             status = getattr(self, route.handler)(**params)
         except ApiError as exc:
             status = exc.status
-            self._discard_body()
             self._send_json(exc.status, {"error": exc.code, "message": exc.message}, exc.headers)
         except Unavailable as exc:
             status = HTTPStatus.SERVICE_UNAVAILABLE
@@ -376,6 +470,8 @@ class Handler(BaseHTTPRequestHandler):
                 {"error": "store_unavailable", "message": "the bounce store is unavailable; try again later"},
                 {"Retry-After": "30"},
             )
+        except (httpserver.Cut, ConnectionError):
+            raise  # the connection is cut or gone: nothing to answer (the server counts and logs)
         except Exception:  # The last line of defence of a daemon: log with traceback, answer 500.
             log.exception("http: %s %s failed", method, parts.path)
             status = HTTPStatus.INTERNAL_SERVER_ERROR
@@ -392,21 +488,25 @@ class Handler(BaseHTTPRequestHandler):
             )
         # Constant-time: the comparison must not tell an attacker how many leading bytes were right.
         if not hmac.compare_digest(given.strip().encode(), self.app.token):
+            metrics.HTTP_AUTH_FAILURES.inc("bearer")
+            log.debug("http: wrong bearer token from %s", self.client_address[0])
             raise ApiError(
                 HTTPStatus.UNAUTHORIZED, "unauthorized", "the bearer token is not valid", challenge
             )
 
     def _content_length(self, limit: int) -> int:
+        # Each refusal leaves the body unread, so the answer closes the connection (httpserver.py).
         if self.headers.get("Transfer-Encoding"):
             raise ApiError(
                 HTTPStatus.LENGTH_REQUIRED, "length_required", "send a Content-Length, not chunked"
             )
-        raw = self.headers.get("Content-Length", "0")
-        if not raw.isdigit():
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "Content-Length is not a number")
-        length = int(raw)
+        given = self.headers.get_all("Content-Length") or ["0"]
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses. Two lengths that differ are
+        # how requests are smuggled past a proxy that reads the other one.
+        if len(set(given)) != 1 or not re.fullmatch(r"[0-9]{1,18}", given[0]):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "Content-Length is not one number")
+        length = int(given[0])
         if length > limit:
-            self.close_connection = True  # the body stays unread: this connection cannot be reused
             raise ApiError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "too_large",
@@ -416,19 +516,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self, limit: int | None = None) -> bytes:
         length = self._content_length(self.app.settings.max_body if limit is None else limit)
-        self._body_read = True
-        return self.rfile.read(length) if length else b""
-
-    def _discard_body(self) -> None:
-        # An error before the body was read: read it (when small enough) so keep-alive stays in sync.
-        if getattr(self, "_body_read", False) or self.close_connection:
-            return
-        raw = self.headers.get("Content-Length", "0")
-        if raw.isdigit() and 0 < int(raw) <= self.app.settings.max_body:
-            self.rfile.read(int(raw))
-        elif raw != "0":
-            self.close_connection = True
-        self._body_read = True
+        return self.read_body(length, authenticated=self.authenticated)
 
     def _json_body(self, *, required: bool) -> dict[str, Any]:
         body = self._body()
@@ -437,8 +525,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json", "a JSON object body is required")
             return {}
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(body, parse_int=_json_int, parse_constant=_json_constant)
+        except RecursionError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json", "the JSON is nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and ours
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json", f"the body is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad_json", "the body must be a JSON object")
@@ -462,8 +552,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -574,11 +662,19 @@ class Handler(BaseHTTPRequestHandler):
     # --- the admin page -----------------------------------------------------------------------------
 
     def _session(self) -> str | None:
-        for part in self.headers.get("Cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == SESSION_COOKIE and session_valid(self.app.token, value, self.app.clock()):
-                return value
+        """The request's live session: its cookie well formed, in Redis, and made under this token."""
+        pairs = (part.strip().partition("=") for part in self.headers.get("Cookie", "").split(";"))
+        candidates = [v for name, _, v in pairs if name == SESSION_COOKIE and SESSION_SHAPE.fullmatch(v)]
+        for session in candidates[:2]:  # a stale cookie of another path may come first; no more than that
+            stored = self.app.backend.session_fingerprint(session_digest(session))
+            if stored is not None and same_secret(stored, session_fingerprint(self.app.token, session)):
+                self.authenticated = True
+                return session
         return None
+
+    def _cookie(self, value: str, max_age: int) -> dict[str, str]:
+        secure = "; Secure" if self.app.settings.secure_cookie else ""
+        return {"Set-Cookie": f"{SESSION_COOKIE}={value}; {COOKIE_ATTRIBUTES}{secure}; Max-Age={max_age}"}
 
     def _same_origin(self) -> bool:
         # Browsers send Origin on every POST form submission; when present it must be us.
@@ -620,37 +716,76 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 HTTPStatus.FORBIDDEN, "cross_origin", "the login form must be posted from this site"
             )
+        client = client_key(self.client_address[0])
+        wait = self.app.logins.locked_for(client)
+        if wait:
+            metrics.HTTP_AUTH_FAILURES.inc("throttled")
+            raise ApiError(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "throttled",
+                f"too many failed logins; try again in {int(wait) + 1} s",
+                {"Retry-After": str(int(wait) + 1)},
+            )
         form = self._form()
         given = form.get("token", "").strip().encode()
         if not hmac.compare_digest(given, self.app.token):
-            return self._page(
-                HTTPStatus.UNAUTHORIZED,
-                "Log in",
-                LOGIN_FORM.format(message='<p class="error">Wrong token.</p>'),
-            )
-        cookie = new_session(self.app.token, self.app.clock())
-        return self._redirect(
-            "/",
-            {"Set-Cookie": f"{SESSION_COOKIE}={cookie}; {COOKIE_ATTRIBUTES}; Max-Age={SESSION_SECONDS}"},
+            return self._failed_login(client)
+        self.app.logins.succeeded(client)
+        session = secrets.token_urlsafe(32)
+        self.app.backend.open_session(
+            session_digest(session), session_fingerprint(self.app.token, session), SESSION_SECONDS
+        )
+        log.info("http: admin logged in from %s", self.client_address[0])
+        return self._redirect("/", self._cookie(session, SESSION_SECONDS))
+
+    def _failed_login(self, client: str) -> HTTPStatus:
+        metrics.HTTP_AUTH_FAILURES.inc("login")
+        failures = self.app.logins.failed(client)
+        log.warning(
+            "http: failed admin login from %s (%d of %d allowed in %.0f min)",
+            self.client_address[0], failures, LOGIN_FAILURES, LOGIN_WINDOW / 60,
+        )  # fmt: skip
+        if failures >= LOGIN_FAILURES:
+            log.warning("http: admin logins from %s refused for %.0f min", client, LOGIN_WINDOW / 60)
+        return self._page(
+            HTTPStatus.UNAUTHORIZED, "Log in", LOGIN_FORM.format(message='<p class="error">Wrong token.</p>')
         )
 
-    def page_logout(self) -> HTTPStatus:
-        self._discard_body()
-        return self._redirect("/", {"Set-Cookie": f"{SESSION_COOKIE}=; {COOKIE_ATTRIBUTES}; Max-Age=0"})
-
-    def page_enable(self) -> HTTPStatus:
+    def _checked_form(self) -> tuple[str, dict[str, str]]:
+        """The session and form of a state-changing post: same origin and the session's CSRF token."""
         session = self._session()
         if session is None:
             raise ApiError(HTTPStatus.UNAUTHORIZED, "login_required", "log in first")
         form = self._form()
-        if not self._same_origin() or not hmac.compare_digest(
-            form.get("csrf", ""), csrf_token(self.app.token, session)
-        ):
+        csrf = csrf_token(self.app.token, session)
+        if not self._same_origin() or not same_secret(form.get("csrf", ""), csrf):
             raise ApiError(HTTPStatus.FORBIDDEN, "csrf", "the form is stale or was not sent from this page")
+        return session, form
+
+    def page_logout(self) -> HTTPStatus:
+        if self._session() is None:  # nothing to end; the browser forgets whatever it sent
+            return self._redirect("/", self._cookie("", 0))
+        session, _form = self._checked_form()
+        self.app.backend.close_session(session_digest(session))
+        log.info("http: admin logged out from %s", self.client_address[0])
+        return self._redirect("/", self._cookie("", 0))
+
+    def page_enable(self) -> HTTPStatus:
+        _session, form = self._checked_form()
         address = self._address(form.get("address", ""))
         result = self.app.backend.set_enabled(address, enabled=True, note="admin page")
         log.info("http: %s re-enabled on the admin page (was %s)", address, result.get("previous"))
         return self._redirect("/?done=" + urllib.parse.quote(address))
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits; at most {MAX_JSON_DIGITS}")
+    return int(text)
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
 
 
 # --- HTML -------------------------------------------------------------------------------------------
@@ -679,7 +814,10 @@ def render_table(rows: list[dict[str, Any]], csrf: str, notice: str, *, more: bo
     parts = ["<h1>Disabled addresses</h1>"]
     if notice:
         parts.append(f'<p class="notice" id="notice">{e(notice)} was re-enabled.</p>')
-    parts.append('<form method="post" action="/logout"><button type="submit">Log out</button></form>')
+    parts.append(
+        f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{e(csrf)}">'
+        '<button type="submit" id="logout">Log out</button></form>'
+    )
     if not rows:
         parts.append('<p id="empty">No address is disabled.</p>')
     else:
@@ -809,11 +947,16 @@ def openapi() -> dict[str, Any]:
 # --- the server -------------------------------------------------------------------------------------
 
 
-def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(app: App, host: str, port: int) -> httpserver.BoundedServer:
     handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    s = app.settings
+    limits = httpserver.Limits(
+        max_connections=s.max_connections,
+        idle_timeout=s.idle_timeout,
+        header_timeout=s.header_timeout,
+        request_timeout=s.request_timeout,
+    )
+    return httpserver.BoundedServer((host, port), handler, limits, "api")
 
 
 def parse_listen(listen: str, source: str) -> tuple[str, int]:
@@ -846,7 +989,7 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
-def serve(server: ThreadingHTTPServer) -> None:
+def serve(server: httpserver.BoundedServer) -> None:
     stop = threading.Event()
 
     def shutdown(_sig: int, _frame: object) -> None:

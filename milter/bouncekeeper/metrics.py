@@ -11,17 +11,15 @@ collectors, called on each scrape.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bouncekeeper import log
+if TYPE_CHECKING:  # only for the annotations: metrics must stay importable by everything
+    from http.server import ThreadingHTTPServer
 
-if TYPE_CHECKING:  # only for the annotation: metrics must stay importable by everything
     from bouncekeeper.service import Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -283,6 +281,22 @@ LIMITED = REGISTRY.counter(
 HTTP_REQUESTS = REGISTRY.counter(
     "bouncekeeper_http_requests_total", "HTTP API requests by route and status code.", ("route", "code")
 )
+# httpserver.py: the API ("api") and the daemons' /metrics ("metrics").
+HTTP_CUTS = REGISTRY.counter(
+    "bouncekeeper_http_cut_total",
+    "HTTP connections cut: idle, header_timeout, request_timeout, write_timeout, headers_too_large, "
+    "truncated_body, connections (evicted at the cap), busy (refused at the cap).",
+    ("server", "reason"),
+)
+HTTP_CONNECTIONS = REGISTRY.gauge(
+    "bouncekeeper_http_connections", "Open HTTP connections (at most max_connections).", ("server",)
+)
+HTTP_AUTH_FAILURES = REGISTRY.counter(
+    "bouncekeeper_http_auth_failures_total",
+    "Failed authentications: a wrong admin login (login), a wrong bearer token (bearer), a login refused "
+    "while its client is throttled (throttled).",
+    ("kind",),
+)
 
 
 # What the milter and the LMTP listener decide, besides observe()'s per-bounce results (recorded,
@@ -350,38 +364,6 @@ def observe(source: str, outcome: Outcome) -> None:
 
 # --- the /metrics endpoint of the milter and the LMTP listener ------------------------------------------
 
-logger = log.get_logger(__name__)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    refresh: Callable[[], None] | None = None
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "bouncekeeper-metrics"
-
-    def do_GET(self) -> None:
-        if self.path.partition("?")[0] != "/metrics":
-            self.send_error(404)
-            return
-        if self.server.refresh is not None:
-            try:
-                self.server.refresh()
-            except Exception:  # a scrape still serves what this process counted (Redis down...)
-                logger.debug("metrics refresh failed", exc_info=True)
-        body = REGISTRY.render().encode()
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The stdlib writes every request to stderr; one DEBUG line is enough for a scrape.
-        logger.debug("metrics %s: %s", self.client_address[0], format % args)
-
 
 def listen_address(listen: str) -> tuple[str, int]:
     """ "HOST:PORT" or "[::1]:PORT" -> (host, port); the config checks the shape."""
@@ -389,24 +371,16 @@ def listen_address(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(listen: str, refresh: Callable[[], None] | None = None) -> http.server.ThreadingHTTPServer:
+def serve(listen: str, refresh: Callable[[], None] | None = None) -> ThreadingHTTPServer:
     """Serve `GET /metrics` (Prometheus text) at "HOST:PORT" from a daemon thread; 404 for anything else.
 
     For `bouncekeeper milter` and `bouncekeeper lmtp` (`metrics_listen`); `bouncekeeper http` serves the
     same registry behind its bearer token. This endpoint has NO authentication: bind it to loopback (or a
     monitoring-only address). `refresh` is called on each scrape to read values that live elsewhere (the
-    outbox depth in Redis); if it fails, the scrape still serves this process's own counts. Stop it with
-    `.shutdown()` then `.server_close()`.
+    outbox depth in Redis); if it fails, the scrape still serves this process's own counts. Connections
+    and deadlines are bounded (httpserver.METRICS_LIMITS). Stop it with `.shutdown()` then
+    `.server_close()`.
     """
-    host, port = listen_address(listen)
-    cls = type("MetricsServer", (_Server,), {"address_family": socket_family(host)})
-    server: _Server = cls((host, port), _Handler)
-    server.refresh = refresh
-    threading.Thread(target=server.serve_forever, name="bk-metrics", daemon=True).start()
-    bound = server.server_address
-    logger.info("metrics on http://%s:%s/metrics (no authentication)", bound[0], bound[1])
-    return server
+    from bouncekeeper import httpserver  # noqa: PLC0415 -- here: httpserver imports this module
 
-
-def socket_family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+    return httpserver.serve_metrics(listen, refresh)
