@@ -483,8 +483,8 @@ def statuses(received: bytes) -> list[int]:
     return [int(m) for m in re.findall(rb"^HTTP/1\.[01] (\d{3}) ", received, re.M) if m != b"100"]
 
 
-def cuts(reason: str, server: str = "api") -> float:
-    return metrics.HTTP_CUTS.value(server, reason)
+def cuts(limit: str, listener: str = "http") -> float:
+    return metrics.LIMITED.value(listener, limit)
 
 
 def request_bytes(method: str, path: str, *headers: str, body: bytes = b"", token: bool = True) -> bytes:
@@ -616,10 +616,12 @@ def test_an_unknown_method_is_405_or_404_never_5xx(api: Api) -> None:
 
 
 def test_oversized_headers_are_431_and_the_connection_closes(api: Api) -> None:
+    before = cuts("header-size")
     head = request_bytes("GET", "/suppressions", *(f"X-Pad-{i}: {'x' * 1000}" for i in range(50)))
     received, closed = talk(api.port, head)
     assert statuses(received) == [431]
     assert closed
+    assert cuts("header-size") == before + 1
 
 
 def test_no_version_in_the_server_header(api: Api) -> None:
@@ -640,22 +642,22 @@ QUICK = {"idle_timeout": 0.5, "header_timeout": 0.5, "request_timeout": 1.0}
 
 def test_slow_headers_are_cut_at_the_header_deadline(serve_api: Callable[..., Api]) -> None:
     api = serve_api(**QUICK)
-    before = cuts("header_timeout")
+    before = cuts("header-time")
     # 200 header bytes, one every 0.05 s (10 s in all): each read is quick, the whole is too slow.
     received, closed = talk(api.port, b"GET /suppressions HTTP/1.1\r\n", slowly=b"X-Slow: " + b"x" * 200)
     assert statuses(received) == [408]
     assert closed
-    assert cuts("header_timeout") == before + 1
+    assert cuts("header-time") == before + 1
 
 
 def test_a_slow_body_is_cut_at_the_request_deadline(serve_api: Callable[..., Api], store: Store) -> None:
     api = serve_api(**QUICK)
-    before = cuts("request_timeout")
+    before = cuts("request-time")
     head = request_bytes("POST", "/smtp-failures", "Content-Length: 200")
     received, closed = talk(api.port, head, slowly=b" " * 200)
     assert statuses(received) == [408]
     assert closed
-    assert cuts("request_timeout") == before + 1
+    assert cuts("request-time") == before + 1
     assert keys(store) == []
 
 
@@ -686,7 +688,7 @@ def test_idle_and_slow_connections_cannot_lock_out_an_authenticated_client(
     serve_api: Callable[..., Api],
 ) -> None:
     api = serve_api(max_connections=4)  # deadlines at their defaults: only the cap protects
-    before = cuts("connections")
+    before = cuts("evicted")
     attackers = []
     for i in range(30):
         sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
@@ -698,7 +700,7 @@ def test_idle_and_slow_connections_cannot_lock_out_an_authenticated_client(
         for _ in range(3):
             assert api.json("GET", "/suppressions")[0] == 200
         assert wait_for(lambda: request_threads() <= 4), request_threads()
-        assert cuts("connections") >= before + 26
+        assert cuts("evicted") >= before + 26
     finally:
         for sock in attackers:
             sock.close()
@@ -714,9 +716,11 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Cal
     try:
         assert wait_for(lambda: request_threads() == 2)
         time.sleep(0.2)  # let both handlers reach the body
+        before = cuts("connections")
         received, closed = talk(api.port, b"")
         assert statuses(received) == [503]
         assert closed
+        assert cuts("connections") == before + 1
     finally:
         for sock in busy:
             sock.close()
@@ -834,7 +838,7 @@ def test_the_metrics_endpoint_bounds_idle_connections_and_names_no_version() -> 
         received, _ = talk(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert statuses(received) == [200]
         assert b"\r\nServer: bouncekeeper\r\n" in received
-        assert metrics.HTTP_CUTS.value("metrics", "connections") >= 60 - limit
+        assert cuts("evicted", "metrics") >= 60 - limit
     finally:
         for sock in idle:
             sock.close()

@@ -956,7 +956,7 @@ def make_server(app: App, host: str, port: int) -> httpserver.BoundedServer:
         header_timeout=s.header_timeout,
         request_timeout=s.request_timeout,
     )
-    return httpserver.BoundedServer((host, port), handler, limits, "api")
+    return httpserver.BoundedServer((host, port), handler, limits, "http")
 
 
 def parse_listen(listen: str, source: str) -> tuple[str, int]:

@@ -18,8 +18,9 @@ on its own: 300 clients that send nothing, or one byte every 29 seconds, held 30
   LINGER seconds (so the client reads the answer instead of a reset); `Expect: 100-continue` is answered
   only when the handler really reads the body, so a 401 never invites the body.
 
-What is cut is counted in `bouncekeeper_http_cut_total{server,reason}` and logged (one line per reason
-and server per LOG_EVERY seconds, with the count, so a flood cannot flood the log).
+What is cut is counted in `bouncekeeper_limited_total{listener,limit}` (listener "http" or "metrics",
+the limits in metrics.HTTP_LIMITS) and logged (one line per limit and listener per LOG_EVERY seconds,
+with the count of the others, so a flood cannot flood the log).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class _Reader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if conn.budget is not None:
             if conn.budget <= 0:
-                raise Cut("headers_too_large")
+                raise Cut("header-size")
             view = view[: conn.budget]
         conn.sock.settimeout(conn.timeout())
         try:
@@ -154,7 +155,7 @@ class _Writer(io.BufferedIOBase):
         try:
             self.conn.sock.sendall(data)
         except TimeoutError:
-            raise Cut("write_timeout") from None
+            raise Cut("write-time") from None
         with memoryview(data) as view:
             return view.nbytes
 
@@ -168,7 +169,7 @@ class _CutLog:
         self._windows: dict[str, tuple[float, int]] = {}
 
     def __call__(self, reason: str, peer: str) -> None:
-        metrics.HTTP_CUTS.inc(self.server, reason)
+        metrics.LIMITED.inc(self.server, reason)
         now = time.monotonic()
         with self._lock:
             start, more = self._windows.get(reason, (0.0, 0))
@@ -223,13 +224,13 @@ class BoundedServer(ThreadingHTTPServer):
             self._connections[request] = conn
             count = len(self._connections)
         if victim is not None:
-            self.cut("connections", victim.peer)
+            self.cut("evicted", victim.peer)
         metrics.HTTP_CONNECTIONS.set(count, self.name)
         super().process_request(request, client_address)
 
     def _refuse(self, request: socket.socket, peer: str) -> None:
         # In the accepting thread, so it must not block: a fresh socket's send buffer takes these bytes.
-        self.cut("busy", peer)
+        self.cut("connections", peer)
         with contextlib.suppress(OSError):
             request.setblocking(False)
             request.send(BUSY)
@@ -321,7 +322,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             conn.started = time.monotonic()
-            conn.expect(limits.header_timeout, "header_timeout")
+            conn.expect(limits.header_timeout, "header-time")
             self.raw_requestline = self.rfile.readline(65537)
             if not self.raw_requestline:
                 self.close_connection = True
@@ -333,7 +334,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
                 return
             conn.budget = None
             self.parsed = True
-            conn.expect(limits.request_timeout, "request_timeout", start=conn.started)
+            conn.expect(limits.request_timeout, "request-time", start=conn.started)
             handler: Callable[[], None] | None = getattr(self, "do_" + self.command, None)
             (handler or self.unsupported_method)()
             self.wfile.flush()
@@ -346,9 +347,9 @@ class BoundedHandler(BaseHTTPRequestHandler):
 
     def _answer_cut(self, reason: str) -> None:
         status = {
-            "header_timeout": HTTPStatus.REQUEST_TIMEOUT,
-            "request_timeout": HTTPStatus.REQUEST_TIMEOUT,
-            "headers_too_large": HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header-time": HTTPStatus.REQUEST_TIMEOUT,
+            "request-time": HTTPStatus.REQUEST_TIMEOUT,
+            "header-size": HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
         }.get(reason)
         if status is None or self.responded:
             return  # an idle connection is closed without a word (RFC 9112, section 9.5)
@@ -357,7 +358,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
             self.requestline = ""
             self.command = ""
         self.conn.budget = None
-        self.conn.expect(1.0, "write_timeout")
+        self.conn.expect(1.0, "write-time")
         with contextlib.suppress(OSError, Cut):
             self.send_error(status)
 
@@ -388,7 +389,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
         data = self.rfile.read(length) if length else b""
         if len(data) < length:
             self.close_connection = True
-            raise Cut("truncated_body")
+            raise ConnectionAbortedError("the client closed before the end of its body")
         self.body_read = True
         self.conn.enter(Phase.ACTIVE)
         return data
@@ -398,7 +399,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         self.responded = True
         self.conn.enter(Phase.ACTIVE)
-        self.conn.expect(self.server.limits.request_timeout, "write_timeout")
+        self.conn.expect(self.server.limits.request_timeout, "write-time")
         if self.body_pending():
             # The body stays unread: on a kept-alive connection it would be parsed as the next request.
             self.close_connection = True

@@ -281,13 +281,7 @@ LIMITED = REGISTRY.counter(
 HTTP_REQUESTS = REGISTRY.counter(
     "bouncekeeper_http_requests_total", "HTTP API requests by route and status code.", ("route", "code")
 )
-# httpserver.py: the API ("api") and the daemons' /metrics ("metrics").
-HTTP_CUTS = REGISTRY.counter(
-    "bouncekeeper_http_cut_total",
-    "HTTP connections cut: idle, header_timeout, request_timeout, write_timeout, headers_too_large, "
-    "truncated_body, connections (evicted at the cap), busy (refused at the cap).",
-    ("server", "reason"),
-)
+# httpserver.py: the API ("http") and the daemons' /metrics ("metrics"); what they cut is in LIMITED.
 HTTP_CONNECTIONS = REGISTRY.gauge(
     "bouncekeeper_http_connections", "Open HTTP connections (at most max_connections).", ("server",)
 )
@@ -327,6 +321,18 @@ LIMITS = (
     "bad-address",  # a recipient with control, bidi or undecodable characters, answered 550 5.1.3
     "forged-session",  # the session closed (421) after repeated forged bounce addresses
     "forged-client",  # a bounce address deferred (421) because its client forged too many lately
+)
+
+
+# The bounds of the HTTP servers (httpserver.py), listener "http" (the API) or "metrics".
+HTTP_LIMITS = (
+    "connections",  # a connection over max_connections while every other is busy: 503, closed
+    "evicted",  # the longest-waiting idle or slow connection, closed to make room for a new one
+    "idle",  # no request started within idle_timeout (a new or a kept-alive connection), closed
+    "header-time",  # a request's headers not complete within header_timeout: 408, closed
+    "request-time",  # its body not complete within request_timeout: 408, closed
+    "write-time",  # the client did not take the answer within request_timeout, closed
+    "header-size",  # request line and headers over 32 KiB: 431, closed
 )
 
 
