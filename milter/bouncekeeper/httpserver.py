@@ -47,6 +47,7 @@ log = get_logger(__name__)
 SERVER_NAME = "bouncekeeper"  # the Server header: never a version (issue 14)
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; a browser sends 1-2 KB
 LINGER = 2.0  # seconds to drain an unread body after an early answer, before the close
+LINGER_BYTES = 1024 * 1024  # and at most this much of it: a client streaming a body costs little CPU
 LOG_EVERY = 10.0
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: bouncekeeper\r\nContent-Type: text/plain\r\n"
@@ -192,7 +193,9 @@ class BoundedServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # server_close() must not wait for a client
-    request_queue_size = 128  # the listen backlog: a burst must not drop a legitimate SYN
+    # The listen backlog: a flood of reconnecting clients waits there instead of having SYNs dropped
+    # (a dropped SYN costs a legitimate client 1 s, then 3 s). The kernel caps it at somaxconn.
+    request_queue_size = 1024
 
     def __init__(
         self,
@@ -267,7 +270,8 @@ class BoundedServer(ThreadingHTTPServer):
 
 
 def _linger(conn: Connection) -> None:
-    """Send our FIN, then read and drop what the client still sends, for at most LINGER seconds.
+    """Send our FIN, then read and drop what the client still sends, for at most LINGER seconds and
+    LINGER_BYTES (curl sends `Expect: 100-continue` for bodies over 1 MiB: it waits for our answer).
 
     Closing a socket with unread data makes the kernel answer with a reset, which can destroy our
     response in the client's receive buffer before it is read (RFC 9112, section 9.6).
@@ -277,10 +281,13 @@ def _linger(conn: Connection) -> None:
     with contextlib.suppress(OSError, Cut):
         conn.sock.shutdown(socket.SHUT_WR)
         scratch = bytearray(64 * 1024)
-        while True:
+        drained = 0
+        while drained < LINGER_BYTES:
             conn.sock.settimeout(conn.timeout())
-            if not conn.sock.recv_into(scratch):
+            n = conn.sock.recv_into(scratch)
+            if not n:
                 break
+            drained += n
 
 
 class BoundedHandler(BaseHTTPRequestHandler):
@@ -334,6 +341,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
                 return
             conn.budget = None
             self.parsed = True
+            conn.enter(Phase.ACTIVE)  # a whole request: answered at once (read_body() may say otherwise)
             conn.expect(limits.request_timeout, "request-time", start=conn.started)
             handler: Callable[[], None] | None = getattr(self, "do_" + self.command, None)
             (handler or self.unsupported_method)()
