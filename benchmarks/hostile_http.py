@@ -1,0 +1,301 @@
+"""An authenticated API request while unauthenticated clients attack `bouncekeeper http`, against no attack.
+
+    .venv/bin/python benchmarks/hostile_http.py [--seconds 5] [--clients 300] [--big 20]
+
+Starts the real `bouncekeeper http` (a separate process, as the operator runs it, default `[http]`
+limits) on a private redis-server. Then, for the baseline (no attack) and for each attack, it sends one
+authenticated `GET /suppressions` after another for --seconds, each on a new connection, timed from
+connect to the whole answer, while the attack's clients run in a process of their own:
+
+- big-body: --big clients POST /bounces without a token, announcing a 10 MiB body (max_body) and
+  streaming it as fast as loopback takes it, reconnecting whenever the server closes (issue 14: 20 of
+  them took the server from 40 MB to 245 MB when it read bodies before authenticating);
+- slow-header: --clients clients send a request line, then one header byte a second (issue 14: 300
+  held 301 threads indefinitely);
+- idle: --clients clients connect and send nothing (the same for idle keep-alive).
+
+It prints, per attack, the worst and median latency of the legitimate requests, the worst against the
+baseline's worst, how many got their 200, the server's memory growth (peak RSS during the attack minus
+RSS before it) and its peak thread count. `http_section(ctx)` gives the same rows to benchmarks/hostile.py
+(ctx: .directory, .redis_url, .seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import http.client
+import multiprocessing
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
+
+from tests.support.dovecot import free_port  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+TOKEN = "hostile-http-benchmark-token-0123456789"
+MAX_BODY = 10 * 1024 * 1024  # [http] max_body's default
+
+Attacker = Callable[[Any], None]  # one hostile client, reconnecting, until the event is set
+
+
+class EventLike(Protocol):
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@dataclasses.dataclass
+class Row:
+    listener: str
+    attack: str
+    latencies: list[float]
+    answered: int
+    rss_kb: int
+    attackers: str = ""
+    threads: int = 0
+
+
+def status_of(pid: int, field: str) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- the attackers ---------------------------------------------------------------------------------------
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _repeat(port: int, session: Callable[[socket.socket, EventLike], None], stop: EventLike) -> None:
+    """One client: a session, and another when the server ends it, until stopped."""
+    while not stop.is_set():
+        try:
+            sock = _connect(port)
+        except OSError:
+            stop.wait(0.1)
+            continue
+        with contextlib.suppress(OSError), sock:
+            session(sock, stop)
+
+
+def big_body(port: int) -> Attacker:
+    head = (
+        f"POST /bounces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: message/rfc822\r\n"
+        f"Content-Length: {MAX_BODY}\r\n\r\n"
+    ).encode()
+    chunk = b"x" * 65536
+
+    def session(sock: socket.socket, stop: EventLike) -> None:
+        sock.sendall(head)
+        sent = 0
+        while sent < MAX_BODY and not stop.is_set():
+            sock.sendall(chunk)
+            sent += len(chunk)
+
+    return lambda stop: _repeat(port, session, stop)
+
+
+def slow_header(port: int) -> Attacker:
+    def session(sock: socket.socket, stop: EventLike) -> None:
+        sock.sendall(b"GET /suppressions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        while not stop.wait(1.0):
+            sock.sendall(b"x")
+
+    return lambda stop: _repeat(port, session, stop)
+
+
+def idle(port: int) -> Attacker:
+    def session(sock: socket.socket, stop: EventLike) -> None:
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                if not sock.recv(1024):
+                    return  # closed by the server: connect again
+            except TimeoutError:
+                continue
+
+    return lambda stop: _repeat(port, session, stop)
+
+
+def _attack(attackers: list[Attacker], stop: EventLike) -> None:
+    threads = [threading.Thread(target=a, args=(stop,), daemon=True) for a in attackers]
+    for t in threads:
+        t.start()
+    stop.wait()
+    for t in threads:
+        t.join(10)
+
+
+# --- the measurement -----------------------------------------------------------------------------------
+
+
+def probe(port: int) -> bool:
+    """One authenticated API request on a new connection; True when it got its 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/suppressions", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    finally:
+        conn.close()
+
+
+def measure(pid: int, port: int, seconds: float, attack: str, attackers: list[Attacker]) -> Row:
+    stop_sampling = threading.Event()
+    before = status_of(pid, "VmRSS")
+    peak = {"rss": before, "threads": status_of(pid, "Threads")}
+
+    def sample() -> None:
+        while not stop_sampling.wait(0.05):
+            with contextlib.suppress(OSError):
+                peak["rss"] = max(peak["rss"], status_of(pid, "VmRSS"))
+                peak["threads"] = max(peak["threads"], status_of(pid, "Threads"))
+
+    forked = multiprocessing.get_context("fork")
+    halt = forked.Event()
+    attacking = forked.Process(target=_attack, args=(attackers, halt), daemon=True)
+    attacking.start()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    time.sleep(min(2.0, seconds / 2) if attackers else 0)  # the attack under way first
+    latencies: list[float] = []
+    answered = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        ok = False
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            ok = probe(port)
+        latencies.append(time.perf_counter() - start)
+        answered += ok
+        time.sleep(0.05)
+    halt.set()
+    attacking.join(20)
+    if attacking.is_alive():
+        attacking.kill()
+    stop_sampling.set()
+    sampler.join(5)
+    return Row(
+        "http", attack, latencies, answered, peak["rss"] - before, str(len(attackers)), peak["threads"]
+    )
+
+
+def _start_server(
+    directory: pathlib.Path, redis_url: str, source: pathlib.Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    token = directory / "http-token"
+    token.write_text(TOKEN + "\n")
+    port = free_port()
+    conf = directory / "http.toml"
+    conf.write_text(
+        f'[redis]\nurl = "{redis_url}"\n[http]\ntoken_file = "{token}"\nlisten = "127.0.0.1:{port}"\n'
+        '[log]\nlevel = "ERROR"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "http"],
+        env={**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            if probe(port):
+                return proc, port
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("bouncekeeper http did not start")
+        time.sleep(0.1)
+
+
+class ContextLike(Protocol):
+    directory: pathlib.Path
+    redis_url: str
+    seconds: float
+
+
+def http_section(
+    ctx: ContextLike, clients: int = 300, big: int = 20, source: pathlib.Path = ROOT / "milter"
+) -> list[Row]:
+    """The baseline, then each attack, against one `bouncekeeper http` (its package under `source`)."""
+    proc, port = _start_server(ctx.directory, ctx.redis_url, source)
+    try:
+        rows = [measure(proc.pid, port, ctx.seconds, "none (baseline)", [])]
+        for name, make, count in (
+            (f"big-body x{big} (unauthenticated, 10 MiB each)", big_body, big),
+            (f"slow-header x{clients} (a byte a second)", slow_header, clients),
+            (f"idle x{clients}", idle, clients),
+        ):
+            rows.append(measure(proc.pid, port, ctx.seconds, name, [make(port) for _ in range(count)]))
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def report(rows: list[Row]) -> None:
+    print(f"{'attack':<46} {'n':>4} {'ok':>4} {'worst s':>8} {'median s':>9} {'worst/base':>10} "
+          f"{'RSS +MB':>8} {'threads':>8}")  # fmt: skip
+    base = max(rows[0].latencies)
+    for row in rows:
+        worst = max(row.latencies)
+        print(
+            f"{row.attack:<46} {len(row.latencies):>4} {row.answered:>4} {worst:>8.3f} "
+            f"{statistics.median(row.latencies):>9.3f} {worst / base:>9.1f}x {row.rss_kb / 1024:>8.1f} "
+            f"{row.threads:>8}"
+        )
+
+
+@dataclasses.dataclass
+class Context:
+    directory: pathlib.Path
+    redis_url: str
+    seconds: float
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per attack, and for the baseline")
+    parser.add_argument("--clients", type=int, default=300, help="slow-header and idle clients")
+    parser.add_argument("--big", type=int, default=20, help="big-body clients")
+    parser.add_argument(
+        "--source",
+        type=pathlib.Path,
+        default=ROOT / "milter",
+        help="the directory holding the bouncekeeper package to run (another build, to compare)",
+    )
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bk-hostile-http-") as tmp:
+        directory = pathlib.Path(tmp)
+        redis = RedisServer(directory / "redis")
+        redis.start()
+        try:
+            rows = http_section(
+                Context(directory, redis.url, args.seconds), args.clients, args.big, args.source
+            )
+        finally:
+            redis.stop()
+    load = f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}"
+    print(f"bouncekeeper http from {args.source}, default [http] limits; {args.seconds:.0f} s per attack; "
+          f"{os.cpu_count()} CPUs; {load}")  # fmt: skip
+    report(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
