@@ -671,8 +671,9 @@ def test_an_idle_connection_is_closed_without_a_word(serve_api: Callable[..., Ap
     assert cuts("idle") == before + 2
 
 
-def request_threads() -> int:
-    return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
+def request_threads(port: int) -> int:
+    """Threads serving a connection of the server on this port (httpserver names them)."""
+    return sum(1 for t in threading.enumerate() if t.name.endswith(f":{port}") and t.name.startswith("bk-"))
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
@@ -696,10 +697,10 @@ def test_idle_and_slow_connections_cannot_lock_out_an_authenticated_client(
             sock.sendall(b"GET /suppressions HTTP/1.1\r\nX-Slow: ")  # headers that never end
         attackers.append(sock)
     try:
-        assert wait_for(lambda: request_threads() <= 4), request_threads()
+        assert wait_for(lambda: request_threads(api.port) <= 4), request_threads(api.port)
         for _ in range(3):
             assert api.json("GET", "/suppressions")[0] == 200
-        assert wait_for(lambda: request_threads() <= 4), request_threads()
+        assert wait_for(lambda: request_threads(api.port) <= 4), request_threads(api.port)
         assert cuts("evicted") >= before + 26
     finally:
         for sock in attackers:
@@ -714,7 +715,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Cal
         sock.sendall(request_bytes("POST", "/smtp-failures", "Content-Length: 100") + b"{")
         busy.append(sock)
     try:
-        assert wait_for(lambda: request_threads() == 2)
+        assert wait_for(lambda: request_threads(api.port) == 2)
         time.sleep(0.2)  # let both handlers reach the body
         before = cuts("connections")
         received, closed = talk(api.port, b"")
@@ -834,7 +835,7 @@ def test_the_metrics_endpoint_bounds_idle_connections_and_names_no_version() -> 
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(60)]
     try:
         limit = httpserver.METRICS_LIMITS.max_connections
-        assert wait_for(lambda: request_threads() <= limit), request_threads()
+        assert wait_for(lambda: request_threads(port) <= limit), request_threads(port)
         received, _ = talk(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert statuses(received) == [200]
         assert b"\r\nServer: bouncekeeper\r\n" in received

@@ -229,7 +229,12 @@ class BoundedServer(ThreadingHTTPServer):
         if victim is not None:
             self.cut("evicted", victim.peer)
         metrics.HTTP_CONNECTIONS.set(count, self.name)
-        super().process_request(request, client_address)
+        # ThreadingMixIn's, with a name that tells whose connection a thread serves (and no list of
+        # threads to join: block_on_close is off).
+        port = self.server_address[1]
+        name = f"bk-{self.name}:{port}"
+        args = (request, client_address)
+        threading.Thread(target=self.process_request_thread, args=args, name=name, daemon=True).start()
 
     def _refuse(self, request: socket.socket, peer: str) -> None:
         # In the accepting thread, so it must not block: a fresh socket's send buffer takes these bytes.
