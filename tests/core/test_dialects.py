@@ -95,6 +95,23 @@ def _postfix_bounce(recipient: str, reply: str, command: str = "RCPT TO") -> byt
         # I.UA: "mail.i.ua/err/N".
         ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/3/", T, Reason.SUSPEND),
         ("iua", "hal@i.ua", "550 Message not delivered. See https://mail.i.ua/err/2/", P, Reason.USERUNKNOWN),
+        # Yahoo: its published SMTP error codes.
+        (
+            "yahoo",
+            "lee@yahoo.com",
+            "554 delivery error: dd lee@yahoo.com is no longer valid. [-5]",
+            T,
+            Reason.SUSPEND,
+        ),
+        (
+            "yahoo",
+            "lee@yahoo.com",
+            "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
+            "complaints",
+            T,
+            Reason.BLOCKED,
+        ),
+        ("yahoo", "lee@yahoo.com", "450 User is receiving mail too quickly", T, Reason.TOOMANYCONN),
         # Facebook: "RCP-P1"-style response codes.
         ("facebook", "kim@facebook.com", "550 5.0.0 Message not delivered. RCP-P1", P, Reason.USERUNKNOWN),
         ("facebook", "kim@facebook.com", "550 5.0.0 Message not delivered. RCP-T4", T, Reason.SUSPEND),
