@@ -333,3 +333,71 @@ def test_a_documented_report_layout_is_read(
     with rules.without([dialect]):
         generic = classify(raw).failures
     assert ([f.reason for f in generic] == [reason]) is generic_knows
+
+
+# Layouts that need no reader of their own: the generic reader must find the recipient where the format
+# puts it (the reason is generic wording, or for BIGLOBE a sentence in rules/kddi.py). Written here from
+# the formats Sisimai's parsers describe (Lhost::ApacheJames, Lhost::Biglobe, Lhost::Courier).
+_JAMES = """From: postmaster@mx.example.org
+To: sender@example.com
+Subject: [BOUNCE]
+Message-ID: <1234.5.1700000000000.JavaMail.james@mx.example.org>
+
+Hi. This is the James mail server at mx.example.org.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+Error message below:
+550 - Requested action not taken: no such user here
+
+Message details:
+  Subject: Quarterly figures
+  Sent date: Mon Mar 02 10:11:12 UTC 2026
+  MAIL FROM: sender@example.com
+  RCPT TO: alice@example.org
+  From: Sender <sender@example.com>
+  To: alice@example.org
+  Size (in bytes): 812
+"""
+_BIGLOBE = """From: postmaster@mail.biglobe.ne.jp
+To: sender@example.com
+Subject: Returned mail: Delivery failed
+
+   ----- The following addresses had delivery problems -----
+hanako@pop99.biglobe.ne.jp
+
+   ----- Non-delivered information -----
+The number of messages in recipient's mailbox exceeded the local limit.
+"""
+_COURIER = """From: Courier mail server at mx.example.org <@>
+To: sender@example.com
+Subject: NOTICE: mail delivery status.
+Message-ID: <courier.5F3A1B2C.00001234@mx.example.org>
+
+This is a delivery status notification from mx.example.org,
+running the Courier mail server, version 1.0.
+
+                        UNDELIVERABLE MAIL
+
+Your message to the following recipients cannot be delivered:
+
+<sam@example.co.jp>:
+    mx.example.co.jp [192.0.2.9]:
+>>> RCPT TO:<sam@example.co.jp>
+<<< 550 5.1.1 <sam@example.co.jp>... User Unknown
+"""
+
+
+@pytest.mark.parametrize(
+    ("raw", "recipient", "kind", "reason"),
+    [
+        (_JAMES, "alice@example.org", P, Reason.USERUNKNOWN),
+        (_BIGLOBE, "hanako@pop99.biglobe.ne.jp", T, Reason.MAILBOXFULL),
+        (_COURIER, "sam@example.co.jp", P, Reason.USERUNKNOWN),
+    ],
+)
+def test_a_documented_layout_is_read_by_the_generic_reader(
+    raw: str, recipient: str, kind: BounceKind, reason: Reason
+) -> None:
+    result = classify(raw.encode())
+    assert [(f.recipient, f.kind, f.reason) for f in result.failures] == [(recipient, kind, reason)]
