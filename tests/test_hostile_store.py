@@ -22,7 +22,11 @@ from bouncekeeper.store import Store
 from bouncekeeper.store.event import ENTRY_MAX_BYTES
 from bouncekeeper.store.redis_store import parse_entry
 from tests.support.dsn import hostile_dsn, postfix_dsn
+from tests.support.lmtp import BOUNCE_DOMAIN
 from tests.support.redis_server import RedisServer
+from tests.test_lmtpd import Harness, deliver, harness
+
+__all__ = ["harness"]  # the fixture, shared with test_lmtpd
 
 T0 = 1_763_769_600.0
 KEYRING = verp.Keyring.from_secrets([b"0123456789abcdef0123456789abcdef"])
@@ -32,7 +36,7 @@ PLAIN = "bounces@example.net"  # a bounce address with no signature
 # by default (require_verp = true: one stream entry per message), and opted in to scoring bounces without
 # VERP (a stream entry, a history and a dedup key per address named). Before the fields were cut, the
 # issue's DSN grew Redis by 153 times its size.
-GROWTH_FACTOR = {True: 2, False: 10}
+GROWTH_FACTOR = {True: 1, False: 10}
 
 
 Make = Callable[..., Service]  # a Service with these [policy] settings
@@ -214,3 +218,24 @@ def test_a_token_bounce_scores_the_recipients_its_report_names_once_each(make: t
     outcome = s.process_bounce(again, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
     assert not any(d.scored for d in outcome.recorded)
     assert [s.store.view(a).hits for a in ("a@example.org", "b@example.org")] == [1, 1]
+
+
+def test_the_issues_dsn_through_the_real_lmtp_listener_grows_redis_within_the_bound(
+    harness: Harness,
+) -> None:
+    listener = harness.start(mode="enforce")
+    store = listener.service.store
+    plain = f"bounces@{BOUNCE_DOMAIN}"  # the bounce domain, no signature
+    deliver(listener.lmtp_address, [plain], postfix_dsn("warm@example.org", to=plain, n=0))
+    before, keys = used_memory(store), store.client.dbsize()
+    size = 0
+    for n in range(1, 6):
+        raw = hostile_dsn([f"u{n}x{i}@provider.example" for i in range(200)], to=plain,
+                          message_id_octets=65_536, n=n)  # fmt: skip
+        size += len(raw)
+        rcpt, data = deliver(listener.lmtp_address, [plain], raw)
+        assert [code for code, _ in rcpt + data] == [250, 250]
+    assert used_memory(store) - before <= GROWTH_FACTOR[True] * size
+    assert store.client.dbsize() == keys  # no key per address named
+    assert not store.frozen_domains()
+    assert [f["kind"] for _, f in store.recent(5)] == ["unvouched"] * 5
