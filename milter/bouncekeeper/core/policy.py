@@ -18,6 +18,9 @@ The rules (defaults from the issue; all configurable):
 - Reasons that say nothing about the address (blocked, spam, policy, size, rate ...), auto-replies,
   feedback reports, success and delay notices, forged VERP and failures of unknown kind are recorded,
   never scored.
+- Evidence first (issue 14; docs/security.md): a failure the bounce names without an authentic VERP
+  address for it is never scored unless `[policy] require_verp = false` (service.py), and one signed
+  VERP address scores an address once within `replay_window` (record.lua's replay key, outside `step`).
 - **per-domain circuit breaker** (`trip`): when `breaker_addresses` distinct addresses of one domain get a
   scored failure within `breaker_window`, the domain scores nothing for `breaker_freeze` (docs/redis.md,
   "Per-domain circuit breaker"); store/lua/breaker.lua is the same machine.
