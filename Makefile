@@ -56,6 +56,8 @@ install:
 	$(PYTHON) -m venv $(PREFIX)
 	$(PREFIX)/bin/pip install -q --upgrade pip
 	$(PREFIX)/bin/pip install -q .
+	@# An upgrade from a checkout of the same version number: replace the package's files all the same.
+	$(PREFIX)/bin/pip install -q --no-deps --force-reinstall .
 	install -d $(PREFIX)/share/man/man1 $(PREFIX)/share/doc
 	$(PREFIX)/bin/bouncekeeper --config /dev/null man > $(PREFIX)/share/man/man1/bouncekeeper.1
 	install -m 0644 LICENSE docs/*.md $(PREFIX)/share/doc/
