@@ -20,6 +20,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 
+from tests.support import reachable
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "exim" / "exim4.conf.example"
 UNPACK = ROOT / "scripts" / "exim-unpack.sh"
@@ -27,8 +29,10 @@ EXIM_USER = "Debian-exim"
 
 
 def exim_binary() -> pathlib.Path:
-    """The unpacked exim4 binary (unpacked on first use; needs apt sources and, for the user, root)."""
-    out = subprocess.run([str(UNPACK)], check=True, capture_output=True, text=True, timeout=300)
+    """The unpacked exim4 binary (unpacked on first use; needs apt sources and, for the user, root), where
+    Debian-exim can execute it again (tests/support/reachable.py)."""
+    env = dict(os.environ, EXIM_ROOT=str(reachable.root() / "var" / "mta" / "exim4"))
+    out = subprocess.run([str(UNPACK)], check=True, capture_output=True, text=True, timeout=300, env=env)
     return pathlib.Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -152,7 +156,9 @@ class Exim:
             return
         lines = [f"{name} = {value}" for name, value in {**base, **macros}.items()]
         self.config = directory / "exim.conf"
-        self.config.write_text("\n".join([*lines, f".include {EXAMPLE}", ""]))
+        # Exim reads it again as Debian-exim: the copy that user can reach.
+        example = reachable.root() / EXAMPLE.relative_to(ROOT)
+        self.config.write_text("\n".join([*lines, f".include {example}", ""]))
 
     def site_settings(self) -> str:
         """The main-section lines a private instance needs, for an operator's own configuration file."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
-from tests.support.postfix import ROOT, wait_port
+from tests.support import reachable
+from tests.support.postfix import wait_port
 
 
 class MilterProcess:
@@ -42,10 +41,10 @@ class MilterProcess:
 
     def start(self) -> MilterProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "milter"))
+        # From where a milter that drops its privileges ([milter] user) can still import its modules.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config), "milter"],
-            env=env,
+            [reachable.python(), "-m", "bouncekeeper.cli", "--config", str(self.config), "milter"],
+            env=reachable.environment(),
             stdout=subprocess.DEVNULL,
             stderr=self.stderr.open("wb"),
         )
