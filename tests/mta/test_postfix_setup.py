@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.dsn import postfix_dsn
-from tests.support.postfix import have_postfix
+from tests.support.postfix import have_postfix, wait_port
 from tests.support.postfix_mta import message
 from tests.support.postfix_setup import (
     APP,
@@ -105,6 +105,7 @@ def test_the_documented_install_merges_into_a_working_postfix_and_the_undo_resto
         assert "nothing to change" in again.stdout
 
         _outbound_and_inbound(host, "after")
+        assert _milter_sessions(host, "mta.example.test") > 0  # inline: the MX's sessions meet the milter
         host.send("submission", APP, ["someone@example.net"], message("app-mail"))
         msg = host.sink.wait_for(lambda m: "Subject: app-mail" in m.text)
         assert msg.sender == host.signer.address_for("someone@example.net", "")
@@ -133,3 +134,54 @@ def test_the_documented_install_merges_into_a_working_postfix_and_the_undo_resto
         _outbound_and_inbound(host, "undone")
         host.send("submission", APP, ["someone@example.net"], message("app-undone"))
         assert host.sink.wait_for(lambda m: "Subject: app-undone" in m.text).sender == APP
+
+
+def _milter_sessions(host: Deployment, daemon: str) -> int:
+    """Milter sessions from one Postfix listener, by its {daemon_name} (the MX's is $myhostname)."""
+    return host.milter.log().count(f"connect client=127.0.0.1 daemon={daemon} ")
+
+
+def test_the_documented_routed_install_keeps_the_milter_off_the_mx_and_undoes() -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="bk-pfrouted-") as tmp,
+        operators_host(pathlib.Path(tmp), routed=True) as host,
+    ):
+        before = _snapshot(host)
+        submission = f"127.0.0.1:{host.postfix.ports['submission']}/inet"
+        host.run_documented("Install (routed)", {"submission/inet": submission})
+        after = _snapshot(host)
+        assert "smtpd_milters" not in {
+            n for n, v in after.parameters.items() if before.parameters.get(n) != v
+        }
+        # The operator's services: one option added to the application's listener, nothing else changed.
+        existing = {line.split()[0] for line in before.services}
+        theirs = {o for o in after.overrides if o.split("/", 1)[0] in existing}
+        assert theirs - before.overrides == {f"{submission}/smtpd_milters = $bouncekeeper_milters"}
+        assert before.overrides <= theirs
+        listener = host.settings.milter.policy_filter.rpartition("[127.0.0.1]:")[2]
+        wait_port(int(listener))
+
+        # Ordinary inbound mail: delivered, and the milter never saw a session from the MX.
+        _outbound_and_inbound(host, "routed")
+        assert _milter_sessions(host, "ORIGINATING") == 1  # the person's mail, on the application's listener
+        assert _milter_sessions(host, "mta.example.test") == 0
+
+        host.send("submission", APP, ["someone@example.net"], message("routed-app"))
+        msg = host.sink.wait_for(lambda m: "Subject: routed-app" in m.text)
+        assert msg.sender == host.signer.address_for("someone@example.net", "")
+        assert msg.header(OTHER_HEADER) == ["seen"]
+
+        # A bounce: the policy service FILTERs it to the after-queue listener, whose milter records it.
+        host.send("smtp", "", [msg.sender], postfix_dsn("someone@example.net", to=msg.sender))
+        events = host.wait_events("someone@example.net", lambda e: bool(e))
+        assert [e["kind"] for e in events] == ["permanent"]
+        forged = msg.sender.replace("+", "+0", 1)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            host.send("smtp", "", [forged], postfix_dsn("else@example.net", to=forged))
+        assert next(iter(refused.value.recipients.values()))[0] == 550
+
+        assert _milter_sessions(host, "mta.example.test") == 0
+        again = host.run_documented("Install (routed)", {"submission/inet": submission})[1]
+        assert "nothing to change" in again.stdout
+        host.run_documented("Undo")
+        assert _snapshot(host) == before

@@ -252,3 +252,59 @@ def test_a_merge_that_postfix_check_refuses_writes_nothing(tmp_path: Path) -> No
     assert "postfix check refuses" in done.stderr
     assert (etc / "main.cf").read_bytes() == broken
     assert not (tmp_path / "backup").exists()
+
+
+# -- the routed set-up ------------------------------------------------------------------------------------
+
+ROUTED = replace(
+    WANTED,
+    routed=True,
+    policy_socket="unix:/var/spool/postfix/bouncekeeper/policy.sock",
+    policy_filter="bouncekeeper:[127.0.0.1]:10027",
+    protected=("app-in@example.org",),
+    app_services=("submission/inet",),
+)
+SUBMISSION = (
+    "submission inet n - y - - smtpd\n  -o smtpd_sasl_auth_enable=yes\n"
+    "  -o smtpd_milters=inet:127.0.0.1:8891\n"
+)
+
+
+def test_routed_leaves_the_mx_milters_alone_and_asks_the_policy_service_for_bounces() -> None:
+    now = current({"smtpd_milters": "inet:127.0.0.1:8891", "non_smtpd_milters": "$smtpd_milters"})
+    merged = postfix.merge(replace(now, master_cf=SUBMISSION.encode()), ROUTED)
+    assert "smtpd_milters" not in merged.parameters
+    # $smtpd_milters no longer brings ours: appended after the reference.
+    assert merged.parameters["non_smtpd_milters"] == f"$smtpd_milters, {OURS}"
+    assert merged.parameters["bouncekeeper"] == (
+        "check_policy_service { unix:/bouncekeeper/policy.sock, default_action=DEFER_IF_PERMIT, timeout=30s }"
+    )
+    assert merged.parameters["smtpd_restriction_classes"] == "bouncekeeper"
+    access = merged.tables["bouncekeeper_recipient_access"]
+    assert "/^bounces\\+[^@]+@bounces\\.example\\.org$/\tbouncekeeper\n" in access
+    assert "/^app-in@example\\.org$/\tbouncekeeper\n" in access
+
+
+def test_routed_appends_one_line_to_the_application_listener_and_adds_the_after_queue_services() -> None:
+    merged = postfix.merge(current({}, master_cf=SUBMISSION.encode()), ROUTED)
+    assert merged.master_cf.startswith(SUBMISSION + "  -o smtpd_milters=$bouncekeeper_milters\n")
+    # The listener's own milters first, then ours.
+    assert merged.parameters["bouncekeeper_milters"] == f"inet:127.0.0.1:8891, {OURS}"
+    assert "\nbouncekeeper unix - - n - 10 smtp\n" in merged.master_cf
+    assert "\n127.0.0.1:10027 inet n - n - 10 smtpd\n" in merged.master_cf
+    services = (*DEBIAN_SERVICES, postfix.Service("bouncekeeper", "unix", False, "smtp"))
+    services += (postfix.Service("127.0.0.1:10027", "inet", False, "smtpd"),)
+    again = postfix.merge(current({}, master_cf=merged.master_cf.encode(), services=services), ROUTED)
+    assert again.master_cf == merged.master_cf
+    assert again.parameters["bouncekeeper_milters"] == f"inet:127.0.0.1:8891, {OURS}"
+
+
+def test_routed_refuses_a_filter_it_cannot_listen_on_and_a_missing_policy_socket() -> None:
+    with pytest.raises(SetupError, match="policy_filter"):
+        postfix.merge(
+            current({}, master_cf=SUBMISSION.encode()), replace(ROUTED, policy_filter="smtp:mx.example")
+        )
+    with pytest.raises(SetupError, match="policy_socket"):
+        postfix.merge(current({}, master_cf=SUBMISSION.encode()), replace(ROUTED, policy_socket=""))
+    with pytest.raises(SetupError, match="no such service"):
+        postfix.merge(current({}), ROUTED)

@@ -12,7 +12,7 @@ import contextlib
 import pathlib
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from bouncekeeper import config, milterd
@@ -21,13 +21,14 @@ from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
-from tests.support.postfix import ROOT, Postfix, SmtpSink
+from tests.support.postfix import ROOT, Postfix, SmtpSink, free_port
 from tests.support.postfix_mta import PostfixMta
 from tests.support.redis_server import RedisServer
 
 DOCS = ROOT / "docs" / "postfix.md"
 BOUNCE_DOMAIN = "bounces.example.org"
 APP = "app@example.org"
+PROTECTED = "app-in@example.org"  # the application's own inbound address (the loop guard's)
 PERSON = "alice@example.org"  # a person with a mailbox on this host, who also sends mail through it
 OTHER_HEADER = "X-Other-Milter"  # what the operator's own milter (standing for OpenDKIM) adds
 # The paths of docs/postfix.md's commands, and what they become in the sandbox.
@@ -58,7 +59,9 @@ class Deployment(PostfixMta):
     def etc(self) -> pathlib.Path:
         return self.postfix.etc
 
-    def run_documented(self, heading: str) -> list[subprocess.CompletedProcess[str]]:
+    def run_documented(
+        self, heading: str, paths: Mapping[str, str] | None = None
+    ) -> list[subprocess.CompletedProcess[str]]:
         """Every command of the heading's block in docs/postfix.md, in order, on the sandbox's paths."""
         done = []
         for block in docs.fenced_blocks(DOCS, heading):
@@ -66,7 +69,8 @@ class Deployment(PostfixMta):
                 words = shlex.split(line, comments=True)
                 if not words:
                     continue
-                (argv,) = docs.commands(line, {DOCS_CONFIG: str(self.toml)}, program=words[0])
+                replaced = {DOCS_CONFIG: str(self.toml), **(paths or {})}
+                (argv,) = docs.commands(line, replaced, program=words[0])
                 if argv[0] == "bouncekeeper":
                     argv += ["--config-dir", str(self.etc)]  # the documented default is /etc/postfix
                 else:
@@ -95,7 +99,7 @@ class Deployment(PostfixMta):
         return [p.read_text(errors="replace") for p in sorted(new.iterdir())] if new.exists() else []
 
 
-def _toml(d: pathlib.Path, redis: RedisServer) -> str:
+def _toml(d: pathlib.Path, redis: RedisServer, routed: bool) -> str:
     key = d / "verp.key"
     key.write_text("setup-test-key-0123456789abcdef\n")
     return f"""[log]
@@ -115,7 +119,14 @@ senders = ["{APP}"]
 [lmtp]
 listen = "unix:{d}/lmtp.sock"
 socket_mode = 438
-"""
+""" + (_ROUTED_TOML.format(d=d, port=free_port()) if routed else "")
+
+
+_ROUTED_TOML = """[milter]
+policy_socket = "unix:{d}/policy.sock"
+policy_filter = "bouncekeeper:[127.0.0.1]:{port}"
+protected_recipients = ["{protected}"]
+""".replace("{protected}", PROTECTED)
 
 
 def operators_postfix(d: pathlib.Path, other: pathlib.Path, dead: SmtpSink) -> Postfix:
@@ -143,14 +154,14 @@ def operators_postfix(d: pathlib.Path, other: pathlib.Path, dead: SmtpSink) -> P
 
 
 @contextlib.contextmanager
-def operators_host(d: pathlib.Path) -> Iterator[Deployment]:
+def operators_host(d: pathlib.Path, *, routed: bool = False) -> Iterator[Deployment]:
     """The operator's Postfix running with its own milter, and bouncekeeper's daemons started (not yet
     in Postfix's configuration: `run_documented("Install")` does that)."""
     d.chmod(0o755)
     # Persistent, fsync before each reply: a killed Redis keeps every write it acknowledged (the fault
     # test kills it and counts every bounce afterwards).
     redis = RedisServer(d / "redis", extra=("--appendonly", "yes", "--appendfsync", "always"))
-    toml_text = _toml(d, redis)
+    toml_text = _toml(d, redis, routed)
     milter = MilterProcess(d, f"unix:{d}/milter.sock", toml_text, "bouncekeeper")
     lmtp = ListenerProcess(milter.config, f"unix:{d}/lmtp.sock", d / "lmtp.log")
     other = HeaderMilter(d / "other.sock", OTHER_HEADER, "seen")

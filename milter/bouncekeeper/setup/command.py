@@ -43,6 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Postfix's configuration folder (default: %(default)s)",
     )
     postfix.add_argument("--reload", action="store_true", help="run `postfix reload` after --apply")
+    postfix.add_argument(
+        "--routed",
+        action="store_true",
+        help="no milter on the MX sessions: the policy service routes bounces ([milter] policy_socket)",
+    )
+    postfix.add_argument(
+        "--app-service",
+        metavar="NAME/TYPE",
+        action="append",
+        default=[],
+        help="with --routed: a master.cf listener of the application that gets the milter (repeatable)",
+    )
     sendmail = msub.add_parser(
         "sendmail", help="Sendmail: the operator's .mc, built and checked with m4 and -bt"
     )

@@ -54,14 +54,21 @@ def read_current(config_dir: Path) -> postfix_merge.Current:
     )
 
 
-def wanted_from(settings: config.Settings) -> postfix_merge.Wanted:
+def wanted_from(settings: config.Settings, args: argparse.Namespace) -> postfix_merge.Wanted:
     route = from_settings(settings)
+    if args.app_service and not args.routed:
+        raise SetupError("--app-service goes with --routed (inline, every listener has the milter)")
     return postfix_merge.Wanted(
         source=os.path.abspath(settings.source),
         bounce_domain=route.bounce_domain,
         local_prefix=route.prefix,
         milter_socket=milterd.socket_spec(settings),
         lmtp_listen=settings.lmtp.listen,
+        routed=args.routed,
+        policy_socket=settings.milter.policy_socket,
+        policy_filter=settings.milter.policy_filter,
+        protected=route.protected,
+        app_services=tuple(args.app_service),
     )
 
 
@@ -88,7 +95,7 @@ def check_staged(change: plan.Plan, config_dir: Path) -> None:
 def command_plan(args: argparse.Namespace, settings: config.Settings) -> tuple[plan.Plan, str]:
     """The plan for the configuration at --config-dir, checked by `postfix check` when it changes."""
     config_dir = Path(args.config_dir)
-    change = postfix_merge.build(read_current(config_dir), wanted_from(settings))
+    change = postfix_merge.build(read_current(config_dir), wanted_from(settings, args))
     if change.changes:
         check_staged(change, config_dir)
     return change, f"postfix check accepts the staged configuration (postfix -c {config_dir})"
