@@ -409,3 +409,19 @@ def test_an_exchange_did_not_reach_report_names_its_recipient() -> None:
         f"Content-Transfer-Encoding: base64\n\n{body}\n"
     ).encode()
     assert [f.recipient for f in classify(raw).failures] == ["ken@example.net"]
+
+
+def test_a_quoted_local_part_in_a_text_report_keeps_its_quotes_where_it_needs_them() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Mail delivery failed\n\n"
+        b"A message that you sent could not be delivered to one or more of its recipients.\n"
+        b"The following address(es) failed:\n\n"
+        b'  "john smith"@example.org\n    unknown user\n'
+        b'  "a..b"@example.org\n    unknown user\n'
+        b'  "carol"@example.org\n    unknown user\n'
+    )
+    assert [f.recipient for f in classify(raw).failures] == [
+        '"john smith"@example.org',
+        '"a..b"@example.org',
+        "carol@example.org",
+    ]

@@ -40,9 +40,11 @@ _EMBEDDED_HEADERS = re.compile(
 # symbol blocks add what real internationalised bounces carry beyond them (emoji: sisimai's 🐈@ test).
 # Punctuation stays out, so "宛先：a@b" still starts at "a".
 _SYMBOLS = "\u2600-\u27bf\U0001f000-\U0001faff"
+# A quoted local part ('"john smith"@example.org', '"a..b"@example.org': RFC 5321 section 4.1.2) is an
+# address too, quotes included; core.addresses keeps them where the local part needs them.
 _ADDRESS = re.compile(
-    rf"""(?<![\w.+={_SYMBOLS}-])[\w.!#$%&'*+/=?^`{{|}}~{_SYMBOLS}-]{{1,64}}@(?:[\w-]{{1,63}}\.)+"""
-    r"[a-z\u00a1-\uffff][\w-]{0,62}",
+    rf"""(?:"[^"\r\n\\]{{1,62}}"|(?<![\w.+={_SYMBOLS}-])[\w.!#$%&'*+/=?^`{{|}}~{_SYMBOLS}-]{{1,64}})"""
+    r"@(?:[\w-]{1,63}\.)+[a-z\u00a1-\uffff][\w-]{0,62}",
     re.IGNORECASE,
 )
 _ANGLE_ADDRESS_NEXT = re.compile(r"[ \t]*<([^<>\s@]+@[^<>\s@]+)>")
