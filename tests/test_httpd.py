@@ -43,8 +43,9 @@ T0 = 1_763_769_600.0
 class Api:
     """A client for the server under test."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, server: httpserver.BoundedServer | None = None) -> None:
         self.port = port
+        self.server = server
 
     def request(
         self,
@@ -102,7 +103,7 @@ def serve_api(service: Service) -> Iterator[Callable[..., Api]]:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append(server)
-        return Api(server.server_address[1])
+        return Api(server.server_address[1], server)
 
     yield start
     for server in servers:
@@ -668,7 +669,7 @@ def test_an_idle_connection_is_closed_without_a_word(serve_api: Callable[..., Ap
     # Also after a first request (keep-alive): answered, then closed when the next does not come.
     received, closed = talk(api.port, request_bytes("GET", "/suppressions"))
     assert (statuses(received), closed) == ([200], True)
-    assert cuts("idle") == before + 2
+    assert cuts("idle") >= before + 2  # (>=: another test's server may close an idle one meanwhile)
 
 
 def request_threads(port: int) -> int:
@@ -714,9 +715,10 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Cal
         sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
         sock.sendall(request_bytes("POST", "/smtp-failures", "Content-Length: 100") + b"{")
         busy.append(sock)
+    assert api.server is not None
+    server = api.server
     try:
-        assert wait_for(lambda: request_threads(api.port) == 2)
-        time.sleep(0.2)  # let both handlers reach the body
+        assert wait_for(lambda: server.phases() == [httpserver.Phase.ACTIVE] * 2)
         before = cuts("connections")
         received, closed = talk(api.port, b"")
         assert statuses(received) == [503]

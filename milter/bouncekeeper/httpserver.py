@@ -249,6 +249,18 @@ class BoundedServer(ThreadingHTTPServer):
         with self._lock:
             return self._connections[request]
 
+    def phases(self) -> list[Phase]:
+        """The phase of each open connection (for a health check, or a test's wait)."""
+        with self._lock:
+            return [c.phase for c in self._connections.values() if not c.evicted]
+
+    def server_close(self) -> None:
+        # Also end the connections still open, so that their threads do not wait out their deadlines.
+        super().server_close()
+        with self._lock:
+            for conn in self._connections.values():
+                conn.evict()
+
     def shutdown_request(self, request: Any) -> None:
         with self._lock:
             conn = self._connections.get(request)
