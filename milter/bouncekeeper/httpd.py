@@ -31,14 +31,12 @@ Routes: see `openapi()` (served at /openapi.json).
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
 import enum
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import re
 import secrets
@@ -54,6 +52,7 @@ from typing import Any, Protocol
 import redis
 
 from bouncekeeper import __version__, config, httpserver, metrics, notify
+from bouncekeeper.core import throttle
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
@@ -299,64 +298,6 @@ def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
-class Throttle:
-    """Failures per client within a window; `limit` of them lock the client out until it ends.
-
-    Memory is bounded: at most `clients` entries, the least recently failed forgotten first. An
-    attacker with more addresses than that escapes the lock, which is why the token is long: this only
-    slows guessing, the token's 128+ bits stop it.
-    """
-
-    def __init__(
-        self, limit: int, window: float, clients: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.clients = clients
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._failures: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
-
-    def locked_for(self, client: str) -> float:
-        """Seconds this client must still wait (0: it may try)."""
-        now = self.clock()
-        with self._lock:
-            start, count = self._failures.get(client, (now, 0))
-            if now - start >= self.window:
-                del self._failures[client]
-                return 0.0
-            return self.window - (now - start) if count >= self.limit else 0.0
-
-    def failed(self, client: str) -> int:
-        """Count one failure; returns the client's failures in its current window."""
-        now = self.clock()
-        with self._lock:
-            start, count = self._failures.pop(client, (now, 0))
-            if now - start >= self.window:
-                start, count = now, 0
-            self._failures[client] = (start, count + 1)
-            while len(self._failures) > self.clients:
-                self._failures.popitem(last=False)
-            return count + 1
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
-
-
-def client_key(peer: str) -> str:
-    """The unit a client is throttled by: its IPv4 address, or the /64 of its IPv6 address."""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
 # --- routing ----------------------------------------------------------------------------------------
 
 
@@ -404,7 +345,10 @@ class App:
         self.token = token
         self.settings = settings
         self.clock = clock
-        self.logins = Throttle(LOGIN_FAILURES, LOGIN_WINDOW, THROTTLED_CLIENTS)
+        # Failed logins per client: the same bounded table and fixed window as forged bounce addresses.
+        self.logins = throttle.ForgeryLimit(
+            per_client=LOGIN_FAILURES, window=LOGIN_WINDOW, max_clients=THROTTLED_CLIENTS
+        )
 
 
 class Handler(httpserver.BoundedHandler):
@@ -716,8 +660,8 @@ class Handler(httpserver.BoundedHandler):
             raise ApiError(
                 HTTPStatus.FORBIDDEN, "cross_origin", "the login form must be posted from this site"
             )
-        client = client_key(self.client_address[0])
-        wait = self.app.logins.locked_for(client)
+        client = self.client_address[0]
+        wait = self.app.logins.blocked_for(client, time.monotonic())
         if wait:
             metrics.HTTP_AUTH_FAILURES.inc("throttled")
             raise ApiError(
@@ -730,7 +674,6 @@ class Handler(httpserver.BoundedHandler):
         given = form.get("token", "").strip().encode()
         if not hmac.compare_digest(given, self.app.token):
             return self._failed_login(client)
-        self.app.logins.succeeded(client)
         session = secrets.token_urlsafe(32)
         self.app.backend.open_session(
             session_digest(session), session_fingerprint(self.app.token, session), SESSION_SECONDS
@@ -740,13 +683,12 @@ class Handler(httpserver.BoundedHandler):
 
     def _failed_login(self, client: str) -> HTTPStatus:
         metrics.HTTP_AUTH_FAILURES.inc("login")
-        failures = self.app.logins.failed(client)
-        log.warning(
-            "http: failed admin login from %s (%d of %d allowed in %.0f min)",
-            self.client_address[0], failures, LOGIN_FAILURES, LOGIN_WINDOW / 60,
-        )  # fmt: skip
-        if failures >= LOGIN_FAILURES:
-            log.warning("http: admin logins from %s refused for %.0f min", client, LOGIN_WINDOW / 60)
+        log.warning("http: failed admin login from %s", client)
+        if self.app.logins.forged(client, time.monotonic()):  # counted; True from the last one allowed
+            log.warning(
+                "http: admin logins from %s refused for %.0f min after %d failures",
+                throttle.client_key(client), LOGIN_WINDOW / 60, LOGIN_FAILURES,
+            )  # fmt: skip
         return self._page(
             HTTPStatus.UNAUTHORIZED, "Log in", LOGIN_FORM.format(message='<p class="error">Wrong token.</p>')
         )

@@ -33,3 +33,13 @@ def test_the_table_is_bounded_and_forgets_the_least_recently_seen() -> None:
         limit.forged(f"10.0.{n // 256}.{n % 256}", 1)
     assert len(limit) == 100
     assert not limit.blocked("198.51.100.1", 2)  # forgotten: the bound, not a leak
+
+
+def test_blocked_for_is_what_is_left_of_the_window() -> None:
+    limit = ForgeryLimit(per_client=2, window=60.0)
+    limit.forged("192.0.2.1", 100.0)
+    assert limit.blocked_for("192.0.2.1", 100.0) == 0  # one failure of two: not blocked
+    limit.forged("192.0.2.1", 110.0)
+    assert limit.blocked_for("192.0.2.1", 130.0) == 30.0  # the window started at 100
+    assert limit.blocked_for("192.0.2.1", 160.0) == 0
+    assert limit.blocked_for("192.0.2.2", 130.0) == 0

@@ -68,6 +68,14 @@ class ForgeryLimit:
             seen = self._clients.get(client_key(client))
             return seen is not None and now - seen.start < self.window and seen.count >= self.per_client
 
+    def blocked_for(self, client: str, now: float) -> float:
+        """Seconds until `client` is no longer blocked; 0 when it is not (for a Retry-After)."""
+        with self._lock:
+            seen = self._clients.get(client_key(client))
+            if seen is None or now - seen.start >= self.window or seen.count < self.per_client:
+                return 0.0
+            return self.window - (now - seen.start)
+
     def forged(self, client: str, now: float) -> bool:
         """Count one forged address from `client`; True when it is blocked from now on."""
         key = client_key(client)
