@@ -55,6 +55,8 @@ def test_env_var_names_the_file(tmp_path: pathlib.Path, monkeypatch: pytest.Monk
         ("[milter]\nsocket_mode = 'rw-rw----'\n", "milter.socket_mode", 'expected permissions as "0660"'),
         ("[lmtp]\nsocket_mode = 0o1777\n", "lmtp.socket_mode", "0000..0777"),
         ("[lmtp]\nsocket_mode = '0999'\n", "lmtp.socket_mode", "0000..0777"),
+        ("[http]\nmax_connections = 0\n", "http", "max_connections: must be more than 0"),
+        ("[http]\nheader_timeout = 0\n", "http", "header_timeout: must be more than 0"),
     ],
 )
 def test_bad_key_is_fatal_and_names_file_and_key(

@@ -395,11 +395,7 @@ class HttpSettings:
     secure_cookie: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        for name in ("idle_timeout", "header_timeout", "request_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be more than 0 seconds")
+        _check_positive(self, "max_connections", "idle_timeout", "header_timeout", "request_timeout")
 
 
 @dataclass(frozen=True)
