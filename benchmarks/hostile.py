@@ -1,6 +1,6 @@
 """A legitimate bounce (or policy request) while hostile clients attack each listener, against no attack.
 
-    .venv/bin/python benchmarks/hostile.py [--seconds 5] [--only lmtp,milter,policy]
+    .venv/bin/python benchmarks/hostile.py [--seconds 5] [--only lmtp,milter,policy,http]
 
 For each listener it starts the real daemon (a separate process, as the operator runs it) on a private
 redis-server, then, for each attack, runs the attack's hostile sessions in threads and meanwhile sends one
@@ -17,10 +17,12 @@ sessions run.
 - milter: `bouncekeeper milter` behind a private Postfix (tests/support/postfix.py; needs root and
   Postfix), everything through Postfix's smtpd;
 - policy: the policy service of `bouncekeeper milter` (`policy_socket`, TCP), as Postfix's smtpd speaks
-  to it, one persistent connection for the legitimate requests.
+  to it, one persistent connection for the legitimate requests;
+- http: `bouncekeeper http`, an authenticated API request against unauthenticated big-body, slow-header
+  and idle clients (benchmarks/hostile_http.py, which also runs on its own and counts threads).
 
 Other sections can be added to SECTIONS (name, function): a function gets the run's Context and returns
-its rows; hostile-http's HTTP part goes there.
+its rows.
 """
 
 from __future__ import annotations
@@ -456,10 +458,18 @@ def milter_section(ctx: Context) -> list[Row]:
         proc.wait(30)
 
 
+def http_section(ctx: Context) -> list[Row]:
+    from benchmarks import hostile_http  # noqa: PLC0415 - it imports nothing of this module's
+
+    rows = hostile_http.http_section(ctx)
+    return [Row(r.listener, r.attack, r.latencies, r.answered, r.rss_kb, r.attackers) for r in rows]
+
+
 SECTIONS: list[tuple[str, Section]] = [
     ("lmtp", lmtp_section),
     ("milter", milter_section),
     ("policy", policy_section),
+    ("http", http_section),
 ]
 
 
