@@ -19,15 +19,11 @@ same tree.
 
 from __future__ import annotations
 
-import email.errors
-import email.header
-import email.message
-import email.parser
-import email.policy
 import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from bouncekeeper.core import dsn, loops, mime, rules
 from bouncekeeper.core.addresses import decode, normalise
@@ -41,6 +37,9 @@ from bouncekeeper.core.model import (
     Stage,
 )
 from bouncekeeper.core.rules import amazonses, bodies, fml, status
+
+if TYPE_CHECKING:
+    import email.message
 
 # Bounces put their report first; what follows is the returned original, which can be huge. Parsing is
 # bounded so that a 30 MB message costs what a 4 MB one does; a cut MIME tree parses leniently.
@@ -66,7 +65,6 @@ MAX_RECIPIENTS = 1000
 #   "dsn"         a delivery-status part over dsn.MAX_CHARS characters; the rest not read
 #   "recipients"  more than MAX_RECIPIENTS recipients named; the first ones kept
 #   "addresses"   more than bodies.MAX_ADDRESSES addresses in a plain-text report; the rest not examined
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 # flufl.bounce logs a traceback for each detector exception before re-raising it; we contain those and
 # record them in Classification.errors, so its own log line would only duplicate them.
@@ -91,6 +89,16 @@ _FINAL_TEXT = re.compile(
     r"not going to try again|will not (?:be retried|try again)|could not be delivered|undeliverable|"
     r"delivery (?:has )?failed|returned to sender|retry timeout exceeded|too long in (?:the )?queue",
 )
+
+
+def _stdlib_parse(data: bytes) -> email.message.Message:
+    """The stdlib's parse (compat32, the policy flufl.bounce expects). The email package is imported
+    here, for the few messages that reach flufl.bounce: importing it costs a short command's start-up
+    more than our own MIME reader does."""
+    import email.parser  # noqa: PLC0415
+    import email.policy  # noqa: PLC0415
+
+    return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
 
 
 def all_failures(msg: email.message.Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
@@ -386,7 +394,7 @@ class _Triage:
         if len(data) > MAX_FLUFL_BYTES:
             data = data[:MAX_FLUFL_BYTES]
             self._cut("bytes")
-        temporary, permanent = all_failures(_PARSER.parsebytes(data))
+        temporary, permanent = all_failures(_stdlib_parse(data))
         failures: list[Failure] = []
         delays: list[Failure] = []
         if not temporary and not permanent:
@@ -616,6 +624,9 @@ class _Triage:
 
 def _decode_words(text: str) -> str:
     """RFC 2047 encoded-words to text; undecodable pieces are kept as they came."""
+    import email.errors  # noqa: PLC0415 - only for the few headers with encoded words: see _stdlib_parse
+    import email.header  # noqa: PLC0415
+
     pieces = []
     try:
         chunks = email.header.decode_header(text)

@@ -165,6 +165,8 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
 
 # Letters from the most to the least frequent in English text: a piece of rarer letters is in fewer texts.
 _COMMON = " etaoinsrhldcumfpgwybvkxjqz"
+_RARITY = {c: i for i, c in enumerate(_COMMON)}
+_RAREST = len(_COMMON) - 1  # digits, punctuation, other scripts
 
 
 def _screen(literals: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -177,8 +179,10 @@ def _screen(literals: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         if len(literal) < 3:
             filed.setdefault("", []).append(literal)  # tested on every text (_first_hit)
             continue
-        pieces = [literal[i : i + 3] for i in range(len(literal) - 2)]
-        piece = max(pieces, key=lambda p: sum(_COMMON.find(c) % len(_COMMON) for c in p))
+        rarity = [_RARITY.get(c, _RAREST) for c in literal]
+        scores = [rarity[i] + rarity[i + 1] + rarity[i + 2] for i in range(len(literal) - 2)]
+        start = scores.index(max(scores))  # the first of the rarest, as max() would pick it
+        piece = literal[start : start + 3]
         filed.setdefault(piece, []).append(literal)
     return {piece: tuple(found) for piece, found in filed.items()}
 
