@@ -36,7 +36,7 @@ from bouncekeeper.core.model import (
     Reason,
     Stage,
 )
-from bouncekeeper.core.rules import amazonses, bodies, fml, status
+from bouncekeeper.core.rules import amazonses, bodies, fml, prefilter, status
 
 if TYPE_CHECKING:
     import email.message
@@ -110,9 +110,12 @@ def all_failures(msg: email.message.Message) -> tuple[frozenset[bytes], frozense
     return detect(msg)
 
 
+_DELAY_SCREEN = prefilter.Screened(_DELAY_TEXT)
+
+
 def _is_delay_notice(text: str) -> bool:
     lower = bodies.ascii_lower(text)  # the two patterns are lower-case
-    return bool(_DELAY_TEXT.search(lower)) and not _FINAL_TEXT.search(lower)
+    return bool(_DELAY_SCREEN.search(lower)) and not _FINAL_TEXT.search(lower)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from types import ModuleType
 
 from bouncekeeper.core.model import Reason
@@ -117,6 +118,7 @@ class _Table:
     # Per phase, its literals filed under one three-character piece of each (_screen): explain() tests
     # only the literals whose piece the text holds.
     screens: tuple[dict[str, tuple[str, ...]], ...] = ()
+    screen_keys: tuple[frozenset[str], ...] = ()  # each screen's pieces, for a set intersection in C
 
 
 def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
@@ -160,7 +162,10 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
     # words, except for these.
     dead = "|".join(source for module in dialects for source in getattr(module, "DEAD_AT_ANY_STAGE", ()))
     screens = tuple(_screen(literals) for literals, _ in phases)
-    return _Table(rows, by_literal, frozenset(always), first, phases, re.compile(dead or r"(?!)"), screens)
+    keys = tuple(frozenset(screen) for screen in screens)
+    return _Table(
+        rows, by_literal, frozenset(always), first, phases, re.compile(dead or r"(?!)"), screens, keys
+    )
 
 
 # Letters from the most to the least frequent in English text: a piece of rarer letters is in fewer texts.
@@ -240,11 +245,8 @@ def _first_hit(text: str, phase: int, pieces: set[str] | None) -> _Row | None:
     literals, always = table.phases[phase]
     candidates = set(always)
     if pieces is not None:
-        screen = table.screens[phase]
-        literals = (
-            *screen.get("", ()),
-            *(literal for piece in pieces & screen.keys() for literal in screen[piece]),
-        )
+        screen, keys = table.screens[phase], table.screen_keys[phase]
+        literals = (*screen.get("", ()), *chain.from_iterable(map(screen.__getitem__, pieces & keys)))
     for literal in filter(text.__contains__, literals):  # C-level scan: no bytecode per absent literal
         candidates.update(table.by_literal[literal])
     for index in sorted(candidates):

@@ -123,3 +123,21 @@ def _split(pattern: str) -> list[str]:
         index += 1
     pieces.append(pattern[start:])
     return pieces
+
+
+class Screened:
+    """A compiled pattern written for lower-cased text, with the literals derived from it (literals()):
+    search() runs the regex only when the text holds one of them. For long alternations searched on
+    whole reports, which mostly hold none of their phrases: a few substring tests cost less than
+    trying every alternative at every position."""
+
+    __slots__ = ("literals", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.literals = literals(pattern.pattern)
+
+    def search(self, lower: str) -> re.Match[str] | None:
+        if self.literals is not None and not any(literal in lower for literal in self.literals):
+            return None
+        return self.pattern.search(lower)
