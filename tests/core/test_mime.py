@@ -22,3 +22,30 @@ def test_a_message_without_a_blank_line_is_all_header() -> None:
     part = mime.parse(b"Subject: x\nFrom: a@b.c")
     assert part.get("from") == "a@b.c"
     assert part.body == b""
+
+
+_LINES = st.sampled_from(
+    [
+        "Message-ID: <a@b>",
+        "message-id:<c@d>",
+        "MESSAGE-ID :x",
+        "X-Message-ID: y",
+        " folded",
+        "\tmore",
+        "To: a@b",
+        "garbage line",
+        "",
+        "Subject: message-id: z",
+        "Message-IDs: w",
+    ]
+)
+
+
+@given(st.lists(_LINES, max_size=8).map("\n".join))
+def test_a_returned_header_read_by_name_is_the_field_a_full_parse_finds(text: str) -> None:
+    lazy = mime.Part(None, b"", _head=text)
+    parsed = {}
+    for name, value in mime._fields_of(text):
+        parsed.setdefault(name, value)
+    assert lazy.get("message-id") == parsed.get("message-id")
+    assert lazy.headers == mime._fields_of(text)

@@ -49,7 +49,7 @@ def decode_bytes(raw: bytes, charset: str | None = None) -> str:
 class Part:
     """One MIME entity. Header names are lower-cased; values unfolded and decoded to text."""
 
-    headers: list[tuple[str, str]]
+    _fields: list[tuple[str, str]] | None
     body: bytes
     content_type: str = "text/plain"
     params: dict[str, str] = field(default_factory=dict)
@@ -58,11 +58,22 @@ class Part:
     # itself a report).
     enclosed: Part | None = None
     _index: dict[str, str] | None = None
+    # The header block of a returned original, read only as far as asked: a bounce needs one or two of
+    # its fields (Message-ID), and parsing its Received chain was a tenth of the classifier's time.
+    _head: str = ""
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        if self._fields is None:
+            self._fields = _fields_of(self._head)
+        return self._fields
 
     def get(self, name: str) -> str | None:
+        if self._fields is None:
+            return _field_in(self._head, name)
         if self._index is None:
             self._index = {}
-            for key, value in self.headers:
+            for key, value in self._fields:
                 self._index.setdefault(key, value)
         return self._index.get(name)
 
@@ -167,7 +178,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget, default_type: str) -> Part:
         if b"multipart/report" in head.lower():
             part.enclosed = _parse(inner, depth + 1, budget, "text/plain")
         else:
-            part.enclosed = Part(_headers(head, budget), inner[end:])
+            part.enclosed = Part(None, inner[end:], _head=_header_text(head, budget))
     return part
 
 
@@ -196,19 +207,46 @@ def _headers(head: bytes, budget: _Budget | None = None) -> list[tuple[str, str]
     """Header fields in order: name lower-cased, value unfolded (RFC 5322 section 2.2.3) and stripped.
     Lines that are neither a field nor a continuation (an mbox "From " line, garbage) are skipped. At
     most MAX_HEADERS fields from the first MAX_HEADER_BYTES bytes."""
+    return _fields_of(_header_text(head, budget), budget)
+
+
+def _header_text(head: bytes, budget: _Budget | None) -> str:
+    """A header block as text with LF line ends, cut at MAX_HEADER_BYTES."""
     if len(head) > MAX_HEADER_BYTES:
         head = head[:MAX_HEADER_BYTES]
         if budget is not None:
             budget.reached("headers")
-    text = decode_bytes(head).replace("\r\n", "\n")
+    return decode_bytes(head).replace("\r\n", "\n")
+
+
+def _fields_of(text: str, budget: _Budget | None = None) -> list[tuple[str, str]]:
     found = _FIELD.findall(text)
     if len(found) > MAX_HEADERS:
         found = found[:MAX_HEADERS]
         if budget is not None:
             budget.reached("headers")
-    return [
-        (name.lower(), (_FOLD.sub(" ", value) if "\n" in value else value).strip()) for name, value in found
-    ]
+    return [(name.lower(), _value(value)) for name, value in found]
+
+
+def _value(raw: str) -> str:
+    return (_FOLD.sub(" ", raw) if "\n" in raw else raw).strip()
+
+
+_NAMED: dict[str, re.Pattern[str]] = {}
+
+
+def _field_in(text: str, name: str) -> str | None:
+    """The first `name` field of a header block, as _fields_of would read it, without reading the rest:
+    a line that starts with the name is a field (a continuation starts with a blank). Past MAX_HEADERS
+    fields, the parse stops and this search does not: both read at most MAX_HEADER_BYTES."""
+    pattern = _NAMED.get(name)
+    if pattern is None:
+        pattern = re.compile(
+            rf"^{re.escape(name)}[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
+        )
+        _NAMED[name] = pattern
+    found = pattern.search(text)
+    return None if found is None else _value(found.group(1))
 
 
 def _split(body: bytes, boundary: bytes) -> Iterator[bytes]:
