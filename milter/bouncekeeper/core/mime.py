@@ -225,7 +225,9 @@ def _fields_of(text: str, budget: _Budget | None = None) -> list[tuple[str, str]
         found = found[:MAX_HEADERS]
         if budget is not None:
             budget.reached("headers")
-    return [(name.lower(), _value(value)) for name, value in found]
+    return [
+        (name.lower(), (_FOLD.sub(" ", value) if "\n" in value else value).strip()) for name, value in found
+    ]
 
 
 def _value(raw: str) -> str:

@@ -138,6 +138,7 @@ class Screened:
         self.literals = literals(pattern.pattern)
 
     def search(self, lower: str) -> re.Match[str] | None:
-        if self.literals is not None and not any(literal in lower for literal in self.literals):
+        # filter() runs the substring tests in C, stopping at the first literal found.
+        if self.literals is not None and next(filter(lower.__contains__, self.literals), None) is None:
             return None
         return self.pattern.search(lower)
