@@ -16,7 +16,7 @@ from bouncekeeper.core import classify as classify_module
 from bouncekeeper.core import dsn, mime
 from bouncekeeper.core.classify import MAX_PARSE_BYTES, MAX_RECIPIENTS, classify
 from bouncekeeper.core.model import MessageType
-from bouncekeeper.core.rules import bodies
+from bouncekeeper.core.rules import bodies, status
 from tests.support import hostile_mail
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
@@ -154,3 +154,23 @@ def test_a_stage_error_is_a_problem_the_fuzz_test_would_see(monkeypatch: pytest.
     monkeypatch.setattr(classify_module.dsn, "reports", explode)
     raw = (FIXTURES / "mta" / "sendmail-gmailreputation.eml").read_bytes()
     assert hostile_mail.problems(classify(raw)) != []
+
+
+# The code scanners with their look-behind moved after the first digit (searched by skipping to a digit):
+# what they find must be what the look-behind-first forms found.
+_LOOKBEHIND_FIRST = {
+    "status": (re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)"), dsn.STATUS_RE),
+    "reply": (re.compile(r"(?<![\d.\-])([245][0-5]\d)(?=[\s\-:]|$)"), status._REPLY),
+    "code": (re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})"), bodies._CODE),
+    "remote": (
+        re.compile(r"(?<![\w.])[245]\d\d[ -]+['\"]?([245]\.\d{1,3}\.\d{1,3})\b"),
+        classify_module._REMOTE_REPLY,
+    ),
+}
+
+
+@given(st.lists(st.sampled_from(list("245.-0 1x:\n9'a")), max_size=14).map("".join))
+def test_the_code_scanners_find_what_the_look_behind_first_forms_found(text: str) -> None:
+    for before, after in _LOOKBEHIND_FIRST.values():
+        old, new = before.search(text), after.search(text)
+        assert (old and (old.span(), old.groups())) == (new and (new.span(), new.groups()))

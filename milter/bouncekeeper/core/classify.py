@@ -845,7 +845,7 @@ def _class_of(status_code: str | None, reply_code: int | None) -> BounceKind:
 # An SMTP reply with an enhanced status code (RFC 2034 section 4) in a Diagnostic-Code: at its start
 # (RFC 3464 section 2.3.6 "smtp; 550 5.1.1 ..."), or quoted inside a relay's own words (Amazon SES:
 # "5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'").
-_REMOTE_REPLY = re.compile(r"(?<![\w.])[245]\d\d[ -]+['\"]?([245]\.\d{1,3}\.\d{1,3})\b")
+_REMOTE_REPLY = re.compile(r"[245](?<![\w.][245])\d\d[ -]+['\"]?([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 def _best_status(status_field: str | None, text: str) -> str | None:

@@ -12,7 +12,6 @@ import html
 import re
 
 from bouncekeeper.core.addresses import normalise
-from bouncekeeper.core.rules import prefilter
 
 # Lines that introduce the returned original message (its addresses must never be taken as failed
 # recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
@@ -31,7 +30,6 @@ _ORIGINAL_MARKER = re.compile(
     r"following is a copy)",
     re.MULTILINE,  # applied to ascii_lower(text): case-folded once, not per pattern
 )
-_MARKER_SCREEN = prefilter.Screened(_ORIGINAL_MARKER)
 # The returned original's header block when no marker introduces it.
 _EMBEDDED_HEADERS = re.compile(
     r"^(?:Return-Path|Received|DKIM-Signature|Message-I[Dd]|X-Original-To|Delivered-To):[ \t]\S.*\n"
@@ -117,7 +115,7 @@ def strip_html(text: str) -> str:
 def cut_original(text: str) -> str:
     """The report without the returned original message."""
     cut = len(text)
-    marker = _MARKER_SCREEN.search(ascii_lower(text))
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         cut = marker.start()
     headers = _EMBEDDED_HEADERS.search(text, 0, cut)
@@ -128,7 +126,7 @@ def cut_original(text: str) -> str:
 
 def original_section(text: str) -> str | None:
     """The part of a plain-text bounce that quotes the original, for its Message-ID."""
-    marker = _MARKER_SCREEN.search(ascii_lower(text))
+    marker = _ORIGINAL_MARKER.search(ascii_lower(text))
     if marker is not None:
         return text[marker.start() :]
     headers = _EMBEDDED_HEADERS.search(text)
@@ -209,7 +207,7 @@ def _has_code(line: str) -> bool:
     return "@" not in line or bool(_CODE.search(_without_addresses(line)))
 
 
-_CODE = re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})")
+_CODE = re.compile(r"[245](?<![\d.][245])(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3})")  # see dsn.STATUS_RE
 # A line that opens another recipient's report: the address first ("<b@c>:", "rfc822; b@c"), or after
 # a reply code or a RCPT command, as Sendmail's transcripts write them ("550 <b@c>... User unknown",
 # ">>> RCPT To:<b@c>").

@@ -106,7 +106,7 @@ REPLY_CODES: dict[int, Reason] = {
 
 # A reply code ends with a space or hyphen (RFC 5321 section 4.2), or is followed by ":" or a line
 # break in reports that reformat it ("said: 550\n    <a@b>: User unknown", "550: : User unknown").
-_REPLY = re.compile(r"(?<![\d.\-])([245][0-5]\d)(?=[\s\-:]|$)")
+_REPLY = re.compile(r"([245](?<![\d.\-][245])[0-5]\d)(?=[\s\-:]|$)")  # see dsn.STATUS_RE
 
 
 def subject_detail(status: str) -> str:
