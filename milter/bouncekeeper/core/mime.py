@@ -239,16 +239,21 @@ _NAMED: dict[str, re.Pattern[str]] = {}
 
 def _field_in(text: str, name: str) -> str | None:
     """The first `name` field of a header block, as _fields_of would read it, without reading the rest:
-    a line that starts with the name is a field (a continuation starts with a blank). Past MAX_HEADERS
-    fields, the parse stops and this search does not: both read at most MAX_HEADER_BYTES."""
+    a line that starts with the name is a field (a continuation starts with a blank). Searched in the
+    lower-cased text without IGNORECASE and without "^", so that the regex engine skips to the name's
+    first character. Past MAX_HEADERS fields, the parse stops and this search does not: both read at
+    most MAX_HEADER_BYTES."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a character whose lower case is longer: positions would not match
+        return next((value for field, value in _fields_of(text) if field == name), None)
     pattern = _NAMED.get(name)
     if pattern is None:
-        pattern = re.compile(
-            rf"^{re.escape(name)}[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
-        )
+        pattern = re.compile(rf"{re.escape(name)}[ \t]*:[ \t]*(.*(?:\n[ \t].*)*)")
         _NAMED[name] = pattern
-    found = pattern.search(text)
-    return None if found is None else _value(found.group(1))
+    for found in pattern.finditer(lower):
+        if found.start() == 0 or lower[found.start() - 1] == "\n":
+            return _value(text[found.start(1) : found.end(1)])
+    return None
 
 
 def _split(body: bytes, boundary: bytes) -> Iterator[bytes]:
