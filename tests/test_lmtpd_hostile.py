@@ -3,18 +3,21 @@ writing to a real Redis, and its bound asserted (counts and sizes, never times).
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import smtplib
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from bouncekeeper import metrics
-from bouncekeeper.core import classify, throttle
+from bouncekeeper.core import throttle
 from tests.support.exim import free_port
 from tests.support.lmtp import BOUNCE_DOMAIN, ListenerProcess, settings_for
 from tests.support.redis_server import RedisServer
+from tests.support.triage_spy import count_triages
 from tests.test_lmtpd import PERMANENT, Harness, deliver, forge, harness, vaddr
 
 __all__ = ["harness"]  # the fixture, shared with test_lmtpd
@@ -26,16 +29,7 @@ def limited(limit: str) -> float:
 
 @pytest.fixture
 def triages(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every classification the process runs (the real one, counted: a spy, not a stub)."""
-    runs: list[bytes] = []
-    real = classify._Triage.run
-
-    def counted(self: classify._Triage) -> classify.Classification:
-        runs.append(self.raw)
-        return real(self)
-
-    monkeypatch.setattr(classify._Triage, "run", counted)
-    return runs
+    return count_triages(monkeypatch)
 
 
 class Wire:
@@ -69,6 +63,18 @@ class Wire:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def connected(harness: Harness, **start: str) -> Iterator[Wire]:
+    """A listener started with `start`, and a raw TCP client of it."""
+    address = harness.start(**start).lmtp_address
+    assert isinstance(address, tuple)
+    wire = Wire(address)
+    try:
+        yield wire
+    finally:
+        wire.close()
+
+
 def start_transaction(wire: Wire) -> None:
     assert wire.send(b"LHLO mta.example.test").startswith(b"250")
     assert wire.send(b"MAIL FROM:<>").startswith(b"250")
@@ -94,19 +100,13 @@ def test_two_thousand_identical_recipients_are_capped_and_classified_once(
 
 
 def test_a_client_that_goes_on_after_the_452s_is_cut_off(harness: Harness) -> None:
-    listener = harness.start(lmtp="max_recipients = 10\ntrusted_clients = []")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    wire = Wire(address)
-    try:
+    with connected(harness, lmtp="max_recipients = 10\ntrusted_clients = []") as wire:
         start_transaction(wire)
         rcpt = b"RCPT TO:<" + vaddr("alice@example.org").encode() + b">"
         wire.sock.sendall((rcpt + b"\r\n") * 2000)  # pipelined
         replies = [wire.reply()[:9] for _ in range(21)]
         assert replies == [b"250 2.1.5"] * 10 + [b"452 4.5.3"] * 10 + [b"421 4.5.3"]
         assert wire.closed()
-    finally:
-        wire.close()
 
 
 def test_distinct_recipients_share_one_classification_and_keep_their_own_replies(
@@ -135,11 +135,7 @@ def test_distinct_recipients_share_one_classification_and_keep_their_own_replies
     ],
 )
 def test_a_recipient_with_bad_bytes_is_550_5_1_3_not_a_traceback(harness: Harness, local: bytes) -> None:
-    listener = harness.start()
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    wire = Wire(address)
-    try:
+    with connected(harness) as wire:
         start_transaction(wire)
         before = limited("bad-address")
         reply = wire.send(b"RCPT TO:<" + local + b"@" + BOUNCE_DOMAIN.encode() + b">")
@@ -147,36 +143,22 @@ def test_a_recipient_with_bad_bytes_is_550_5_1_3_not_a_traceback(harness: Harnes
         assert local not in reply  # the bad address is not echoed back
         assert limited("bad-address") - before == 1
         assert wire.send(b"NOOP").startswith(b"250")  # the session goes on
-    finally:
-        wire.close()
 
 
 def test_the_greeting_names_no_software_or_version(harness: Harness) -> None:
-    listener = harness.start(lmtp='hostname = "mx.example.test"')
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    wire = Wire(address)
-    try:
+    with connected(harness, lmtp='hostname = "mx.example.test"') as wire:
         assert wire.greeting == b"220 mx.example.test ready\r\n"
         assert b"Python" not in wire.send(b"LHLO mta.example.test")
-    finally:
-        wire.close()
 
 
 def test_a_long_command_line_is_refused_without_ending_the_session(harness: Harness) -> None:
-    listener = harness.start()
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    wire = Wire(address)
-    try:
+    with connected(harness) as wire:
         start_transaction(wire)
         before = limited("command-line")
         reply = wire.send(b"RCPT TO:<" + b"x" * 1_000_000 + b"@" + BOUNCE_DOMAIN.encode() + b">")
         assert reply.startswith(b"500"), reply
         assert limited("command-line") - before == 1
         assert wire.send(b"RCPT TO:<" + vaddr("alice@example.org").encode() + b">").startswith(b"250")
-    finally:
-        wire.close()
 
 
 def _rss_kb(pid: int) -> int:
@@ -243,12 +225,8 @@ def test_connections_over_the_cap_get_421_and_are_closed(harness: Harness) -> No
 
 
 def test_a_busy_session_is_closed_at_its_deadline(harness: Harness) -> None:
-    listener = harness.start(lmtp="timeout = 5\nsession_timeout = 0.5")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
     before = limited("session")
-    wire = Wire(address)
-    try:
+    with connected(harness, lmtp="timeout = 5\nsession_timeout = 0.5") as wire:
         replies = []
         for _ in range(200):  # a client that is never idle: one command every 50 ms, for 10 s
             replies.append(wire.send(b"NOOP"))
@@ -258,31 +236,19 @@ def test_a_busy_session_is_closed_at_its_deadline(harness: Harness) -> None:
         assert replies[-1].startswith(b"421 4.4.2")
         assert wire.closed()
         assert limited("session") - before == 1
-    finally:
-        wire.close()
 
 
 def test_an_idle_session_is_counted_when_closed(harness: Harness) -> None:
-    listener = harness.start(lmtp="timeout = 0.3")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
     before = limited("idle")
-    wire = Wire(address)
-    try:
+    with connected(harness, lmtp="timeout = 0.3") as wire:
         assert wire.reply().startswith(b"421")  # aiosmtpd's own words on an idle timeout
         assert wire.closed()
         assert limited("idle") - before == 1
-    finally:
-        wire.close()
 
 
 def test_three_forged_addresses_close_the_session(harness: Harness) -> None:
-    listener = harness.start(mode="enforce", lmtp="trusted_clients = []")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
     before = limited("forged-session")
-    wire = Wire(address)
-    try:
+    with connected(harness, mode="enforce", lmtp="trusted_clients = []") as wire:
         start_transaction(wire)
         guesses = [forge(vaddr(f"g{n}@example.org")).encode() for n in range(3000)]
         # Pipelined, as the attack was: the answers stop at the third and the connection closes.
@@ -291,13 +257,10 @@ def test_three_forged_addresses_close_the_session(harness: Harness) -> None:
         assert replies == [b"550 5.7.1", b"550 5.7.1", b"421 4.7.0"]
         assert wire.closed()
         assert limited("forged-session") - before == 1
-    finally:
-        wire.close()
 
 
 def test_a_client_that_keeps_guessing_gets_the_same_answer_for_valid_addresses(harness: Harness) -> None:
-    listener = harness.start(mode="enforce", lmtp="trusted_clients = []")
-    address = listener.lmtp_address
+    address = harness.start(mode="enforce", lmtp="trusted_clients = []").lmtp_address
     assert isinstance(address, tuple)
     before = limited("forged-client")
     valid = vaddr("alice@example.org").encode()

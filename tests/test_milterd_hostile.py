@@ -9,8 +9,9 @@ import Milter
 import pytest
 
 from bouncekeeper import metrics
-from bouncekeeper.core import classify, throttle
+from bouncekeeper.core import throttle
 from tests.support.redis_server import RedisServer
+from tests.support.triage_spy import count_triages
 from tests.test_milterd import FIXTURES, INBOUND_IP, Harness, _harness, harness
 
 __all__ = ["harness"]  # the fixture, shared with test_milterd
@@ -35,14 +36,7 @@ def enforcing(tmp_path: pathlib.Path, redis_db: RedisServer) -> Harness:
 def test_a_bounce_to_many_verp_addresses_is_classified_once(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs: list[bytes] = []
-    real = classify._Triage.run
-
-    def counted(self: classify._Triage) -> classify.Classification:
-        runs.append(self.raw)
-        return real(self)
-
-    monkeypatch.setattr(classify._Triage, "run", counted)
+    runs = count_triages(monkeypatch)
     harness.connect(INBOUND_IP)
     rcpts = [harness.verp_for(f"user{n}@example.net") for n in range(20)]
     assert harness.feed(BOUNCE, "", *rcpts, *rcpts) == Milter.DISCARD
@@ -97,3 +91,19 @@ def test_a_recipient_with_bad_characters_is_550_5_1_3(harness: Harness, local: s
     assert harness.ctx._envrcpt(f"<{local}@{harness.runtime.policy.bounce_domain}>") == Milter.REJECT
     assert harness.ctx._reply[:2] == ("550", "5.1.3")
     assert limited("bad-address") - before == 1
+
+
+def test_bounce_addresses_beyond_the_cap_get_452_then_421(harness: Harness) -> None:
+    before = limited("recipients")
+    harness.connect(INBOUND_IP)
+    harness.ctx._envfrom("<>")
+    rcpt = f"<{harness.verp_for('alice@example.net')}>"
+    answers = []
+    for _ in range(2000):
+        answers.append((harness.ctx._envrcpt(rcpt), harness.ctx._reply and harness.ctx._reply[0]))
+    assert [a for a, _ in answers[:100]] == [Milter.CONTINUE] * 100
+    assert set(answers[100:200]) == {(Milter.TEMPFAIL, "452")}
+    assert answers[200] == (Milter.TEMPFAIL, "421")
+    assert limited("recipients") - before == 1900
+    harness.ctx._setsymval("i", "4QTEST1")  # a new transaction starts afresh
+    assert harness.feed(BOUNCE, "", harness.verp_for("bob@example.net")) == Milter.DISCARD

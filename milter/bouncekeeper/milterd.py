@@ -68,6 +68,9 @@ ACTIONS = Milter.CHGFROM | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT | Mi
 # Keep at most this much of a bounce body: DSNs are small; a bounce quoting a huge original is still
 # classified from its first part (RFC 3464 section 2: the report comes before the returned message).
 MAX_BOUNCE_BYTES = 2 * 1024 * 1024
+# Bounce addresses per message: beyond, 452 4.5.3; beyond twice as many, 421 (the MTA disconnects). A
+# bounce answers one envelope; a message to many bounce addresses is made up (docs/hostile.md).
+MAX_BOUNCE_RCPTS = 100
 LOOP_HEADER = "X-Bouncekeeper-Loop"
 SUPPRESSED_HEADER = "X-Bouncekeeper-Suppressed"
 _TEMPFAIL_TEXT = "Temporary local problem, please try again later"
@@ -314,6 +317,7 @@ class _Message:
     outbound: bool = False
     verp: bool = False
     bounces: list[_BounceRcpt] = field(default_factory=list)
+    bounce_rcpts: int = 0  # RCPTs to the bounce domain, duplicates included (MAX_BOUNCE_RCPTS)
     protected: list[tuple[str, str]] = field(default_factory=list)  # (rcpt as sent, normalised)
     ordinary: list[tuple[str, str]] = field(default_factory=list)  # outbound: kept for VERP and tokens
     others: int = 0  # inbound recipients that concern nobody here (counted, not parsed)
@@ -536,31 +540,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if address is None:
             return CONTINUE
         if self._is_bounce_address(address):
-            guarded = policy.enforce and self._may_refuse() and self.client_addr is not None
-            if guarded and self.runtime.forgery.blocked(self.client_addr or "", time.monotonic()):
-                # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
-                logger.warning("client %s over the forged-address limit, 421", self.client_addr)
-                _LIMITED["forged-client"].inc()
-                self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)  # Postfix disconnects on a 421
-                return TEMPFAIL
-            result = self.runtime.service.check_rcpt(address)
-            if result.status == VerpStatus.VALID:
-                if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
-                    msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
-                return CONTINUE
-            if result.status in (VerpStatus.FORGED, VerpStatus.EXPIRED):
-                if policy.enforce and self._may_refuse():
-                    logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
-                    _DECIDED["reject"].inc()
-                    if guarded and result.status is VerpStatus.FORGED and self._guessing():
-                        self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)
-                        return TEMPFAIL
-                    self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
-                    return REJECT
-                # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
-                logger.debug("bounce address %s rcpt=%s mode=observe", result.status, address)
-                msg.bounces.append(_BounceRcpt(to, address, result, forged=True))
-                return CONTINUE
+            rc = self._bounce_rcpt(to, address)
+            if rc is not None:
+                return rc
             # not_verp: postmaster@ or another ordinary address of the bounce domain.
         if address in policy.protected_recipients:
             msg.protected.append((to, address))
@@ -838,6 +820,47 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         )
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _bounce_rcpt(self, to: str, address: str) -> int | None:
+        """RCPT to the bounce domain: the answer, or None for an address of it that is not VERP."""
+        policy, msg = self.runtime.policy, self.msg
+        may_refuse = self._may_refuse()
+        guarded = policy.enforce and may_refuse and self.client_addr is not None
+        if guarded and self.runtime.forgery.blocked(self.client_addr or "", time.monotonic()):
+            # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
+            logger.warning("client %s over the forged-address limit, 421", self.client_addr)
+            _LIMITED["forged-client"].inc()
+            self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)  # Postfix disconnects on a 421
+            return TEMPFAIL
+        msg.bounce_rcpts += 1
+        if msg.bounce_rcpts > MAX_BOUNCE_RCPTS and may_refuse:
+            # A bounce answers one envelope: this many bounce addresses in one message are made up.
+            _LIMITED["recipients"].inc()
+            if msg.bounce_rcpts > 2 * MAX_BOUNCE_RCPTS:
+                logger.warning("client %s sent %d bounce addresses, 421", self.client_addr, msg.bounce_rcpts)
+                self.setreply("421", "4.5.3", "Too many recipients, closing connection")
+            else:
+                self.setreply("452", "4.5.3", "Too many recipients")
+            return TEMPFAIL
+        result = self.runtime.service.check_rcpt(address)
+        if result.status == VerpStatus.VALID:
+            if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
+                msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
+            return CONTINUE
+        if result.status not in (VerpStatus.FORGED, VerpStatus.EXPIRED):
+            return None
+        if policy.enforce and may_refuse:
+            logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
+            _DECIDED["reject"].inc()
+            if guarded and result.status is VerpStatus.FORGED and self._guessing():
+                self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)
+                return TEMPFAIL
+            self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
+            return REJECT
+        # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
+        logger.debug("bounce address %s rcpt=%s mode=observe", result.status, address)
+        msg.bounces.append(_BounceRcpt(to, address, result, forged=True))
+        return CONTINUE
 
     def _guessing(self) -> bool:
         """Count a forged bounce address; whether the connection is to be closed for it (core/throttle)."""
