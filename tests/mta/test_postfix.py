@@ -185,6 +185,20 @@ def test_a_forged_verp_address_is_refused_in_enforce_mode(mta_clean: Mta) -> Non
     assert mta.events("erin@example.net") == []
 
 
+def test_the_third_forged_verp_address_ends_the_smtp_session(mta_clean: Mta) -> None:
+    """The RCPT oracle (issue 14): the milter answers 421 at the third guess and Postfix disconnects."""
+    mta = mta_clean
+    with smtplib.SMTP("127.0.0.1", mta.postfix.port, timeout=30) as smtp:
+        smtp.ehlo("guesser.example")
+        smtp.mail("<>")
+        guesses = [_forged(mta, f"guess{n}@example.net") for n in range(3)]
+        assert [smtp.rcpt(g)[0] for g in guesses[:2]] == [550, 550]
+        code, text = smtp.rcpt(guesses[2])
+        assert (code, text[:5]) == (421, b"4.7.0")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.noop()
+
+
 def test_a_forged_verp_address_is_recorded_as_forged_in_observe_mode_and_scores_nothing(
     mta_clean: Mta,
 ) -> None:
