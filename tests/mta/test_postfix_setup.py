@@ -82,6 +82,7 @@ def test_the_documented_install_merges_into_a_working_postfix_and_the_undo_resto
         shown, applied, _reloaded = host.run_documented("Install")
         assert "nothing written" in shown.stdout
         assert "+smtpd_milters = unix:" in shown.stdout
+        assert "MX record" in shown.stdout  # the steps by hand, before anything is written
         assert "not reloaded" in applied.stdout
         assert "MX" in applied.stdout
         after = _snapshot(host)
@@ -129,7 +130,8 @@ def test_the_documented_install_merges_into_a_working_postfix_and_the_undo_resto
             host.send("smtp", "friend@example.net", [f"nobody@{BOUNCE_DOMAIN}"], message("to-nobody"))
         assert next(iter(refused.value.recipients.values()))[0] == 550
 
-        host.run_documented("Undo")
+        undone = host.run_documented("Undo")[0]
+        assert f"removed {host.etc}/bouncekeeper_transport" in undone.stdout
         assert _snapshot(host) == before
         _outbound_and_inbound(host, "undone")
         host.send("submission", APP, ["someone@example.net"], message("app-undone"))

@@ -88,7 +88,7 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
             if not (backup_dir / plan.MANIFEST).exists():
                 raise SetupError(f"{backup_dir}: no backup of an earlier --apply to undo")
             for path in plan.undo(backup_dir):
-                print(f"restored {path}")
+                print(f"restored {path}" if path.exists() else f"removed {path} (--apply created it)")
             for line in module.undo_notes(args):
                 print(line)
             return 0
@@ -102,6 +102,8 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
     sys.stdout.write(plan.diff(change))
     print(f"# {verdict}")
     if not args.apply:
+        for note in change.notes:  # before the write too: DNS records take time to publish
+            print(f"# {note}")
         print("# nothing written: run again with --apply to write these changes")
         return 0
     plan.apply(change, backup_dir)
