@@ -425,3 +425,25 @@ def test_a_quoted_local_part_in_a_text_report_keeps_its_quotes_where_it_needs_th
         '"a..b"@example.org',
         "carol@example.org",
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Intended recipient: rae@example.net",
+        "The following message, addressed to 'rae@example.net',\nfailed because it was not collected",
+        "Your message to local user rae.\n(Originally addressed to rae@example.net)\nUser not known",
+        "  an undisclosed address\n    (generated from rae@example.net)",
+    ],
+)
+def test_a_report_that_names_its_recipient_in_so_many_words_is_read(line: str) -> None:
+    # Layouts with no list of failed addresses (bodies.named_recipients); base64, so that flufl.bounce,
+    # which reads undecoded bodies, cannot be what finds them.
+    body = base64.b64encode(
+        f"This message was created automatically by mail delivery software.\n\n{line}\n".encode()
+    ).decode()
+    raw = (
+        "From: postmaster@mx.example.net\nTo: sender@example.org\nSubject: Delivery failure\n"
+        f"MIME-Version: 1.0\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\n{body}\n"
+    ).encode()
+    assert [f.recipient for f in classify(raw).failures] == ["rae@example.net"]

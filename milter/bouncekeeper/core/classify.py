@@ -499,6 +499,8 @@ class _Triage:
                     break
                 named.add(address)
                 found.append((address, bodies.context_for(human, address)))
+        if not found:
+            found = bodies.named_recipients(human, exclude=self._own_addresses())
         failures = [self._text_failure(address, context, human, Stage.RULES) for address, context in found]
         if failures and _is_delay_notice(human):
             return [], [replace(f, action="delayed", reason=Reason.DELAYED) for f in failures]

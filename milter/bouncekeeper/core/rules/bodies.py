@@ -304,6 +304,33 @@ def find_recipients(text: str, *, exclude: set[str], cut: list[str] | None = Non
     return list(found.items())
 
 
+# Words that name the address beside them as the recipient that failed, in reports with no list of
+# failed addresses (flufl.bounce's simple-match table records where each comes from): usa.net's
+# "Intended recipient: a@b", hotpop's "Undeliverable Address: a@b", Demon's "addressed to 'a@b'",
+# "(Originally addressed to a@b)", Exim's "(generated from a@b)" for an alias it expanded, LSMTP's
+# "Error-for: a@b", "Failed Recipient: a@b", Postfix's "(expanded from: <a@b>)".
+_NAMED_RECIPIENT = re.compile(
+    r"(?:intended recipient|undeliverable address|failed recipient|error-for|originally addressed to|"
+    r"generated from|(?<![\w-])addressed to|expanded from|user's mailbox is full)[ \t]*:?[ \t]*[<'\"(]?[ \t]*"
+    rf"(?P<address>{_ADDRESS.pattern})",
+    re.IGNORECASE,
+)
+
+
+def named_recipients(text: str, *, exclude: set[str]) -> list[tuple[str, str]]:
+    """The addresses a report names as its failed recipients in so many words, for a report whose
+    layout find_recipients does not know; linear in the text, at most _MAX_RECIPIENTS."""
+    found: dict[str, str] = {}
+    for match in _NAMED_RECIPIENT.finditer(text):
+        address = normalise(match.group("address"))
+        if address is None or address in found or address in exclude:
+            continue
+        found[address] = context_for(text, address)
+        if len(found) >= _MAX_RECIPIENTS:
+            break
+    return list(found.items())
+
+
 # Addresses in these positions are the sender or a server, not a failed recipient: in the value of a
 # sender or reference header field, or after words that name the sender ("MAIL FROM:<", "sent by").
 _SENDER_FIELD = re.compile(
