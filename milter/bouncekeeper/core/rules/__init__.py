@@ -135,14 +135,11 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
         for reason, whole in table:
             # A row "a|b|c" is the rows "a", "b", "c" in a row (same reason, same tier: the same first
             # hit): each piece gets its own, more selective, literals and a cheaper regex.
-            for source, tree in prefilter.parsed_alternatives(whole):
+            for source, literals in prefilter.pieces(whole):
                 index = len(rows)
                 # No IGNORECASE: explain() lower-cases the text once, and the tables are written in lower
                 # case (tests/core/test_rules.py checks it); a case-blind regex is about twice as slow.
                 rows.append(_Row(reason, source, tier))
-                # A row with no literal of three characters may have a shorter one ("bl" before digits,
-                # two CJK characters): tested on every text, still far cheaper than running its regex.
-                literals = prefilter.literals_in(tree) or prefilter.literals_in(tree, minimum=2)
                 if literals is None:
                     always.append(index)
                 for literal in literals or ():

@@ -79,21 +79,36 @@ def _need(items: list[Any], minimum: int) -> Need | None:
     return best
 
 
+def pieces(pattern: str) -> list[tuple[str, Need | None]]:
+    """alternatives(), each piece with its literals: those of MIN_LITERAL characters, else of two (a
+    row of two CJK characters or "bl" before digits is still screened by them). Each piece is parsed
+    once, for its literals and as the check that it stands on its own, and a piece without a regex
+    metacharacter not at all: it is its own literal. Compiling waits for a text that holds a literal
+    (rules._Row): parsing and compiling every row at import was a quarter of `bouncekeeper classify`'s
+    start-up."""
+    split = _split(pattern)
+    try:
+        trees = [None if _PLAIN.fullmatch(piece) else _p.parse(piece, re.IGNORECASE) for piece in split]
+    except re.error:
+        split, trees = [pattern], [_p.parse(pattern, re.IGNORECASE)]
+    found: list[tuple[str, Need | None]] = []
+    for piece, tree in zip(split, trees, strict=True):
+        if tree is None:
+            lower = "".join(char.lower() for char in piece)  # as _need lower-cases each character
+            found.append((piece, (lower,) if len(lower) >= 2 else None))
+        else:
+            found.append((piece, literals_in(tree) or literals_in(tree, minimum=2)))
+    return found
+
+
 def alternatives(pattern: str) -> list[str]:
     """The top-level alternatives of `pattern` ("a|(b|c)|d" -> ["a", "(b|c)", "d"]); the pattern itself
     when it has none or when a piece would not parse on its own."""
-    return [piece for piece, _ in parsed_alternatives(pattern)]
+    return [piece for piece, _ in pieces(pattern)]
 
 
-def parsed_alternatives(pattern: str) -> list[tuple[str, Any]]:
-    """alternatives(), each piece with its parse tree: parsed once, for its literals (literals_in) and
-    as the check that it stands on its own. Compiling waits for a text that holds a literal (rules._Row):
-    parsing and compiling every row at import was a quarter of `bouncekeeper classify`'s start-up."""
-    pieces = _split(pattern)
-    try:
-        return [(piece, _p.parse(piece, re.IGNORECASE)) for piece in pieces]
-    except re.error:
-        return [(pattern, _p.parse(pattern, re.IGNORECASE))]
+# A piece made of ordinary characters only: every match is the piece itself.
+_PLAIN = re.compile(r"[^.^$*+?{}\[\]\\|()]+")
 
 
 def _split(pattern: str) -> list[str]:
