@@ -11,8 +11,7 @@ import json
 import sys
 from typing import TextIO
 
-from bouncekeeper import config, verpkeys
-from bouncekeeper.core import verp
+from bouncekeeper import config
 from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import Classification, Failure
 
@@ -61,6 +60,10 @@ def _verp_recipient(rcpt: str | None, settings: config.Settings) -> tuple[str | 
         return None, None
     if not settings.verp.bounce_domain or not settings.verp.secret_files:
         return None, "not_configured"
+    # Imported here: hashlib, hmac and the keyring are start-up a command without --rcpt never needs.
+    from bouncekeeper import verpkeys  # noqa: PLC0415
+    from bouncekeeper.core import verp  # noqa: PLC0415
+
     result = verp.decode(
         rcpt,
         keyring=verpkeys.load_keyring(settings),
