@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -55,3 +56,15 @@ def test_logs_carry_no_timestamp_of_their_own_under_journald(tmp_path: pathlib.P
     journal, elsewhere = err.read_text().splitlines()
     assert journal == "WARNING bouncekeeper.t: -: hello x"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING bouncekeeper\.t: -: hello x", elsewhere)
+
+
+def test_config_check_json_shows_permissions_as_written(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bk.toml"
+    path.write_text('[milter]\nsocket_mode = 0o640\n[lmtp]\nsocket_mode = "0666"\n')
+    assert cli.main(["--config", str(path), "config", "check", "--json"]) == 0
+    out = capsys.readouterr().out
+    settings = json.loads(out[out.index("{") :])
+    assert settings["milter"]["socket_mode"] == "0640"
+    assert settings["lmtp"]["socket_mode"] == "0666"

@@ -100,7 +100,11 @@ def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callab
 
 
 def _as_dict(settings: config.Settings) -> dict[str, object]:
-    return dataclasses.asdict(settings)
+    # Permissions as the config writes them ("0660"), not as the number JSON would show (432).
+    return dataclasses.asdict(
+        settings,
+        dict_factory=lambda items: {k: f"{v:04o}" if isinstance(v, config.FileMode) else v for k, v in items},
+    )
 
 
 def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
