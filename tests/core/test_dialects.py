@@ -388,10 +388,56 @@ Your message to the following recipients cannot be delivered:
 """
 
 
+_OPENSMTPD = """From: Mailer Daemon <MAILER-DAEMON@mx.example.org>
+To: sender@example.com
+Subject: Delivery status notification: {kind}
+
+    Hi!
+
+    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.
+
+    {intro}
+
+una@example.jp: {reply}
+
+{outro}    Below is a copy of the original message:
+
+From: sender@example.com
+To: una@example.jp
+"""
+_OPENSMTPD_ERROR = _OPENSMTPD.format(
+    kind="error",
+    intro="An error has occurred while attempting to deliver a message for\n"
+    "    the following list of recipients:",
+    reply="550 5.2.2 <una@example.jp>... Mailbox Full",
+    outro="",
+)
+_MESSAGING_SERVER = """From: Internet Mail Delivery <postmaster@mr.example.com>
+To: sender@example.com
+Subject: Delivery Notification: Delivery has failed
+
+This report relates to a message you sent with the following header fields:
+
+  Message-id: <abc@example.com>
+  From: Sender <sender@example.com>
+  To: vic@example.jp
+  Subject: Hello
+
+Your message cannot be delivered to the following recipients:
+
+  Recipient address: vic@example.jp
+  Reason: Remote SMTP server has rejected address
+  Diagnostic code: smtp;550 5.1.1 <vic@example.jp>... User Unknown
+  Remote system: dns;mx.example.jp (TCP|192.0.2.1|47323|192.0.2.225|25) (mx.example.jp ESMTP)
+"""
+
+
 @pytest.mark.parametrize(
     ("raw", "recipient", "kind", "reason"),
     [
         (_JAMES, "alice@example.org", P, Reason.USERUNKNOWN),
+        (_OPENSMTPD_ERROR, "una@example.jp", T, Reason.MAILBOXFULL),
+        (_MESSAGING_SERVER, "vic@example.jp", P, Reason.USERUNKNOWN),
         (_BIGLOBE, "hanako@pop99.biglobe.ne.jp", T, Reason.MAILBOXFULL),
         (_COURIER, "sam@example.co.jp", P, Reason.USERUNKNOWN),
     ],
@@ -401,3 +447,19 @@ def test_a_documented_layout_is_read_by_the_generic_reader(
 ) -> None:
     result = classify(raw.encode())
     assert [(f.recipient, f.kind, f.reason) for f in result.failures] == [(recipient, kind, reason)]
+
+
+def test_an_opensmtpd_delay_warning_is_a_delay() -> None:
+    # OpenSMTPD's bounce.c: "A message is delayed for more than ... / Please note that this is only a
+    # temporary failure report ... You DO NOT NEED to re-send the message".
+    raw = _OPENSMTPD.format(
+        kind="warning",
+        intro="A message is delayed for more than 4 hours for the following\n    list of recipients:",
+        reply="Network error on destination MXs",
+        outro="    Please note that this is only a temporary failure report.\n"
+        "    The message is kept in the queue for up to 4 days.\n"
+        "    You DO NOT NEED to re-send the message to these recipients.\n\n",
+    )
+    result = classify(raw.encode())
+    assert result.message_type is MessageType.DELAY
+    assert ([f.recipient for f in result.delays], result.failures) == (["una@example.jp"], ())
