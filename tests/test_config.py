@@ -109,3 +109,31 @@ def test_the_exim_files_strip_the_key_file_as_python_does() -> None:
     root = pathlib.Path(__file__).parent.parent / "exim"
     for path in (root / "exim4.conf.example", root / "conf.d/main/01_bouncekeeper_macros"):
         assert "BK_SECRET = ${sg{${readfile{BK_KEYFILE}}}{\\N^\\s+|\\s+$\\N}{}}" in path.read_text(), path
+
+
+def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:
+    url = "redis+sentinel://10.0.0.1:26379,[::1]:26380/bk?db=3"
+    assert config.loads(f'[redis]\nurl = "{url}"').redis.url == url
+    assert config.parse_sentinel_url(url) == config.SentinelUrl(
+        (("10.0.0.1", 26379), ("::1", 26380)), "bk", 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("redis", "problem"),
+    [
+        ('url = "redis+sentinel://h:26379"', "name the master"),
+        ('url = "redis+sentinel://h/bk"', "is not HOST:PORT"),
+        ('url = "redis+sentinel://h:26379/bk?password=x"', "only db=N"),
+        ('url = "redis+sentinel://u:p@h:26379/bk"', "no credentials"),
+        ('sentinel_username = "s"', "only with a redis+sentinel"),
+        ('url = "redis://:secret@h:6379/0"\npassword_file = "/etc/hostname"', "keep one of them"),
+        ('password_file = "/nonexistent/pw"', "password_file: cannot read /nonexistent/pw"),
+        ('url = "redis+cluster://h:7000"\nwait_replicas = 1', "not applied on a Redis Cluster"),
+        ("wait_replicas = 1\nwait_timeout = 2.0", "shorter than socket_timeout"),
+    ],
+)
+def test_bad_redis_failover_settings_are_fatal_naming_file_and_key(redis: str, problem: str) -> None:
+    with pytest.raises(config.ConfigError, match=r"bk\.toml: redis: .*") as info:
+        config.loads(f"[redis]\n{redis}\n", name="bk.toml")
+    assert problem in str(info.value)

@@ -82,8 +82,9 @@ class VerpSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     # Empty: bouncekeeper starts and supervises its own redis-server under state_dir. Otherwise
-    # redis://, rediss:// (TLS), unix:///path?db=N, or redis+cluster://host:port for a Redis Cluster
-    # (any one node; the others are discovered).
+    # redis://, rediss:// (TLS), unix:///path?db=N, redis+cluster://host:port for a Redis Cluster
+    # (any one node; the others are discovered), or redis+sentinel://host:port,host:port/service?db=N
+    # for a master watched by Redis Sentinel (the sentinels' addresses and the master's name).
     url: str = ""
     # Prepended to every key; must not contain braces (they are Redis Cluster hash tags).
     prefix: str = "bk:"
@@ -116,19 +117,85 @@ class RedisSettings:
     tls_ca_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # An ACL user, and a file holding the password (its line ends dropped), so that the secret need not
+    # sit in the config file. Also for Sentinel's master and replicas. A password inside the URL still
+    # works; both at once is refused.
+    username: str = ""
+    password_file: str = ""
+    # The same for the sentinels themselves (requirepass / ACL users on the sentinels), when they ask.
+    sentinel_username: str = ""
+    sentinel_password_file: str = ""
+    # WAIT: a bounce is acknowledged (250, or the milter's accept) only once this many replicas hold it,
+    # within wait_timeout seconds; fewer is a tempfail (the MTA retries, the store counts the retry once).
+    # 0: the master's own acknowledgement is enough (a master that dies before replicating loses it).
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
 
     def __post_init__(self) -> None:
-        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        schemes = (
+            "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://", "redis+sentinel://"
+        )  # fmt: skip
         if self.url and not self.url.startswith(schemes):
             raise ValueError(
                 f"url: use one of {', '.join(schemes)} (or leave it empty for the embedded server)"
             )
+        if self.url.startswith("redis+sentinel://"):
+            parse_sentinel_url(self.url)
+        elif self.sentinel_username or self.sentinel_password_file:
+            raise ValueError("sentinel_username, sentinel_password_file: only with a redis+sentinel:// url")
+        if self.password_file and _url_password(self.url):
+            raise ValueError("password_file: the url has a password too; keep one of them")
+        for key in ("password_file", "sentinel_password_file"):
+            path = getattr(self, key)
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{key}: cannot read {path}")
+        if self.wait_replicas and "+cluster://" in self.url:
+            raise ValueError("wait_replicas: not applied on a Redis Cluster (docs/redis.md); set it to 0")
+        if self.wait_replicas and self.wait_timeout >= self.socket_timeout:
+            raise ValueError("wait_timeout: must be shorter than socket_timeout (WAIT blocks the command)")
         if "{" in self.prefix or "}" in self.prefix:
             raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
         if self.stream_size < 1:
             raise ValueError("stream_size: must be at least 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: set both (a client certificate) or neither")
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[?db=N]. Credentials are never in this URL:
+    username/password_file (the master) and sentinel_username/sentinel_password_file (the sentinels)."""
+    rest = url.removeprefix("redis+sentinel://")
+    hosts, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "@" in hosts:
+        raise ValueError("url: no credentials in a redis+sentinel:// url; use username and password_file")
+    sentinels = []
+    for part in hosts.split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"url: {part!r} is not HOST:PORT (redis+sentinel://HOST:PORT,HOST:PORT/SERVICE)")
+        sentinels.append((host.strip("[]"), int(port)))
+    if not path or "/" in path:
+        raise ValueError("url: name the master after the sentinels: redis+sentinel://HOST:PORT/SERVICE")
+    db = 0
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if name != "db" or not value.isdigit():
+            raise ValueError(f"url: unknown or invalid parameter {pair!r} (only db=N)")
+        db = int(value)
+    return SentinelUrl(tuple(sentinels), path, db)
+
+
+def _url_password(url: str) -> bool:
+    authority = url.partition("://")[2].partition("/")[0]
+    return "@" in authority and ":" in authority.rpartition("@")[0]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib.resources
 import json
+import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -29,8 +30,9 @@ from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.commands.policies import BasePolicyResolver, PolicyResolver, StaticPolicyResolver
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from bouncekeeper.config import RedisSettings
+from bouncekeeper.config import RedisSettings, parse_sentinel_url
 from bouncekeeper.core.addresses import domain_of
 from bouncekeeper.core.policy import Effect, Rules, State
 from bouncekeeper.log import get_logger
@@ -42,6 +44,12 @@ log = get_logger(__name__)
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+SENTINEL_SCHEME = "redis+sentinel://"
+# The errors after which a command is sent again (within `retries`): the connection broke or timed out.
+# A demoted master's READONLY is one of them on a Sentinel connection (redis-py reconnects to the master
+# Sentinel names now); a script that ran before the break and runs again is a duplicate its dedup counts
+# once.
+RETRY_ON = [redis.ConnectionError, redis.TimeoutError]
 DAY = 86_400
 
 
@@ -122,14 +130,48 @@ def make_client(settings: RedisSettings, url: str | None = None) -> Client:
             ssl_certfile=settings.tls_cert_file or None,
             ssl_keyfile=settings.tls_key_file or None,
         )
+    if settings.username:
+        common["username"] = settings.username
+    if settings.password_file:
+        common["password"] = _read_password(settings.password_file)
     if url.startswith(CLUSTER_SCHEMES):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, policy_resolver=_ScriptPolicies(), **common)
+    if url.startswith(SENTINEL_SCHEME):
+        return _sentinel_client(settings, url, common)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(
-            f"unsupported Redis URL {url!r}: use redis://, rediss://, unix:// or redis+cluster://"
+            f"unsupported Redis URL {url!r}: use redis://, rediss://, unix://, redis+cluster:// "
+            "or redis+sentinel://"
         )
-    return redis.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
+    return redis.Redis.from_url(url, retry_on_error=RETRY_ON, **common)
+
+
+def _read_password(path: str) -> str:
+    """A password file's content without its line ends (config.py checked that it is readable)."""
+    return pathlib.Path(path).read_text("utf-8").replace("\r", "").replace("\n", "")
+
+
+def _sentinel_client(settings: RedisSettings, url: str, common: dict[str, Any]) -> redis.Redis:
+    """The master the sentinels name, asked again whenever a connection to it is (re)made.
+
+    A connection to a master that died fails (ConnectionError, retried after asking the sentinels); one
+    to a master that was demoted answers READONLY, which redis-py's Sentinel connection turns into a
+    ConnectionError and a fresh question to the sentinels. With no master (during the election) the
+    sentinels' answer is MasterNotFoundError, a ConnectionError too: StoreUnavailable, 451."""
+    where = parse_sentinel_url(url)
+    asked: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "decode_responses": True,
+    }
+    if settings.sentinel_username:
+        asked["username"] = settings.sentinel_username
+    if settings.sentinel_password_file:
+        asked["password"] = _read_password(settings.sentinel_password_file)
+    sentinel = Sentinel(list(where.sentinels), sentinel_kwargs=asked)
+    client: redis.Redis = sentinel.master_for(where.service, db=where.db, retry_on_error=RETRY_ON, **common)
+    return client
 
 
 class _ScriptPolicies(BasePolicyResolver):
@@ -160,9 +202,11 @@ def _guard(what: str) -> Iterator[None]:
         redis.exceptions.ClusterDownError,
         redis.exceptions.TryAgainError,
         redis.exceptions.MasterDownError,
+        redis.exceptions.ReadOnlyError,
     ) as exc:
         # Replies, but outages: a Cluster that lost a master's slots (CLUSTERDOWN, once the other masters
-        # marked it failed), a slot being moved (TRYAGAIN), a replica without its master.
+        # marked it failed), a slot being moved (TRYAGAIN), a replica without its master, a master that
+        # was demoted to a replica (READONLY, when no Sentinel tells us where the new one is).
         raise StoreUnavailable(f"{what}: redis unavailable: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         # A script error is a bug, not an outage: say so loudly, but the mail still only gets a tempfail.
@@ -211,6 +255,9 @@ class Store:
     def close(self) -> None:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
             self.client.close()
+            pool = getattr(self.client, "connection_pool", None)
+            if isinstance(pool, SentinelConnectionPool):
+                pool.sentinel_manager.close()  # its own connections to the sentinels
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
@@ -230,8 +277,13 @@ class Store:
             pipe._policy_resolver = _ScriptPolicies()
         return pipe
 
-    def _batch(self) -> _Batch:
-        return _Batch(self)
+    def _batch(self, *, replicated: bool = False) -> _Batch:
+        return _Batch(self, replicated=replicated)
+
+    @property
+    def waits(self) -> bool:
+        """Whether a bounce's writes wait for replicas (WAIT; never on a Cluster, config.py refuses it)."""
+        return self.settings.wait_replicas > 0 and not self.cluster
 
     def _evalsha(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         # execute_command: redis-py blocks the evalsha *method* on cluster pipelines, not the command,
@@ -307,11 +359,12 @@ class Store:
                 _replay_ttl(item, rules),
             ]
             calls.append((keys, args))
-        if len(calls) == 1:
+        if len(calls) == 1 and not self.waits:
             # The common case, one address: a plain call is cheaper than a pipeline.
             replies = [self._call("bounce", *calls[0])]
         else:
-            batch = self._batch()
+            # WAIT counts the replicas that have this connection's writes: it goes in the same pipeline.
+            batch = self._batch(replicated=self.waits)
             for keys, args in calls:
                 batch.script("bounce", keys, args)
             replies = batch.execute()
@@ -752,10 +805,12 @@ class _Batch:
     counters) already ran and must not run twice.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, replicated: bool = False) -> None:
         self.store = store
         self.pipe: Any = store.pipeline()
         self.calls: dict[int, tuple[str, list[str], list[Any]]] = {}
+        # WAIT after the writes, on the same connection (a pipeline's), and its answer checked.
+        self.replicated = replicated
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> int:
         """Queue a script call; return its position in the results."""
@@ -767,7 +822,9 @@ class _Batch:
     def execute(self) -> list[Any]:
         if not len(self.pipe):
             return []
-        results: list[Any] = self.pipe.execute(raise_on_error=False)
+        size = len(self.pipe)
+        results: list[Any] = self._run(self.pipe)
+        acks, results = results[size:], results[:size]
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.store._load_scripts()
@@ -775,12 +832,30 @@ class _Batch:
             for i in missing:
                 name, keys, args = self.calls[i]
                 self.store._evalsha(again, name, keys, args)
-            for i, r in zip(missing, again.execute(raise_on_error=False), strict=True):
+            replies = self._run(again)
+            acks += replies[len(missing) :]
+            for i, r in zip(missing, replies, strict=True):
                 results[i] = r
-        for r in results:
+        for r in [*results, *acks]:
             if isinstance(r, Exception):
                 raise r
+        self._check(acks)
         return results
+
+    def _run(self, pipe: Any) -> list[Any]:
+        if self.replicated:
+            s = self.store.settings
+            pipe.execute_command("WAIT", s.wait_replicas, max(1, round(s.wait_timeout * 1000)))
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+
+    def _check(self, acks: list[Any]) -> None:
+        """Fewer replicas than wait_replicas hold the writes: the master has them, but would lose them if
+        it died now. A tempfail: the MTA sends the bounce again, and the store counts it once."""
+        wanted = self.store.settings.wait_replicas
+        for acked in acks:
+            if int(acked) < wanted:
+                raise StoreUnavailable(f"record bounce: {acked} of {wanted} replicas acknowledged in time")
 
 
 __all__ = ["AddressView", "Item", "Result", "Source", "Store", "StoreUnavailable", "make_client"]
