@@ -21,7 +21,8 @@ runtime_pkgs=(python3-venv python3-dev libmilter-dev gcc)
 # (the Makefile says why) and pymilter compiles against its headers. systemd: systemd-analyze verifies
 # the units (tests/test_units.py; offline, nothing is started). python3-setuptools, python3-wheel: the
 # package is built with Debian's own setuptools (tests/test_packaging.py). gcc: pymilter's build.
-rig_pkgs=(redis-server postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel)
+# redis-sentinel: the failover tests' sentinels (tests/support/redis_sentinel.py; redis-server --sentinel).
+rig_pkgs=(redis-server redis-sentinel postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel)
 if $runtime; then wanted=("${runtime_pkgs[@]}"); else wanted=("${runtime_pkgs[@]}" "${rig_pkgs[@]}"); fi
 for p in "${wanted[@]}"; do
     have_pkg "$p" || need+=("$p")

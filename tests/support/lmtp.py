@@ -29,8 +29,10 @@ def settings_for(
     listen: str = "127.0.0.1:0",
     lmtp: str = "",
     extra: str = "",
+    redis: str = "",
 ) -> config.Settings:
-    """Settings with a VERP key under `directory`, the given Redis, and short Redis timeouts."""
+    """Settings with a VERP key under `directory`, the given Redis, and short Redis timeouts; `redis`:
+    more lines of the [redis] table."""
     key = directory / "verp.key"
     if not key.exists():
         key.write_text(SECRET + "\n")
@@ -45,6 +47,7 @@ url = "{redis_url}"
 socket_timeout = 0.5
 connect_timeout = 0.5
 retries = 0
+{redis}
 [policy]
 mode = "{mode}"
 [lmtp]

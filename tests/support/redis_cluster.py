@@ -1,7 +1,8 @@
 """A private Redis Cluster of three masters on free 127.0.0.1 ports, started and stopped by the tests.
 
 Three `redis-server --cluster-enabled yes` processes joined with `redis-cli --cluster create ...
---cluster-replicas 0 --cluster-yes` (shared/MTA-NOTES.md). Stopped by PID.
+--cluster-replicas 0 --cluster-yes` (shared/MTA-NOTES.md); with `replicas=1`, six, and each master gets
+a replica that takes its slots over when it dies. Stopped by PID.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def free_port() -> int:
 
 
 class RedisClusterServers:
-    def __init__(self, directory: pathlib.Path, masters: int = 3, *, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, directory: pathlib.Path, masters: int = 3, *, replicas: int = 0, extra: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
-        self.ports = [free_port() for _ in range(masters)]
+        self.replicas = replicas
+        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
         self.extra = extra
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -53,11 +57,27 @@ class RedisClusterServers:
             self._wait(lambda p=port: redis.Redis(port=p).ping())
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
         )  # fmt: skip
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
+        if self.replicas:
+            for port in self.ports:
+                self._wait(lambda p=port: self._synced(p))
+
+    def _synced(self, port: int) -> bool:
+        """A master, or a replica whose link to its master is up (it holds the master's data)."""
+        info = redis.Redis(port=port, decode_responses=True).info("replication")
+        return info["role"] == "master" or info.get("master_link_status") == "up"
+
+    def role(self, port: int) -> str:
+        role: str = redis.Redis(port=port, decode_responses=True).info("replication")["role"]
+        return role
+
+    def kill_port(self, port: int) -> None:
+        """SIGKILL the node on this port (a crash), whatever its place in `procs`."""
+        self.kill(self.ports.index(port))
 
     def _spawn(self, binary: str, port: int) -> subprocess.Popen[bytes]:
         node = self.directory / str(port)

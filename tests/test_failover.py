@@ -1,0 +1,205 @@
+"""Redis fails over during traffic: bounces through the real LMTP listener, the master SIGKILLed.
+
+Sentinel: a master, two replicas, three sentinels on loopback (tests/support/redis_sentinel.py), with
+`wait_replicas = 1`: a bounce is acknowledged once a replica holds it, so the replica the sentinels
+promote has every acknowledged bounce. Two replicas, because with one the promoted master would have
+none left to WAIT for, and every bounce would wait in the MTA's queue until the old master came back.
+No bounce is lost: each is answered 451 while there is no master and recorded, once, after the failover.
+Ordinary mail does not wait meanwhile: the milter never asks Redis about it.
+
+Cluster: three masters with a replica each (tests/support/redis_cluster.py), cluster-node-timeout 1 s;
+the master holding the global event stream (which every bounce writes) is killed, so every bounce waits
+until its replica has taken the slots over. A Cluster does not WAIT (docs/redis.md says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import tempfile
+from collections.abc import Iterator
+
+import Milter
+import pytest
+
+from bouncekeeper.config import RedisSettings
+from bouncekeeper.core.policy import DAY
+from bouncekeeper.service import Service
+from bouncekeeper.store import Store, StoreUnavailable
+from tests.support import failover
+from tests.support.lmtp import ListenerThread, settings_for
+from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_sentinel import RedisSentinels
+from tests.test_milterd import INBOUND_IP
+from tests.test_milterd import Harness as MilterHarness
+from tests.test_store import ENFORCE, T0, item
+
+pytestmark = pytest.mark.slow
+
+BOUNCES = 60
+RCPTS = [f"user{n}@example.org" for n in range(BOUNCES)]
+WAIT = "wait_replicas = 1\nwait_timeout = 0.3"
+
+
+@pytest.fixture
+def sentinels() -> Iterator[RedisSentinels]:
+    with tempfile.TemporaryDirectory(prefix="bk-sentinel-") as directory:
+        servers = RedisSentinels(pathlib.Path(directory), replicas=2)
+        try:
+            servers.start()
+            yield servers
+        finally:
+            servers.stop()
+
+
+def _recorded_once(service: Service, rcpts: list[str]) -> dict[str, int]:
+    """Each recipient's number of events in its history (1 = recorded, once)."""
+    return {view.address: len(view.events) for view in service.store.views(rcpts, events=10)}
+
+
+def test_a_sentinel_failover_during_traffic_loses_no_bounce_and_counts_each_once(
+    sentinels: RedisSentinels, tmp_path: pathlib.Path
+) -> None:
+    settings = settings_for(tmp_path, sentinels.url, redis=WAIT)
+    service = Service.open(settings)
+    listener = ListenerThread(service, settings).start()
+    milter = MilterHarness(settings)
+    old = sentinels.master()
+    ordinary: list[int] = []
+
+    def kill() -> None:
+        sentinels.kill(old)
+        # No master now (the sentinels need down_after_ms to notice): a bounce cannot be recorded, and
+        # ordinary mail through the milter is accepted all the same.
+        with pytest.raises(StoreUnavailable):
+            service.store.ping()
+        milter.connect(INBOUND_IP)
+        milter.ctx._envfrom("<someone@remote.example>")
+        ordinary.append(int(milter.ctx._envrcpt("<x@elsewhere.example>")))
+
+    where = listener.lmtp_address
+    assert isinstance(where, tuple)
+    try:
+        traffic = failover.run(where, RCPTS, kill, kill_after=BOUNCES // 3)
+        new = sentinels.wait_for_new_master(old)
+        counts = _recorded_once(service, RCPTS)
+        print(failover.report("sentinel", traffic, sum(1 for c in counts.values() if c == 1)))
+    finally:
+        listener.stop()
+        service.close()
+        milter.store.close()
+    assert new != old
+    assert ordinary == [Milter.ACCEPT]
+    assert traffic.other == []
+    assert traffic.accepted == BOUNCES
+    assert traffic.tempfailed > 0, "the kill came during traffic: some bounce must have waited"
+    assert counts == dict.fromkeys(RCPTS, 1)
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServers]:
+    with tempfile.TemporaryDirectory(prefix="bk-cluster-fo-") as directory:
+        servers = RedisClusterServers(
+            pathlib.Path(directory), replicas=1, extra=("--cluster-node-timeout", "1000")
+        )
+        try:
+            servers.start()
+            yield servers
+        finally:
+            servers.stop()
+
+
+def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
+    cluster: RedisClusterServers, tmp_path: pathlib.Path
+) -> None:
+    settings = settings_for(tmp_path, cluster.url)
+    service = Service.open(settings)
+    listener = ListenerThread(service, settings).start()
+    victim = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
+    where = listener.lmtp_address
+    assert isinstance(where, tuple)
+    try:
+        traffic = failover.run(where, RCPTS, lambda: cluster.kill_port(victim), kill_after=BOUNCES // 3)
+        counts = _recorded_once(service, RCPTS)
+        print(failover.report("cluster", traffic, sum(1 for c in counts.values() if c == 1)))
+        stream_owner = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
+    finally:
+        listener.stop()
+        service.close()
+    assert stream_owner != victim
+    assert cluster.role(stream_owner) == "master"
+    assert traffic.other == []
+    assert traffic.accepted == BOUNCES
+    assert traffic.tempfailed > 0, "every bounce writes the dead master's stream: some must have waited"
+    assert counts == dict.fromkeys(RCPTS, 1)
+
+
+def _bounded(url: str, **keys: str) -> RedisSettings:
+    return RedisSettings(url=url, socket_timeout=0.5, connect_timeout=0.5, retries=1, **keys)
+
+
+def test_acl_user_and_password_files_and_a_demoted_master_is_followed_not_written(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL user on master and replicas, a password on the sentinels, both read from files; a
+    coordinated failover demotes the live master: the store's open connection to it gets READONLY, and
+    the store asks the sentinels again instead of failing for good or writing to the old master."""
+    (tmp_path / "redis.pw").write_text("m4ster-secret\n")
+    (tmp_path / "sentinel.pw").write_text("sentinel-secret\r\n")
+    with tempfile.TemporaryDirectory(prefix="bk-sentinel-") as directory:
+        servers = RedisSentinels(
+            pathlib.Path(directory),
+            username="bk",
+            password="m4ster-secret",
+            sentinel_password="sentinel-secret",
+        )
+        try:
+            servers.start()
+            settings = _bounded(
+                servers.url,
+                username="bk",
+                password_file=str(tmp_path / "redis.pw"),
+                sentinel_password_file=str(tmp_path / "sentinel.pw"),
+            )
+            store = Store.from_settings(settings)
+            assert store.record([item("a@example.org", at=T0)], now=T0, rules=ENFORCE)[0].score == 1
+            old = servers.master()
+            servers.failover()
+            new = servers.wait_for_new_master(old)
+            servers._wait(lambda: servers.info(old, "replication")["role"] == "slave")
+            # The pooled connection still goes to `old`: READONLY, a reconnection, the new master.
+            with caplog.at_level(logging.ERROR):
+                after = store.record([item("a@example.org", at=T0 + DAY)], now=T0 + DAY, rules=ENFORCE)
+            assert not caplog.records
+            assert after[0].score == 2
+            with servers.client(new) as master:
+                assert master.exists(store.keys.address("a@example.org", "track"))
+            assert len(store.view("a@example.org").events) == 2
+            store.close()
+
+            # Without Sentinel, a client of the demoted master: READONLY is an outage (451), not a bug.
+            plain = _bounded(
+                f"redis://127.0.0.1:{old}/0", username="bk", password_file=settings.password_file
+            )
+            demoted = Store.from_settings(plain)
+            caplog.clear()
+            with caplog.at_level(logging.ERROR), pytest.raises(StoreUnavailable, match="read only replica"):
+                demoted.record([item("b@example.org", at=T0)], now=T0, rules=ENFORCE)
+            assert not caplog.records
+            demoted.close()
+
+            # A wrong password is unavailability too, never a crash.
+            (tmp_path / "wrong.pw").write_text("nope\n")
+            wrong = Store.from_settings(
+                _bounded(
+                    servers.url,
+                    username="bk",
+                    password_file=str(tmp_path / "wrong.pw"),
+                    sentinel_password_file=settings.sentinel_password_file,
+                )
+            )
+            with pytest.raises(StoreUnavailable):
+                wrong.ping()
+            wrong.close()
+        finally:
+            servers.stop()
