@@ -4,13 +4,13 @@
 
 For each listener it starts the real daemon (a separate process, as the operator runs it) on a private
 redis-server, then, for each attack, runs the attack's hostile sessions (threads of a process of their
-own, from 127.0.0.2) and meanwhile sends one legitimate request after another (a bounce to a fresh
-signed VERP address, or a policy request about one) and times each from connect to answer. Every
-attack runs for --seconds, and so does the baseline (the same legitimate requests without an attack),
-in the same run. It prints, per listener and attack, the worst and median latency of the legitimate
-requests, the ratio of the worst to the baseline's worst, how many were answered as they should be, and
-the memory the attack cost the daemon (peak RSS during the attack minus RSS before it). The goal (issue 14): a legitimate bounce answered within 1 s while 8 hostile
-sessions run.
+own, from 127.0.0.2) and meanwhile sends one legitimate request after another (a bounce to a fresh signed
+VERP address, or a policy request about one) and times each from connect to answer. Every attack runs for
+--seconds, and so does the baseline (the same legitimate requests without an attack), in the same run. It
+prints, per listener and attack, the worst and median latency of the legitimate requests, the ratio of
+the worst to the baseline's worst, how many were answered as they should be, and the memory the attack
+cost the daemon (peak RSS during the attack minus RSS before it). The goal (issue 14): a legitimate
+bounce answered within 1 s while 8 hostile sessions run.
 
 - lmtp: `bouncekeeper lmtp`, the legitimate bounces on its unix socket (the MTA: trusted), the attackers
   on its SMTP listener (`smtp_listen`, TCP, `trusted_clients = []`: the internet), enforce mode;
