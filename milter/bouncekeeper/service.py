@@ -314,8 +314,10 @@ class Service:
                 queue_id=queue_id,
                 note=f"envelope recipient {envelope_rcpt or '-'}",
             )
-        if unvouched is not None:
-            self.store.log_events([unvouched], counters={"cut:recipients": cut} if cut else None)
+        if unvouched is not None and unvouched.kind is EventKind.UNVOUCHED:
+            self.store.log_once(unvouched, counters={"cut:recipients": cut} if cut else None)
+        elif unvouched is not None:
+            self.store.log_event(unvouched)
         results = self.store.record(items, now=now, rules=self.rules, raw=raw) if items else []
         return Outcome(
             classification,

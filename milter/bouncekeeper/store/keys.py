@@ -109,6 +109,11 @@ class Keys:
         """string: an admin page session (httpd.py), by the SHA-256 of its cookie; TTL = its lifetime."""
         return f"{self.prefix}session:{digest}"
 
+    def unvouched(self, event_id: str) -> str:
+        """string, TTL = dedup window: this message's `unvouched` stream entry was written (once per
+        message, whatever the number of its envelope recipients or deliveries)."""
+        return f"{self.prefix}unvouched:{event_id}"
+
     def raw(self, event_id: str) -> str:
         """string: the raw bounce, when raw_days > 0."""
         return f"{self.prefix}raw:{event_id}"

@@ -518,10 +518,27 @@ class Store:
         """An event for the global stream only (forged VERP, loops): one round trip. Returns its ID."""
         return self.log_events([event])[0]
 
-    def log_events(self, events: Sequence[Event], *, counters: Mapping[str, int] | None = None) -> list[str]:
+    def log_once(self, event: Event, *, counters: Mapping[str, int] | None = None) -> str | None:
+        """A stream-only event written once per message (`event.id`) within the dedup window: the
+        `unvouched` entry a message makes for each of its envelope recipients and each delivery of it
+        would otherwise be written again each time (100 case variants of the plain bounce address in one
+        transaction wrote 100). Its ID, or None when it was written already. Two round trips; two copies
+        delivered at the same instant may both write one."""
+        key = self.keys.unvouched(event.id)
+        with _guard("log event"):
+            if self.client.exists(key):
+                self.client.hincrby(self.keys.stats, "duplicates", 1)
+                return None
+        ref = self.log_events([event], counters=counters, mark=key)
+        return ref[0]
+
+    def log_events(
+        self, events: Sequence[Event], *, counters: Mapping[str, int] | None = None, mark: str = ""
+    ) -> list[str]:
         """Events for the global stream only, one round trip; no per-address key is made (a stranger's
         bounce naming thousands of addresses costs the bounded stream, not a key each). `counters`: more
-        stats counters to add to in the same round trip. Returns the entries' IDs."""
+        stats counters to add to in the same round trip; `mark`: a key set with the dedup window's TTL in
+        the same round trip (log_once's). Returns the entries' IDs."""
         with _guard("log event"):
             pipe = self.pipeline()
             at = [self._xadd(pipe, e.kind.value, e.address or "", e.to_json()) for e in events]
@@ -530,6 +547,8 @@ class Store:
                 counts[f"events:{e.kind.value}"] = counts.get(f"events:{e.kind.value}", 0) + 1
             for name, count in counts.items():
                 pipe.hincrby(self.keys.stats, name, count)
+            if mark:
+                pipe.set(mark, "1", ex=max(self.settings.dedup_hours * 3600, 1))
             replies = pipe.execute()
         return [str(replies[i]) for i in at]
 
