@@ -308,3 +308,12 @@ def test_routed_refuses_a_filter_it_cannot_listen_on_and_a_missing_policy_socket
         postfix.merge(current({}, master_cf=SUBMISSION.encode()), replace(ROUTED, policy_socket=""))
     with pytest.raises(SetupError, match="no such service"):
         postfix.merge(current({}), ROUTED)
+
+
+def test_a_reinjection_listener_with_milters_of_its_own_does_not_count_as_unchrooted() -> None:
+    amavis = postfix.Service("127.0.0.1:10025", "inet", False, "smtpd -o smtpd_milters= -o content_filter=")
+    merged = postfix.merge(current({}, services=(*DEBIAN_SERVICES, amavis)), WANTED)
+    assert merged.parameters["smtpd_milters"] == OURS
+    plain = postfix.Service("127.0.0.1:10026", "inet", False, "smtpd -o content_filter=")
+    with pytest.raises(SetupError, match="both chrooted and not"):
+        postfix.merge(current({}, services=(*DEBIAN_SERVICES, plain)), WANTED)

@@ -240,7 +240,15 @@ def _chroot(current: Current, command: str, ours: frozenset[tuple[str, str]] = f
     """Whether the services running `command` are chrooted; refuses a mix (one path cannot serve both).
     `ours`: services the routed set-up added (unchrooted, with full paths): not the operator's."""
     running = [s for s in current.services if s.command.split()[0] == command]
-    flags = {s.chroot for s in running if (s.name, s.type) not in ours}
+    # A listener with milters of its own (an amavis re-injection port: `-o smtpd_milters=`, `no_milters`)
+    # never opens the global list's socket: its chroot does not matter.
+    flags = {
+        s.chroot
+        for s in running
+        if (s.name, s.type) not in ours
+        and "smtpd_milters=" not in s.command
+        and "no_milters" not in s.command
+    }
     if len(flags) > 1:
         raise SetupError(
             f"master.cf runs {command} both chrooted and not: a socket path cannot be right for both; "
