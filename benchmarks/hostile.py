@@ -49,7 +49,6 @@ from typing import Protocol
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
-from tests.support import hostile_mail  # noqa: E402
 from tests.support.postfix import Postfix, free_port, have_postfix  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
@@ -61,8 +60,13 @@ DOMAIN = "bounce.example.net"
 RING = verp.Keyring.from_secrets([SECRET.encode()])
 FIXTURE = ROOT / "tests" / "fixtures" / "lmtp" / "lhost-postfix-30.eml"  # a real Postfix DSN
 BOUNCE = re.sub(rb"\r?\n", b"\r\n", FIXTURE.read_bytes())
-# The CPU attack: a 16 KB line of "x@y." (find_recipients rescanned the line per address).
-HEAVY = re.sub(rb"\r?\n", b"\r\n", hostile_mail.one_line_of_dotted_addresses(16 * 1024))
+# The CPU attack: a 16 KB line of "x@y." (find_recipients rescanned the line per address: 3.5 s
+# to classify before the linear-time classifier; hostile_mail's builder of that name puts words before
+# the addresses, which took a different path).
+HEAVY = (
+    b"From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+    b"Content-Type: text/plain\r\n\r\n" + b"x@y." * 4096 + b"\r\n"
+)
 
 
 @dataclasses.dataclass
