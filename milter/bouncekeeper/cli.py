@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from bouncekeeper import __version__, config, log
 
 if TYPE_CHECKING:
+    from bouncekeeper import verpkeys
     from bouncekeeper.store import Store
 
 # Nothing else of the package is imported here: each command imports what it uses when it runs, so that
@@ -117,6 +118,9 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     domain = verpkeys.require_bounce_domain(settings)
     prefix = settings.verp.local_prefix
+    if args.verp_command == "encode" and args.address == "-":
+        signer = verpkeys.Signer(keyring, domain.lower().rstrip("."), prefix)
+        return _encode_stream(signer, args.context, args.day)
     if args.verp_command == "encode":
         day = verpkeys.today() if args.day is None else args.day
         try:
@@ -147,6 +151,36 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0 if result.status is verp.VerpStatus.VALID else 1
 
 
+def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> int:
+    """`verp encode -`: a recipient a line on stdin (optionally TAB and its own context), a JSON line out
+    for each, in order: {"recipient", "address"} or {"recipient", "error"}. Exit 65 if any failed.
+
+    Through a pipe the output is block-buffered (a million recipients a run); a caller that waits for
+    each answer before it writes the next recipient should sign in-process instead (docs/verp-spec.md).
+    """
+
+    from bouncekeeper import verpkeys  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.core import verp  # noqa: PLC0415
+
+    if day is not None:
+        signer = dataclasses.replace(signer, clock=lambda: day * verpkeys.SECONDS_PER_DAY)
+    failed = 0
+    write = sys.stdout.write
+    for line in sys.stdin:
+        recipient, tab, own_context = line.rstrip("\r\n").partition("\t")
+        if not recipient.strip():
+            continue
+        try:
+            address = signer.address_for(recipient, own_context if tab else context)
+        except verp.VerpUnencodable as exc:
+            failed += 1
+            write(json.dumps({"recipient": recipient, "error": str(exc)}, ensure_ascii=False) + "\n")
+            continue
+        write(json.dumps({"recipient": recipient, "address": address}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    return 65 if failed else 0  # EX_DATAERR (sysexits.h), as for one address
+
+
 def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
     # Imported here: aiosmtpd and the store are needed by this command only.
     from bouncekeeper import lmtpd, verpkeys  # noqa: PLC0415
@@ -174,7 +208,11 @@ def _define_config(p: argparse.ArgumentParser) -> Handler:
 def _define_verp(p: argparse.ArgumentParser) -> Handler:
     vsub = p.add_subparsers(dest="verp_command", required=True)
     enc = vsub.add_parser("encode", help="print the signed VERP address of a recipient (JSON)")
-    enc.add_argument("address")
+    enc.add_argument(
+        "address",
+        help='a recipient, or "-": one recipient a line from stdin (optionally TAB and its context), one'
+        " JSON line out for each",
+    )
     enc.add_argument("--context", default="", help="context tag ([a-z0-9][a-z0-9._-]*), e.g. a newsletter id")
     enc.add_argument("--day", type=int, help="days since the epoch (default: today, UTC)")
     dec = vsub.add_parser("decode", help="verify a VERP address (JSON; exit 0 only when valid)")

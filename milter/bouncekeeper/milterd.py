@@ -52,11 +52,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import Milter
 
-from bouncekeeper import config, log, metrics, policyd, verpkeys
+from bouncekeeper import config, log, metrics, policyd
 from bouncekeeper.core import addresses, throttle
-from bouncekeeper.core.verp import Keyring, VerpResult, VerpStatus, VerpUnencodable, encode, encode_token
+from bouncekeeper.core.verp import VerpResult, VerpStatus, VerpUnencodable
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
+from bouncekeeper.verpkeys import Signer
 
 logger = log.get_logger(__name__)
 # pymilter's C extension `milter`. Imported by name: mypy would take our source root (the folder
@@ -241,44 +242,11 @@ def _in_networks(client_addr: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
-@dataclass(frozen=True)
-class Signer:
-    """Signs VERP addresses with today's date (the clock lives here, not in the core)."""
-
-    keyring: Keyring
-    bounce_domain: str
-    prefix: str = "bounces"
-    clock: Callable[[], float] = time.time
-
-    def today(self) -> int:
-        return verpkeys.today(self.clock())
-
-    def address_for(self, recipient: str, context: str) -> str:
-        return encode(
-            recipient,
-            keyring=self.keyring,
-            bounce_domain=self.bounce_domain,
-            day=self.today(),
-            context=context,
-            prefix=self.prefix,
-        )
-
-    def address_for_token(self, token: str) -> str:
-        return encode_token(
-            token,
-            keyring=self.keyring,
-            bounce_domain=self.bounce_domain,
-            day=self.today(),
-            prefix=self.prefix,
-        )
-
-
 def signer_from_settings(settings: config.Settings) -> Signer | None:
     """The VERP signer, or None when VERP is off (no bounce domain)."""
     if not settings.verp.bounce_domain:
         return None
-    keyring = verpkeys.load_keyring(settings)
-    return Signer(keyring, settings.verp.bounce_domain.lower().rstrip("."), settings.verp.local_prefix)
+    return Signer.from_settings(settings)
 
 
 def check_settings(settings: config.Settings) -> tuple[MilterPolicy, Signer | None]:

@@ -2,14 +2,19 @@
 
 The milter, the listener and the CLI build their keyring here, so every adapter reads the same key files
 the same way, and today's day number comes from one clock.
+
+`Signer` is also the Python API for applications that sign their own envelope senders (docs/verp-spec.md,
+"Python"): its constructors and `address_for` are kept stable. It imports neither the milter nor Redis.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from bouncekeeper import config
-from bouncekeeper.core.verp import Keyring
+from bouncekeeper.core.verp import Keyring, encode, encode_token
 
 SECONDS_PER_DAY = 86_400
 
@@ -35,3 +40,52 @@ def require_bounce_domain(settings: config.Settings) -> str:
 def today(now: float | None = None) -> int:
     """Days since the Unix epoch, UTC: Exim's ${eval:$tod_epoch/86400}."""
     return int(time.time() if now is None else now) // SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs VERP addresses with today's date (the clock lives here, not in the core)."""
+
+    keyring: Keyring
+    bounce_domain: str
+    prefix: str = "bounces"
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_settings(cls, settings: config.Settings) -> Signer:
+        """The signer of a bouncekeeper configuration: its key files, bounce domain and prefix."""
+        domain = require_bounce_domain(settings)
+        return cls(load_keyring(settings), domain.lower().rstrip("."), settings.verp.local_prefix)
+
+    @classmethod
+    def from_key_files(cls, key_files: Sequence[str], bounce_domain: str, prefix: str = "bounces") -> Signer:
+        """A signer from key files read as bouncekeeper reads them (the first signs); ConfigError when one
+        is unreadable or shorter than 16 bytes."""
+        secrets = [
+            config.read_secret(path, f"key_files[{index}]", "Signer.from_key_files")
+            for index, path in enumerate(key_files)
+        ]
+        return cls(Keyring.from_secrets(secrets), bounce_domain.lower().rstrip("."), prefix)
+
+    def today(self) -> int:
+        return today(self.clock())
+
+    def address_for(self, recipient: str, context: str = "") -> str:
+        """The signed VERP address of `recipient` today; VerpUnencodable (VerpTooLong) when it has none."""
+        return encode(
+            recipient,
+            keyring=self.keyring,
+            bounce_domain=self.bounce_domain,
+            day=self.today(),
+            context=context,
+            prefix=self.prefix,
+        )
+
+    def address_for_token(self, token: str) -> str:
+        return encode_token(
+            token,
+            keyring=self.keyring,
+            bounce_domain=self.bounce_domain,
+            day=self.today(),
+            prefix=self.prefix,
+        )
