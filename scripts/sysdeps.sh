@@ -22,7 +22,8 @@ runtime_pkgs=(python3-venv python3-dev libmilter-dev gcc)
 # the units (tests/test_units.py; offline, nothing is started). python3-setuptools, python3-wheel: the
 # package is built with Debian's own setuptools (tests/test_packaging.py). gcc: pymilter's build.
 # redis-sentinel: the failover tests' sentinels (tests/support/redis_sentinel.py; redis-server --sentinel).
-rig_pkgs=(redis-server redis-sentinel postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel)
+# php-cli, nodejs: the VERP reference signers in contrib/verp/ run against the specification (tests/test_verp_spec.py).
+rig_pkgs=(redis-server redis-sentinel postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel php-cli nodejs)
 if $runtime; then wanted=("${runtime_pkgs[@]}"); else wanted=("${runtime_pkgs[@]}" "${rig_pkgs[@]}"); fi
 for p in "${wanted[@]}"; do
     have_pkg "$p" || need+=("$p")
