@@ -16,7 +16,8 @@ connect to the whole answer, while the attack's clients run in a process of thei
 
 It prints, per attack, the worst and median latency of the legitimate requests, the worst against the
 baseline's worst, how many got their 200, the server's memory growth (peak RSS during the attack minus
-RSS before it) and its peak thread count. `http_section(ctx)` gives the same rows to benchmarks/hostile.py
+RSS before it), its peak thread count, and how many connections a bound cut per second (from its
+/metrics). `http_section(ctx)` gives the same rows to benchmarks/hostile.py
 (ctx: .directory, .redis_url, .seconds).
 """
 
@@ -65,6 +66,7 @@ class Row:
     rss_kb: int
     attackers: str = ""
     threads: int = 0
+    cuts: float = 0.0  # connections cut by a bound during the attack, per second (0 for a build without)
 
 
 def status_of(pid: int, field: str) -> int:
@@ -156,6 +158,18 @@ def probe(port: int) -> bool:
         conn.close()
 
 
+def cut_so_far(port: int) -> float:
+    """bouncekeeper_limited_total{listener="http"} summed over its limits, from the server's /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    lines = (line.split() for line in text.splitlines() if line.startswith("bouncekeeper_limited_total{"))
+    return sum(float(value) for name, value in lines if 'listener="http"' in name)
+
+
 def measure(pid: int, port: int, seconds: float, attack: str, attackers: list[Attacker]) -> Row:
     stop_sampling = threading.Event()
     before = status_of(pid, "VmRSS")
@@ -170,6 +184,7 @@ def measure(pid: int, port: int, seconds: float, attack: str, attackers: list[At
     forked = multiprocessing.get_context("fork")
     halt = forked.Event()
     attacking = forked.Process(target=_attack, args=(attackers, halt), daemon=True)
+    cut_before, started = cut_so_far(port), time.monotonic()
     attacking.start()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -185,15 +200,15 @@ def measure(pid: int, port: int, seconds: float, attack: str, attackers: list[At
         latencies.append(time.perf_counter() - start)
         answered += ok
         time.sleep(0.05)
+    cut_rate = (cut_so_far(port) - cut_before) / (time.monotonic() - started)
     halt.set()
     attacking.join(20)
     if attacking.is_alive():
         attacking.kill()
     stop_sampling.set()
     sampler.join(5)
-    return Row(
-        "http", attack, latencies, answered, peak["rss"] - before, str(len(attackers)), peak["threads"]
-    )
+    rss = peak["rss"] - before
+    return Row("http", attack, latencies, answered, rss, str(len(attackers)), peak["threads"], cut_rate)
 
 
 def _start_server(
@@ -249,14 +264,14 @@ def http_section(
 
 def report(rows: list[Row]) -> None:
     print(f"{'attack':<46} {'n':>4} {'ok':>4} {'worst s':>8} {'median s':>9} {'worst/base':>10} "
-          f"{'RSS +MB':>8} {'threads':>8}")  # fmt: skip
+          f"{'RSS +MB':>8} {'threads':>8} {'cuts/s':>7}")  # fmt: skip
     base = max(rows[0].latencies)
     for row in rows:
         worst = max(row.latencies)
         print(
             f"{row.attack:<46} {len(row.latencies):>4} {row.answered:>4} {worst:>8.3f} "
             f"{statistics.median(row.latencies):>9.3f} {worst / base:>9.1f}x {row.rss_kb / 1024:>8.1f} "
-            f"{row.threads:>8}"
+            f"{row.threads:>8} {row.cuts:>7.0f}"
         )
 
 
