@@ -686,26 +686,49 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 5.0) -> bool:
     return True
 
 
+def still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True  # nothing to read, and no end of file
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
 def test_idle_and_slow_connections_cannot_lock_out_an_authenticated_client(
     serve_api: Callable[..., Api],
 ) -> None:
-    api = serve_api(max_connections=4)  # deadlines at their defaults: only the cap protects
+    api = serve_api(max_connections=8)  # deadlines at their defaults: only the cap protects
     before = cuts("evicted")
-    attackers = []
-    for i in range(30):
+    idle = [socket.create_connection(("127.0.0.1", api.port), timeout=5) for _ in range(12)]
+    slow = []
+    for _ in range(12):
         sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
-        if i % 2:
-            sock.sendall(b"GET /suppressions HTTP/1.1\r\nX-Slow: ")  # headers that never end
-        attackers.append(sock)
+        sock.sendall(b"GET /suppressions HTTP/1.1\r\nX-Slow: ")  # headers that never end
+        slow.append(sock)
     try:
-        assert wait_for(lambda: request_threads(api.port) <= 4), request_threads(api.port)
         for _ in range(3):
             assert api.json("GET", "/suppressions")[0] == 200
-        assert wait_for(lambda: request_threads(api.port) <= 4), request_threads(api.port)
-        assert cuts("evicted") >= before + 26
+        # The slow ones had a thread each, 8 at most, the oldest closed to make room; the idle ones
+        # never had one (they wait in the room for their first byte) and are still open.
+        assert wait_for(lambda: request_threads(api.port) <= 8), request_threads(api.port)
+        assert cuts("evicted") >= before + 12 - 8
+        assert all(still_open(sock) for sock in idle)
+        assert sum(still_open(sock) for sock in slow) <= 8
     finally:
-        for sock in attackers:
+        for sock in idle + slow:
             sock.close()
+
+
+def test_an_unauthenticated_answer_closes_the_connection(api: Api) -> None:
+    # A kept-alive connection holds a thread while it idles: only an authenticated client keeps one.
+    received, closed = talk(api.port, request_bytes("GET", "/suppressions", token=False), wait=2)
+    assert (statuses(received), closed) == ([401], True)
+    received, closed = talk(api.port, request_bytes("GET", "/suppressions"), wait=2)
+    assert (statuses(received), closed) == ([200], False)  # still open when the client gave up
 
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Callable[..., Api]) -> None:
@@ -720,7 +743,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Cal
     try:
         assert wait_for(lambda: server.phases() == [httpserver.Phase.ACTIVE] * 2)
         before = cuts("connections")
-        received, closed = talk(api.port, b"")
+        received, closed = talk(api.port, request_bytes("GET", "/suppressions"))
         assert statuses(received) == [503]
         assert closed
         assert cuts("connections") == before + 1
@@ -816,14 +839,15 @@ def test_failed_logins_are_logged_and_throttled_per_client(
 def test_the_metrics_endpoint_bounds_idle_connections_and_names_no_version() -> None:
     server = metrics.serve("127.0.0.1:0")
     port = server.server_address[1]
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(60)]
+    room = httpserver.ROOM_PER_THREAD * httpserver.METRICS_LIMITS.max_connections
+    before = cuts("evicted", "metrics")
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(room + 20)]
     try:
-        limit = httpserver.METRICS_LIMITS.max_connections
-        assert wait_for(lambda: request_threads(port) <= limit), request_threads(port)
         received, _ = talk(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert statuses(received) == [200]
         assert b"\r\nServer: bouncekeeper\r\n" in received
-        assert cuts("evicted", "metrics") >= 60 - limit
+        assert wait_for(lambda: cuts("evicted", "metrics") >= before + 20)  # the room's oldest closed
+        assert request_threads(port) <= 1  # idle ones hold no thread
     finally:
         for sock in idle:
             sock.close()

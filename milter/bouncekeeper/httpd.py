@@ -372,6 +372,11 @@ class Handler(httpserver.BoundedHandler):
     def unsupported_method(self) -> None:
         self._dispatch(self.command)  # 405 naming the allowed methods, or 404
 
+    def keep_alive(self) -> bool:
+        # A kept-alive connection holds its thread while idle: only for a client that proved who it is
+        # (the others connect again, and wait in httpserver's room without a thread meanwhile).
+        return self.authenticated
+
     def _dispatch(self, method: str) -> None:
         parts = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)

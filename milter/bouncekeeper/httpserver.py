@@ -4,10 +4,16 @@ The stdlib's `ThreadingHTTPServer` starts a thread per connection without a cap 
 on its own: 300 clients that send nothing, or one byte every 29 seconds, held 301 threads indefinitely
 (issue 14). This keeps the stdlib's request parser and handler shape and bounds what a client can hold:
 
-- `max_connections` at once. At the cap, a new connection evicts the one that has waited longest for its
-  request (idle, still sending its headers, or lingering after an error); when every connection is busy
-  with an accepted request, the new one gets 503 and is closed. So a flood of idle or slow connections
-  cannot lock a legitimate client out: it connects, sends its request at once, and is served.
+- A new connection gets no thread until its first byte: it waits in a room (one selector, one thread
+  for all) for at most `idle_timeout`; ROOM_PER_THREAD * max_connections may wait, the longest-waiting
+  closed beyond. A flood of idle connections costs sockets, not threads.
+- `max_connections` threads, one per connection that has started a request. At the cap, a connection
+  that starts one evicts the thread-holding connection that has waited longest for its request (still
+  sending its headers, an unauthenticated form, lingering after an error, idle after its answer); when
+  every one is busy with an accepted request, the new one gets 503 and is closed. So a flood of slow
+  connections cannot lock a legitimate client out: it sends its request at once, and is served.
+- Only a handler's `keep_alive()` request keeps its connection (and thread) for the next one: for the
+  API, an authenticated one.
 - Deadlines counted from a fixed moment, not per read (a trickle cannot extend them): `idle_timeout` for
   the first byte of a request (on a new or a kept-alive connection), `header_timeout` from that byte to
   the end of the headers, `request_timeout` from that byte to the end of the body, and `request_timeout`
@@ -25,10 +31,12 @@ with the count of the others, so a flood cannot flood the log).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import io
 import logging
+import selectors
 import socket
 import sys
 import threading
@@ -49,6 +57,7 @@ MAX_HEADER_BYTES = 32 * 1024  # request line and headers; a browser sends 1-2 KB
 LINGER = 2.0  # seconds to drain an unread body after an early answer, before the close
 LINGER_BYTES = 1024 * 1024  # and at most this much of it: a client streaming a body costs little CPU
 LOG_EVERY = 10.0
+ROOM_PER_THREAD = 4  # connections that may wait for their first byte, per thread (max_connections)
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: bouncekeeper\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 32\r\nRetry-After: 5\r\nConnection: close\r\n\r\ntoo many connections; try again\n"
@@ -92,6 +101,8 @@ class Connection:
         self.budget: int | None = None  # bytes the header phase may still read
         self.unread = False  # closed with a body unread: linger before the close
         self.evicted = False
+        self.threaded = False  # has a thread (else it waits in the room)
+        self.address: Any = (peer, 0)
 
     def expect(self, seconds: float, reason: str, *, start: float | None = None) -> None:
         """The next reads or writes must be done `seconds` after `start` (now); `reason` if not."""
@@ -188,6 +199,107 @@ class _CutLog:
         log.log(level, "%s: cut a connection from %s: %s", self.server, peer, reason)
 
 
+class _WaitingRoom:
+    """Connections that have not sent their first byte yet, in one selector, without a thread each.
+
+    So idle connections (a flood of them, or clients that connect early) cost a socket and a small
+    object, not a thread: up to `capacity` of them; beyond, the one that has waited longest is closed.
+    A connection that sends a byte leaves the room for a thread (BoundedServer.start_thread). One
+    thread owns the selector; the accepting thread hands it new connections through a queue.
+    """
+
+    def __init__(self, server: BoundedServer, capacity: int) -> None:
+        self.server = server
+        self.capacity = capacity
+        self.selector = selectors.DefaultSelector()
+        self._arrivals: collections.deque[Connection] = collections.deque()
+        self._waiting: dict[socket.socket, Connection] = {}  # in arrival order: the oldest first
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"bk-{server.name}-room", daemon=True)
+        self._thread.start()
+
+    def add(self, conn: Connection) -> None:
+        self._arrivals.append(conn)
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"\0")
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        self._thread.join(5)
+        for conn in [*self._waiting.values(), *self._arrivals]:
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            for key, _events in self.selector.select(timeout=0.25):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(4096)
+                    continue
+                conn = self._waiting.pop(key.fileobj, None)  # type: ignore[call-overload]
+                self.selector.unregister(key.fileobj)
+                if conn is not None:
+                    self.server.start_thread(conn)
+            self._take_arrivals()
+            self._expire()
+
+    def _take_arrivals(self) -> None:
+        while self._arrivals:
+            conn = self._arrivals.popleft()
+            if _ready(conn.sock):  # a client that sent its request at once (most): no need to wait
+                self.server.start_thread(conn)
+                continue
+            while len(self._waiting) >= self.capacity:
+                # The oldest makes room, unless its request came meanwhile (a select() may not have
+                # seen it yet): then it leaves for a thread instead.
+                oldest = next(iter(self._waiting.values()))
+                if _ready(oldest.sock):
+                    del self._waiting[oldest.sock]
+                    self.selector.unregister(oldest.sock)
+                    self.server.start_thread(oldest)
+                else:
+                    self._leave(oldest, "evicted")
+            try:
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+            except (OSError, ValueError):  # closed meanwhile
+                self.server.forget(conn, "evicted")
+                continue
+            self._waiting[conn.sock] = conn
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._waiting.values()):
+            if conn.deadline > now:
+                break  # in arrival order, with the same idle timeout: the rest are younger
+            self._leave(conn, "idle")
+
+    def _leave(self, conn: Connection, limit: str) -> None:
+        del self._waiting[conn.sock]
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        self.server.forget(conn, limit)
+
+
+def _ready(sock: socket.socket) -> bool:
+    """Whether a read would not block: bytes have come (or the end of the stream, or an error)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # the thread finds the error and closes
+    return True
+
+
 class BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most `limits.max_connections` of them; see the module's doc."""
 
@@ -211,30 +323,49 @@ class BoundedServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, Connection] = {}
         super().__init__(address, handler)
+        self.room = _WaitingRoom(self, ROOM_PER_THREAD * limits.max_connections)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # No thread yet: the connection waits in the room until its first byte (or its idle deadline).
         conn = Connection(request, str(client_address[0]), self.limits)
+        conn.address = client_address
+        with self._lock:
+            self._connections[request] = conn
+            count = len(self._connections)
+        metrics.HTTP_CONNECTIONS.set(count, self.name)
+        self.room.add(conn)
+
+    def start_thread(self, conn: Connection) -> None:
+        """A connection has sent its first byte: a thread for it, within max_connections."""
         victim = None
         with self._lock:
-            live = [c for c in self._connections.values() if not c.evicted]
-            if len(live) >= self.limits.max_connections:
-                waiting = [c for c in live if c.phase is not Phase.ACTIVE]
+            threaded = [c for c in self._connections.values() if c.threaded and not c.evicted]
+            if len(threaded) >= self.limits.max_connections:
+                waiting = [c for c in threaded if c.phase is not Phase.ACTIVE]
                 if not waiting:
-                    self._refuse(request, conn.peer)
+                    self._connections.pop(conn.sock, None)
+                    self._refuse(conn.sock, conn.peer)
                     return
                 victim = min(waiting, key=lambda c: c.since)
                 victim.evict()
-            self._connections[request] = conn
-            count = len(self._connections)
+            conn.threaded = True
         if victim is not None:
             self.cut("evicted", victim.peer)
-        metrics.HTTP_CONNECTIONS.set(count, self.name)
         # ThreadingMixIn's, with a name that tells whose connection a thread serves (and no list of
         # threads to join: block_on_close is off).
-        port = self.server_address[1]
-        name = f"bk-{self.name}:{port}"
-        args = (request, client_address)
+        name = f"bk-{self.name}:{self.server_address[1]}"
+        args = (conn.sock, conn.address)
         threading.Thread(target=self.process_request_thread, args=args, name=name, daemon=True).start()
+
+    def forget(self, conn: Connection, limit: str) -> None:
+        """Close a connection that never had a thread (from the room), counting why."""
+        self.cut(limit, conn.peer)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        with self._lock:
+            self._connections.pop(conn.sock, None)
+            count = len(self._connections)
+        metrics.HTTP_CONNECTIONS.set(count, self.name)
 
     def _refuse(self, request: socket.socket, peer: str) -> None:
         # In the accepting thread, so it must not block: a fresh socket's send buffer takes these bytes.
@@ -257,6 +388,7 @@ class BoundedServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         # Also end the connections still open, so that their threads do not wait out their deadlines.
         super().server_close()
+        self.room.close()
         with self._lock:
             for conn in self._connections.values():
                 conn.evict()
@@ -429,7 +561,13 @@ class BoundedHandler(BaseHTTPRequestHandler):
             # The body stays unread: on a kept-alive connection it would be parsed as the next request.
             self.close_connection = True
             self.conn.unread = True
+        if not self.keep_alive():
+            self.close_connection = True
         super().send_response(code, message)
+
+    def keep_alive(self) -> bool:
+        """Whether this request may keep its connection (and thread) open for the next one."""
+        return True
 
     def send_header(self, keyword: str, value: str) -> None:
         if keyword.lower() == "connection":
