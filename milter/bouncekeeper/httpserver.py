@@ -240,17 +240,24 @@ class _WaitingRoom:
 
     def _run(self) -> None:
         while not self._closed:
-            for key, _events in self.selector.select(timeout=0.25):
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        self._wake_r.recv(4096)
-                    continue
-                conn = self._waiting.pop(key.fileobj, None)  # type: ignore[call-overload]
-                self.selector.unregister(key.fileobj)
-                if conn is not None:
-                    self.server.start_thread(conn)
-            self._take_arrivals()
-            self._expire()
+            try:
+                self._turn()
+            except Exception:  # the room must not die (every new connection would hang): log, go on
+                log.exception("%s: the waiting room failed; going on", self.server.name)
+                time.sleep(0.1)
+
+    def _turn(self) -> None:
+        for key, _events in self.selector.select(timeout=0.25):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+                continue
+            conn = self._waiting.pop(key.fileobj, None)  # type: ignore[call-overload]
+            self.selector.unregister(key.fileobj)
+            if conn is not None:
+                self.server.start_thread(conn)
+        self._take_arrivals()
+        self._expire()
 
     def _take_arrivals(self) -> None:
         while self._arrivals:
@@ -322,8 +329,9 @@ class BoundedServer(ThreadingHTTPServer):
         self.cut = _CutLog(name)
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, Connection] = {}
-        super().__init__(address, handler)
+        # Before binding: a failed bind calls server_close(), which closes the room.
         self.room = _WaitingRoom(self, ROOM_PER_THREAD * limits.max_connections)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # No thread yet: the connection waits in the room until its first byte (or its idle deadline).
@@ -355,7 +363,10 @@ class BoundedServer(ThreadingHTTPServer):
         # threads to join: block_on_close is off).
         name = f"bk-{self.name}:{self.server_address[1]}"
         args = (conn.sock, conn.address)
-        threading.Thread(target=self.process_request_thread, args=args, name=name, daemon=True).start()
+        try:
+            threading.Thread(target=self.process_request_thread, args=args, name=name, daemon=True).start()
+        except RuntimeError:  # the system refused a thread: this connection is refused, not leaked
+            self.forget(conn, "connections")
 
     def forget(self, conn: Connection, limit: str) -> None:
         """Close a connection that never had a thread (from the room), counting why."""
