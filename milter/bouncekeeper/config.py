@@ -452,7 +452,8 @@ class HttpSettings:
     max_body: int = 10 * 1024 * 1024
     # Rows per page of GET /suppressions and of the admin page.
     page_size: int = 100
-    # Connections at once; at the cap the longest-waiting idle or slow one is closed (httpserver.py).
+    # Connections served at once (a thread each); at the cap the longest-waiting slow one is closed
+    # (httpserver.py). Four times as many may wait for their first byte, without a thread.
     max_connections: int = 64
     # Seconds: for a request's first byte; from it to the end of the headers; to the end of the body.
     idle_timeout: float = 10.0
