@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import pathlib
 import tempfile
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import Milter
 import pytest
@@ -28,8 +30,9 @@ from bouncekeeper.service import Service
 from bouncekeeper.store import Store, StoreUnavailable
 from tests.support import failover
 from tests.support.lmtp import ListenerThread, settings_for
-from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_cluster import RedisClusterServers, free_port
 from tests.support.redis_sentinel import RedisSentinels
+from tests.support.redis_server import RedisServer
 from tests.test_milterd import INBOUND_IP
 from tests.test_milterd import Harness as MilterHarness
 from tests.test_store import ENFORCE, T0, item
@@ -134,7 +137,7 @@ def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     assert counts == dict.fromkeys(RCPTS, 1)
 
 
-def _bounded(url: str, **keys: str) -> RedisSettings:
+def _bounded(url: str, **keys: Any) -> RedisSettings:
     return RedisSettings(url=url, socket_timeout=0.5, connect_timeout=0.5, retries=1, **keys)
 
 
@@ -203,3 +206,47 @@ def test_acl_user_and_password_files_and_a_demoted_master_is_followed_not_writte
             wrong.close()
         finally:
             servers.stop()
+
+
+def _replicating(replica: RedisServer) -> None:
+    deadline = time.monotonic() + 30
+    with replica.client() as r:
+        while r.info("replication")["master_link_status"] != "up":
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.05)
+
+
+def test_wait_replicas_acknowledges_a_bounce_once_a_replica_holds_it_else_tempfails(
+    tmp_path: pathlib.Path,
+) -> None:
+    port = free_port()
+    master = RedisServer(tmp_path / "master", port=port)
+    replica = RedisServer(
+        tmp_path / "replica", port=free_port(), extra=("--replicaof", "127.0.0.1", str(port))
+    )
+    master.start()
+    replica.start()
+    store = Store.from_settings(_bounded(master.url, wait_replicas=1, wait_timeout=0.3))
+    try:
+        _replicating(replica)
+        # Two addresses (a pipeline), on a server that has not seen the scripts yet (NOSCRIPT, loaded,
+        # sent again, with WAIT again after them).
+        two = [item("a@example.org", at=T0), item("b@example.org", at=T0)]
+        assert [r.score for r in store.record(two, now=T0, rules=ENFORCE)] == [1, 1]
+        with replica.client() as r:
+            assert r.exists(store.keys.address("b@example.org", "track"))
+        assert store.record([item("c@example.org", at=T0)], now=T0, rules=ENFORCE)[0].score == 1
+
+        replica.stop()
+        # The master records it, but no replica holds it: a tempfail, and the MTA's retry counts once.
+        bounce = [item("d@example.org", at=T0)]
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas acknowledged"):
+            store.record(bounce, now=T0, rules=ENFORCE)
+        replica.start()
+        _replicating(replica)
+        (again,) = store.record(bounce, now=T0, rules=ENFORCE)
+        assert (again.duplicate, again.score) == (True, 1)
+    finally:
+        store.close()
+        replica.stop()
+        master.stop()

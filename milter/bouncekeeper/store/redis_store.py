@@ -853,7 +853,7 @@ class _Batch:
                 self.store._evalsha(again, name, keys, args)
             replies = self._run(again)
             acks += replies[len(missing) :]
-            for i, r in zip(missing, replies, strict=True):
+            for i, r in zip(missing, replies[: len(missing)], strict=True):
                 results[i] = r
         for r in [*results, *acks]:
             if isinstance(r, Exception):
