@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bouncekeeper import config, milterd, notify, store
+from bouncekeeper import config, milterd, notify, store, verpkeys
 from bouncekeeper.core.policy import State
 from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
@@ -107,7 +107,7 @@ class TwoMx:
     backup: Postfix
     redis: RedisServer
     settings: config.Settings
-    signer: milterd.Signer
+    signer: verpkeys.Signer
     receiver: Receiver
     notifiers: list[NotifyProcess]
 
