@@ -7,8 +7,9 @@ a Redis key or a reported recipient passes through `normalise` exactly once.
 
 from __future__ import annotations
 
-import functools
 import re
+
+from bouncekeeper.core.memo import bounded
 
 # RFC 3464 section 2.3.2 / RFC 6533 section 3: "address-type ; address". We accept the types in use.
 _TYPE_PREFIX = re.compile(r"^\s*(?:rfc822|utf-8|x-unix|unknown)\s*;\s*", re.IGNORECASE)
@@ -56,7 +57,7 @@ def unsafe(text: str) -> bool:
 # A message names the same addresses again and again (its From in each stage, a recipient in the
 # report, its DSN and its transcript): a third of the calls repeat one of the message's. Small: one
 # message's addresses, not a day's.
-@functools.lru_cache(maxsize=256)
+@bounded(maxsize=256, longest=1024)
 def normalise(raw: str | bytes) -> str | None:
     """Return `local@domain` in canonical form, or None when `raw` holds no usable address.
 

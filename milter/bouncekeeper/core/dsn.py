@@ -13,10 +13,11 @@ ones that name a recipient. It never raises on malformed text.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from bouncekeeper.core.memo import bounded
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 HEADERS_TYPES = frozenset(
@@ -145,8 +146,8 @@ def _strip_type(value: str) -> tuple[str | None, str]:
     return None, value.strip()
 
 
-# Each recipient of a report falls back on the same whole report: the last answers are kept (rules.explain).
-@functools.lru_cache(maxsize=64)
+# Each recipient of a report falls back on the same whole report (core.memo).
+@bounded(maxsize=64, longest=20_000)
 def status_of(text: str | None) -> str | None:
     if not text:
         return None

@@ -7,7 +7,6 @@ code, and finally the SMTP reply code. The first hit wins, as in flufl.bounce's 
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from itertools import chain
 from types import ModuleType
 
+from bouncekeeper.core.memo import bounded
 from bouncekeeper.core.model import Reason
 from bouncekeeper.core.rules import (
     amazonses,
@@ -255,7 +255,7 @@ def _first_hit(text: str, phase: int, pieces: set[str] | None) -> _Row | None:
 # A report explains each recipient from the same texts (its whole human part as the fallback, one
 # diagnostic for many recipients): the last few answers are kept. Small, so that it holds one message's
 # texts, not a day's.
-@functools.lru_cache(maxsize=64)
+@bounded(maxsize=64, longest=4096)
 def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple[Reason, int]:
     """The reason and how sure: 3 a provider or STRONG phrase, 2 a specific status code or an ADDRESS
     phrase, 1 a WEAK phrase or a generic code, 0 nothing.

@@ -7,9 +7,9 @@ diagnostic text decides for them and the table gives only a last-resort answer.
 
 from __future__ import annotations
 
-import functools
 import re
 
+from bouncekeeper.core.memo import bounded
 from bouncekeeper.core.model import Reason
 
 # subject.detail -> reason, for codes specific enough to trust over text (RFC 3463 section 3, RFC 7372,
@@ -126,7 +126,7 @@ def generic(status: str | None) -> Reason | None:
     return GENERIC.get(subject_detail(status))
 
 
-@functools.lru_cache(maxsize=64)  # each recipient of a report falls back on the same report (dsn.status_of)
+@bounded(maxsize=64, longest=20_000)  # each recipient of a report falls back on the same report (core.memo)
 def reply_code_in(text: str) -> int | None:
     """The first SMTP basic reply code in `text` (`550 5.1.1 ...`, `550-...`)."""
     match = _REPLY.search(text)
