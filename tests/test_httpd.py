@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import bouncekeeper
 from bouncekeeper import cli, config, httpd, httpserver, metrics
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core import verp
@@ -634,6 +635,11 @@ def test_no_version_in_the_server_header(api: Api) -> None:
         assert (statuses(received), closed) == ([400], True)
     assert b"\r\nServer: bouncekeeper\r\n" in received
     assert b"Python" not in received
+    # Nor in the description anyone may read.
+    status, _head, data = api.request("GET", "/openapi.json", token=None)
+    assert status == 200
+    assert json.loads(data)["info"]["version"] == httpd.API_VERSION
+    assert bouncekeeper.__version__.encode() not in data
 
 
 # --- slow, idle and too many clients ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 import redis
 
-from bouncekeeper import __version__, config, httpserver, metrics, notify
+from bouncekeeper import config, httpserver, metrics, notify
 from bouncekeeper.core import throttle
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.policy import State
@@ -63,6 +63,7 @@ from bouncekeeper.store.keys import STATE as STATE_SUFFIX
 
 log = get_logger(__name__)
 
+API_VERSION = "1"  # the routes and their JSON; raised when a change breaks a client
 SESSION_COOKIE = "bk_session"
 SESSION_SECONDS = 8 * 3600
 SESSION_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
@@ -806,7 +807,9 @@ def openapi() -> dict[str, Any]:
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": "bouncekeeper", "version": __version__},
+        # The API's version, not the package's: /openapi.json is served without a token, and a
+        # stranger learns no release to look up vulnerabilities for (no version banners, issue 14).
+        "info": {"title": "bouncekeeper", "version": API_VERSION},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
