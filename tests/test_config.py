@@ -128,7 +128,11 @@ def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:
         ('url = "redis+sentinel://u:p@h:26379/bk"', "no credentials"),
         ('sentinel_username = "s"', "only with a redis+sentinel"),
         ('url = "redis://:secret@h:6379/0"\npassword_file = "/etc/hostname"', "keep one of them"),
-        ('password_file = "/nonexistent/pw"', "password_file: cannot read /nonexistent/pw"),
+        (
+            'url = "redis://h/0"\npassword_file = "/nonexistent/pw"',
+            "password_file: cannot read /nonexistent/pw",
+        ),
+        ('password_file = "/etc/hostname"', "only with a url"),
         ('url = "redis+cluster://h:7000"\nwait_replicas = 1', "not applied on a Redis Cluster"),
         ("wait_replicas = 1\nwait_timeout = 2.0", "shorter than socket_timeout"),
     ],

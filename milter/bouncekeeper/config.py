@@ -143,6 +143,8 @@ class RedisSettings:
             parse_sentinel_url(self.url)
         elif self.sentinel_username or self.sentinel_password_file:
             raise ValueError("sentinel_username, sentinel_password_file: only with a redis+sentinel:// url")
+        if not self.url and (self.username or self.password_file):
+            raise ValueError("username, password_file: only with a url (the embedded server has no users)")
         if self.password_file and _url_password(self.url):
             raise ValueError("password_file: the url has a password too; keep one of them")
         for key in ("password_file", "sentinel_password_file"):
