@@ -84,6 +84,8 @@ class Row:
     answered: int
     rss_kb: int
     attackers: str = ""
+    threads: int = 0  # the daemon's peak thread count during the attack
+    cuts: float | None = None  # connections a bound cut per second, where the section can read it
 
 
 class EventLike(Protocol):
@@ -107,9 +109,10 @@ def forged(n: int) -> str:
     return f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A number of /proc/PID/status: VmRSS (kB) by default, or another field (Threads)."""
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -136,12 +139,13 @@ def measure(target: Target, attack: str, attackers: list[Attacker]) -> Row:
     pid, seconds, probe = target.pid, target.seconds, target.probe
     stop = threading.Event()
     before = rss_kb(pid)
-    peak = [before]
+    peak = [before, rss_kb(pid, "Threads")]
 
     def sample() -> None:
         while not stop.wait(0.05):
             with contextlib.suppress(OSError):
                 peak[0] = max(peak[0], rss_kb(pid))
+                peak[1] = max(peak[1], rss_kb(pid, "Threads"))
 
     # The attackers run in a process of their own: their Python work must not slow the probe's client.
     forked = multiprocessing.get_context("fork")
@@ -168,7 +172,7 @@ def measure(target: Target, attack: str, attackers: list[Attacker]) -> Row:
     if attacking.is_alive():
         attacking.kill()
     sampler.join(5)
-    return Row(target.listener, attack, latencies, answered, peak[0] - before, f"{len(attackers)}")
+    return Row(target.listener, attack, latencies, answered, peak[0] - before, f"{len(attackers)}", peak[1])
 
 
 def _attack(attackers: list[Attacker], halt: EventLike) -> None:
@@ -469,10 +473,9 @@ def milter_section(ctx: Context) -> list[Row]:
 
 
 def http_section(ctx: Context) -> list[Row]:
-    from benchmarks import hostile_http  # noqa: PLC0415 - it imports nothing of this module's
+    from benchmarks import hostile_http  # noqa: PLC0415 - it imports this module (as benchmarks.hostile)
 
-    rows = hostile_http.http_section(ctx)
-    return [Row(r.listener, r.attack, r.latencies, r.answered, r.rss_kb, r.attackers) for r in rows]
+    return [Row(**dataclasses.asdict(row)) for row in hostile_http.http_section(ctx)]
 
 
 SECTIONS: list[tuple[str, Section]] = [
@@ -485,7 +488,7 @@ SECTIONS: list[tuple[str, Section]] = [
 
 def report(rows: list[Row]) -> None:
     print(f"{'listener':<8} {'attack':<46} {'n':>4} {'ok':>4} {'worst s':>8} {'median s':>9} "
-          f"{'worst/base':>10} {'RSS +MB':>8}")  # fmt: skip
+          f"{'worst/base':>10} {'RSS +MB':>8} {'threads':>8} {'cuts/s':>7}")  # fmt: skip
     base: dict[str, float] = {}
     for row in rows:
         worst = max(row.latencies) if row.latencies else float("nan")
@@ -495,7 +498,8 @@ def report(rows: list[Row]) -> None:
         median = statistics.median(row.latencies) if row.latencies else float("nan")
         print(
             f"{row.listener:<8} {row.attack:<46} {len(row.latencies):>4} {row.answered:>4} {worst:>8.3f} "
-            f"{median:>9.3f} {ratio:>9.1f}x {row.rss_kb / 1024:>8.1f}"
+            f"{median:>9.3f} {ratio:>9.1f}x {row.rss_kb / 1024:>8.1f} {row.threads:>8} "
+            f"{'-' if row.cuts is None else f'{row.cuts:.0f}':>7}"
         )
 
 

@@ -17,63 +17,34 @@ connect to the whole answer, while the attack's clients run in a process of thei
 It prints, per attack, the worst and median latency of the legitimate requests, the worst against the
 baseline's worst, how many got their 200, the server's memory growth (peak RSS during the attack minus
 RSS before it), its peak thread count, and how many connections a bound cut per second (from its
-/metrics). `http_section(ctx)` gives the same rows to benchmarks/hostile.py
-(ctx: .directory, .redis_url, .seconds).
+/metrics). The measurement and the table are benchmarks/hostile.py's; its `--only http` runs
+`http_section` beside the mail listeners.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import http.client
-import multiprocessing
 import os
 import pathlib
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
+from benchmarks.hostile import Attacker, Context, Row, Target, measure, report  # noqa: E402
 from tests.support.dovecot import free_port  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 TOKEN = "hostile-http-benchmark-token-0123456789"
 MAX_BODY = 10 * 1024 * 1024  # [http] max_body's default
-
-Attacker = Callable[[Any], None]  # one hostile client, reconnecting, until the event is set
-
-
-class EventLike(Protocol):
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-
-@dataclasses.dataclass
-class Row:
-    listener: str
-    attack: str
-    latencies: list[float]
-    answered: int
-    rss_kb: int
-    attackers: str = ""
-    threads: int = 0
-    cuts: float = 0.0  # connections cut by a bound during the attack, per second (0 for a build without)
-
-
-def status_of(pid: int, field: str) -> int:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 # --- the attackers ---------------------------------------------------------------------------------------
@@ -83,7 +54,9 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
-def _repeat(port: int, session: Callable[[socket.socket, EventLike], None], stop: EventLike) -> None:
+def _repeat(
+    port: int, session: Callable[[socket.socket, threading.Event], None], stop: threading.Event
+) -> None:
     """One client: a session, and another when the server ends it, until stopped."""
     while not stop.is_set():
         try:
@@ -102,7 +75,7 @@ def big_body(port: int) -> Attacker:
     ).encode()
     chunk = b"x" * 65536
 
-    def session(sock: socket.socket, stop: EventLike) -> None:
+    def session(sock: socket.socket, stop: threading.Event) -> None:
         sock.sendall(head)
         sent = 0
         while sent < MAX_BODY and not stop.is_set():
@@ -113,7 +86,7 @@ def big_body(port: int) -> Attacker:
 
 
 def slow_header(port: int) -> Attacker:
-    def session(sock: socket.socket, stop: EventLike) -> None:
+    def session(sock: socket.socket, stop: threading.Event) -> None:
         sock.sendall(b"GET /suppressions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         while not stop.wait(1.0):
             sock.sendall(b"x")
@@ -122,7 +95,7 @@ def slow_header(port: int) -> Attacker:
 
 
 def idle(port: int) -> Attacker:
-    def session(sock: socket.socket, stop: EventLike) -> None:
+    def session(sock: socket.socket, stop: threading.Event) -> None:
         sock.settimeout(0.5)
         while not stop.is_set():
             try:
@@ -132,15 +105,6 @@ def idle(port: int) -> Attacker:
                 continue
 
     return lambda stop: _repeat(port, session, stop)
-
-
-def _attack(attackers: list[Attacker], stop: EventLike) -> None:
-    threads = [threading.Thread(target=a, args=(stop,), daemon=True) for a in attackers]
-    for t in threads:
-        t.start()
-    stop.wait()
-    for t in threads:
-        t.join(10)
 
 
 # --- the measurement -----------------------------------------------------------------------------------
@@ -170,45 +134,12 @@ def cut_so_far(port: int) -> float:
     return sum(float(value) for name, value in lines if 'listener="http"' in name)
 
 
-def measure(pid: int, port: int, seconds: float, attack: str, attackers: list[Attacker]) -> Row:
-    stop_sampling = threading.Event()
-    before = status_of(pid, "VmRSS")
-    peak = {"rss": before, "threads": status_of(pid, "Threads")}
-
-    def sample() -> None:
-        while not stop_sampling.wait(0.05):
-            with contextlib.suppress(OSError):
-                peak["rss"] = max(peak["rss"], status_of(pid, "VmRSS"))
-                peak["threads"] = max(peak["threads"], status_of(pid, "Threads"))
-
-    forked = multiprocessing.get_context("fork")
-    halt = forked.Event()
-    attacking = forked.Process(target=_attack, args=(attackers, halt), daemon=True)
-    cut_before, started = cut_so_far(port), time.monotonic()
-    attacking.start()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    time.sleep(min(2.0, seconds / 2) if attackers else 0)  # the attack under way first
-    latencies: list[float] = []
-    answered = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        start = time.perf_counter()
-        ok = False
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            ok = probe(port)
-        latencies.append(time.perf_counter() - start)
-        answered += ok
-        time.sleep(0.05)
-    cut_rate = (cut_so_far(port) - cut_before) / (time.monotonic() - started)
-    halt.set()
-    attacking.join(20)
-    if attacking.is_alive():
-        attacking.kill()
-    stop_sampling.set()
-    sampler.join(5)
-    rss = peak["rss"] - before
-    return Row("http", attack, latencies, answered, rss, str(len(attackers)), peak["threads"], cut_rate)
+def attack_row(target: Target, port: int, attack: str, attackers: list[Attacker]) -> Row:
+    """benchmarks/hostile.py's measurement, with the cuts per second the server counted meanwhile."""
+    before, started = cut_so_far(port), time.monotonic()
+    row = measure(target, attack, attackers)
+    row.cuts = (cut_so_far(port) - before) / (time.monotonic() - started)
+    return row
 
 
 def _start_server(
@@ -237,49 +168,24 @@ def _start_server(
         time.sleep(0.1)
 
 
-class ContextLike(Protocol):
-    directory: pathlib.Path
-    redis_url: str
-    seconds: float
-
-
 def http_section(
-    ctx: ContextLike, clients: int = 300, big: int = 20, source: pathlib.Path = ROOT / "milter"
+    ctx: Context, clients: int = 300, big: int = 20, source: pathlib.Path = ROOT / "milter"
 ) -> list[Row]:
     """The baseline, then each attack, against one `bouncekeeper http` (its package under `source`)."""
     proc, port = _start_server(ctx.directory, ctx.redis_url, source)
+    target = Target("http", lambda _n: probe(port), proc.pid, ctx.seconds)
     try:
-        rows = [measure(proc.pid, port, ctx.seconds, "none (baseline)", [])]
+        rows = [attack_row(target, port, "none (baseline)", [])]
         for name, make, count in (
             (f"big-body x{big} (unauthenticated, 10 MiB each)", big_body, big),
             (f"slow-header x{clients} (a byte a second)", slow_header, clients),
             (f"idle x{clients}", idle, clients),
         ):
-            rows.append(measure(proc.pid, port, ctx.seconds, name, [make(port) for _ in range(count)]))
+            rows.append(attack_row(target, port, name, [make(port) for _ in range(count)]))
         return rows
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def report(rows: list[Row]) -> None:
-    print(f"{'attack':<46} {'n':>4} {'ok':>4} {'worst s':>8} {'median s':>9} {'worst/base':>10} "
-          f"{'RSS +MB':>8} {'threads':>8} {'cuts/s':>7}")  # fmt: skip
-    base = max(rows[0].latencies)
-    for row in rows:
-        worst = max(row.latencies)
-        print(
-            f"{row.attack:<46} {len(row.latencies):>4} {row.answered:>4} {worst:>8.3f} "
-            f"{statistics.median(row.latencies):>9.3f} {worst / base:>9.1f}x {row.rss_kb / 1024:>8.1f} "
-            f"{row.threads:>8} {row.cuts:>7.0f}"
-        )
-
-
-@dataclasses.dataclass
-class Context:
-    directory: pathlib.Path
-    redis_url: str
-    seconds: float
 
 
 def main() -> int:
