@@ -3,7 +3,9 @@ Service and a real redis-server: bounds asserted as counts, never times."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import threading
 
 import Milter
 import pytest
@@ -107,3 +109,25 @@ def test_bounce_addresses_beyond_the_cap_get_452_then_421(harness: Harness) -> N
     assert limited("recipients") - before == 1900
     harness.ctx._setsymval("i", "4QTEST1")  # a new transaction starts afresh
     assert harness.feed(BOUNCE, "", harness.verp_for("bob@example.net")) == Milter.DISCARD
+
+
+def test_a_clients_bounces_wait_for_its_share_while_another_clients_go_on(harness: Harness) -> None:
+    share = harness.runtime.share
+    results: list[int] = []
+    with contextlib.ExitStack() as held:
+        for _ in range(share.per_client):  # the client's other sessions are busy with their bounces
+            held.enter_context(share.slot(INBOUND_IP))
+        harness.connect("198.51.100.7")  # another client goes on at once
+        assert harness.feed(BOUNCE, "", harness.verp_for("bob@example.net")) == Milter.DISCARD
+        harness.connect(INBOUND_IP)
+        waiting = threading.Thread(
+            target=lambda: results.append(harness.feed(BOUNCE, "", harness.verp_for("carol@example.net")))
+        )
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # its turn has not come
+        assert not results
+        assert harness.store.view("carol@example.net").events == []
+    waiting.join(10)
+    assert results == [Milter.DISCARD]
+    assert harness.store.view("carol@example.net").events

@@ -265,6 +265,8 @@ class Runtime:
     signer: Signer | None
     # Forged bounce addresses per SMTP client, across its connections (the RCPT oracle, issue 14).
     forgery: throttle.ForgeryLimit = field(default_factory=throttle.ForgeryLimit)
+    # Bounces of one SMTP client processed at a time (issue 14: eight sessions of one client).
+    share: throttle.ClientShare = field(default_factory=throttle.ClientShare)
 
 
 @dataclass
@@ -625,24 +627,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         sender = addresses.normalise(msg.raw_sender) if msg.raw_sender else None
         # Classified once for all its bounce recipients (issue 14: once per recipient before).
         classified = service.triage(raw, envelope_sender=sender)
+        # One client's bounces take their turn; mail our own Postfix passes on (internal, after the
+        # queue) is everyone's, and goes at once.
+        fair = self.client_addr and self._may_refuse()
         try:
-            for bounce in msg.bounces:
-                with metrics.timed("process_bounce"):
-                    outcome = service.process_bounce(
-                        raw,
-                        envelope_rcpt=bounce.address,
-                        envelope_sender=sender,
-                        source=Source.MILTER,
-                        client_addr=self.client_addr,
-                        queue_id=self.queue_id if self.queue_id != "-" else None,
-                        forged=bounce.forged,
-                        classified=classified,
-                    )
-                metrics.observe(Source.MILTER.value, outcome)
-                if policy.enforce:
-                    logger.info("%s action=%s", outcome.summary(), policy.bounce_action)
-                else:
-                    logger.info("%s action=accept would=%s", outcome.summary(), policy.bounce_action)
+            with self.runtime.share.slot(self.client_addr or "") if fair else contextlib.nullcontext():
+                self._record_bounces(raw, classified, sender)
         except StoreUnavailable as exc:
             if not policy.enforce:
                 # Observe changes nothing in the mail flow: the bounce goes on to where it went before.
@@ -659,6 +649,28 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if policy.bounce_action == "discard" and policy.enforce:
             removed.extend(b.rcpt for b in msg.bounces)
         return None
+
+    def _record_bounces(self, raw: bytes, classified: Any, sender: str | None) -> None:
+        """The message for each of its bounce addresses, from its one classification. Raises
+        StoreUnavailable."""
+        msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
+        for bounce in msg.bounces:
+            with metrics.timed("process_bounce"):
+                outcome = service.process_bounce(
+                    raw,
+                    envelope_rcpt=bounce.address,
+                    envelope_sender=sender,
+                    source=Source.MILTER,
+                    client_addr=self.client_addr,
+                    queue_id=self.queue_id if self.queue_id != "-" else None,
+                    forged=bounce.forged,
+                    classified=classified,
+                )
+            metrics.observe(Source.MILTER.value, outcome)
+            if policy.enforce:
+                logger.info("%s action=%s", outcome.summary(), policy.bounce_action)
+            else:
+                logger.info("%s action=accept would=%s", outcome.summary(), policy.bounce_action)
 
     def _eom_loop(self, removed: list[str]) -> int | None:
         msg, policy = self.msg, self.runtime.policy

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from bouncekeeper.core.throttle import ForgeryLimit, client_key
+import threading
+import time
+
+from bouncekeeper.core.throttle import ClientShare, ForgeryLimit, client_key
 
 
 def test_a_client_is_blocked_after_its_budget_and_freed_after_the_window() -> None:
@@ -43,3 +46,28 @@ def test_blocked_for_is_what_is_left_of_the_window() -> None:
     assert limit.blocked_for("192.0.2.1", 130.0) == 30.0  # the window started at 100
     assert limit.blocked_for("192.0.2.1", 160.0) == 0
     assert limit.blocked_for("192.0.2.2", 130.0) == 0
+
+
+def test_a_client_gets_its_share_and_waits_for_more_while_others_go_on() -> None:
+    share = ClientShare(per_client=2)
+    entered: list[str] = []
+    release = threading.Event()
+
+    def message(client: str) -> None:
+        with share.slot(client):
+            entered.append(client)
+            release.wait(10)
+
+    threads = [threading.Thread(target=message, args=("192.0.2.1",)) for _ in range(5)]
+    threads.append(threading.Thread(target=message, args=("198.51.100.2",)))
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(entered) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(entered) == ["192.0.2.1", "192.0.2.1", "198.51.100.2"]  # 2 of 5, and the other one
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(entered) == 6
+    assert len(share) == 0  # no client left in the table once its messages are done

@@ -18,14 +18,18 @@ service's connections each have a thread).
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 PER_SESSION = 3
 PER_CLIENT = 10
 WINDOW = 3600.0
 MAX_CLIENTS = 10_000
+# Bounces of one client processed at the same time by the milter (ClientShare).
+PER_CLIENT_MESSAGES = 2
 
 
 def client_key(client: str) -> str:
@@ -88,3 +92,36 @@ class ForgeryLimit:
             while len(self._clients) > self.max_clients:
                 self._clients.popitem(last=False)
             return seen.count >= self.per_client
+
+
+class ClientShare:
+    """At most `per_client` messages of one client processed at a time; its others wait their turn.
+
+    The milter runs a thread per connection, and Python threads share one CPU's worth of work: eight
+    sessions of one client classifying at once would slow everyone else's bounce eightfold. With a share
+    they slow their own. A client has an entry only while it has messages in progress, so the table is
+    bounded by the connections the MTA makes to the milter.
+    """
+
+    def __init__(self, per_client: int = PER_CLIENT_MESSAGES) -> None:
+        self.per_client = per_client
+        self._clients: dict[str, tuple[threading.BoundedSemaphore, list[int]]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    @contextlib.contextmanager
+    def slot(self, client: str) -> Iterator[None]:
+        key = client_key(client)
+        with self._lock:
+            entry = self._clients.setdefault(key, (threading.BoundedSemaphore(self.per_client), [0]))
+            entry[1][0] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1][0] -= 1
+                if not entry[1][0]:
+                    del self._clients[key]
