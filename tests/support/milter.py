@@ -41,6 +41,9 @@ class MilterProcess:
 
     def start(self) -> MilterProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.path is not None:
+            # A socket left by a killed daemon would pass the wait below before the new one listens.
+            self.path.unlink(missing_ok=True)
         # From where a milter that drops its privileges ([milter] user) can still import its modules.
         self.proc = subprocess.Popen(
             [reachable.python(), "-m", "bouncekeeper.cli", "--config", str(self.config), "milter"],
