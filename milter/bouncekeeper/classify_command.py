@@ -15,6 +15,9 @@ from bouncekeeper import config
 from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import Classification, Failure
 
+# One encoder for every line: json.dumps with any non-default option builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl", action="store_true", help="one JSON object per file (score.py's format)")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace, settings: config.Settings) -> int:
             record = as_record(name, result)
             if verp_status is not None:
                 record["verp_status"] = verp_status
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(_JSON.encode(record) + "\n")
         else:
             _print_human(name, result, verp_status, out)
     return status
