@@ -139,7 +139,7 @@ def test_disable_list_export_enable(conf: str, capsys: pytest.CaptureFixture[str
 
 
 def test_reset_clears_counters_and_keeps_state(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
-    run(conf, capsys, "record", "a@example.org", "--code", "550")
+    run(conf, capsys, "record", "a@example.org", "--code", "550", "--status", "5.1.1")
     run(conf, capsys, "disable", "a@example.org")
     out = run_json(conf, capsys, "reset", "a@example.org")
     assert isinstance(out, dict)
@@ -150,7 +150,7 @@ def test_reset_clears_counters_and_keeps_state(conf: str, capsys: pytest.Capture
 
 
 def test_stats(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
-    run(conf, capsys, "record", "a@example.org", "--code", "550")
+    run(conf, capsys, "record", "a@example.org", "--code", "550", "--status", "5.1.1")
     run(conf, capsys, "disable", "b@example.org")
     out = run_json(conf, capsys, "stats")
     assert isinstance(out, dict)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
-from bouncekeeper.core.classify import Triaged, classify
-from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
-from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess, judge_smtp_reply
+from bouncekeeper.core.classify import Triaged, classify, judge_smtp_reply
+from bouncekeeper.core.model import Classification, Failure, MessageType, Reason
+from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Store, StoreUnavailable, connect
 from bouncekeeper.store.event import Event, EventKind, Source
@@ -462,23 +462,13 @@ class Service:
         self, address: str, code: int, status: str | None, text: str, *, message_id: str | None = None
     ) -> Outcome:
         """Record a failure reply the application got when submitting mail (Launchpad's SMTP-time
-        bounces). 450 and 5xx are permanent, other 4xx temporary, unless the status or text says the
-        failure is not about the address. With `message_id`, recording the same failure again counts once.
+        bounces), judged as the same reply inside a bounce is (core.classify.judge_smtp_reply). With
+        `message_id`, recording the same failure again counts once.
         Raises ValueError for a bad address, code or status; StoreUnavailable."""
         normal = normalise(address)
         if normal is None:
             raise ValueError(f"not an address: {address!r}")
-        judged = judge_smtp_reply(code, status, text)
-        failure = Failure(
-            recipient=normal,
-            kind=judged.kind,
-            reason=judged.reason,
-            dsn_class=BounceKind.PERMANENT if code >= 500 else BounceKind.TEMPORARY,
-            status=judged.status,
-            reply_code=code,
-            diagnostic=text,
-            stage=Stage.RULES,
-        )
+        failure = judge_smtp_reply(normal, code, status, text)
         classification = Classification(
             MessageType.BOUNCE, failures=(failure,), original_message_id=message_id
         )

@@ -15,7 +15,6 @@ from bouncekeeper.core.policy import (
     Rules,
     State,
     assess,
-    judge_smtp_reply,
     replay,
     step,
     trip,
@@ -152,41 +151,6 @@ def test_assess_never_scores_forged_and_honours_a_configured_list() -> None:
     strict = Rules(non_scoring=frozenset({Reason.MAILBOXFULL}))
     assert assess(BounceKind.TEMPORARY, Reason.MAILBOXFULL, strict).effect is Effect.NONE
     assert assess(BounceKind.TEMPORARY, Reason.SPAMDETECTED, strict).effect is Effect.SOFT
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "text", "kind", "reason"),
-    [
-        (550, "5.1.1", "user unknown", BounceKind.PERMANENT, Reason.USERUNKNOWN),
-        (550, None, "", BounceKind.PERMANENT, Reason.UNDEFINED),
-        (450, None, "mailbox unavailable", BounceKind.PERMANENT, Reason.USERUNKNOWN),
-        (421, None, "service not available", BounceKind.TEMPORARY, Reason.UNDEFINED),
-        (452, "4.2.2", "mailbox full", BounceKind.TEMPORARY, Reason.MAILBOXFULL),
-        (550, "5.7.1", "message refused", BounceKind.TEMPORARY, Reason.BLOCKED),
-        (554, "5.7.1", "rejected: listed at zen.spamhaus.org", BounceKind.TEMPORARY, Reason.BLOCKED),
-        (550, None, "message looks like spam", BounceKind.TEMPORARY, Reason.SPAMDETECTED),
-        (550, "5.1.1", "blocked for policy reasons", BounceKind.TEMPORARY, Reason.BLOCKED),
-        (450, "4.7.1", "greylisted, try again later", BounceKind.TEMPORARY, Reason.BLOCKED),
-        (552, "5.2.2", "over quota", BounceKind.TEMPORARY, Reason.MAILBOXFULL),
-        (552, "5.3.4", "message too big", BounceKind.TEMPORARY, Reason.MESGTOOBIG),
-        (
-            550,
-            "5.7.26",
-            "unauthenticated email is not accepted (DMARC)",
-            BounceKind.TEMPORARY,
-            Reason.AUTHFAILURE,
-        ),
-    ],
-)
-def test_smtp_time_rule(code: int, status: str | None, text: str, kind: BounceKind, reason: Reason) -> None:
-    judged = judge_smtp_reply(code, status, text)
-    assert (judged.kind, judged.reason) == (kind, reason)
-
-
-@pytest.mark.parametrize(("code", "status"), [(250, None), (354, None), (550, "five")])
-def test_smtp_time_rule_rejects_what_is_no_failure(code: int, status: str | None) -> None:
-    with pytest.raises(ValueError, match="not"):
-        judge_smtp_reply(code, status, "")
 
 
 BREAKER = Rules(breaker_addresses=3, breaker_window=600, breaker_freeze=3600)

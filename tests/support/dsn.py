@@ -7,7 +7,11 @@ the VERP envelope address the bounce would be delivered to.
 from __future__ import annotations
 
 
-def postfix_dsn(rcpt: str, *, to: str, status: str = "5.1.1", n: int = 1, reply: str = "550") -> bytes:
+def postfix_dsn(
+    rcpt: str, *, to: str, status: str = "5.1.1", n: int = 1, reply: str = "550", text: str | None = None
+) -> bytes:
+    """`text`: the remote server's words after its codes (default: Postfix's unknown-user refusal)."""
+    words = f"<{rcpt}>: Recipient address rejected: User unknown" if text is None else text
     return (
         "Return-Path: <>\r\n"
         f"Delivered-To: {to}\r\n"
@@ -28,7 +32,7 @@ def postfix_dsn(rcpt: str, *, to: str, status: str = "5.1.1", n: int = 1, reply:
         "Action: failed\r\n"
         f"Status: {status}\r\n"
         "Remote-MTA: dns; mx.example.com\r\n"
-        f"Diagnostic-Code: smtp; {reply} {status} <{rcpt}>: Recipient address rejected: User unknown\r\n\r\n"
+        f"Diagnostic-Code: smtp; {reply} {status} {words}\r\n\r\n"
         "--BND\r\nContent-Type: text/rfc822-headers\r\n\r\n"
         "From: app@example.net\r\n"
         f"To: {rcpt}\r\n"

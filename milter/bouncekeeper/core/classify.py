@@ -686,10 +686,12 @@ def _failure(
     report: Callable[[], str] | None = None,
     whole_reply: str = "",
     program_exit: bool = False,
+    retried: bool = True,
 ) -> Failure:
     """One recipient's failure from the text that reports on it (`text`), the report's Status field,
     the whole report when `text` says too little (`fallback`) and, read only when the SMTP command
-    matters and `text` does not name it, the whole human-readable report (`report`)."""
+    matters and `text` does not name it, the whole human-readable report (`report`). `retried` is
+    False for a reply seen once at submission (judge_smtp_reply): no MTA retried it until it gave up."""
     status_code = _best_status(status_field, text)
     text = amazonses.remote_reply(text)
     reply_code = status.reply_code_in(text)
@@ -738,7 +740,7 @@ def _failure(
         kind = BounceKind.TEMPORARY
         reason = Reason.DELAYED if reason is Reason.UNDEFINED else reason
     else:
-        if dsn_class is BounceKind.TEMPORARY and reason in _GAVE_UP_ON:
+        if retried and dsn_class is BounceKind.TEMPORARY and reason in _GAVE_UP_ON:
             # A final failure with a 4.x.x status (RFC 3463 section 3.1: "persistent transient"): the MTA
             # gave up retrying when the queue lifetime ran out; the last try's vague error is not the why.
             reason = Reason.EXPIRED
@@ -755,6 +757,28 @@ def _failure(
         stage=stage,
         action=action,
         smtp_command=command,
+    )
+
+
+_SMTP_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+
+
+def judge_smtp_reply(address: str, code: int, status_field: str | None, text: str) -> Failure:
+    """One recipient's failure from the reply an SMTP server gave at submission time (Launchpad's
+    SMTP-time bounces: `bouncekeeper record`, `POST /smtp-failures`), judged exactly as the same reply
+    inside a bounce's Diagnostic-Code is: the same status tables, phrase rules and kind rule (_failure),
+    so a refusal means one thing whichever way it reaches us.
+
+    Raises ValueError for a code that is no failure or a malformed status.
+    """
+    if not 400 <= code <= 599:
+        raise ValueError(f"not a failure reply code: {code}")
+    clean = status_field.strip() if status_field else None
+    if clean and _SMTP_STATUS.match(clean) is None:
+        raise ValueError(f"not an RFC 3463 status: {status_field!r}")
+    reply = " ".join(str(part) for part in (code, clean, text) if part)
+    return _failure(
+        address, reply, status.normal(clean), Stage.RULES, diagnostic=reply, action=None, retried=False
     )
 
 

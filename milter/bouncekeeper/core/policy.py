@@ -28,12 +28,11 @@ The rules (defaults from the issue; all configurable):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
+from bouncekeeper.core.model import BounceKind, Reason
 
 DAY = 86_400
 
@@ -270,98 +269,3 @@ def trip(current: Breaker, address: str, now: float, rules: Rules) -> Trip:
         opened = Breaker((), now + rules.breaker_freeze, len(failing))
         return Trip(opened, open=True, opened=True, distinct=len(failing))
     return Trip(Breaker(failing, None), open=False, opened=False, distinct=len(failing))
-
-
-# --- SMTP-time failures (Launchpad): a reply code the application got when it submitted mail ---
-
-# RFC 3463 section 3 subject.detail codes, and RFC 7372 for the authentication ones.
-_STATUS_REASONS: dict[str, Reason] = {
-    "1.1": Reason.USERUNKNOWN,  # bad destination mailbox address
-    "1.2": Reason.HOSTUNKNOWN,  # bad destination system address
-    "1.3": Reason.USERUNKNOWN,  # bad destination mailbox address syntax
-    "1.6": Reason.HASMOVED,  # destination mailbox has moved
-    "2.1": Reason.SUSPEND,  # mailbox disabled, not accepting messages
-    "2.2": Reason.MAILBOXFULL,
-    "2.3": Reason.MESGTOOBIG,
-    "3.4": Reason.MESGTOOBIG,
-    "4.1": Reason.NETWORKERROR,
-    "4.2": Reason.NETWORKERROR,
-    "4.4": Reason.HOSTUNKNOWN,  # unable to route
-    "4.7": Reason.EXPIRED,
-    "5.3": Reason.SYSTEMERROR,
-    "7.0": Reason.SECURITYERROR,
-    "7.1": Reason.BLOCKED,  # delivery not authorized, message refused
-    "7.20": Reason.AUTHFAILURE,  # RFC 7372: no passing DKIM signature
-    "7.23": Reason.AUTHFAILURE,  # SPF validation failed
-    "7.25": Reason.AUTHFAILURE,  # reverse DNS validation failed
-    "7.26": Reason.AUTHFAILURE,  # multiple authentication checks failed
-}
-# Words in a reply text that say the failure is about us or the message, not the address. Checked before
-# the status: "550 5.1.1 ... blocked by Spamhaus" is a block, whatever the status claims.
-_TEXT_REASONS: tuple[tuple[re.Pattern[str], Reason], ...] = (
-    (
-        re.compile(r"blocked|blacklist|block ?list|denylist|\blisted\b|reputation|\brbl\b|spamhaus", re.I),
-        Reason.BLOCKED,
-    ),
-    (re.compile(r"spam|junk|bulk mail", re.I), Reason.SPAMDETECTED),
-    (re.compile(r"virus|malware", re.I), Reason.VIRUSDETECTED),
-    (re.compile(r"\bdmarc\b|\bspf\b|\bdkim\b|authenticat", re.I), Reason.AUTHFAILURE),
-    (re.compile(r"greylist|graylist|try again later", re.I), Reason.BLOCKED),
-    (
-        re.compile(r"rate limit|too many (?:messages|connections|recipients)|throttl", re.I),
-        Reason.TOOMANYCONN,
-    ),
-    (re.compile(r"too (?:big|large)|size limit|exceeds? (?:the )?(?:maximum|size)", re.I), Reason.MESGTOOBIG),
-    (re.compile(r"policy|content|not allowed|prohibited", re.I), Reason.POLICYVIOLATION),
-    (re.compile(r"relay(?:ing)? (?:denied|not permitted|access denied)", re.I), Reason.NORELAYING),
-)
-_ADDRESS_TEXT: tuple[tuple[re.Pattern[str], Reason], ...] = (
-    (
-        re.compile(
-            r"user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox unavailable|"
-            r"does not exist|doesn't exist|invalid (?:recipient|mailbox|address)|recipient rejected|"
-            r"address rejected|not found",
-            re.I,
-        ),
-        Reason.USERUNKNOWN,
-    ),
-    (re.compile(r"mailbox (?:is )?full|over ?quota|quota exceeded", re.I), Reason.MAILBOXFULL),
-    (re.compile(r"disabled|suspended|inactive", re.I), Reason.SUSPEND),
-)
-_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
-# A 450 or 5xx is permanent only for these (or when nothing says otherwise): model.py's rule that
-# PERMANENT means the address itself is dead.
-_PERMANENT_REASONS = frozenset(ADDRESS_REASONS | {Reason.UNDEFINED})
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpFailure:
-    kind: BounceKind
-    reason: Reason
-    status: str | None
-
-
-def judge_smtp_reply(code: int, status: str | None, text: str) -> SmtpFailure:
-    """Classify a reply the application got when it submitted mail (`bouncekeeper record`).
-
-    The seed's rule: 450 and 5xx are permanent, other 4xx temporary; unless the status or the text says
-    the failure is not about the address (a block, spam, policy, size, rate, a full mailbox), which is
-    then TEMPORARY with that reason: the treatment the classifier gives such DSNs (core/model.py).
-    Raises ValueError for a code that is no failure or a malformed status.
-    """
-    if not 400 <= code <= 599:
-        raise ValueError(f"not a failure reply code: {code}")
-    clean = status.strip() if status else None
-    match = _STATUS.match(clean) if clean else None
-    if clean and match is None:
-        raise ValueError(f"not an RFC 3463 status: {status!r}")
-    by_status: Reason | None = None
-    if match is not None:
-        by_status = _STATUS_REASONS.get(f"{int(match.group(2))}.{int(match.group(3))}")
-    by_text = next((reason for pattern, reason in _TEXT_REASONS if pattern.search(text)), None)
-    address_text = next((reason for pattern, reason in _ADDRESS_TEXT if pattern.search(text)), None)
-    reason = by_text or by_status or address_text or Reason.UNDEFINED
-    permanent = (code == 450 or code >= 500) and reason in _PERMANENT_REASONS
-    if match is not None and match.group(1) == "4":
-        permanent = False  # the enhanced status is the finer statement (RFC 3463 section 2)
-    return SmtpFailure(BounceKind.PERMANENT if permanent else BounceKind.TEMPORARY, reason, clean)
