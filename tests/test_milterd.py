@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from bouncekeeper import cli, config, metrics, milterd, service, store
-from bouncekeeper.core import verp
+from bouncekeeper.core import loops, verp
 from bouncekeeper.core.policy import State
 from bouncekeeper.store.event import Event, EventKind, Source
 from tests.support.exim import free_port, wait_for_port
@@ -567,17 +567,41 @@ def test_loop_action_tag_delivers_with_a_header(tmp_path: pathlib.Path, redis_db
         h.feed(b"Precedence: junk\r\nSubject: x\r\n\r\nbody\r\n", "a@remote.example", PROTECTED)
         == Milter.ACCEPT
     )
-    assert h.ctx._msg[milterd.LOOP_HEADER] == "precedence-junk"
+    assert h.ctx._msg[milterd.LOOP_HEADER] == "precedence:junk"
     h.store.close()
 
 
-def test_loop_signals_follow_the_rfcs() -> None:
-    assert milterd.loop_signals(False, [("Auto-Submitted", "no")]) == ()
-    assert milterd.loop_signals(False, [("Auto-Submitted", "auto-generated; x=y")]) == (
-        "auto-submitted-auto-generated",
-    )
-    assert milterd.loop_signals(True, [("Precedence", "List")]) == ("null-sender", "precedence-list")
-    assert milterd.loop_signals(False, [("Content-Type", "text/plain")]) == ()
+def test_the_loop_guard_reads_the_core_vocabulary() -> None:
+    def found(headers: list[tuple[str, str]], sender: str = "a@remote.example") -> tuple[str, ...]:
+        return loops.header_signals(headers, envelope_sender=sender)
+
+    assert found([("Auto-Submitted", "no")]) == ()
+    assert found([("Auto-Submitted", "auto-generated; x=y")]) == ("auto-submitted:auto-generated",)
+    assert found([("Precedence", "List")], "") == ("null-sender", "precedence:list")
+    assert found([("Content-Type", "text/plain")]) == ()
+    report = [("Content-Type", 'multipart/report; report-type="delivery-status"; boundary=x')]
+    assert found(report) == ("multipart-report:delivery-status",)
+    # What the milter's own copy of these rules missed (issue 15).
+    assert found([("X-Autoreply", "yes")]) == ("x-autoreply",)
+    assert found([("List-Id", "<l.example.org>")]) == ("list-id",)
+    assert loops.is_loop(found([("List-Id", "<l.example.org>")]))
+    # A subject a person can write is recorded with other signals, never decisive alone.
+    assert found([("Subject", "Vacation photos")]) == ("vacation-subject",)
+    assert not loops.is_loop(found([("Subject", "Vacation photos")]))
+
+
+def test_a_vacation_subject_alone_is_delivered_and_an_x_autoreply_is_held(
+    tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    h = _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"\n[milter]\nloop_action = "tag"')
+    h.connect(INBOUND_IP)
+    assert h.feed(b"Subject: Vacation photos\r\n\r\nbody\r\n", "a@remote.example", PROTECTED) == Milter.ACCEPT
+    assert milterd.LOOP_HEADER not in h.ctx._msg
+    h.connect(INBOUND_IP)
+    raw = b"X-Autoreply: yes\r\nSubject: Out of office\r\n\r\nbody\r\n"
+    assert h.feed(raw, "a@remote.example", PROTECTED) == Milter.ACCEPT
+    assert h.ctx._msg[milterd.LOOP_HEADER] == "x-autoreply vacation-subject"
+    h.store.close()
 
 
 # -- everything else -----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import Milter
 
 from bouncekeeper import config, log, metrics, policyd
-from bouncekeeper.core import addresses, throttle
+from bouncekeeper.core import addresses, loops, throttle
 from bouncekeeper.core.verp import VerpResult, VerpStatus, VerpUnencodable
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
@@ -333,30 +333,6 @@ def _noreply_guarded(func: F) -> F:
             return CONTINUE
 
     return wrapper  # type: ignore[return-value]
-
-
-def loop_signals(null_sender: bool, headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-    """Why a message to a protected address looks automatic (Launchpad's incoming-mail rules).
-
-    RFC 3834 section 2: automatic responses go to the Return-Path and carry Auto-Submitted; RFC 3464
-    reports are multipart/report; RFC 5321 section 4.5.5: bounces have a null reverse-path; Precedence
-    bulk/junk/list is the de facto marker of list and bulk mail, to which nothing must answer.
-    """
-    signals: list[str] = []
-    if null_sender:
-        signals.append("null-sender")
-    for name, value in headers:
-        lname = name.lower()
-        lvalue = value.strip().lower()
-        if lname == "content-type" and lvalue.startswith("multipart/report"):
-            signals.append("multipart-report")
-        elif lname == "precedence" and lvalue.split(";")[0].strip() in ("bulk", "junk", "list"):
-            signals.append(f"precedence-{lvalue.split(';')[0].strip()}")
-        elif lname == "auto-submitted":
-            keyword = lvalue.split(";")[0].strip()
-            if keyword and keyword != "no":
-                signals.append(f"auto-submitted-{keyword}")
-    return tuple(dict.fromkeys(signals))
 
 
 _ANSWERS = {ACCEPT: "accept", DISCARD: "discard", TEMPFAIL: "tempfail", REJECT: "reject"}
@@ -674,8 +650,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     def _eom_loop(self, removed: list[str]) -> int | None:
         msg, policy = self.msg, self.runtime.policy
-        signals = loop_signals(msg.null_sender, msg.headers)
-        if not signals:
+        signals = loops.header_signals(msg.headers, envelope_sender=msg.raw_sender)
+        if not loops.is_loop(signals):
             return None
         _DECIDED["loop"].inc()
         raw_headers = self._raw_headers()

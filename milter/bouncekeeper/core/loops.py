@@ -2,13 +2,17 @@
 
 A bounce handler that answers automatic mail makes mail loops; one that scores auto-replies disables good
 addresses. These predicates say why a message looks automatic (RFC 3834) or loop-prone, from headers
-alone, so the milter can use them before the body has arrived.
+alone. `signals` is the one vocabulary: the classifier stores it in `Classification.loop_signals`, and
+the milter's loop guard (`header_signals`, `is_loop`) writes the same words into its loop events, its
+`X-Bouncekeeper-Loop` header and its log lines.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+
+from bouncekeeper.core import mime
 
 Headers = Callable[[str], str | None]
 
@@ -128,3 +132,25 @@ def signals(
     if subject and is_vacation_subject(subject):
         found.append("vacation-subject")
     return tuple(found)
+
+
+# Signals a person can produce by accident (a subject that starts with "Vacation"): recorded with the
+# others, but never enough by themselves to hold a message back as a loop.
+HINTS = frozenset({"vacation-subject"})
+
+
+def header_signals(headers: Sequence[tuple[str, str]], *, envelope_sender: str | None) -> tuple[str, ...]:
+    """`signals` over a header list as an adapter receives it (the milter's header callbacks): the
+    first field of each name counts, as it does for the classifier's parsed message."""
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name.lower(), value)
+    ctype, params = mime.content_type(first.get("content-type", ""))
+    report_type = params.get("report-type", "").lower() if ctype == "multipart/report" else None
+    return signals(first.get, content_type=ctype, report_type=report_type, envelope_sender=envelope_sender)
+
+
+def is_loop(found: Iterable[str]) -> bool:
+    """Whether a message to a protected address is automatic mail that must never be answered: any
+    signal but a hint (Launchpad's incoming-mail rules; RFC 3834 section 2)."""
+    return any(signal not in HINTS for signal in found)

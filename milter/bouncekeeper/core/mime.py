@@ -136,6 +136,14 @@ class _Budget:
             self.cut.append(limit)
 
 
+def content_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type field's type (lower-cased, as written) and its parameters (names lower-cased)."""
+    ctype, _, rest = value.partition(";")
+    found = _PARAM.findall(";" + rest)
+    params = {name.lower(): param.strip('"').replace('\\"', '"') for name, param in found}
+    return ctype.strip().lower(), params
+
+
 def _parse(raw: bytes, depth: int, budget: _Budget, default_type: str) -> Part:
     budget.parts += 1
     if raw[:1] in (b"\n", b"\r"):
@@ -147,12 +155,8 @@ def _parse(raw: bytes, depth: int, budget: _Budget, default_type: str) -> Part:
     part = Part(headers, body)
     value = part.get("content-type")
     if value:
-        ctype, _, rest = value.partition(";")
-        ctype = ctype.strip().lower()
+        ctype, part.params = content_type(value)
         part.content_type = ctype if "/" in ctype else default_type
-        part.params = {
-            name.lower(): param.strip('"').replace('\\"', '"') for name, param in _PARAM.findall(";" + rest)
-        }
     else:
         part.content_type = default_type
     nested = part.maintype == "multipart" or part.content_type in ("message/rfc822", "message/global")
