@@ -261,7 +261,7 @@ class Handler:
             answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
 
     async def handle_exception(self, error: Exception) -> str:
-        # aiosmtpd would answer 500: an internal error must never bounce mail (STYLE.md).
+        # aiosmtpd would answer 500: an internal error must never bounce mail: 451, retried.
         logger.error("session error: %r", error, exc_info=error)
         _DECIDED["tempfail"].inc()
         return TEMPFAIL_ALL

@@ -7,11 +7,12 @@ contexts match the original mail.
 
 Delivery guarantees:
 - An entry is acknowledged (XACK, then removed) only once every matching target has either received it
-  (2xx) or it has been copied to the dead-letter stream `{prefix}notify:dead`. A crash at any point
+  (2xx) or it has been copied to the dead-letter stream `{prefix}{outbox}:dead`. A crash at any point
   leaves it in the group's pending list; a restarted notifier with the same consumer name reads its own
   pending entries first, and any notifier takes over entries another one left idle (XAUTOCLAIM).
-- Per entry and target, `{prefix}notify:state:{id}` records which targets are done and how many attempts
-  were made, so a restart neither re-sends to a target that already answered 2xx nor forgets the backoff.
+- Per entry and target, `{prefix}{outbox}:state:{id}` (store/keys.py) records which targets are done and
+  how many attempts were made, so a restart neither re-sends to a target that already answered 2xx nor
+  forgets the backoff.
   The one window for a duplicate is a crash between a 2xx and that HSET: receivers dedupe on `event_id`
   (at-least-once, as every webhook system that survives crashes).
 - Connection errors, timeouts, 5xx and 429 are retried with exponential backoff (Retry-After honoured up

@@ -105,7 +105,7 @@ class Outcome:
     cut: int = 0
 
     def summary(self) -> str:
-        """The one INFO line for this message (STYLE.md):
+        """The one INFO line for this message (one line per message, with its queue id):
         `bounce recorded rcpt=alice@example.org kind=permanent status=5.1.1 reason=userunknown score=3/5`."""
         c = self.classification
         if self.forged:

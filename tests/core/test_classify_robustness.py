@@ -1,4 +1,4 @@
-"""The classifier never raises, whatever the bytes (issue 2): each stage's failure is contained."""
+"""The classifier never raises, whatever the bytes: each stage's failure is contained."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_ordinary_mail_never_reaches_flufl(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_real_flufl_exception_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
-    # flufl.bounce 6's Yale detector raises IndexError on a message without From (issue 2): it takes
+    # flufl.bounce 6's Yale detector raises IndexError on a message without From: it takes
     # getaddresses([""])[0], and getaddresses returns [] there since CPython 3.11.4 (gh-102988; older
     # 3.11 gave [("", "")]). Give its module that behaviour whatever Python runs the suite, so flufl's
     # own code raises.

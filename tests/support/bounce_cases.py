@@ -3,11 +3,11 @@
 Shared by the real-MTA test (tests/mta/test_real_mta_bounces.py, which makes Postfix, Exim and Sendmail
 write their own bounces) and the fast unit test over the bounces it captured (tests/fixtures/mta/).
 
-Kind (issue 2): permanent only when the address itself is dead (unknown user, unknown host, moved, bad
-address syntax); a full, disabled or rate-limited mailbox, a too-big message, spam, a virus, a DMARC,
-block-list or policy refusal, a refused relay, a full remote system, and anything that failed only
-because the queue lifetime ran out are temporary, whatever the status class says. A bare "550 User
-unknown" is a dead address at RCPT and a content filter's refusal (`filtered`) after DATA.
+Kind (the corpus's labelling rule): permanent only when the address itself is dead (unknown user, unknown
+host, moved, bad address syntax); a full, disabled or rate-limited mailbox, a too-big message, spam, a
+virus, a DMARC, block-list or policy refusal, a refused relay, a full remote system, and anything that
+failed only because the queue lifetime ran out are temporary, whatever the status class says. A bare "550
+User unknown" is a dead address at RCPT and a content filter's refusal (`filtered`) after DATA.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def check_failure(result: Classification, failure: Failure, case: Case) -> None:
     else:  # no enhanced code in the reply, expiry, routing: the MTA's own (Exim says 5.0.0 for any failure)
         assert failure.status is not None
         assert failure.status[0] in "45", failure
-    if case.kind == "permanent":  # a dead address needs a 5xx (issue 2): a 4xx one is retried
+    if case.kind == "permanent":  # a dead address needs a 5xx: a 4xx one is retried
         assert failure.dsn_class == "permanent", failure
 
 

@@ -1,11 +1,11 @@
 """The bounce classifier: raw message bytes -> Classification. Never raises.
 
-Triage order (Mailman 3's, STYLE.md), with one change: VERP recipient given by the caller -> RFC 3464 /
+Triage order (Mailman 3's BounceRunner), with one change: VERP recipient given by the caller -> RFC 3464 /
 RFC 6533 delivery-status parts (and Amazon SES JSON notices) -> our own rules for non-standard formats ->
 flufl.bounce's detectors, for what our rules do not recognise -> auto-reply / feedback / success /
 delay detection -> unrecognised.
 
-The change: issue 2 puts flufl.bounce before our rules. Measured on the shared corpus, our rules first
+The change: the first design put flufl.bounce before our rules. Measured on the shared corpus, our rules first
 find more failed recipients at the same precision (recall 0.969 against 0.961), give a reason and a
 status for each (flufl.bounce gives neither), and spare most messages flufl.bounce's seventeen detectors,
 which cost more than the whole rest of the classifier (benchmarks/classify_speed.py). flufl.bounce still
@@ -258,7 +258,7 @@ class _Triage:
         if self.parsed.dsn_parts:
             try:
                 failures, delays, successes = self._dsn_stage()
-            except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+            except Exception as exc:  # noqa: BLE001 - a stage failure is contained: classify never raises
                 self.errors.append(f"dsn: {type(exc).__name__}: {exc}")
         if failures or delays:
             return self._finish(
@@ -269,7 +269,7 @@ class _Triage:
         notice = None
         try:
             notice = amazonses.read(self._human_text()) if self.parsed.text_parts else None
-        except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+        except Exception as exc:  # noqa: BLE001 - a stage failure is contained: classify never raises
             self.errors.append(f"amazonses: {type(exc).__name__}: {exc}")
         if notice is not None:
             return self._from_notice(notice, signals)
@@ -294,7 +294,7 @@ class _Triage:
         if self.parsed.dsn_parts and self.verp is None:
             try:
                 failures = self._returned_recipient()
-            except Exception as exc:  # noqa: BLE001 - a stage failure is contained (issue 2)
+            except Exception as exc:  # noqa: BLE001 - a stage failure is contained: classify never raises
                 self.errors.append(f"returned: {type(exc).__name__}: {exc}")
             if failures:
                 return self._finish(MessageType.BOUNCE, failures, [], signals)
@@ -847,7 +847,7 @@ def _names_address(status_code: str | None) -> bool:
 
 
 def _kind(reason: Reason, dsn_class: BounceKind) -> BounceKind:
-    """PERMANENT only when the address itself is dead (corpus README, issue 2)."""
+    """PERMANENT only when the address itself is dead (the shared corpus's labelling rule)."""
     if reason in ADDRESS_REASONS:
         if reason is Reason.NOTACCEPT and dsn_class is not BounceKind.PERMANENT:
             return BounceKind.TEMPORARY

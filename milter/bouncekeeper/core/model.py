@@ -77,7 +77,7 @@ class MessageType(StrEnum):
 
 
 class Stage(StrEnum):
-    """Which triage stage found a failure (STYLE.md: Mailman's order)."""
+    """Which triage stage found a failure (Mailman 3's order: core/classify.py)."""
 
     VERP = "verp"
     DSN = "dsn"
