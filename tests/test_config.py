@@ -141,3 +141,9 @@ def test_bad_redis_failover_settings_are_fatal_naming_file_and_key(redis: str, p
     with pytest.raises(config.ConfigError, match=r"bk\.toml: redis: .*") as info:
         config.loads(f"[redis]\n{redis}\n", name="bk.toml")
     assert problem in str(info.value)
+
+
+def test_the_bounce_domain_is_canonical_once_in_config() -> None:
+    # Every adapter compares it with an address's lower-cased domain: none re-canonicalises it.
+    settings = config.loads('[verp]\nbounce_domain = " Bounces.Example.ORG. "\n')
+    assert settings.verp.bounce_domain == "bounces.example.org"

@@ -78,6 +78,10 @@ class VerpSettings:
     # removed before the mail leaves. Empty: no context tag.
     context_header: str = "X-Bouncekeeper-Context"
 
+    def __post_init__(self) -> None:
+        # Canonical here, once: every reader compares it with an address's lower-cased domain.
+        object.__setattr__(self, "bounce_domain", self.bounce_domain.strip().lower().rstrip("."))
+
 
 @dataclass(frozen=True)
 class RedisSettings:

@@ -42,7 +42,7 @@ from aiosmtpd.smtp import SMTP
 
 from bouncekeeper import config, log, metrics
 from bouncekeeper.core import addresses, throttle
-from bouncekeeper.core.verp import VerpStatus
+from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.service import Classified, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
@@ -52,7 +52,6 @@ logger = log.get_logger(__name__)
 # Reply texts (RFC 3463 enhanced status codes).
 OK_RCPT = "250 2.1.5 OK"
 NOT_OURS = "550 5.1.1 <{}>: not a bounce address here"
-FORGED = "550 5.7.1 <{}>: bounce address forged or expired"
 STORED = "250 2.0.0 <{}> bounce recorded"
 TEMPFAIL = "451 4.3.0 <{}> cannot record the bounce now, try again later"
 STORED_ALL = "250 2.0.0 bounce recorded"
@@ -85,6 +84,11 @@ class _Envelope:
     def __init__(self) -> None:
         self.forged: dict[str, bool] = {}
         self.over = 0  # RCPTs refused for max_recipients
+
+
+def _refusal(address: str, verdict: RcptVerdict) -> str:
+    code, status, text = verdict.refusal()
+    return f"{code} {status} <{address}>: {text}"
 
 
 def _peer(session: Any) -> str:
@@ -128,7 +132,7 @@ class Handler:
     def reconfigure(self, service: Service, settings: config.Settings) -> None:
         """Take these settings (at start, and on SIGHUP); a message in progress keeps its recipients."""
         self.service = service
-        self.bounce_domain = settings.verp.bounce_domain.lower().rstrip(".")
+        self.bounce_domain = settings.verp.bounce_domain
         self.plain_local = settings.verp.local_prefix.lower()
         self.enforce = settings.policy.mode == "enforce"
         self.max_recipients = settings.lmtp.max_recipients
@@ -171,30 +175,27 @@ class Handler:
             logger.warning("client %s over the forged-address limit, closing", _peer(session))
             _LIMITED["forged-client"].inc()
             return FORGED_CLOSE
-        result = self.service.check_rcpt(address)
-        forged = False
-        if result.status is VerpStatus.NOT_VERP:
+        verdict = bounce_rcpt(self.service.check_rcpt(address), enforce=self.enforce, guarded=guarded)
+        if verdict.answer is Answer.NOT_VERP and local != self.plain_local:
             # The plain bounce address (bounces@bounce_domain) is ours too: its bounces are classified
             # from their content alone. Anything else at the domain is not an address we gave out.
-            if local != self.plain_local:
-                _DECIDED["reject"].inc()
-                return NOT_OURS.format(address)
-        elif result.status is not VerpStatus.VALID:
-            if self.enforce:
-                logger.info("refused rcpt=%s verp=%s", address, result.status)
-                _DECIDED["reject"].inc()
-                if guarded and result.status is VerpStatus.FORGED:
-                    return self._forged(session, address)
-                return FORGED.format(address)
-            forged = True  # observe mode: accept, record as forged, never score it
+            _DECIDED["reject"].inc()
+            return NOT_OURS.format(address)
+        if verdict.answer is Answer.REFUSE:
+            logger.info("refused rcpt=%s verp=%s", address, verdict.status)
+            _DECIDED["reject"].inc()
+            if verdict.guess:
+                return self._forged(session, address, verdict)
+            return _refusal(address, verdict)
         envelope.rcpt_tos.append(address)
-        _state(envelope).forged[address] = forged
+        # Observe mode takes a forged or expired address: recorded as forged, never scored.
+        _state(envelope).forged[address] = verdict.forged
         return OK_RCPT
 
     def _trusted(self, session: Any) -> bool:
         return _trusted(session.peer, self.trusted)
 
-    def _forged(self, session: Any, address: str) -> str:
+    def _forged(self, session: Any, address: str, verdict: RcptVerdict) -> str:
         """The answer to a forged bounce address from a client the limits apply to."""
         peer = _peer(session)
         blocked = self.forgery.forged(peer, time.monotonic())
@@ -204,7 +205,7 @@ class Handler:
             logger.warning("client %s sent %d forged bounce addresses, closing", peer, count)
             _LIMITED["forged-session" if not blocked else "forged-client"].inc()
             return FORGED_CLOSE
-        return FORGED.format(address)
+        return _refusal(address, verdict)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if getattr(server, "_closing", False):

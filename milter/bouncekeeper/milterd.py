@@ -54,7 +54,8 @@ import Milter
 
 from bouncekeeper import config, log, metrics, policyd
 from bouncekeeper.core import addresses, loops, throttle
-from bouncekeeper.core.verp import VerpResult, VerpStatus, VerpUnencodable
+from bouncekeeper.core.rcpt import Answer, bounce_rcpt
+from bouncekeeper.core.verp import VerpResult, VerpUnencodable
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 from bouncekeeper.verpkeys import Signer
@@ -174,14 +175,14 @@ class MilterPolicy:
                     settings.source, f"milter.protected_recipients[{index}]", f"not an address: {text!r}"
                 )
             protected.add(address)
-        watched = {v.bounce_domain.lower().rstrip(".")} if v.bounce_domain else set()
+        watched = {v.bounce_domain} if v.bounce_domain else set()
         for address in protected:
             domain = addresses.domain_of(address)
             watched.add(domain)
             with contextlib.suppress(UnicodeError):
                 watched.add(domain.encode("idna").decode("ascii"))
         return cls(
-            bounce_domain=v.bounce_domain.lower().rstrip("."),
+            bounce_domain=v.bounce_domain,
             local_prefix=v.local_prefix,
             senders=tuple(p.lower() for p in v.senders),
             multi_recipient=v.multi_recipient,
@@ -798,24 +799,27 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             else:
                 self.setreply("452", "4.5.3", "Too many recipients")
             return TEMPFAIL
-        result = self.runtime.service.check_rcpt(address)
-        if result.status == VerpStatus.VALID:
-            if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
-                msg.bounces.append(_BounceRcpt(to, address, result, forged=False))
-            return CONTINUE
-        if result.status not in (VerpStatus.FORGED, VerpStatus.EXPIRED):
+        verdict = bounce_rcpt(
+            self.runtime.service.check_rcpt(address),
+            enforce=policy.enforce,
+            may_refuse=may_refuse,
+            guarded=guarded,
+        )
+        if verdict.answer is Answer.NOT_VERP:
             return None
-        if policy.enforce and may_refuse:
-            logger.info("bounce refused rcpt=%s verp=%s action=reject", address, result.status)
+        if verdict.answer is Answer.REFUSE:
+            logger.info("bounce refused rcpt=%s verp=%s action=reject", address, verdict.status)
             _DECIDED["reject"].inc()
-            if guarded and result.status is VerpStatus.FORGED and self._guessing():
+            if verdict.guess and self._guessing():
                 self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)
                 return TEMPFAIL
-            self.setreply("550", "5.7.1", f"Not a valid bounce address ({result.status})")
+            self.setreply(*verdict.refusal())
             return REJECT
-        # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
-        logger.debug("bounce address %s rcpt=%s mode=observe", result.status, address)
-        msg.bounces.append(_BounceRcpt(to, address, result, forged=True))
+        if verdict.forged:
+            # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
+            logger.debug("bounce address %s rcpt=%s mode=observe", verdict.status, address)
+        if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
+            msg.bounces.append(_BounceRcpt(to, address, verdict.verp, forged=verdict.forged))
         return CONTINUE
 
     def _guessing(self) -> bool:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from bouncekeeper import log, metrics
 from bouncekeeper.core import addresses, throttle
+from bouncekeeper.core.rcpt import Answer, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult, VerpStatus
 
 logger = log.get_logger(__name__)
@@ -82,12 +83,12 @@ def verdict(
     if address is None:
         return "DUNNO", None
     if rules.bounce_domain and addresses.domain_of(address) == rules.bounce_domain:
-        result = check_rcpt(address)
-        if result.status in (VerpStatus.FORGED, VerpStatus.EXPIRED) and rules.enforce:
-            return f"550 5.7.1 Not a valid bounce address ({result.status})", result.status
-        if result.status != VerpStatus.NOT_VERP:
+        verdict = bounce_rcpt(check_rcpt(address), enforce=rules.enforce)
+        if verdict.answer is Answer.REFUSE:
+            return " ".join(verdict.refusal()), verdict.status
+        if verdict.answer is not Answer.NOT_VERP:
             # Valid, or forged/expired in observe mode (recorded as forged after the queue).
-            return f"FILTER {rules.filter}", result.status
+            return f"FILTER {rules.filter}", verdict.status
     if address in rules.protected_recipients:
         return f"FILTER {rules.filter}", None
     return "DUNNO", None

@@ -69,7 +69,7 @@ def from_settings(settings: config.Settings) -> BounceRoute:
                 )
     return BounceRoute(
         source=settings.source,
-        bounce_domain=v.bounce_domain.lower().rstrip("."),
+        bounce_domain=v.bounce_domain,
         prefix=v.local_prefix,
         key_file=v.secret_files[0],
         senders=tuple(p.lower() for p in v.senders),
