@@ -28,6 +28,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY
 from bouncekeeper.service import Service
 from bouncekeeper.store import Store, StoreUnavailable
+from bouncekeeper.store.event import Event, EventKind, Source
 from tests.support import failover
 from tests.support.lmtp import ListenerThread, settings_for
 from tests.support.redis_cluster import RedisClusterServers, free_port
@@ -55,6 +56,18 @@ def sentinels() -> Iterator[RedisSentinels]:
             servers.stop()
 
 
+def _ordinary(milter: MilterHarness) -> int:
+    """The milter's answer to an ordinary inbound message's first recipient (it never asks Redis)."""
+    milter.connect(INBOUND_IP)
+    milter.ctx._envfrom("<someone@remote.example>")
+    return int(milter.ctx._envrcpt("<x@elsewhere.example>"))
+
+
+def failover_probe() -> Event:
+    """A stream-only event: it needs the master holding the global stream, the one the test kills."""
+    return Event(at=T0, kind=EventKind.FORGED, source=Source.CLI, address="probe@example.org")
+
+
 def _recorded_once(service: Service, rcpts: list[str]) -> dict[str, int]:
     """Each recipient's number of events in its history (1 = recorded, once)."""
     return {view.address: len(view.events) for view in service.store.views(rcpts, events=10)}
@@ -76,9 +89,7 @@ def test_a_sentinel_failover_during_traffic_loses_no_bounce_and_counts_each_once
         # ordinary mail through the milter is accepted all the same.
         with pytest.raises(StoreUnavailable):
             service.store.ping()
-        milter.connect(INBOUND_IP)
-        milter.ctx._envfrom("<someone@remote.example>")
-        ordinary.append(int(milter.ctx._envrcpt("<x@elsewhere.example>")))
+        ordinary.append(_ordinary(milter))
 
     where = listener.lmtp_address
     assert isinstance(where, tuple)
@@ -118,17 +129,28 @@ def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     settings = settings_for(tmp_path, cluster.url)
     service = Service.open(settings)
     listener = ListenerThread(service, settings).start()
+    milter = MilterHarness(settings)
     victim = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
     where = listener.lmtp_address
     assert isinstance(where, tuple)
+    ordinary: list[int] = []
+
+    def kill() -> None:
+        cluster.kill_port(victim)
+        with pytest.raises(StoreUnavailable):
+            service.store.log_event(failover_probe())
+        ordinary.append(_ordinary(milter))
+
     try:
-        traffic = failover.run(where, RCPTS, lambda: cluster.kill_port(victim), kill_after=BOUNCES // 3)
+        traffic = failover.run(where, RCPTS, kill, kill_after=BOUNCES // 3)
         counts = _recorded_once(service, RCPTS)
         print(failover.report("cluster", traffic, sum(1 for c in counts.values() if c == 1)))
         stream_owner = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
     finally:
         listener.stop()
         service.close()
+        milter.store.close()
+    assert ordinary == [Milter.ACCEPT]
     assert stream_owner != victim
     assert cluster.role(stream_owner) == "master"
     assert traffic.other == []
