@@ -34,11 +34,11 @@ def test_serves_the_registry_and_404_for_any_other_path(serve: Callable[..., str
     assert status == 200
     assert content_type == metrics.CONTENT_TYPE
     assert samples(text)['bouncekeeper_decisions_total{source="lmtp",decision="accept"}'] >= 1
-    # The same registry (but the open-connection gauge: the scrape's own connection is still counted
-    # while it is served, and maybe after the client read the answer).
+    # The same registry (but the open-connection gauge: the scrape's own connection is counted while it
+    # is served, and the first scrape's may still be, until the server has seen its client close).
     scraped, rendered = samples(scrape(base + "/metrics?x=1")[2]), samples(metrics.REGISTRY.render())
     gauge = 'bouncekeeper_http_connections{server="metrics"}'
-    assert scraped.pop(gauge) == 1
+    assert scraped.pop(gauge) in {1, 2}
     rendered.pop(gauge)
     assert scraped == rendered
     for path in ("/", "/metrics/", "/openapi.json"):
