@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 
 from tests.support import reachable
+from tests.support.postfix import finished_dumps
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "exim" / "exim4.conf.example"
@@ -107,7 +108,7 @@ class SmtpSink:
 
     def messages(self) -> list[SinkMessage]:
         found = []
-        for path in sorted(self.dir.iterdir()):
+        for path in finished_dumps(self.dir, self.proc):
             raw = path.read_bytes()
             head = email.parser.BytesHeaderParser().parsebytes(raw)
             found.append(

@@ -154,6 +154,23 @@ class SinkMessage:
         ]
 
 
+def finished_dumps(directory: pathlib.Path, proc: subprocess.Popen[bytes] | None) -> list[pathlib.Path]:
+    """smtp-sink's dump files that it has closed, in name order.
+
+    smtp-sink opens a message's file at MAIL and writes the recipients and the body as they come: a file
+    it still holds open is a message in progress (read now, it may have no recipients yet).
+    """
+    held: set[str] = set()
+    if proc is not None and proc.poll() is None:
+        fd_dir = pathlib.Path(f"/proc/{proc.pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else ():
+            try:
+                held.add(os.readlink(fd))
+            except OSError:
+                continue  # closed between the listing and the readlink: it is finished
+    return [path for path in sorted(directory.iterdir()) if str(path) not in held]
+
+
 class SmtpSink:
     """smtp-sink as a remote MX; `reject` = "RCPT" makes it refuse every recipient with `reply` (5xx)."""
 
@@ -195,7 +212,7 @@ class SmtpSink:
 
     def messages(self) -> list[SinkMessage]:
         found = []
-        for path in sorted(self.directory.iterdir()):
+        for path in finished_dumps(self.directory, self.proc):
             text = path.read_text(errors="replace")
             head = text.split("\n\n", 1)[0]
             sender = ""
