@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
-from bouncekeeper.core.classify import Triaged, classify, judge_smtp_reply
+from bouncekeeper.core.classify import Triaged, judge_smtp_reply
 from bouncekeeper.core.model import Classification, Failure, MessageType, Reason
 from bouncekeeper.core.policy import Effect, Mode, Rule, Rules, State, assess
 from bouncekeeper.log import get_logger
@@ -207,10 +207,6 @@ class Service:
     def reconfigured(self, settings: config.Settings) -> Service:
         """This service's store and classifier under new settings (SIGHUP): keys and rules read again."""
         return Service(settings, self.store, clock=self.clock, classifier=self._classifier)
-
-    @property
-    def classify(self) -> Classifier:
-        return self._classifier or classify
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Classified:
         """One message's classification, done once whatever the number of recipients it is for."""
