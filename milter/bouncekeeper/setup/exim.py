@@ -12,7 +12,8 @@ Two layouts, as Debian ships them:
 
 The functions over texts are pure; `build` reads the files and `check` runs Exim on a staged copy.
 What the pieces do and why (errors_to rather than return_path, the one regex for the day) is in
-docs/exim.md; the VERP recipe is the one exim/exim4.conf.example has always shipped.
+docs/exim.md; the routers, transports, VERP recipe and loop guard are the ones exim/ ships
+(exim4.conf.example, conf.d/), which tests/setup/test_exim.py holds in step with these texts.
 """
 
 from __future__ import annotations
