@@ -289,6 +289,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
     "lmtp": ("run the LMTP (and SMTP) listener for bounces ([lmtp] settings)", _no_arguments(_cmd_lmtp)),
     "classify": ("classify message files (bounce, delay, auto-reply ...)", _define_classify),
     **{name: (text, _define_admin(name)) for name, text in _ADMIN_HELP.items()},
+    "import": (
+        "import a suppression list (CSV, export JSON, Mailman 3, ESP exports); a second run changes nothing",
+        _define_in("bouncekeeper.importer"),
+    ),
+    "report": (
+        "what happened and what enforce would do or did: bounces by kind, reason, domain; breakers; backlog",
+        _define_in("bouncekeeper.report"),
+    ),
     "setup": (
         "merge bouncekeeper into an MTA's configuration: a diff; --apply writes it, --undo reverts it",
         _define_in("bouncekeeper.setup.command"),

@@ -89,6 +89,18 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Suppression:
+    """One address of an imported suppression list (`bouncekeeper import`): the state to hold, since when
+    and by whom, and the audit event that says where it came from."""
+
+    address: str
+    state: State
+    since: float
+    by: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
 class AddressView:
     """One address as Redis holds it now, with the seconds left before each counter resets."""
 
@@ -238,7 +250,7 @@ class Store:
         self.cluster = isinstance(client, RedisCluster)
         self._on_close = on_close
         lib = _script("lib.lua")  # push_history and outbox_add, shared by record.lua and admin.lua
-        self._sources = {name: lib + _script(f"{name}.lua") for name in ("record", "admin")}
+        self._sources = {name: lib + _script(f"{name}.lua") for name in ("record", "admin", "import")}
         self._sources["breaker"] = _script("breaker.lua")
         # The single-server path: breaker and record as local functions of one script (bounce.lua).
         self._sources["bounce"] = (
@@ -692,6 +704,63 @@ class Store:
                 raise
         return State(before), State(after)
 
+    def states(self, addresses: Sequence[str]) -> list[State]:
+        """Each address's state now, one round trip."""
+        with _guard("read state"):
+            pipe = self.pipeline()
+            for address in addresses:
+                pipe.hget(self.keys.address(address, k.STATE), "state")
+            replies = pipe.execute()
+        return [State(r) if r else State.ACTIVE for r in replies]
+
+    def import_suppressions(self, rows: Sequence[Suppression]) -> list[State]:
+        """Set each row's state where its address is active (import.lua), with its audit event in the
+        stream and the address's history; an address that holds a state already keeps it, and its event
+        is taken back. Returns the state each address held before: ACTIVE where this call set it. Three
+        round trips for the whole batch: the states, the events, the scripts."""
+        if not rows:
+            return []
+        before = self.states([r.address for r in rows])
+        wanted = [r for r, state in zip(rows, before, strict=True) if state is State.ACTIVE]
+        if not wanted:
+            return before
+        refs = self.log_events([r.event for r in wanted])
+        with _guard("import suppressions"):
+            batch = self._batch()
+            for row, ref in zip(wanted, refs, strict=True):
+                batch.script(
+                    "import",
+                    [self.keys.address(row.address, k.STATE), self.keys.address(row.address, k.TRACK)],
+                    [
+                        row.state.value,
+                        repr(row.since),
+                        row.by,
+                        row.event.to_history(),
+                        ref,
+                        self.settings.history_size,
+                    ],
+                )
+            replies = batch.execute()
+            # Set meanwhile by another process: its state stays, and this import's event goes.
+            raced = [ref for ref, reply in zip(refs, replies, strict=True) if reply != State.ACTIVE.value]
+            if raced:
+                self.client.xdel(self.keys.stream, *raced)
+        held = iter(State(r) for r in replies)
+        return [next(held) if state is State.ACTIVE else state for state in before]
+
+    def events_since(self, start: float, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every event of the global stream from `start` (epoch seconds) on, oldest first, `batch` per
+        round trip. The stream is capped at about `stream_size` entries, so this is bounded."""
+        cursor = f"{max(int(start * 1000), 0)}-0"
+        while True:
+            with _guard("read stream"):
+                entries = self.client.xrange(self.keys.stream, min=cursor, count=batch)
+            for _entry_id, fields in entries:
+                yield parse_entry(fields)
+            if len(entries) < batch:
+                return
+            cursor = "(" + str(entries[-1][0])
+
     def is_suppressed(self, address: str) -> bool:
         with _guard("read state"):
             state = self.client.hget(self.keys.address(address, k.STATE), "state")
@@ -877,4 +946,13 @@ class _Batch:
                 raise StoreUnavailable(f"record bounce: {acked} of {wanted} replicas acknowledged in time")
 
 
-__all__ = ["AddressView", "Item", "Result", "Source", "Store", "StoreUnavailable", "make_client"]
+__all__ = [
+    "AddressView",
+    "Item",
+    "Result",
+    "Source",
+    "Store",
+    "StoreUnavailable",
+    "Suppression",
+    "make_client",
+]

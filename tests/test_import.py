@@ -1,0 +1,285 @@
+"""`bouncekeeper import`: each supported format with broken lines, run twice (the second changes nothing),
+then exported and compared; export -> import into an empty store -> export gives the same list."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pathlib
+
+import pytest
+
+from bouncekeeper import cli, importer
+from bouncekeeper.core.policy import State
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+def conf(redis_db: RedisServer, tmp_path: pathlib.Path) -> str:
+    path = tmp_path / "bk.toml"
+    path.write_text(f'[redis]\nurl = "{redis_db.url}"\n')
+    return str(path)
+
+
+def run(conf: str, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["--config", conf, *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def export(conf: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
+    code, out, _ = run(conf, capsys, "export", "--json")
+    assert code == 0
+    rows: list[dict[str, str]] = json.loads(out)
+    return rows
+
+
+def imported(
+    conf: str, capsys: pytest.CaptureFixture[str], path: pathlib.Path, *extra: str
+) -> dict[str, int]:
+    code, out, _ = run(conf, capsys, "import", str(path), "--json", *extra)
+    summary: dict[str, int] = json.loads(out)
+    summary["exit"] = code
+    return summary
+
+
+# Each format as its producer writes it (docs/import.md names the sources), with broken lines among them.
+FILES = {
+    "own.csv": (
+        "address,state,since,by\n"
+        "Alice@Example.org,disabled-bounces,2026-01-02T03:04:05Z,bounces\n"
+        "not-an-address,disabled-user,,user\n"
+        "bob@example.org,disabled-user,2026-01-03T00:00:00Z,user\n"
+        "carol@example.org,frozen,,admin\n"
+        "dave@example.org,active,,\n"
+        "erin@example.org,disabled-admin,yesterday,admin\n"
+        "frank@example.org,disabled-admin,2026-02-01T00:00:00+01:00,admin\n"
+    ),
+    "mailgun.csv": (
+        "address,code,error,created_at\n"
+        'gone@mg.example,550,No such user,"Tue, 02 Jan 2024 10:00:00 -0000"\n'
+        ',550,No address,"Tue, 02 Jan 2024 10:00:00 -0000"\n'
+        'old@mg.example,550,Mailbox disabled,"Wed, 03 Jan 2024 10:00:00 -0000"\n'
+    ),
+    "postmark.csv": (
+        "EmailAddress,SuppressionReason,Origin,CreatedAt\n"
+        "hb@pm.example,HardBounce,Recipient,2024-03-01T10:00:00-05:00\n"
+        "sc@pm.example,SpamComplaint,Recipient,2024-03-02T10:00:00-05:00\n"
+        "ms@pm.example,ManualSuppression,Customer,2024-03-03T10:00:00-05:00\n"
+        "xx@pm.example,Sunburn,Recipient,2024-03-03T10:00:00-05:00\n"
+    ),
+    "sendgrid.csv": (
+        "email,reason,status,created\n"
+        "sg1@sg.example,550 5.1.1 The email account does not exist,5.1.1,1700000000\n"
+        "sg2@sg.example,extra,5.1.1,1700000000,surplus\n"
+    ),
+    "ses.json": json.dumps(
+        {
+            "SuppressedDestinationSummaries": [
+                {
+                    "EmailAddress": "b@ses.example",
+                    "Reason": "BOUNCE",
+                    "LastUpdateTime": "2024-05-01T00:00:00Z",
+                },
+                {
+                    "EmailAddress": "c@ses.example",
+                    "Reason": "COMPLAINT",
+                    "LastUpdateTime": "2024-05-02T00:00:00Z",
+                },
+                "just a string",
+                {"EmailAddress": "@ses.example", "Reason": "BOUNCE"},
+            ]
+        },
+        indent=2,
+    ),
+    "mailman-members.txt": ("Anne Person <anne@list.example>\nbart@list.example\n\nNobody At All\n"),
+    "mailman-roster.json": json.dumps(
+        {
+            "entries": [
+                {"email": "m1@list.example", "delivery_status": "by_bounces"},
+                {"email": "m2@list.example", "delivery_status": "by_user"},
+                {"email": "m3@list.example", "delivery_status": "enabled"},
+                {"email": "m4@list.example", "delivery_status": "sideways"},
+            ]
+        },
+        indent=1,
+    ),
+}
+EXPECTED = {
+    "own.csv": (
+        {
+            "alice@example.org": ("disabled-bounces", "2026-01-02T03:04:05Z", "bounces"),
+            "bob@example.org": ("disabled-user", "2026-01-03T00:00:00Z", "user"),
+            "frank@example.org": ("disabled-admin", "2026-01-31T23:00:00Z", "admin"),
+        },
+        {":3: not an address: 'not-an-address'", ":5: unknown state 'frozen'", ":7: not a date: 'yesterday'"},
+        1,  # dave: active in the file
+    ),
+    "mailgun.csv": (
+        {
+            "gone@mg.example": ("disabled-bounces", "2024-01-02T10:00:00Z", "bounces"),
+            "old@mg.example": ("disabled-bounces", "2024-01-03T10:00:00Z", "bounces"),
+        },
+        {":3: no address"},
+        0,
+    ),
+    "postmark.csv": (
+        {
+            "hb@pm.example": ("disabled-bounces", "2024-03-01T15:00:00Z", "Recipient"),
+            "sc@pm.example": ("disabled-user", "2024-03-02T15:00:00Z", "Recipient"),
+            "ms@pm.example": ("disabled-admin", "2024-03-03T15:00:00Z", "Customer"),
+            # An unknown reason is only a reason: the row takes the default state.
+            "xx@pm.example": ("disabled-bounces", "2024-03-03T15:00:00Z", "Recipient"),
+        },
+        set(),
+        0,
+    ),
+    "sendgrid.csv": (
+        {"sg1@sg.example": ("disabled-bounces", "2023-11-14T22:13:20Z", "bounces")},
+        {":3: more fields than the header names"},
+        0,
+    ),
+    "ses.json": (
+        {
+            "b@ses.example": ("disabled-bounces", "2024-05-01T00:00:00Z", "bounces"),
+            "c@ses.example": ("disabled-user", "2024-05-02T00:00:00Z", "user"),
+        },
+        {":13: not an object", ":14: not an address: '@ses.example'"},
+        0,
+    ),
+    "mailman-members.txt": (
+        {
+            "anne@list.example": ("disabled-bounces", None, "bounces"),
+            "bart@list.example": ("disabled-bounces", None, "bounces"),
+        },
+        {":4: not an address: 'Nobody At All'"},
+        0,
+    ),
+    "mailman-roster.json": (
+        {
+            "m1@list.example": ("disabled-bounces", None, "bounces"),
+            "m2@list.example": ("disabled-user", None, "user"),
+        },
+        {":15: unknown state 'sideways'"},
+        1,  # m3: enabled
+    ),
+}
+FORMATS = {"mailman-members.txt": "mailman3", "mailman-roster.json": "mailman3"}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_import_each_format_twice_then_export(
+    name: str, conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / name
+    path.write_text(FILES[name])
+    want, bad, active = EXPECTED[name]
+    fmt = ("--format", FORMATS[name]) if name in FORMATS else ()
+
+    dry = imported(conf, capsys, path, "--dry-run", *fmt)
+    assert (dry["imported"], dry["bad"], dry["active"]) == (len(want), len(bad), active)
+    assert export(conf, capsys) == []  # a dry run changes nothing
+
+    code, out, err = run(conf, capsys, "import", str(path), *fmt)
+    assert code == (importer.EX_DATAERR if bad else 0)
+    # The bad lines, one each (the log line the command ends with goes to stderr too).
+    errors = [line.removeprefix(str(path)) for line in err.splitlines() if line.startswith(str(path))]
+    assert sorted(errors) == sorted(bad)
+    assert f"imported {len(want)}, unchanged 0" in out
+    rows = export(conf, capsys)
+    got = {r["address"]: (r["state"], r["since"], r["by"]) for r in rows}
+    assert set(got) == set(want)
+    for address, (state, since, by) in want.items():
+        assert got[address][0] == state
+        assert got[address][2] == by
+        if since is not None:
+            assert got[address][1] == since
+
+    again = imported(conf, capsys, path, *fmt)
+    assert (again["imported"], again["unchanged"], again["bad"]) == (0, len(want), len(bad))
+    assert export(conf, capsys) == rows  # idempotent: nothing changed, not even a date
+
+    # The audit trail: one `disabled` event per imported address, naming the file's line.
+    code, out, _ = run(conf, capsys, "show", next(iter(want)), "--json")
+    events = json.loads(out)["events"]
+    assert [e["kind"] for e in events] == ["disabled"]
+    assert events[0]["note"].startswith(f"imported from {path}:")
+
+
+def test_import_never_overrides_a_state_already_held(
+    conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    assert run(conf, capsys, "disable", "kept@example.org", "--by", "user")[0] == 0
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "email,state\nkept@example.org,disabled-admin\nnew@example.org,\nnew@example.org,disabled-user\n"
+    )
+    summary = imported(conf, capsys, path)
+    assert (summary["imported"], summary["unchanged"], summary["duplicates"]) == (1, 1, 1)
+    got = {r["address"]: r["state"] for r in export(conf, capsys)}
+    # The user's own wish stays; the first line naming an address decides (the default state).
+    assert got == {"kept@example.org": "disabled-user", "new@example.org": "disabled-bounces"}
+
+
+def test_export_import_round_trip(
+    conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, redis_db: RedisServer
+) -> None:
+    for address, by in (("a@x.example", "admin"), ("b@x.example", "user"), ("c@y.example", "admin")):
+        assert run(conf, capsys, "disable", address, "--by", by)[0] == 0
+    _code, csv_text, _ = run(conf, capsys, "export")
+    before_json = export(conf, capsys)
+    (tmp_path / "out.csv").write_text(csv_text)
+    (tmp_path / "out.json").write_text(json.dumps(before_json))
+    for name in ("out.csv", "out.json"):
+        redis_db.client().flushall()
+        summary = imported(conf, capsys, tmp_path / name)
+        assert (summary["imported"], summary["bad"], summary["exit"]) == (3, 0, 0)
+        assert export(conf, capsys) == before_json
+        _, again, _ = run(conf, capsys, "export")
+        assert again == csv_text
+        assert next(iter(csv.DictReader(io.StringIO(again))))["address"] == "a@x.example"
+
+
+def test_import_bad_file_and_bad_header(
+    conf: str, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    code, _, err = run(conf, capsys, "import", str(tmp_path / "missing.csv"))
+    assert code == 2
+    assert "missing.csv" in err
+    path = tmp_path / "x.csv"
+    path.write_text("name,comment\nalice,hi\n")
+    code, _, err = run(conf, capsys, "import", str(path))
+    assert code == importer.EX_DATAERR
+    assert err.startswith(f"{path}:1: no address column in the header")
+    path = tmp_path / "x.json"
+    path.write_text('{"a": [1,\n')
+    code, _, err = run(conf, capsys, "import", str(path))
+    assert code == importer.EX_DATAERR
+    assert err.startswith(f"{path}:2: not JSON")
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2024-01-02T03:04:05Z", 1704164645.0),
+        ("2024-01-02 03:04:05", 1704164645.0),
+        ("2024-01-02T04:04:05+01:00", 1704164645.0),
+        ("Tue, 02 Jan 2024 03:04:05 -0000", 1704164645.0),
+        ("1704164645", 1704164645.0),
+        ("1704164645000", 1704164645.0),
+    ],
+)
+def test_parse_date(text: str, epoch: float) -> None:
+    assert importer.parse_date(text) == epoch
+
+
+def test_parse_state_words() -> None:
+    d = State.DISABLED_ADMIN
+    assert importer.parse_state("", d) is d
+    assert importer.parse_state("Active", d) is None
+    assert importer.parse_state("HardBounce", d) is State.DISABLED_BOUNCES
+    assert importer.parse_state("by_user", d) is State.DISABLED_USER
+    assert importer.parse_state("disabled-user", d) is State.DISABLED_USER
+    with pytest.raises(ValueError, match="unknown state"):
+        importer.parse_state("gone fishing", d)
