@@ -23,7 +23,8 @@ runtime_pkgs=(python3-venv python3-dev libmilter-dev gcc)
 # package is built with Debian's own setuptools (tests/test_packaging.py). gcc: pymilter's build.
 # redis-sentinel: the failover tests' sentinels (tests/support/redis_sentinel.py; redis-server --sentinel).
 # php-cli, nodejs: the VERP reference signers in contrib/verp/ run against the specification (tests/test_verp_spec.py).
-rig_pkgs=(redis-server redis-sentinel postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel php-cli nodejs)
+# prometheus: its promtool checks and unit-tests contrib/prometheus/'s alert rules (tests/test_contrib_monitoring.py).
+rig_pkgs=(redis-server redis-sentinel postfix swaks m4 libwrap0 libidn12 procps dovecot-imapd chromium systemd python3-setuptools python3-wheel php-cli nodejs prometheus)
 if $runtime; then wanted=("${runtime_pkgs[@]}"); else wanted=("${runtime_pkgs[@]}" "${rig_pkgs[@]}"); fi
 for p in "${wanted[@]}"; do
     have_pkg "$p" || need+=("$p")

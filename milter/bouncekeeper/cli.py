@@ -85,6 +85,8 @@ def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callab
             metrics.OUTBOX_DEPTH.set(depth, stream)
         counts = notify.delivery_counts(st.client, st.settings.prefix)
         metrics.NOTIFICATIONS.collect_with(lambda: counts)
+        opened = st.counters().get("breaker:opened", 0)
+        metrics.BREAKERS_OPENED.collect_with(lambda: [((), opened)])
 
     try:
         server = metrics.serve(listen, refresh)

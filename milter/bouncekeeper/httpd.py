@@ -168,6 +168,7 @@ class ServiceBackend:
             yield
         except StoreUnavailable as exc:
             metrics.DECISIONS.inc("http", "tempfail")
+            metrics.STORE_ERRORS.inc(operation)
             raise Unavailable(str(exc)) from exc
         finally:
             metrics.STORE_LATENCY.observe(time.perf_counter() - start, operation)

@@ -273,6 +273,15 @@ OUTBOX_DEPTH = REGISTRY.gauge(
     "Notifications waiting in the outbox (stream) and the dead-letter stream.",
     ("stream",),
 )
+# A store call that raised (StoreUnavailable: the bounce was answered 451 and will come again).
+STORE_ERRORS = REGISTRY.counter(
+    "bouncekeeper_store_errors_total", "Store operations that failed, by operation.", ("operation",)
+)
+# The circuit breakers opened so far (the store's stats hash, every process's), read at scrape time.
+BREAKERS_OPENED = REGISTRY.collected(
+    "bouncekeeper_breakers_opened_total",
+    "Per-domain circuit breakers opened (too many addresses of one domain failing at once).",
+)
 LIMITED = REGISTRY.counter(
     "bouncekeeper_limited_total",
     "Connections, commands and recipients cut by a bound (issue 14), by listener and limit.",
@@ -352,6 +361,9 @@ def timed(operation: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
+    except Exception:
+        STORE_ERRORS.inc(operation)
+        raise
     finally:
         STORE_LATENCY.observe(time.perf_counter() - start, operation)
 
