@@ -104,6 +104,9 @@ class Backend(Protocol):
 
     def outbox_depth(self) -> dict[str, int]: ...
 
+    def report(self, since: int) -> dict[str, Any]:
+        """`bouncekeeper report --json`'s data for the last `since` seconds (report.build)."""
+
     def notification_counts(self) -> list[tuple[tuple[str, str], float]]:
         """((target, result), count) of the notifier's delivery attempts."""
 
@@ -262,6 +265,15 @@ class ServiceBackend:
             except (redis.RedisError, OSError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
 
+    def report(self, since: int) -> dict[str, Any]:
+        from bouncekeeper import report  # noqa: PLC0415 - only the charts page needs it
+
+        with self._timed("report"):
+            try:
+                return report.build(self.service, since=since, now=self.clock())
+            except (redis.RedisError, OSError) as exc:  # the notifier's keys are read directly
+                raise StoreUnavailable(str(exc)) from exc
+
     def open_session(self, digest: str, fingerprint: str, ttl: int) -> None:
         with self._timed("session"):
             self.store.put_session(digest, fingerprint, ttl)
@@ -322,6 +334,7 @@ ROUTES = (
     _route("POST", "/login", "page_login", "none"),
     _route("POST", "/logout", "page_logout", "none"),
     _route("POST", "/admin/enable", "page_enable", "session"),
+    _route("GET", "/charts", "page_charts", "none"),
     _route("GET", "/openapi.json", "get_openapi", "none"),
     _route("GET", "/metrics", "get_metrics"),
     _route("POST", "/bounces", "post_bounce"),
@@ -662,6 +675,25 @@ class Handler(httpserver.BoundedHandler):
             render_table(rows[:size], csrf_token(self.app.token, session), notice, more=len(rows) > size),
         )
 
+    def page_charts(self) -> HTTPStatus:
+        """The report as charts (charts.py): ?since=7d, and ?address=A for one address's timeline."""
+        from bouncekeeper import report  # noqa: PLC0415 - only this page needs it
+
+        if self._session() is None:
+            return self._redirect("/")
+        since_text = self._param("since") or "7d"
+        try:
+            since = report.parse_since(since_text)
+        except ValueError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", str(exc)) from exc
+        if since > report.MAX_SINCE:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_request", "since: at most 90 days")
+        raw_address = self._param("address")
+        address = self._address(raw_address) if raw_address else None
+        data = self.app.backend.report(since)
+        view = self.app.backend.address(address) if address else None
+        return self._page(HTTPStatus.OK, "Report", render_charts(data, since_text, address, view))
+
     def page_login(self) -> HTTPStatus:
         if not self._same_origin():
             raise ApiError(
@@ -760,7 +792,7 @@ def render_page(title: str, content: str) -> str:
 
 def render_table(rows: list[dict[str, Any]], csrf: str, notice: str, *, more: bool) -> str:
     e = html.escape
-    parts = ["<h1>Disabled addresses</h1>"]
+    parts = ['<h1>Disabled addresses</h1><p><a href="/charts" id="charts-link">Report and charts</a></p>']
     if notice:
         parts.append(f'<p class="notice" id="notice">{e(notice)} was re-enabled.</p>')
     parts.append(
@@ -790,6 +822,51 @@ def render_table(rows: list[dict[str, Any]], csrf: str, notice: str, *, more: bo
         parts.append(
             f'<p><a href="/?after={e(urllib.parse.quote(str(rows[-1]["address"])))}">Next page</a></p>'
         )
+    return "".join(parts)
+
+
+def render_charts(data: dict[str, Any], since: str, address: str | None, view: dict[str, Any] | None) -> str:
+    """The charts page: the verdict, the figures, three charts and, when asked, an address's timeline."""
+    from bouncekeeper import charts  # noqa: PLC0415 - only this page needs it
+
+    e = html.escape
+    b = data["bounces"]
+    figures = {
+        "bounces": b["total"],
+        "forged": data["forged"],
+        "loops": data["loops"],
+        "unvouched": data["unvouched"]["messages"],
+        "at-threshold": data["addresses"]["at_threshold_active_count"],
+        "near-threshold": data["addresses"]["near_threshold_count"],
+        "open-breakers": len(data["open_breakers"]),
+        "backlog": data["notifier"]["backlog"],
+        "dead-letters": data["notifier"]["dead_letters"],
+    }
+    parts = [
+        '<p><a href="/">Disabled addresses</a></p>',
+        f"<h1>Report: {e(data['window']['since'])} to {e(data['window']['until'])}</h1>",
+        "<p>" + " ".join(f'<a href="/charts?since={w}">{w}</a>' for w in ("1d", "7d", "30d", "90d")) + "</p>",
+        f'<p id="verdict">{e(data["enforce"]["text"])}</p>',
+        '<table id="figures"><tbody>',
+        *(f'<tr><th>{e(k)}</th><td data-figure="{e(k)}">{v}</td></tr>' for k, v in figures.items()),
+        "</tbody></table>",
+        "<h2>Failures per day</h2>",
+        charts.days_by_kind(b["per_day"], ("permanent", "temporary", "unknown")),
+        "<h2>Top failing domains</h2>",
+        charts.ranking("chart-domains", "Failures by domain", b["by_domain"]),
+        "<h2>Reasons</h2>",
+        charts.ranking("chart-reasons", "Failures by reason", b["by_reason"]),
+        "<h2>An address's timeline</h2>",
+        '<form method="get" action="/charts">'
+        f'<input type="hidden" name="since" value="{e(since)}">'
+        f'<label>Address <input name="address" id="address" value="{e(address or "")}"></label>'
+        '<button type="submit" id="show-timeline">Show</button></form>',
+    ]
+    if address:
+        events = (view or {}).get("events", [])
+        state = (view or {}).get("state", "active")
+        parts.append(f'<p id="timeline-state">{e(address)}: {e(str(state))}, {len(events)} events</p>')
+        parts.append(charts.timeline(address, events))
     return "".join(parts)
 
 

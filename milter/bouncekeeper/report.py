@@ -30,6 +30,7 @@ FAILURES = ("permanent", "temporary", "unknown")  # the kinds that are a failed 
 TOP = 20  # rows of each "by" table; the rest is summed as "(other)"
 LISTED = 100  # addresses listed by name in each group
 OTHER = "(other)"
+MAX_SINCE = 90 * 86_400  # the admin page's longest window (the stream holds about stream_size events)
 _SINCE = re.compile(r"(\d+)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
