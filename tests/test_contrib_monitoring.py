@@ -4,17 +4,14 @@ and every metric the rules and the dashboard name is one a running daemon's `GET
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import signal
 import subprocess
-import sys
 
 import pytest
 
 from tests.support.exim import free_port, wait_for_port
-from tests.support.lmtp import BOUNCE_DOMAIN, settings_for
+from tests.support.lmtp import BOUNCE_DOMAIN, ListenerProcess, settings_for
 from tests.support.prometheus import scrape
 from tests.support.redis_server import RedisServer
 
@@ -133,25 +130,21 @@ def test_the_rules_cover_what_the_issue_asks() -> None:
 def scraped(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> str:
     """The Prometheus text of a running `bouncekeeper lmtp` with metrics_listen."""
     tmp_path = tmp_path_factory.mktemp("metrics")
-    settings = settings_for(tmp_path, redis_server.url)
     port, metrics_port = free_port(), free_port()
+    settings_for(tmp_path, redis_server.url)  # writes the VERP key
     conf = tmp_path / "bk.toml"
     conf.write_text(
         f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
-        f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_server.url}"\n'
+        f'secret_files = ["{tmp_path / "verp.key"}"]\n[redis]\nurl = "{redis_server.url}"\n'
         f'[lmtp]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "lmtp"], env=env
-    )
+    listener = ListenerProcess(conf, f"127.0.0.1:{port}", tmp_path / "lmtp.log").start()
     try:
-        wait_for_port(metrics_port, proc=proc)
+        wait_for_port(metrics_port, proc=listener.proc)
         status, _, text = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        listener.stop()
     return text
 
 
