@@ -252,6 +252,14 @@ def test_import_bad_file_and_bad_header(
     code, _, err = run(conf, capsys, "import", str(path))
     assert code == importer.EX_DATAERR
     assert err.startswith(f"{path}:1: no address column in the header")
+    path = tmp_path / "huge.csv"  # a field over csv's limit (128 KiB): that line only
+    path.write_text(
+        "address,reason\nok@example.org,x\nbig@example.org," + "y" * 200_000 + "\nalso@example.org,z\n"
+    )
+    code, out, err = run(conf, capsys, "import", str(path))
+    assert code == importer.EX_DATAERR
+    assert f"{path}:3: not CSV: field larger than field limit" in err
+    assert "imported 2," in out
     path = tmp_path / "x.json"
     path.write_text('{"a": [1,\n')
     code, _, err = run(conf, capsys, "import", str(path))

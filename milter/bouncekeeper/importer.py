@@ -179,7 +179,15 @@ def _csv_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]:
                 f"{path}:1", f"no address column in the header (one of {', '.join(_ADDRESS_COLUMNS)})"
             )
             return
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a field over csv's limit: this line only
+                # The reader raises before it counts the line it was reading.
+                yield BadLine(f"{path}:{reader.line_num + 1}", f"not CSV: {exc}")
+                continue
             where = f"{path}:{reader.line_num}"
             if None in record:
                 yield BadLine(where, "more fields than the header names")
