@@ -704,6 +704,7 @@ def test_outbound_verp_loop_and_a_store_outage_are_counted_as_decisions(
         'bouncekeeper_decisions_total{source="milter",decision="tempfail"}': 1,
         'bouncekeeper_store_seconds_count{operation="record_loop"}': 1,
         'bouncekeeper_store_seconds_count{operation="process_bounce"}': 1,
+        'bouncekeeper_store_errors_total{operation="process_bounce"}': 1,  # the outage
     }
 
 
@@ -728,6 +729,7 @@ def test_suppression_and_token_registration_are_counted_with_their_store_latency
         'bouncekeeper_decisions_total{source="milter",decision="accept"}': 2,
         'bouncekeeper_store_seconds_count{operation="is_suppressed"}': 4,
         'bouncekeeper_store_seconds_count{operation="register_token"}': 1,
+        'bouncekeeper_store_errors_total{operation="is_suppressed"}': 1,  # c@example.org, unchecked
     }
     h.store.close()
 
