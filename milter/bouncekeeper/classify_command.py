@@ -67,14 +67,7 @@ def _verp_recipient(rcpt: str | None, settings: config.Settings) -> tuple[str | 
     from bouncekeeper import verpkeys  # noqa: PLC0415
     from bouncekeeper.core import verp  # noqa: PLC0415
 
-    result = verp.decode(
-        rcpt,
-        keyring=verpkeys.load_keyring(settings),
-        bounce_domain=settings.verp.bounce_domain,
-        today=verpkeys.today(),
-        max_age_days=settings.verp.max_age_days,
-        prefix=settings.verp.local_prefix,
-    )
+    result = verpkeys.decode_with(rcpt, verpkeys.load_keyring(settings), settings, day=verpkeys.today())
     # Only a valid signature makes the recipient authoritative; forged, expired or foreign addresses
     # leave the classifier to read the report itself.
     recipient = result.recipient if result.status is verp.VerpStatus.VALID else None

@@ -121,7 +121,7 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
     domain = verpkeys.require_bounce_domain(settings)
     prefix = settings.verp.local_prefix
     if args.verp_command == "encode" and args.address == "-":
-        signer = verpkeys.Signer(keyring, domain.lower().rstrip("."), prefix)
+        signer = verpkeys.Signer(keyring, domain, prefix)
         return _encode_stream(signer, args.context, args.day)
     if args.verp_command == "encode":
         day = verpkeys.today() if args.day is None else args.day
@@ -141,14 +141,7 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
         print(json.dumps(out, ensure_ascii=False))
         return 0
     today = verpkeys.today() if args.today is None else args.today
-    result = verp.decode(
-        args.address,
-        keyring=keyring,
-        bounce_domain=domain,
-        today=today,
-        max_age_days=settings.verp.max_age_days,
-        prefix=prefix,
-    )
+    result = verpkeys.decode_with(args.address, keyring, settings, day=today)
     print(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
     return 0 if result.status is verp.VerpStatus.VALID else 1
 

@@ -82,7 +82,7 @@ class _Envelope:
     """Per-transaction state that aiosmtpd's Envelope has no field for."""
 
     def __init__(self) -> None:
-        self.forged: dict[str, bool] = {}
+        self.verdicts: dict[str, RcptVerdict] = {}  # of each accepted recipient, at RCPT
         self.over = 0  # RCPTs refused for max_recipients
 
 
@@ -189,7 +189,7 @@ class Handler:
             return _refusal(address, verdict)
         envelope.rcpt_tos.append(address)
         # Observe mode takes a forged or expired address: recorded as forged, never scored.
-        _state(envelope).forged[address] = verdict.forged
+        _state(envelope).verdicts[address] = verdict
         return OK_RCPT
 
     def _trusted(self, session: Any) -> bool:
@@ -248,15 +248,16 @@ class Handler:
         qid: str,
     ) -> None:
         """Process the message for each distinct recipient; `answers` gets each one's reply."""
-        forged = _state(envelope).forged
+        verdicts = _state(envelope).verdicts
         for rcpt in dict.fromkeys(envelope.rcpt_tos):
+            verdict = verdicts[rcpt]
             ok = await self._process(
                 classified.raw,
                 rcpt,
                 sender=sender,
                 peer=peer,
                 qid=qid,
-                forged=forged.get(rcpt, False),
+                verdict=verdict,
                 classified=classified,
             )
             answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
@@ -275,7 +276,7 @@ class Handler:
         sender: str,
         peer: str,
         qid: str,
-        forged: bool,
+        verdict: RcptVerdict,
         classified: Classified,
     ) -> bool:
         def work() -> bool:
@@ -289,8 +290,8 @@ class Handler:
                         source=Source.LMTP,
                         client_addr=peer,
                         queue_id=qid,
-                        forged=forged,
                         classified=classified,
+                        checked=verdict.verp,
                     )
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)

@@ -107,8 +107,8 @@ class ServicePort(Protocol):
         source: Source,
         client_addr: str | None = None,
         queue_id: str | None = None,
-        forged: bool = False,
         classified: Any = None,
+        checked: VerpResult | None = None,
     ) -> Any: ...
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Any: ...
@@ -274,8 +274,7 @@ class Runtime:
 class _BounceRcpt:
     rcpt: str  # as the client sent it, for delrcpt
     address: str
-    result: VerpResult
-    forged: bool
+    result: VerpResult  # decoded at RCPT; process_bounce decides "forged" from it
 
 
 @dataclass
@@ -640,8 +639,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     source=Source.MILTER,
                     client_addr=self.client_addr,
                     queue_id=self.queue_id if self.queue_id != "-" else None,
-                    forged=bounce.forged,
                     classified=classified,
+                    checked=bounce.result,
                 )
             metrics.observe(Source.MILTER.value, outcome)
             if policy.enforce:
@@ -819,7 +818,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
             logger.debug("bounce address %s rcpt=%s mode=observe", verdict.status, address)
         if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
-            msg.bounces.append(_BounceRcpt(to, address, verdict.verp, forged=verdict.forged))
+            msg.bounces.append(_BounceRcpt(to, address, verdict.verp))
         return CONTINUE
 
     def _guessing(self) -> bool:

@@ -168,7 +168,7 @@ def run(service: Service, send: Send, *, now: float | None = None, dry_run: bool
                 token,
                 keyring=keyring,
                 bounce_domain=domain,
-                day=int(moment // DAY),
+                day=verpkeys.today(moment),
                 prefix=settings.verp.local_prefix,
             )
             url = s.reenable_url.replace("{address}", urllib.parse.quote(address, safe="@"))

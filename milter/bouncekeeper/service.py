@@ -219,14 +219,7 @@ class Service:
         v = self.settings.verp
         if self.keyring is None or not v.bounce_domain:
             return verp.VerpResult(verp.VerpStatus.NOT_VERP)
-        return verp.decode(
-            address,
-            keyring=self.keyring,
-            bounce_domain=v.bounce_domain,
-            today=verpkeys.today(self.clock()),
-            max_age_days=v.max_age_days,
-            prefix=v.local_prefix,
-        )
+        return verpkeys.decode_with(address, self.keyring, self.settings, day=verpkeys.today(self.clock()))
 
     def process_bounce(
         self,
@@ -237,16 +230,18 @@ class Service:
         source: Source,
         client_addr: str | None = None,
         queue_id: str | None = None,
-        forged: bool = False,
         classified: Classified | None = None,
+        checked: verp.VerpResult | None = None,
     ) -> Outcome:
         """Classify one message and record what it says, atomically per address. Raises StoreUnavailable
         (nothing, or only a harmless part, was written; a retry of the same message counts once).
-        `classified`: the message's `triage`, shared by its recipients (classified once)."""
+        `classified`: the message's `triage`, shared by its recipients (classified once); `checked`: the
+        adapter's `check_rcpt` of `envelope_rcpt` at RCPT (the VERP address decoded once)."""
         now = self.clock()
         if classified is None:
             classified = self.triage(raw, envelope_sender=envelope_sender)
-        checked = self.check_rcpt(envelope_rcpt) if envelope_rcpt else None
+        if checked is None and envelope_rcpt:
+            checked = self.check_rcpt(envelope_rcpt)
         event_id = identity(raw)
         # An expired signature is authentic but old: refused from the network (a replayed address), but
         # an operator ingesting old bounces from files vouches for them.
@@ -255,8 +250,10 @@ class Service:
             if source is Source.CLI
             else (verp.VerpStatus.VALID,)
         )
+        # "Forged" is decided here, once, for every adapter: a forged signature, or an expired one the
+        # source does not vouch for (the adapters answered at RCPT from the same decode: core/rcpt.py).
         refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
-        if forged or (refused and checked is not None and checked.status not in authentic):
+        if refused and checked is not None and checked.status not in authentic:
             classification = classified.for_verp(None)
             self._log_forged(
                 classification, checked, envelope_rcpt=envelope_rcpt, source=source, now=now,

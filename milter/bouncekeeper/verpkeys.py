@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bouncekeeper import config
-from bouncekeeper.core.verp import Keyring, encode, encode_token
+from bouncekeeper.core.verp import Keyring, VerpResult, decode, encode, encode_token
 
 SECONDS_PER_DAY = 86_400
 
@@ -35,6 +35,20 @@ def require_bounce_domain(settings: config.Settings) -> str:
     if not settings.verp.bounce_domain:
         raise config.ConfigError(settings.source, "verp.bounce_domain", "empty: VERP is disabled")
     return settings.verp.bounce_domain
+
+
+def decode_with(address: str, keyring: Keyring, settings: config.Settings, *, day: int) -> VerpResult:
+    """`core.verp.decode` with the settings' domain, validity and prefix: every caller decodes the same
+    way (the daemons' RCPT check, `verp decode`, `classify --rcpt`)."""
+    v = settings.verp
+    return decode(
+        address,
+        keyring=keyring,
+        bounce_domain=v.bounce_domain,
+        today=day,
+        max_age_days=v.max_age_days,
+        prefix=v.local_prefix,
+    )
 
 
 def today(now: float | None = None) -> int:
