@@ -69,7 +69,7 @@ class Signer:
     def from_settings(cls, settings: config.Settings) -> Signer:
         """The signer of a bouncekeeper configuration: its key files, bounce domain and prefix."""
         domain = require_bounce_domain(settings)
-        return cls(load_keyring(settings), domain.lower().rstrip("."), settings.verp.local_prefix)
+        return cls(load_keyring(settings), domain, settings.verp.local_prefix)
 
     @classmethod
     def from_key_files(cls, key_files: Sequence[str], bounce_domain: str, prefix: str = "bounces") -> Signer:
