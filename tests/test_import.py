@@ -6,13 +6,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pathlib
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 
 from bouncekeeper import cli, importer
+from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import State
+from bouncekeeper.store import Store
+from bouncekeeper.store.event import Event, EventKind, Source
+from bouncekeeper.store.redis_store import Suppression
 from tests.support.redis_server import RedisServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -291,3 +302,71 @@ def test_parse_state_words() -> None:
     assert importer.parse_state("disabled-user", d) is State.DISABLED_USER
     with pytest.raises(ValueError, match="unknown state"):
         importer.parse_state("gone fishing", d)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    url = request.getfixturevalue("redis_db" if request.param == "single" else "redis_cluster").url
+    s = Store.from_settings(RedisSettings(url=url))
+    s.client.flushall()
+    yield s
+    s.close()
+
+
+def _row(address: str, state: State = State.DISABLED_BOUNCES) -> Suppression:
+    event = Event(at=1_700_000_000.0, kind=EventKind.DISABLED, source=Source.CLI, address=address, note="t")
+    return Suppression(address=address, state=state, since=1_690_000_000.0, by="bounces", event=event)
+
+
+def test_store_import_on_one_server_and_a_cluster(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [_row(f"user{n}@d{n % 7}.example") for n in range(40)]
+    assert store.import_suppressions(rows) == [State.ACTIVE] * 40
+    assert store.import_suppressions(rows) == [State.DISABLED_BOUNCES] * 40
+    assert all(store.is_suppressed(r.address) for r in rows)
+    assert [e["address"] for e in store.events_since(0)] == [r.address for r in rows]
+    view = store.view(rows[0].address)
+    assert (view.state, view.since, view.by) == (State.DISABLED_BOUNCES, 1_690_000_000.0, "bounces")
+    assert [e["kind"] for e in view.events] == ["disabled"]
+    # Another process disables an address between the read of the states and the script: its state
+    # stays, and the import's event for it is taken back from the stream.
+    store.admin(
+        "late@x.example", "disable", _row("late@x.example").event, state=State.DISABLED_USER, by="user"
+    )
+    monkeypatch.setattr(store, "states", lambda addresses: [State.ACTIVE for _ in addresses])
+    assert store.import_suppressions([_row("late@x.example"), _row("new@x.example")]) == [
+        State.DISABLED_USER,
+        State.ACTIVE,
+    ]
+    assert store.view("late@x.example").state is State.DISABLED_USER
+    events = list(store.events_since(0))
+    assert [e["address"] for e in events[40:]] == ["late@x.example", "new@x.example"]  # the admin's, ours
+
+
+def test_progress_bar_on_a_terminal_only(conf: str, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("address\n" + "".join(f"p{n}@example.org\n" for n in range(60)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+    argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", conf, "import", str(path), "--dry-run"]
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=secondary)
+        os.close(secondary)  # read while it writes: a terminal's buffer is small
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the program closed the terminal and everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(timeout=60)
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"] 60/60" in seen
+    assert b"\r[" in seen
+    piped = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    assert piped.returncode == 0
+    assert b"60/60" not in piped.stderr  # not a terminal: no bar
+    assert b"would import 60," in piped.stdout
