@@ -10,6 +10,10 @@ variant shares the same queue, disks and CPU state:
   policy service; its `verp` traffic comes through the set-up's own application listener (the milter);
 - `control`: a second listener without a milter, configured like `none`: the spread between the two is
   the run's noise;
+- `app`: outbound mail whose sender the application signed itself (docs/verp-spec.md), through a
+  submission listener without any milter; `appmap`: the same mail through a listener that has the
+  milter in `smtpd_milters` but turns it off for the application's address with `smtpd_milter_maps`
+  (`127.0.0.1/32 DISABLE`). Both carry the same signed sender, checked in the maillog;
 - traffic `inbound`: ordinary inbound mail (the milter accepts it at DATA, header and body never reach
   it); traffic `verp`: originating mail (the listener's {daemon_name} is ORIGINATING) that gets a signed
   VERP sender via chgfrom at end of message.
@@ -48,6 +52,8 @@ from tests.support.milter import MilterProcess  # noqa: E402
 from tests.support.postfix import Postfix, Routed, SmtpSink, free_port  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
+from bouncekeeper.verpkeys import Signer  # noqa: E402
+
 SENDERS = {"inbound": "someone@remote.example", "verp": "app@example.org"}
 RCPT = "user@elsewhere.example"
 BOUNCE_DOMAIN = "bounces.example.org"
@@ -78,6 +84,13 @@ protected_recipients = ["{PROTECTED}"]
 {extra}
 """
     return MilterProcess(workdir, socket, toml, name).start()
+
+
+def sender_of(listener: str, app_sender: str) -> str:
+    """The envelope sender smtp-source uses on a listener: the application's signed one on app*."""
+    if listener.startswith("app"):
+        return app_sender
+    return SENDERS["verp" if "verp" in listener else "inbound"]
 
 
 def drain(postfix: Postfix, timeout: float = 120) -> None:
@@ -199,11 +212,13 @@ def main() -> int:
         "--transports",
         nargs="+",
         default=["unix", "floor", "inet"],
-        choices=["unix", "floor", "connect", "inet", "routed", "control"],
+        choices=["unix", "floor", "connect", "inet", "routed", "control", "app", "appmap"],
         help="floor: a pymilter milter doing nothing in the same steps (unix socket); connect: one that"
         " accepts every session at CONNECT, the least any milter can cost (inbound traffic only);"
         " routed: postfix/routed/ (no milter on the MX listener); control: a second listener without any"
-        " milter, the same as the baseline: how far apart two identical variants land is the noise",
+        " milter, the same as the baseline: how far apart two identical variants land is the noise; app:"
+        " application-signed VERP senders through a listener without the milter; appmap: the same through"
+        " the milter's listener, the milter disabled for the client by smtpd_milter_maps",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -242,7 +257,15 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "connect": FloorMilter(f"unix:{work}/connect.sock", work / "connect.log", "connect"),
         }
         milters["routed"] = milters["unix"]  # the same daemon serves the routed set-up's listeners
+        # smtpd_milter_maps disables that daemon for appmap's client: its CPU column shows that it is idle.
+        milters["appmap"] = milters["unix"]
         sink = SmtpSink(work / "sink", dump=False).start()
+        # What the application signs itself, with the milter's own key (written by start_milter); its
+        # context keeps it apart from the address the milter signs for the same recipient in the maillog.
+        signer = Signer.from_key_files([str(work / "verp.key")], BOUNCE_DOMAIN)
+        app_sender = signer.address_for(RCPT, context="app")
+        milter_map = work / "milter_map.cidr"
+        milter_map.write_text("127.0.0.1/32 DISABLE\n")
         orig = {"milter_macro_daemon_name": "ORIGINATING"}
         # The instance is the routed set-up (its MX listener is `smtp`, its application listener
         # `submission`); every other listener names its milter and drops the routed recipient check, so
@@ -258,6 +281,8 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "connect-inbound": {"smtpd_milters": f"unix:{work}/connect.sock"},
             "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
             "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
+            "app-verp": {"smtpd_milters": "", "non_smtpd_milters": ""},
+            "appmap-verp": {"smtpd_milters": unix_socket, "smtpd_milter_maps": f"cidr:{milter_map}", **orig},
         }
         listeners = {name: {**plain, **overrides} for name, overrides in listeners.items()}
         postfix.relay_port = sink.port
@@ -270,9 +295,11 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             # Warm up every path once (process start-up, the milter's first connections).
             sent_verp = 0
             routed = ["routed-inbound", "routed-verp"] if "routed" in args.transports else []
+            sent_app = 0
             for name in [*listeners, *routed]:
-                blast(postfix.ports[name], SENDERS["verp" if "verp" in name else "inbound"], 50, 5)
+                blast(postfix.ports[name], sender_of(name, app_sender), 50, 5)
                 sent_verp += 50 if "verp" in name else 0
+                sent_app += 50 if name.startswith("app") else 0
             drain(postfix)
             variants = [("none", "inbound", "none")] + [
                 (f"{t}-{traffic}", traffic, t)
@@ -303,8 +330,11 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                         milter = milters.get(transport)
                         before = cpu_seconds(milter.pid) if milter else 0.0
                         pipe_before = pipeline.usage_us()
-                        rate = blast(postfix.ports[name], SENDERS[traffic], count, sessions, args.reuse)
+                        rate = blast(
+                            postfix.ports[name], sender_of(name, app_sender), count, sessions, args.reuse
+                        )
                         sent_verp += count if traffic == "verp" and transport != "none" else 0
+                        sent_app += count if transport.startswith("app") else 0
                         # The milter's own CPU per message: a figure the machine's other load cannot skew.
                         cpu[name].append((cpu_seconds(milter.pid) - before) / count * 1e6 if milter else 0.0)
                         drain(postfix)
@@ -330,9 +360,12 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
                     print(f"{row} {used:>6.0f}{extra}")
             delivered = postfix.log().count("status=sent")
             verp = postfix.log().count("from=<bounces+")
-            # A check on the run itself: exactly the originating traffic got a VERP sender.
+            app = postfix.log().count(f"from=<{app_sender}>")
+            # A check on the run itself: exactly the originating traffic got a VERP sender, and the
+            # application's own signed sender went out as it came in.
             print(f"(maillog: {delivered} delivered, {verp} with a VERP sender, {sent_verp} expected)")
-            if verp != sent_verp:
+            print(f"(maillog: {app} with the application's own signed sender, {sent_app} expected)")
+            if verp != sent_verp or app != sent_app:
                 print(
                     "postfix_throughput: the VERP count is wrong: the milter misjudged traffic",
                     file=sys.stderr,
