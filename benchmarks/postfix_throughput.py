@@ -281,7 +281,7 @@ def run(args: argparse.Namespace, pipeline: PipelineCpu) -> int:
             "connect-inbound": {"smtpd_milters": f"unix:{work}/connect.sock"},
             "inet-inbound": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}"},
             "inet-verp": {"smtpd_milters": f"inet:127.0.0.1:{inet_port}", **orig},
-            "app-verp": {"smtpd_milters": "", "non_smtpd_milters": ""},
+            "app-verp": {"smtpd_milters": ""},
             "appmap-verp": {"smtpd_milters": unix_socket, "smtpd_milter_maps": f"cidr:{milter_map}", **orig},
         }
         listeners = {name: {**plain, **overrides} for name, overrides in listeners.items()}

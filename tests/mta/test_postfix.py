@@ -6,7 +6,10 @@ One Postfix instance for the module, with these listeners:
 - `submission`: the application's port, marked ORIGINATING as in postfix/master.cf.snippet;
 - `observe`: the same, with a milter in observe mode;
 - `remote`: no milter: stands in for a remote MTA that queues a bounce and delivers it to `smtp`
-  (transport_maps), so Postfix's own retry after a 451 can be shown.
+  (transport_maps), so Postfix's own retry after a 451 can be shown;
+- `app` and `appmap`: the two set-ups of docs/verp-spec.md for an application that signs its own
+  senders: a listener without milters, and the submission listener with the milter turned off for the
+  client by `smtpd_milter_maps`.
 Postfix's own bounces pass through the enforce milter via non_smtpd_milters (the snippet).
 """
 
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import pytest
 
 from bouncekeeper.core import verp
+from tests.support.header_milter import HeaderMilter
+from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
 from tests.support.postfix_mta import PostfixMta, message, started
@@ -75,6 +80,7 @@ def mta() -> Iterator[Mta]:
         observe = MilterProcess(d, f"unix:{d}/observe.sock", _toml(redis, key, "observe"), "observe")
         sink = SmtpSink(d / "sink")
         dead = SmtpSink(d / "dead", reject="RCPT")  # 550 5.1.1 to every recipient
+        (d / "milter_map.cidr").write_text("127.0.0.1/32 DISABLE\n")
         postfix = Postfix(
             d / "postfix",
             relay_port=0,
@@ -83,10 +89,20 @@ def mta() -> Iterator[Mta]:
                 "submission": {"milter_macro_daemon_name": "ORIGINATING"},
                 "observe": {"milter_macro_daemon_name": "MTA", "smtpd_milters": f"unix:{d}/observe.sock"},
                 "remote": {"smtpd_milters": ""},
+                "app": {"smtpd_milters": ""},
+                "appmap": {
+                    "milter_macro_daemon_name": "ORIGINATING",
+                    "smtpd_milters": f"unix:{d}/enforce.sock,unix:{d}/seen.sock",
+                    "smtpd_milter_maps": f"cidr:{d}/milter_map.cidr",
+                },
             },
         )
+        seen = HeaderMilter(d / "seen.sock", "X-Milter-Seen", "yes")
         try:
-            with started(postfix, sink, dead, BOUNCE_DOMAIN, enforce, observe) as (settings, signer):
+            with (
+                running(seen),
+                started(postfix, sink, dead, BOUNCE_DOMAIN, enforce, observe) as (settings, signer),
+            ):
                 yield Mta(postfix, sink, redis, settings, signer, enforce, dead, observe)
         finally:
             redis.stop()
@@ -115,6 +131,24 @@ def test_outbound_mail_reaches_the_mx_with_the_signed_verp_sender(mta_clean: Mta
         max_age_days=14,
     )
     assert (decoded.status, decoded.recipient, decoded.context) == ("valid", "alice@example.net", "news-7")
+
+
+@pytest.mark.parametrize("listener", ["app", "appmap"])
+def test_an_application_signed_sender_goes_out_untouched_and_its_bounce_is_recorded(
+    mta_clean: Mta, listener: str
+) -> None:
+    mta = mta_clean
+    alice, dead = f"alice-{listener}@example.net", f"gone-{listener}@dead.test"
+    signed = mta.signer.address_for(alice, "app-1")
+    mta.send(listener, signed, [alice], message(f"a-{listener}", "X-Bouncekeeper-Context: news-7\r\n"))
+    msg = mta.sink.wait_for(lambda m: f"Subject: a-{listener}" in m.text)
+    assert (msg.sender, msg.header("X-Bouncekeeper-Context")) == (signed, ["news-7"])
+    # No milter saw it: appmap's second milter adds this header to every message it is given.
+    assert msg.header("X-Milter-Seen") == []
+    # dead.test refuses: Postfix's own bounce goes to the application's signed sender and is recorded.
+    mta.send(listener, mta.signer.address_for(dead, "app-1"), [dead], message(f"d-{listener}"))
+    events = mta.wait_events(dead, lambda e: bool(e))
+    assert events[0]["kind"] == "permanent"
 
 
 # 2 -----------------------------------------------------------------------------------------------------
