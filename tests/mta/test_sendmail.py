@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd, store
+from bouncekeeper import config, milterd, store, verpkeys
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
 from tests.support.postfix import SmtpSink, have_postfix
@@ -54,7 +54,7 @@ def _events(settings: config.Settings, address: str, timeout: float = 0.0) -> li
 @contextlib.contextmanager
 def _running(
     d: pathlib.Path, relay_port: int, milter: MilterProcess, lmtp_socket: pathlib.Path, *others: Any
-) -> Iterator[tuple[Sendmail, config.Settings, milterd.Signer]]:
+) -> Iterator[tuple[Sendmail, config.Settings, verpkeys.Signer]]:
     """Start the milter and `others`, then a Sendmail built from the shipped snippet; stop all in reverse."""
     tree = unpacked()
     assert tree is not None
@@ -87,7 +87,7 @@ class Mta:
     sendmail: Sendmail
     sink: SmtpSink
     settings: config.Settings
-    signer: milterd.Signer
+    signer: verpkeys.Signer
     milter: MilterProcess
 
     def send(self, sender: str, rcpts: list[str], raw: bytes) -> None:
@@ -173,7 +173,7 @@ class Dsn:
     sendmail: Sendmail
     remote: RemoteMx
     settings: config.Settings
-    signer: milterd.Signer
+    signer: verpkeys.Signer
     milter: MilterProcess
     listener: ListenerProcess
     redis: RedisServer

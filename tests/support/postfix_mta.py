@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bouncekeeper import config, milterd, store
+from bouncekeeper import config, milterd, store, verpkeys
 from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink
@@ -22,7 +22,7 @@ class PostfixMta:
     sink: SmtpSink
     redis: RedisServer
     settings: config.Settings
-    signer: milterd.Signer
+    signer: verpkeys.Signer
     milter: MilterProcess  # the one whose log a failing wait shows
 
     def reset(self) -> None:
@@ -80,7 +80,7 @@ def message(subject: str, extra: str = "", sender: str = "app@example.org") -> b
 @contextlib.contextmanager
 def started(
     postfix: Postfix, sink: SmtpSink, dead: SmtpSink, bounce_domain: str, *milters: MilterProcess
-) -> Iterator[tuple[config.Settings, milterd.Signer]]:
+) -> Iterator[tuple[config.Settings, verpkeys.Signer]]:
     """Start the milters and both MXes, route Postfix to them, start Postfix; stop all in reverse.
 
     `sink` takes all mail, `dead` (refusing every recipient) takes dead.test, and the bounce domain goes
