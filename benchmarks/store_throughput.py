@@ -14,6 +14,9 @@ Starts its own redis-server on a unix socket under a temp dir (the embedded defa
    default configuration (history_size 20) and with history_size = 0; and, for comparison, an address
    with one soft failure (its soft counter and track key).
 
+5. capacity (docs/capacity.md): redis-server's own CPU time per event during the store run (so events per
+   second one Redis core can take, however fast the clients are), and the stream's bytes per entry.
+
 Goals (issue 3): >= 5,000 events/s, <= 300 bytes per idle tracked address.
 Usage: python benchmarks/store_throughput.py [--workers 4] [--events 20000] [--addresses 20000]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import pathlib
 import random
 import shutil
@@ -115,6 +119,19 @@ def worker_incr(sock: str, worker: int, events: int, out: Any) -> None:
     out.put(("done", time.perf_counter() - start))
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """redis-server's user + system CPU time (/proc/PID/stat fields 14 and 15)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stream_bytes_per_entry(sock: str) -> float:
+    client = redis.Redis(unix_socket_path=sock)
+    stream = Store(client, RedisSettings()).keys.stream
+    entries = int(client.xlen(stream))
+    return (client.memory_usage(stream, samples=0) or 0) / max(entries, 1)
+
+
 def run_workers(target: Any, sock: str, workers: int, events: int) -> float:
     """Events/s over the wall time of all workers."""
     queue: Any = multiprocessing.Queue()
@@ -179,6 +196,18 @@ def memory(sock: str, addresses: int, history_size: int = 20) -> dict[str, float
     }
 
 
+def full_history_bytes(sock: str, history_size: int = 20) -> float:
+    """MEMORY USAGE of one address's track key once its history is full (more events than it keeps)."""
+    client = redis.Redis(unix_socket_path=sock, decode_responses=True)
+    client.flushall()
+    store = Store(client, RedisSettings(history_size=history_size))
+    rng = random.Random(17)
+    address = "user@domain.example"
+    for n in range(history_size + 5):
+        store.record([item(n, rng, address)], now=time.time(), rules=RULES)
+    return float(client.memory_usage(store.keys.address(address, k.TRACK)) or 0)
+
+
 def soft_memory(sock: str, addresses: int) -> float:
     """used_memory per address with one soft failure, default configuration, dedup keys dropped."""
     client = redis.Redis(unix_socket_path=sock, decode_responses=True)
@@ -206,13 +235,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bk-bench-") as directory:
         proc, sock = start_redis(pathlib.Path(directory))
         try:
+            cpu0 = server_cpu_seconds(proc.pid)
             baseline = run_workers(worker_incr, sock, args.workers, args.events)
+            cpu1 = server_cpu_seconds(proc.pid)
             redis.Redis(unix_socket_path=sock).flushall()
+            cpu2 = server_cpu_seconds(proc.pid)
             rate = run_workers(worker_store, sock, args.workers, args.events)
+            cpu3 = server_cpu_seconds(proc.pid)
+            entry = stream_bytes_per_entry(sock)
             trips = round_trips(sock, 2000)
             mem = memory(sock, args.addresses)
             bare = memory(sock, args.addresses, history_size=0)
             soft = soft_memory(sock, args.addresses)
+            full = full_history_bytes(sock)
         finally:
             proc.terminate()
             proc.wait()
@@ -225,6 +260,12 @@ def main() -> int:
     print(f"baseline (one INCR per event):         {baseline:8.0f} events/s")
     print(f"store (Store.record, the full path):   {rate:8.0f} events/s  ratio {rate / baseline:.2f}")
     print(f"  goal >= 5000 events/s: {verdict(rate >= 5000)}")
+    total = args.workers * args.events
+    incr_us, store_us = (cpu1 - cpu0) / total * 1e6, (cpu3 - cpu2) / total * 1e6
+    per_core = 1e6 / max(store_us, 1e-9)
+    print(f"redis-server CPU per event: store {store_us:6.1f} µs, INCR {incr_us:6.1f} µs  (ratio "
+          f"{store_us / max(incr_us, 1e-9):.1f}); events/s per Redis core: {per_core:8.0f}")  # fmt: skip
+    print(f"stream bytes per entry (MEMORY USAGE / XLEN): {entry:6.0f}")
     print(f"round trips per single-address bounce: {trips:8.2f}  (single server; a Redis Cluster takes 2)")
     print(f"memory, {args.addresses} addresses with one hard bounce each:")
     print(f"  MEMORY USAGE track key (score + 1-event history): {mem['memory_usage_track']:5.0f} bytes "
@@ -237,6 +278,7 @@ def main() -> int:
           f"score + a 1-event history; dedup key expired): {idle:5.0f} bytes")  # fmt: skip
     lean = bare["used_memory_per_address_idle"]
     print(f"  used_memory per idle address, history_size = 0: {lean:5.0f} bytes  (the score alone)")
+    print(f"  MEMORY USAGE track key with a full history (20 events): {full:5.0f} bytes")
     print(f"  used_memory per address with one soft failure (soft counter + track key): {soft:5.0f} bytes")
     print(f"  goal <= 300 bytes per idle tracked address: default config {verdict(idle <= 300)}, "
           f"history_size = 0 {verdict(lean <= 300)}")  # fmt: skip
