@@ -189,3 +189,19 @@ def test_the_python_api_signs_the_vectors_from_key_files(tmp_path: pathlib.Path)
         else:
             with pytest.raises(verp.VerpUnencodable):
                 signer.address_for(vector["recipient"], context=vector["context"])
+
+
+def test_verp_encode_answers_a_line_that_is_not_utf8_and_goes_on(tmp_path: pathlib.Path) -> None:
+    key_file = tmp_path / "verp.key"
+    key_file.write_text("stdin-test-key-0123456789abcdef\n")
+    conf = tmp_path / "bk.toml"
+    conf.write_text(f'[verp]\nbounce_domain = "bounce.example.net"\nsecret_files = ["{key_file}"]\n')
+    done = subprocess.run(
+        [BIN / "bouncekeeper", "--config", str(conf), "verp", "encode", "-"],
+        input=b"\xff\xfe@example.org\nbob@example.net\n", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 65, done.stderr
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert out[0]["recipient"] == "\udcff\udcfe@example.org"
+    assert "error" in out[0]
+    assert out[1]["address"].startswith("bounces+bob=example.net+")

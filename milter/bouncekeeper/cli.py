@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import io
 import json
 import os
 import sys
@@ -159,6 +160,10 @@ def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> in
 
     if day is not None:
         signer = dataclasses.replace(signer, clock=lambda: day * verpkeys.SECONDS_PER_DAY)
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # A line that is not UTF-8 is answered as unencodable (its bytes kept as surrogates, which no
+        # VERP address carries) instead of ending the run with a traceback halfway through a list.
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     failed = 0
     write = sys.stdout.write
     for line in sys.stdin:
@@ -169,7 +174,8 @@ def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> in
             address = signer.address_for(recipient, own_context if tab else context)
         except verp.VerpUnencodable as exc:
             failed += 1
-            write(json.dumps({"recipient": recipient, "error": str(exc)}, ensure_ascii=False) + "\n")
+            # ASCII JSON: such a line may hold those surrogates, which only a \\u escape can carry.
+            write(json.dumps({"recipient": recipient, "error": str(exc)}) + "\n")
             continue
         write(json.dumps({"recipient": recipient, "address": address}, ensure_ascii=False) + "\n")
     sys.stdout.flush()
