@@ -205,3 +205,29 @@ def test_verp_encode_answers_a_line_that_is_not_utf8_and_goes_on(tmp_path: pathl
     assert out[0]["recipient"] == "\udcff\udcfe@example.org"
     assert "error" in out[0]
     assert out[1]["address"].startswith("bounces+bob=example.net+")
+
+
+@pytest.mark.parametrize("language", ["php", "node"])
+def test_an_upper_case_non_ascii_recipient_is_signed_as_python_signs_it_or_refused(
+    language: str, tmp_path: pathlib.Path
+) -> None:
+    # Python lower-cases Unicode; PHP without mbstring can only lower-case ASCII, so it must refuse
+    # rather than sign an address bouncekeeper would read as forged.
+    key, day, recipient = "8f2c5a0e1d9b4736a5c8e0f1b2d3c4e5", 20414, "JÖRG@Bücher.example"
+    vectors = {
+        "bounce_domain": "bounce.example.net",
+        "vectors": [{"key": key, "day": day, "recipient": recipient, "context": "", "prefix": "bounces"}],
+    }
+    vectors_file = tmp_path / "upper.json"
+    vectors_file.write_text(json.dumps(vectors))
+    [got] = _run_snippet(language, tmp_path, vectors_file)
+    keyring = verp.Keyring.from_secrets([key.encode()])
+    expected = verp.encode(recipient, keyring=keyring, bounce_domain="bounce.example.net", day=day)
+    if got == "error:unencodable" and language == "php":
+        has_mb = subprocess.run(
+            ["php", "-r", "echo function_exists('mb_strtolower') ? 'yes' : 'no';"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert has_mb == "no"
+    else:
+        assert got == expected
