@@ -9,6 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -196,6 +197,30 @@ def test_receiver_down_then_up_gets_everything(client: redis.Redis, receiver: Re
     assert sorted(r.json()["address"] for r in receiver.delivered()) == [
         f"down{i}@example.org" for i in range(3)
     ]
+
+
+def test_a_notifier_started_while_redis_is_down_waits_for_it(
+    redis_db: RedisServer, client: redis.Redis, receiver: Receiver
+) -> None:
+    redis_db.stop()
+    settings = dataclasses.replace(config.NotifySettings(targets=(target(receiver),)), poll=0.05)
+    notifier = notify.Notifier(client, settings, prefix=PREFIX, secrets={"app": SECRET}, consumer="n1")
+    stop = threading.Event()
+    worker = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert worker.is_alive(), "the notifier gave up while Redis was down"
+        redis_db.start()
+        enqueue(client, "late@example.org")
+        deadline = time.monotonic() + 15
+        while not receiver.delivered():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert [r.json()["address"] for r in receiver.delivered()] == ["late@example.org"]
 
 
 def test_a_4xx_is_dead_lettered_at_once_and_replay_delivers_it(

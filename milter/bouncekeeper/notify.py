@@ -341,15 +341,20 @@ class Notifier:
     # one pass ---------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self.ensure_group()
-        log.info(
-            "notify: consumer %s reading %s (%d targets)",
-            self.consumer,
-            self.outbox,
-            len(self.settings.targets),
-        )
+        grouped = False
         while not stop.is_set():
             try:
+                if not grouped:
+                    # Inside the loop: a notifier started while Redis is down (or has no master during a
+                    # failover) waits for it like a running one, instead of exiting.
+                    self.ensure_group()
+                    grouped = True
+                    log.info(
+                        "notify: consumer %s reading %s (%d targets)",
+                        self.consumer,
+                        self.outbox,
+                        len(self.settings.targets),
+                    )
                 self.run_once(block=True)
             except redis.RedisError as exc:
                 # Redis down: nothing is lost (the entries stay in the stream); wait and try again.
