@@ -18,19 +18,23 @@ import logging
 import pathlib
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import Milter
 import pytest
 
+from bouncekeeper import config
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY
 from bouncekeeper.service import Service
-from bouncekeeper.store import Store, StoreUnavailable
+from bouncekeeper.store import Store, StoreUnavailable, connect
 from bouncekeeper.store.event import Event, EventKind, Source
 from tests.support import failover
+from tests.support.http_receiver import Receiver
 from tests.support.lmtp import ListenerThread, settings_for
+from tests.support.notify_process import NotifyProcess
 from tests.support.redis_cluster import RedisClusterServers, free_port
 from tests.support.redis_sentinel import RedisSentinels
 from tests.support.redis_server import RedisServer
@@ -272,3 +276,62 @@ def test_wait_replicas_acknowledges_a_bounce_once_a_replica_holds_it_else_tempfa
         store.close()
         replica.stop()
         master.stop()
+
+
+def _record_all(store: Store, rcpts: list[str]) -> None:
+    """A hard bounce for each, each sent again until it is recorded (an MTA's retry, without the MTA)."""
+    for rcpt in rcpts:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                store.record([item(rcpt, at=T0)], now=T0, rules=ENFORCE)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "no new master in time"
+                time.sleep(0.1)
+
+
+def _delivered(receiver: Receiver, notifier: NotifyProcess, addresses: set[str]) -> None:
+    deadline = time.monotonic() + 30
+    while not addresses <= {r.json()["address"] for r in receiver.delivered()}:
+        assert time.monotonic() < deadline, notifier.log_file.read_text()[-3000:]
+        assert notifier.proc is not None
+        assert notifier.proc.poll() is None, notifier.log_file.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def test_the_notifier_follows_a_sentinel_failover_and_loses_no_outbox_event(
+    sentinels: RedisSentinels, tmp_path: pathlib.Path
+) -> None:
+    """`bouncekeeper notify` on the Sentinel URL while the master is SIGKILLed: every hard bounce's
+    outbox entry (written with WAIT 1, so the promoted replica has it) reaches the application."""
+    receiver = Receiver().start()
+    key = tmp_path / "app.key"
+    key.write_text("app-webhook-key-0123456789abcdef\n")
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        f'state_dir = "{tmp_path}"\n[log]\nlevel = "WARNING"\n'
+        f'[redis]\nurl = "{sentinels.url}"\nsocket_timeout = 0.5\nconnect_timeout = 0.5\nretries = 1\n'
+        f"{WAIT}\n"
+        '[notify]\nhard_bounces = true\nconsumer = "n1"\npoll = 0.1\nbackoff_initial = 0.05\n'
+        f'[[notify.targets]]\nname = "app"\ndefault = true\nurl = "{receiver.url}/e/{{address}}"\n'
+        f'secret_file = "{key}"\n'
+    )
+    settings = config.load(conf)
+    store = connect(settings)
+    notifier = NotifyProcess(conf, tmp_path / "notify.log")
+    rcpts = [f"n{n}@example.org" for n in range(40)]
+    try:
+        notifier.start()
+        _record_all(store, rcpts[:20])
+        _delivered(receiver, notifier, set(rcpts[:20]))  # the notifier is running and has read them
+        sentinels.kill(sentinels.master())
+        _record_all(store, rcpts[20:])
+        _delivered(receiver, notifier, set(rcpts))
+    finally:
+        notifier.stop()
+        store.close()
+        receiver.stop()
+    sent = Counter(r.json()["address"] for r in receiver.delivered())
+    # At-least-once: a request in flight, or an acknowledgement the dead master took with it, may repeat.
+    assert sum(sent.values()) - len(rcpts) <= 2, sent

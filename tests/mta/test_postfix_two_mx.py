@@ -10,12 +10,8 @@ its own `bouncekeeper milter`) and two `bouncekeeper notify` processes share one
 
 from __future__ import annotations
 
-import os
 import pathlib
-import signal
 import smtplib
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +26,8 @@ from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
 from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
-from tests.support.postfix import ROOT, Postfix, SmtpSink, have_postfix
+from tests.support.notify_process import NotifyProcess
+from tests.support.postfix import Postfix, SmtpSink, have_postfix
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -72,33 +69,6 @@ default = true
 url = "{receiver.url}/emails/{{address}}"
 secret_file = "{app_key}"
 """
-
-
-class NotifyProcess:
-    """`bouncekeeper notify` on a config file, stopped by SIGTERM."""
-
-    def __init__(self, config_file: pathlib.Path, log: pathlib.Path) -> None:
-        self.config_file = config_file
-        self.log_file = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> NotifyProcess:
-        argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), "notify"]
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, env={**os.environ, "PYTHONPATH": str(ROOT / "milter")}, stdout=out, stderr=out
-            )
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
 
 @dataclass

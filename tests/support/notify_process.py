@@ -1,0 +1,38 @@
+"""`bouncekeeper notify` as the operator runs it: a process on a config file, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+from tests.support.postfix import ROOT
+
+
+class NotifyProcess:
+    """`bouncekeeper notify` on a config file, stopped by SIGTERM."""
+
+    def __init__(self, config_file: pathlib.Path, log: pathlib.Path) -> None:
+        self.config_file = config_file
+        self.log_file = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NotifyProcess:
+        argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), "notify"]
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env={**os.environ, "PYTHONPATH": str(ROOT / "milter")}, stdout=out, stderr=out
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
