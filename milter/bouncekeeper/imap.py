@@ -37,6 +37,7 @@ from bouncekeeper.runlock import Busy, RunLock
 from bouncekeeper.service import Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
+from bouncekeeper.store.keys import Keys
 
 log = get_logger(__name__)
 
@@ -87,8 +88,9 @@ class Cursor:
     def __init__(self, client: redis.Redis, prefix: str, server: str, user: str, folder: str) -> None:
         self.client = client
         ident = f"{user}@{server}/{folder}"
-        self.key = f"{prefix}imap:{{{ident}}}:cursor"
-        self.lock = RunLock(client, f"{prefix}imap:{{{ident}}}:lock", LOCK_TTL)
+        keys = Keys(prefix)
+        self.key = keys.imap_cursor(ident)
+        self.lock = RunLock(client, keys.imap_lock(ident), LOCK_TTL)
 
     def acquire(self) -> None:
         self.lock.acquire()

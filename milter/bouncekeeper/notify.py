@@ -1,6 +1,6 @@
 """Webhooks from the outbox, outside the mail path: `bouncekeeper notify`.
 
-The store appends one entry to the Redis stream `{prefix}outbox` in the same atomic step as a state
+The store appends one entry to the Redis stream `{prefix}{outbox}:stream` in the same atomic step as a state
 change (disabled, enabled, escalated, and with `notify.hard_bounces` every hard bounce). This worker
 reads it through the consumer group `notify` and delivers each entry to the targets whose senders or
 contexts match the original mail.
@@ -249,7 +249,7 @@ def address_url(template: str, address: str) -> str:
 
 
 def relay_pending(client: Any, prefix: str, maxlen: int = 1_000_000) -> int:
-    """Move the entries the store's scripts left in `{prefix}{address}:outbox` lists into the stream.
+    """Move the entries the store's scripts left in `{prefix}{address}:notify` lists into the stream.
 
     Only on a Redis Cluster, where a script may touch one slot only and so cannot XADD to the global
     stream. Each entry is XADDed, then removed from its list: a crash between the two sends it twice

@@ -114,6 +114,19 @@ class Keys:
         message, whatever the number of its envelope recipients or deliveries)."""
         return f"{self.prefix}unvouched:{event_id}"
 
+    def imap_cursor(self, folder: str) -> str:
+        """hash: the UID state of one mailbox folder (imap.py), by "user@server/folder"."""
+        return f"{self.prefix}imap:{{{folder}}}:cursor"
+
+    def imap_lock(self, folder: str) -> str:
+        """string with a TTL: one `bouncekeeper imap` run at a time per folder."""
+        return f"{self.prefix}imap:{{{folder}}}:lock"
+
+    @property
+    def probes_lock(self) -> str:
+        """string with a TTL: one `bouncekeeper probes` run at a time."""
+        return f"{self.prefix}probes:lock"
+
     def raw(self, event_id: str) -> str:
         """string: the raw bounce, when raw_days > 0."""
         return f"{self.prefix}raw:{event_id}"
