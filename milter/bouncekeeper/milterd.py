@@ -9,8 +9,9 @@ milter protocol and the service layer: the decisions (VERP signature, classifica
   recipient (`chgfrom` at end of message); the context header is removed; suppression at RCPT.
 - **bounce**: a recipient in `[verp] bounce_domain` whose signature verifies at RCPT; at end of message the
   whole message goes to `Service.process_bounce`, then it is discarded (or accepted, `bounce_action`).
-- **loop**: a message to one of `protected_recipients` that looks automatic (null sender, multipart/report,
-  Precedence bulk/junk/list, Auto-Submitted other than "no") is dropped and recorded, never answered.
+- **loop**: a message to one of `protected_recipients` that looks automatic (`core/loops.is_loop`: null
+  sender, multipart/report, Precedence, Auto-Submitted other than "no", an autoresponder header, List-Id)
+  is dropped and recorded, never answered.
 - everything else is accepted at its first RCPT when that recipient is in no watched domain
   (`accept_early`), otherwise at DATA, the first callback that knows every recipient (MAIL FROM is a
   no-reply step, so it cannot accept): ordinary traffic never streams its header or body to us.
