@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,7 +11,7 @@ from bouncekeeper import config
 from bouncekeeper.lmtpd import Listener
 from bouncekeeper.service import Service
 from tests.support.exim import wait_for_port
-from tests.support.postfix import ROOT
+from tests.support.notify_process import CommandProcess
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 BOUNCE_DOMAIN = "bounce.example.net"
@@ -113,27 +109,19 @@ class ListenerThread:
             raise self._error
 
 
-class ListenerProcess:
+class ListenerProcess(CommandProcess):
     """`bouncekeeper lmtp` as the operator runs it: a process on a config file, stopped by SIGTERM.
 
     `listen` is the config's `[lmtp] listen` ("unix:/path" or "HOST:PORT"): start() waits until it answers.
     """
 
     def __init__(self, config_file: pathlib.Path, listen: str, log: pathlib.Path) -> None:
-        self.config_file = config_file
+        super().__init__(config_file, "lmtp", log)
         self.listen = listen
-        self.log_file = log
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ListenerProcess:
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "milter"))
-        with self.log_file.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), "lmtp"],
-                env=env,
-                stdout=out,
-                stderr=out,
-            )
+        super().start()
+        assert self.proc is not None
         if not self.listen.startswith("unix:"):
             wait_for_port(int(self.listen.rpartition(":")[2]), timeout=15, proc=self.proc)
             return self
@@ -144,17 +132,3 @@ class ListenerProcess:
                 raise RuntimeError(f"the LMTP listener did not start:\n{self.log()}")
             time.sleep(0.02)
         return self
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -1,4 +1,5 @@
-"""`bouncekeeper notify` as the operator runs it: a process on a config file, stopped by SIGTERM."""
+"""`bouncekeeper notify` (or any long-running command) as the operator runs it: a process on a config
+file, stopped by SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import sys
 from tests.support.postfix import ROOT
 
 
-class NotifyProcess:
-    """`bouncekeeper notify` on a config file, stopped by SIGTERM."""
+class CommandProcess:
+    """`bouncekeeper COMMAND` on a config file, its output in `log`, stopped by SIGTERM."""
 
-    def __init__(self, config_file: pathlib.Path, log: pathlib.Path) -> None:
+    def __init__(self, config_file: pathlib.Path, command: str, log: pathlib.Path) -> None:
         self.config_file = config_file
+        self.command = command
         self.log_file = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> NotifyProcess:
-        argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), "notify"]
+    def start(self) -> CommandProcess:
+        argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", str(self.config_file), self.command]
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, env={**os.environ, "PYTHONPATH": str(ROOT / "milter")}, stdout=out, stderr=out
@@ -36,3 +38,13 @@ class NotifyProcess:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+class NotifyProcess(CommandProcess):
+    """`bouncekeeper notify` on a config file, stopped by SIGTERM."""
+
+    def __init__(self, config_file: pathlib.Path, log: pathlib.Path) -> None:
+        super().__init__(config_file, "notify", log)
