@@ -212,7 +212,7 @@ class Service:
         """One message's classification, done once whatever the number of recipients it is for."""
         return Classified(raw, envelope_sender, self._classifier)
 
-    # --- the API (COMMON.md) ---
+    # --- the API the adapters call (milter, LMTP listener, policy service, IMAP scanner, HTTP API, CLI) ---
 
     def check_rcpt(self, address: str) -> verp.VerpResult:
         """Decode a VERP address with today's date. Pure: no Redis."""
