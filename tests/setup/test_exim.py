@@ -305,6 +305,9 @@ def test_the_installers_verp_macros_are_the_shipped_ones() -> None:
         shipped = _preprocess((SHIPPED / name).read_text(), {"BK_LMTP_SOCKET"})
         assert _from(shipped, "BK_BODY", "BK_FITS") == generated[:-1], name
         assert generated[-1] in shipped, name
+    # docs/verp.md shows "the heart" of it: the same lines.
+    doc = (SHIPPED.parent / "docs" / "verp.md").read_text().split("## Signing in Exim", 1)[1]
+    assert _from(_preprocess(doc.split("```")[1], set()), "BK_BODY", "BK_FITS") == generated[:-1]
 
 
 def test_the_installers_loop_guard_is_the_shipped_one() -> None:
