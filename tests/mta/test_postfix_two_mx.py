@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis
 
 from bouncekeeper import config, milterd, notify, store, verpkeys
 from bouncekeeper.core.policy import State
@@ -158,10 +159,16 @@ def test_the_counter_and_the_breaker_are_the_same_whichever_mx_a_bounce_reaches(
 
 def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
     rcpts = [f"notify{n}@example.org" for n in range(20)]
-    for n, rcpt in enumerate(rcpts):
-        two_mx.deliver(two_mx.primary if n % 2 else two_mx.backup, rcpt, n=100 + n)
     client = two_mx.redis.client()
     try:
+        # Both notifiers must be reading the group before the events come: on a loaded machine one may
+        # still be starting, and the other would then rightly serve the whole outbox alone.
+        deadline = time.monotonic() + 30
+        while _consumers(client) != {"primary", "backup"}:
+            assert time.monotonic() < deadline, "the notifiers did not join the outbox's group"
+            time.sleep(0.1)
+        for n, rcpt in enumerate(rcpts):
+            two_mx.deliver(two_mx.primary if n % 2 else two_mx.backup, rcpt, n=100 + n)
         deadline = time.monotonic() + 30
         while client.xlen(notify.outbox_key(PREFIX)):
             assert time.monotonic() < deadline, "the notifiers did not empty the outbox"
@@ -178,3 +185,11 @@ def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
     assert {address for address, _ in mine} == set(rcpts)
     assert set(mine.values()) == {1}, mine
     assert {c["name"].decode() for c in consumers} == {"primary", "backup"}
+
+
+def _consumers(client: redis.Redis) -> set[str]:
+    """The consumer names of the outbox's group (none while the notifiers have not created it)."""
+    try:
+        return {c["name"].decode() for c in client.xinfo_consumers(notify.outbox_key(PREFIX), notify.GROUP)}
+    except redis.ResponseError:
+        return set()
