@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 from bouncekeeper import log, metrics
 from bouncekeeper.core import addresses, throttle
-from bouncekeeper.core.rcpt import Answer, bounce_rcpt
-from bouncekeeper.core.verp import VerpResult, VerpStatus
+from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
+from bouncekeeper.core.verp import VerpResult
 
 logger = log.get_logger(__name__)
 _DECIDED = metrics.decisions("policy")
@@ -70,9 +70,14 @@ def decide(request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[
 
 
 def verdict(
-    request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[[str], VerpResult]
-) -> tuple[str, VerpStatus | None]:
-    """`decide`'s action, and the VERP status of a recipient of the bounce domain (None for others)."""
+    request: Mapping[str, str],
+    rules: PolicyRules,
+    check_rcpt: Callable[[str], VerpResult],
+    *,
+    guarded: bool = True,
+) -> tuple[str, RcptVerdict | None]:
+    """`decide`'s action, and the core's verdict on a recipient of the bounce domain (None for others);
+    `guarded`: whether the forgery limits apply to the client."""
     rcpt = request.get("recipient", "")
     if request.get("request") != "smtpd_access_policy" or not rcpt:
         return "DUNNO", None
@@ -83,12 +88,12 @@ def verdict(
     if address is None:
         return "DUNNO", None
     if rules.bounce_domain and addresses.domain_of(address) == rules.bounce_domain:
-        verdict = bounce_rcpt(check_rcpt(address), enforce=rules.enforce)
-        if verdict.answer is Answer.REFUSE:
-            return " ".join(verdict.refusal()), verdict.status
-        if verdict.answer is not Answer.NOT_VERP:
+        judged = bounce_rcpt(check_rcpt(address), enforce=rules.enforce, guarded=guarded)
+        if judged.answer is Answer.REFUSE:
+            return " ".join(judged.refusal()), judged
+        if judged.answer is not Answer.NOT_VERP:
             # Valid, or forged/expired in observe mode (recorded as forged after the queue).
-            return f"FILTER {rules.filter}", verdict.status
+            return f"FILTER {rules.filter}", judged
     if address in rules.protected_recipients:
         return f"FILTER {rules.filter}", None
     return "DUNNO", None
@@ -277,10 +282,10 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
                 logger.warning("client %s over the forged-address limit, 421", client)
                 _LIMITED["forged-client"].inc()
                 return FORGED_CLOSE
-            action, status = verdict(request, self.rules, self.check_rcpt)
+            action, judged = verdict(request, self.rules, self.check_rcpt, guarded=guarded)
             if action == BAD_ADDRESS:
                 _LIMITED["bad-address"].inc()
-            if guarded and status is VerpStatus.FORGED:
+            if judged is not None and judged.guess:
                 action = self._forged(client, session or Session(), action)
             if action != "DUNNO":
                 _DECIDED["reject" if action[:1] in "45" else "filter"].inc()
