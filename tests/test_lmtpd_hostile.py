@@ -14,6 +14,8 @@ import pytest
 
 from bouncekeeper import metrics
 from bouncekeeper.core import throttle
+from bouncekeeper.core.classify import MAX_RECIPIENTS
+from tests.support import hostile_mail
 from tests.support.exim import free_port
 from tests.support.lmtp import BOUNCE_DOMAIN, ListenerProcess, settings_for
 from tests.support.redis_server import RedisServer
@@ -320,3 +322,16 @@ def test_the_mta_gets_in_over_the_connection_cap(harness: Harness, tmp_path: pat
     finally:
         for client in held:
             client.close()
+
+
+def test_a_message_classified_up_to_its_work_caps_is_counted_once(harness: Harness) -> None:
+    # A DSN naming more recipients than the classifier reads (core/classify.MAX_RECIPIENTS), to two
+    # VERP addresses: one classification, so one count however many recipients it is delivered to.
+    block = b"Final-Recipient: rfc822; u%d@example.org\nAction: failed\nStatus: 5.1.1\n\n"
+    raw = hostile_mail._report(b"".join(block % i for i in range(MAX_RECIPIENTS + 10)))
+    listener = harness.start()
+    before = limited("classification")
+    deliver(listener.lmtp_address, [vaddr("alice@example.org"), vaddr("bob@example.org")], raw)
+    assert limited("classification") - before == 1
+    deliver(listener.lmtp_address, [vaddr("carol@example.org")], PERMANENT)
+    assert limited("classification") - before == 1, "an ordinary bounce reaches no cap"

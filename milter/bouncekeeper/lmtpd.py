@@ -226,6 +226,8 @@ class Handler:
         try:
             async with slot:
                 await self._each(envelope, classified, answers, sender=sender, peer=_peer(session), qid=qid)
+            if classified.limits:
+                _LIMITED["classification"].inc()  # once per message; the service logged which caps
             replies = [answers[rcpt] for rcpt in envelope.rcpt_tos]
         finally:
             self.in_flight -= 1

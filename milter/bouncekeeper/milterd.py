@@ -611,6 +611,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             with self.runtime.share.slot(self.client_addr or "") if fair else contextlib.nullcontext():
                 self._record_bounces(raw, classified, sender)
         except StoreUnavailable as exc:
+            self._count_caps(classified)
             if not policy.enforce:
                 # Observe changes nothing in the mail flow: the bounce goes on to where it went before.
                 logger.warning("store unavailable, bounce passed on unrecorded (observe): %s", exc)
@@ -623,9 +624,16 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             logger.warning("store unavailable, bounce deferred with 451 4.3.0: %s", exc)
             self.setreply("451", "4.3.0", "Bounce store unavailable, please try again later")
             return TEMPFAIL
+        self._count_caps(classified)
         if policy.bounce_action == "discard" and policy.enforce:
             removed.extend(b.rcpt for b in msg.bounces)
         return None
+
+    @staticmethod
+    def _count_caps(classified: Any) -> None:
+        """Once per message: a classification cut at its work caps (the service logged which)."""
+        if classified.limits:
+            _LIMITED["classification"].inc()
 
     def _record_bounces(self, raw: bytes, classified: Any, sender: str | None) -> None:
         """The message for each of its bounce addresses, from its one classification. Raises

@@ -174,6 +174,11 @@ class Classified:
             self._memo[verp_recipient] = found
         return self._memo[verp_recipient]
 
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """The work caps the message's classification reached (empty until it is classified)."""
+        return next(iter(self._memo.values())).limits if self._memo else ()
+
 
 class Service:
     def __init__(
