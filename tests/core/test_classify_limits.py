@@ -174,3 +174,42 @@ def test_the_code_scanners_find_what_the_look_behind_first_forms_found(text: str
     for before, after in _LOOKBEHIND_FIRST.values():
         old, new = before.search(text), after.search(text)
         assert (old and (old.span(), old.groups())) == (new and (new.span(), new.groups()))
+
+
+# Local parts up to the 64-character limit and past it, quoted ones holding "@", and what may border them.
+_ADDRESS_PIECES = st.sampled_from(
+    ["a", "b.", "@", "x.org", '"', '"q@r"', " ", "\n", "<", ">", "-", "é", "a" * 60, "a" * 63, "=", "\\"]
+)
+
+
+@given(st.lists(_ADDRESS_PIECES, max_size=12).map("".join))
+def test_the_address_scan_from_each_at_sign_finds_what_the_pattern_finds(text: str) -> None:
+    expected = [match.span() for match in bodies._ADDRESS.finditer(text)]
+    assert [match.span() for match in bodies.addresses_in(text)] == expected
+
+
+_LINE_PIECES = st.sampled_from(
+    [
+        "\n",
+        "\r\n",
+        "Received: a\n",
+        "received: x\n",
+        "X: b\n",
+        "-- ",
+        "original message follows",
+        "> ",
+        "a",
+        " ",
+    ]
+)
+
+
+@given(st.lists(_LINE_PIECES, max_size=10).map("".join), st.integers(min_value=0, max_value=80))
+def test_the_line_search_finds_what_the_line_anchored_pattern_finds(text: str, end: int) -> None:
+    end = min(end, len(text))
+    for pattern, after_newline in (
+        (bodies._ORIGINAL_MARKER, bodies._ORIGINAL_MARKER_NL),
+        (bodies._EMBEDDED_HEADERS, bodies._EMBEDDED_HEADERS_NL),
+    ):
+        found = pattern.search(text, 0, end)
+        assert bodies._line_search(pattern, after_newline, text, end) == (found.start() if found else -1)
