@@ -946,12 +946,18 @@ def _whole_reply(first: str, report: str) -> str:
     return first
 
 
+# Compiled once: re.search(str, ...) looks its pattern up in re's cache at every call, and these run for
+# every recipient of a report.
+_TWO_WORDS = re.compile(r"[A-Za-z]{3,}.*[A-Za-z]{3,}")
+_A_WORD = re.compile(r"[A-Za-z]{3}")
+
+
 def _has_words(text: str) -> bool:
-    return bool(re.search(r"[A-Za-z]{3,}.*[A-Za-z]{3,}", text))
+    return bool(_TWO_WORDS.search(text))
 
 
 def _is_bare_code(diagnostic: str) -> bool:
-    return not re.search(r"[A-Za-z]{3}", diagnostic)
+    return not _A_WORD.search(diagnostic)
 
 
 def _address(value: str | None) -> str | None:

@@ -76,13 +76,13 @@ def field_blocks(text: str) -> list[dict[str, str]]:
     current: dict[str, str] = {}
     last: str | None = None
     for line in text.splitlines():
-        if not line.strip():
+        stripped = line.strip()  # once: each line is tested blank, then read as a field or a fold
+        if not stripped:
             if current:
                 blocks.append(current)
             current, last = {}, None
             continue
         if line[0] in " \t" and last is not None:
-            stripped = line.strip()
             match = _FIELD.match(stripped)
             # Some MTAs indent every field; an indented "Name: value" of a DSN field name is a field.
             if match and match.group(1).lower() in _KNOWN_FIELDS:
@@ -97,7 +97,7 @@ def field_blocks(text: str) -> list[dict[str, str]]:
                 # value copies it again, quadratic in the number of lines.
                 current[last] = f"{current[last]} {stripped}"
             continue
-        match = _FIELD.match(line.strip())
+        match = _FIELD.match(stripped)
         if match is None:
             last = None
             continue
@@ -138,10 +138,17 @@ _KNOWN_FIELDS = frozenset(
 )
 
 
+# Compiled once (re.fullmatch(str, ...) looks its pattern up at every call): read for every DSN field
+# that carries a type, and for every Message-ID.
+_TYPE = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*\s*")
+_BLANK_RUN = re.compile(r"\s+")
+_ANGLE_ID = re.compile(r"<[^<>\s]+>")
+
+
 def _strip_type(value: str) -> tuple[str | None, str]:
     """`smtp; 550 5.1.1 ...` -> ("smtp", "550 5.1.1 ..."); RFC 3464 section 2.3.6 type ";" text."""
     kind, sep, rest = value.partition(";")
-    if sep and re.fullmatch(r"\s*[A-Za-z][A-Za-z0-9-]*\s*", kind):
+    if sep and _TYPE.fullmatch(kind):
         return kind.strip().lower(), rest.strip()
     return None, value.strip()
 
@@ -211,8 +218,8 @@ def message_id_in(text: str) -> str | None:
                 break
     if match is None:
         return None
-    value = re.sub(r"\s+", " ", match.group(1)).strip()
-    angle = re.search(r"<[^<>\s]+>", value)
+    value = _BLANK_RUN.sub(" ", match.group(1)).strip()
+    angle = _ANGLE_ID.search(value)
     if angle:
         return angle.group(0)
     return value or None
