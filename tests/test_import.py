@@ -11,6 +11,7 @@ import pathlib
 import pty
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -55,8 +56,27 @@ def imported(
     return summary
 
 
+def _mailman_member(email: str, delivery_status: str | None) -> dict[str, object]:
+    """One member as Mailman 3's REST API 3.1 shows it, with its preferences' delivery_status added."""
+    member_id = uuid.uuid5(uuid.NAMESPACE_URL, email).hex
+    member: dict[str, object] = {
+        "address": f"http://localhost:9001/3.1/addresses/{email}",
+        "delivery_mode": "regular",
+        "email": email,
+        "list_id": "ant.list.example",
+        "member_id": member_id,
+        "role": "member",
+        "self_link": f"http://localhost:9001/3.1/members/{member_id}",
+        "http_etag": '"1f6d3a0b"',
+    }
+    if delivery_status is not None:
+        member["delivery_status"] = delivery_status
+    return member
+
+
 # Each format as its producer writes it (docs/import.md names the sources), with broken lines among them.
 FILES = {
+    # `bouncekeeper export` (admin.py): address,state,since,by.
     "own.csv": (
         "address,state,since,by\n"
         "Alice@Example.org,disabled-bounces,2026-01-02T03:04:05Z,bounces\n"
@@ -67,12 +87,17 @@ FILES = {
         "erin@example.org,disabled-admin,yesterday,admin\n"
         "frank@example.org,disabled-admin,2026-02-01T00:00:00+01:00,admin\n"
     ),
+    # Mailgun, the CSV POST /v3/{domain_name}/bounces/import takes ("Import list of bounces",
+    # https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/bounces.md): the headers
+    # address, code, error, created_at, the date in RFC 2822.
     "mailgun.csv": (
         "address,code,error,created_at\n"
         'gone@mg.example,550,No such user,"Tue, 02 Jan 2024 10:00:00 -0000"\n'
         ',550,No address,"Tue, 02 Jan 2024 10:00:00 -0000"\n'
         'old@mg.example,550,Mailbox disabled,"Wed, 03 Jan 2024 10:00:00 -0000"\n'
     ),
+    # Postmark: the suppression dump's fields (see postmark-dump.json) as CSV columns. Postmark documents
+    # no CSV of its own; this is a list an operator saved from the dump.
     "postmark.csv": (
         "EmailAddress,SuppressionReason,Origin,CreatedAt\n"
         "hb@pm.example,HardBounce,Recipient,2024-03-01T10:00:00-05:00\n"
@@ -80,11 +105,16 @@ FILES = {
         "ms@pm.example,ManualSuppression,Customer,2024-03-03T10:00:00-05:00\n"
         "xx@pm.example,Sunburn,Recipient,2024-03-03T10:00:00-05:00\n"
     ),
+    # SendGrid: the console's Suppressions > Bounces > Export CSV
+    # (https://www.twilio.com/docs/sendgrid/ui/sending-email/bounces), whose page names no columns: the
+    # API's field names (see sendgrid-bounces.json) are what is assumed and read here.
     "sendgrid.csv": (
         "email,reason,status,created\n"
         "sg1@sg.example,550 5.1.1 The email account does not exist,5.1.1,1700000000\n"
         "sg2@sg.example,extra,5.1.1,1700000000,surplus\n"
     ),
+    # Amazon SES v2, `aws sesv2 list-suppressed-destinations` with the AWS CLI v2, which prints
+    # timestamps in ISO 8601 (see ses-unix-time.json for the API's Unix time).
     "ses.json": json.dumps(
         {
             "SuppressedDestinationSummaries": [
@@ -104,17 +134,124 @@ FILES = {
         },
         indent=2,
     ),
-    "mailman-members.txt": ("Anne Person <anne@list.example>\nbart@list.example\n\nNobody At All\n"),
+    # Mailman 3's `mailman members` (mailman/commands/cli_members.py): one
+    # email.utils.formataddr((display_name, original_email)) a line, so a name with a comma is quoted
+    # and a non-ASCII one is an RFC 2047 encoded word.
+    "mailman-members.txt": (
+        "Anne Person <anne@list.example>\nbart@list.example\n\nNobody At All\n"
+        '"Person, Cora" <cora@list.example>\n=?utf-8?b?w4VzYQ==?= <asa@list.example>\n'
+    ),
+    # Mailman 3's REST members (mailman/rest/members.py, _MemberBase._resource_as_dict, API 3.1): a
+    # collection {"entries", "http_etag", "start", "total_size"}; each member has no delivery status, so
+    # an exporter adds the delivery_status of GET /3.1/members/ID/preferences (enabled, by_user,
+    # by_bounces, by_moderator, unknown: mailman/interfaces/member.py DeliveryStatus).
     "mailman-roster.json": json.dumps(
         {
             "entries": [
-                {"email": "m1@list.example", "delivery_status": "by_bounces"},
-                {"email": "m2@list.example", "delivery_status": "by_user"},
-                {"email": "m3@list.example", "delivery_status": "enabled"},
-                {"email": "m4@list.example", "delivery_status": "sideways"},
-            ]
+                _mailman_member("m1@list.example", "by_bounces"),
+                _mailman_member("m2@list.example", "by_user"),
+                _mailman_member("m3@list.example", "enabled"),
+                _mailman_member("m4@list.example", "sideways"),
+                _mailman_member("m5@list.example", "by_moderator"),
+                _mailman_member("m6@list.example", None),
+            ],
+            "http_etag": '"7b4c3ee4"',
+            "start": 0,
+            "total_size": 6,
         },
         indent=1,
+    ),
+    # SendGrid, GET /v3/suppression/bounces ("Retrieve all bounces",
+    # https://www.twilio.com/docs/sendgrid/api-reference/bounces-api/retrieve-all-bounces): a JSON list of
+    # BounceResponse {created: unix time (a number), email, reason, status: the enhanced code}.
+    "sendgrid-bounces.json": json.dumps(
+        [
+            {
+                "created": 1443651125,
+                "email": "bounce1@sg.example",
+                "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+                "status": "5.1.1",
+            },
+            {
+                "created": 1443651141,
+                "email": "bounce2@sg.example",
+                "reason": "550 5.1.1 user unknown",
+                "status": "5.1.1",
+            },
+            {"created": "last week", "email": "bounce3@sg.example", "reason": "", "status": "5.0.0"},
+        ],
+        indent=2,
+    ),
+    # Postmark, GET /message-streams/{stream_id}/suppressions/dump ("Suppression dump",
+    # https://postmarkapp.com/developer/api/suppressions-api): {"Suppressions": [{EmailAddress,
+    # SuppressionReason: HardBounce|SpamComplaint|ManualSuppression, Origin: Recipient|Customer|Admin,
+    # CreatedAt}]}.
+    "postmark-dump.json": json.dumps(
+        {
+            "Suppressions": [
+                {
+                    "EmailAddress": "address@pmd.example",
+                    "SuppressionReason": "ManualSuppression",
+                    "Origin": "Recipient",
+                    "CreatedAt": "2019-12-17T08:58:33-05:00",
+                },
+                {
+                    "EmailAddress": "bounce.address@pmd.example",
+                    "SuppressionReason": "HardBounce",
+                    "Origin": "Recipient",
+                    "CreatedAt": "2019-12-17T08:58:33-05:00",
+                },
+                {
+                    "EmailAddress": "spam.complaint.address@pmd.example",
+                    "SuppressionReason": "SpamComplaint",
+                    "Origin": "Recipient",
+                    "CreatedAt": "2019-12-17T08:58:33-05:00",
+                },
+            ]
+        },
+        indent=2,
+    ),
+    # Mailgun, GET /v3/{domain_name}/bounces ("List all bounces",
+    # https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/bounces/get-v3--domainid--bounces):
+    # {"items": [{address, code, error, created_at: RFC 822 date}], "paging": {first, last, next, previous}}.
+    "mailgun-bounces.json": json.dumps(
+        {
+            "items": [
+                {
+                    "address": "alice@mga.example",
+                    "code": "550",
+                    "error": "No such mailbox",
+                    "created_at": "Fri, 21 Oct 2011 11:02:55 UTC",
+                },
+                {
+                    "address": "bob@mga.example",
+                    "code": "550",
+                    "error": "Mailbox disabled",
+                    "created_at": "Sat, 22 Oct 2011 11:02:55 GMT",
+                },
+            ],
+            "paging": {
+                "first": "https://api.mailgun.net/v3/mga.example/bounces?limit=100",
+                "last": "https://api.mailgun.net/v3/mga.example/bounces?page=last&limit=100",
+                "next": "https://api.mailgun.net/v3/mga.example/bounces?page=next&limit=100",
+                "previous": "https://api.mailgun.net/v3/mga.example/bounces?page=previous&limit=100",
+            },
+        },
+        indent=2,
+    ),
+    # Amazon SES v2, ListSuppressedDestinations (https://docs.aws.amazon.com/ses/latest/APIReference-V2/
+    # API_ListSuppressedDestinations.html, API_SuppressedDestinationSummary.html): EmailAddress, Reason
+    # (BOUNCE | COMPLAINT), LastUpdateTime "in Unix time format" -- a number as the API and the AWS CLI v1
+    # print it -- and NextToken when there are more pages.
+    "ses-unix-time.json": json.dumps(
+        {
+            "SuppressedDestinationSummaries": [
+                {"EmailAddress": "u1@ses.example", "Reason": "BOUNCE", "LastUpdateTime": 1588152433.813},
+                {"EmailAddress": "u2@ses.example", "Reason": "COMPLAINT", "LastUpdateTime": 1588152500},
+            ],
+            "NextToken": "AQICAHhVc2VyVG9rZW4",
+        },
+        indent=2,
     ),
 }
 EXPECTED = {
@@ -163,17 +300,58 @@ EXPECTED = {
         {
             "anne@list.example": ("disabled-bounces", None, "bounces"),
             "bart@list.example": ("disabled-bounces", None, "bounces"),
+            "cora@list.example": ("disabled-bounces", None, "bounces"),
+            "asa@list.example": ("disabled-bounces", None, "bounces"),
         },
         {":4: not an address: 'Nobody At All'"},
         0,
     ),
     "mailman-roster.json": (
         {
+            # The address from `email`, never from `address` (a link to the address resource).
             "m1@list.example": ("disabled-bounces", None, "bounces"),
             "m2@list.example": ("disabled-user", None, "user"),
+            "m5@list.example": ("disabled-admin", None, "admin"),
         },
-        {":15: unknown state 'sideways'"},
+        {
+            ":36: unknown state 'sideways'",
+            ":58: a Mailman member without delivery_status (it is in /members/ID/preferences: add it,"
+            " or use `mailman members --nomail bybounces`)",
+        },
         1,  # m3: enabled
+    ),
+    "sendgrid-bounces.json": (
+        {
+            "bounce1@sg.example": ("disabled-bounces", "2015-09-30T22:12:05Z", "bounces"),
+            "bounce2@sg.example": ("disabled-bounces", "2015-09-30T22:12:21Z", "bounces"),
+        },
+        {":14: not a date: 'last week'"},
+        0,
+    ),
+    "postmark-dump.json": (
+        {
+            "address@pmd.example": ("disabled-admin", "2019-12-17T13:58:33Z", "Recipient"),
+            "bounce.address@pmd.example": ("disabled-bounces", "2019-12-17T13:58:33Z", "Recipient"),
+            "spam.complaint.address@pmd.example": ("disabled-user", "2019-12-17T13:58:33Z", "Recipient"),
+        },
+        set(),
+        0,
+    ),
+    "mailgun-bounces.json": (
+        {
+            "alice@mga.example": ("disabled-bounces", "2011-10-21T11:02:55Z", "bounces"),
+            "bob@mga.example": ("disabled-bounces", "2011-10-22T11:02:55Z", "bounces"),
+        },
+        set(),
+        0,
+    ),
+    "ses-unix-time.json": (
+        {
+            "u1@ses.example": ("disabled-bounces", "2020-04-29T09:27:13Z", "bounces"),
+            "u2@ses.example": ("disabled-user", "2020-04-29T09:28:20Z", "user"),
+        },
+        set(),
+        0,
     ),
 }
 FORMATS = {"mailman-members.txt": "mailman3", "mailman-roster.json": "mailman3"}
@@ -291,6 +469,26 @@ def test_import_bad_file_and_bad_header(
 )
 def test_parse_date(text: str, epoch: float) -> None:
     assert importer.parse_date(text) == epoch
+
+
+def test_mailman_members_of_an_empty_roster_is_no_row(tmp_path: pathlib.Path) -> None:
+    # cli_members.py prints "$mlist.list_id has no members" rather than nothing for an empty roster.
+    path = tmp_path / "members.txt"
+    path.write_text("ant.list.example has no members\n")
+    assert list(importer.rows(path, "mailman3", State.DISABLED_BOUNCES)) == []
+    # Anywhere else such a line is what it looks like: not an address.
+    path.write_text("anne@list.example\nant.list.example has no members\n")
+    got = list(importer.rows(path, "mailman3", State.DISABLED_BOUNCES))
+    assert isinstance(got[1], importer.BadLine)
+    assert str(got[1]).endswith(":2: not an address: 'ant.list.example has no members'")
+
+
+def test_json_list_keys_compared_without_case(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "dump.json"
+    for key in ("Suppressions", "suppressions", "ITEMS"):
+        path.write_text(json.dumps({key: [{"EmailAddress": "a@x.example"}]}))
+        got = list(importer.rows(path, "json", State.DISABLED_BOUNCES))
+        assert [r.address for r in got if isinstance(r, importer.Row)] == ["a@x.example"]
 
 
 def test_parse_state_words() -> None:

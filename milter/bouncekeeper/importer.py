@@ -7,11 +7,14 @@ Formats (docs/import.md has their columns and where each comes from):
   created_at), Postmark's suppressions (EmailAddress, SuppressionReason, Origin, CreatedAt), SendGrid's
   bounce and spam report exports (email, reason, status, created) and most home-made lists.
 - `json`: `bouncekeeper export --json` (a list of objects with the same names), Amazon SES's
-  `aws sesv2 list-suppressed-destinations` output ({"SuppressedDestinationSummaries": [...]}), or an
-  object with a list under `suppressions`, `items` or `entries` (the ESPs' API pages).
+  `aws sesv2 list-suppressed-destinations` output ({"SuppressedDestinationSummaries": [...]}), SendGrid's
+  `GET /v3/suppression/bounces` (a list of {email, created, reason, status}), Postmark's suppressions
+  dump ({"Suppressions": [...]}), Mailgun's `GET /v3/DOMAIN/bounces` ({"items": [...]}), or another
+  object with a list under `suppressions`, `items` or `entries` (keys compared without case).
 - `mailman3`: Mailman 3's `mailman members --nomail bybounces LIST` output (one `Name <address>` or
-  address a line), or its REST roster (`GET /3.1/lists/LIST/roster/member`: {"entries": [...]} whose
-  members carry `email` and, from their preferences, `delivery_status`).
+  address a line), or its REST members ({"entries": [...]}) each with the `delivery_status` of its
+  preferences added: Mailman's member representation does not carry it, and such an entry is a bad
+  line rather than a member disabled by default.
 
 Each address is normalised by core/addresses.py. A line that cannot be imported is reported as
 `FILE:LINE: why` on stderr and the others are imported. Importing sets a state only on an address that is
@@ -50,9 +53,15 @@ MAX_FILE_BYTES = 512 * 1024 * 1024  # a JSON file is read whole: bounded
 MAX_TEXT = 200  # a reason or `by` kept from a file, in characters
 
 _ADDRESS_COLUMNS = ("address", "email", "emailaddress", "email_address", "recipient", "to")
+_LINKS = ("http://", "https://")
 _DATE_COLUMNS = ("since", "date", "created", "created_at", "createdat", "lastupdatetime", "timestamp")
 _REASON_COLUMNS = ("reason", "suppressionreason", "error", "type")
-_LIST_KEYS = ("SuppressedDestinationSummaries", "suppressions", "items", "entries")
+# Where an API page keeps its list, compared without case: SES's SuppressedDestinationSummaries,
+# Postmark's Suppressions (its suppressions dump), Mailgun's items, Mailman 3's REST entries.
+_LIST_KEYS = ("suppresseddestinationsummaries", "suppressions", "items", "entries")
+# Fields every member in Mailman 3's REST representation has (mailman/rest/members.py); its delivery
+# status is not one of them: that lives in the member's preferences resource.
+_MAILMAN_MEMBER = ("member_id", "list_id")
 
 # What other systems call a suppression, and the state it is here. A bounce list is disabled-bounces; a
 # complaint or an unsubscribe is the user's wish; anything put there by hand is an admin's.
@@ -136,19 +145,25 @@ def parse_state(text: str, default: State) -> State | None:
     raise ValueError(f"unknown state {text[:40]!r}")
 
 
-def _pick(record: Mapping[str, Any], names: Iterable[str]) -> str:
-    """The first non-empty value among these column names (compared without case)."""
+def _values(record: Mapping[str, Any], names: Iterable[str]) -> Iterator[str]:
+    """The non-empty values among these column names (compared without case), in the names' order."""
     lowered = {str(k).strip().lower(): v for k, v in record.items()}
     for name in names:
         value = lowered.get(name)
         if value not in (None, ""):
-            return str(value)
-    return ""
+            yield str(value)
+
+
+def _pick(record: Mapping[str, Any], names: Iterable[str]) -> str:
+    """The first non-empty value among these column names (compared without case)."""
+    return next(_values(record, names), "")
 
 
 def row_from(record: Mapping[str, Any], where: str, default: State) -> Row:
     """A Row from one record of any format (its column names compared without case)."""
-    raw = _pick(record, _ADDRESS_COLUMNS)
+    # A link is not an address: Mailman 3's REST member has `address` as the URL of its address
+    # resource (.../3.1/addresses/anne@example.com) and the address itself as `email`.
+    raw = next((v for v in _values(record, _ADDRESS_COLUMNS) if not v.startswith(_LINKS)), "")
     if not raw:
         raise BadLine(where, "no address")
     address = normalise(raw)
@@ -156,6 +171,13 @@ def row_from(record: Mapping[str, Any], where: str, default: State) -> Row:
         raise BadLine(where, f"not an address: {raw[:80]!r}")
     reason = _pick(record, _REASON_COLUMNS)
     state_text = _pick(record, ("state", "delivery_status"))
+    if not state_text and all(_pick(record, (name,)) for name in _MAILMAN_MEMBER):
+        # A roster lists every member, enabled or not: the default state would disable them all.
+        raise BadLine(
+            where,
+            "a Mailman member without delivery_status (it is in /members/ID/preferences:"
+            " add it, or use `mailman members --nomail bybounces`)",
+        )
     try:
         # A reason that names a kind of suppression (Postmark's HardBounce, SES's BOUNCE) says the state
         # when no state column does.
@@ -211,7 +233,8 @@ def _json_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]:
         yield BadLine(f"{path}:{exc.lineno}", f"not JSON: {exc.msg}")
         return
     if isinstance(data, dict):
-        data = next((data[key] for key in _LIST_KEYS if isinstance(data.get(key), list)), None)
+        lowered = {str(key).lower(): value for key, value in data.items()}
+        data = next((lowered[key] for key in _LIST_KEYS if isinstance(lowered.get(key), list)), None)
     if not isinstance(data, list):
         yield BadLine(f"{path}:1", "not a list of suppressions (nor an object holding one)")
         return
@@ -241,7 +264,8 @@ def _mailman_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]
     with path.open(encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(f, 1):
             text = line.strip()
-            if not text or text.startswith("#"):
+            # `mailman members` says so instead of printing nothing for an empty roster.
+            if not text or text.startswith("#") or (number == 1 and text.endswith(" has no members")):
                 continue
             try:
                 yield row_from({"address": text}, f"{path}:{number}", default)
