@@ -20,7 +20,7 @@ from redis.crc import key_slot
 
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
-from bouncekeeper.store import Store, StoreUnavailable
+from bouncekeeper.store import Outbox, Store, StoreUnavailable
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.event import ENTRY_MAX_BYTES, FIELD_MAX, Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
@@ -338,6 +338,10 @@ def test_store_unavailable_when_redis_is_down(redis_db: RedisServer) -> None:
         s.is_suppressed(ADDRESS)
     with pytest.raises(StoreUnavailable):
         s.view(ADDRESS)
+    with pytest.raises(StoreUnavailable):  # the notifier's keys, which /metrics and the report read
+        Outbox(s).depth()
+    with pytest.raises(StoreUnavailable):
+        Outbox(s).delivery_counts()
     redis_db.start()
     assert s.record([item(at=T0 + DAY)], now=T0 + DAY, rules=ENFORCE)[0].score == 1  # --save "": data gone
     s.close()

@@ -74,7 +74,8 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callable[[], None]:
     """Start `GET /metrics` when `[section] metrics_listen` is set; returns what stops it."""
-    from bouncekeeper import metrics, notify  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper import metrics  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.store import Outbox  # noqa: PLC0415
 
     listen: str = getattr(settings, section).metrics_listen
     if not listen:
@@ -82,9 +83,10 @@ def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callab
 
     def refresh() -> None:
         # What lives in Redis, read at scrape time as `bouncekeeper http` does (the notifier's counts).
-        for stream, depth in notify.outbox_depth(st.client, st.settings.prefix).items():
+        outbox = Outbox(st)
+        for stream, depth in outbox.depth().items():
             metrics.OUTBOX_DEPTH.set(depth, stream)
-        counts = notify.delivery_counts(st.client, st.settings.prefix)
+        counts = outbox.delivery_counts()
         metrics.NOTIFICATIONS.collect_with(lambda: counts)
         opened = st.counters().get("breaker:opened", 0)
         metrics.BREAKERS_OPENED.collect_with(lambda: [((), opened)])

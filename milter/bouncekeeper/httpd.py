@@ -49,15 +49,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
-import redis
-
-from bouncekeeper import config, httpserver, metrics, notify
+from bouncekeeper import config, httpserver, metrics
 from bouncekeeper.core import throttle
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
 from bouncekeeper.service import Outcome, Service
-from bouncekeeper.store import StoreUnavailable
+from bouncekeeper.store import Outbox, StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, Source, iso
 from bouncekeeper.store.keys import STATE as STATE_SUFFIX
 
@@ -253,26 +251,17 @@ class ServiceBackend:
 
     def notification_counts(self) -> list[tuple[tuple[str, str], float]]:
         with self._timed("notification_counts"):
-            try:
-                return notify.delivery_counts(self.store.client, self.store.settings.prefix)
-            except (redis.RedisError, OSError) as exc:
-                raise StoreUnavailable(str(exc)) from exc
+            return Outbox(self.store).delivery_counts()
 
     def outbox_depth(self) -> dict[str, int]:
         with self._timed("outbox_depth"):
-            try:
-                return notify.outbox_depth(self.store.client, self.store.settings.prefix)
-            except (redis.RedisError, OSError) as exc:
-                raise StoreUnavailable(str(exc)) from exc
+            return Outbox(self.store).depth()
 
     def report(self, since: int) -> dict[str, Any]:
         from bouncekeeper import report  # noqa: PLC0415 - only the charts page needs it
 
         with self._timed("report"):
-            try:
-                return report.build(self.service, since=since, now=self.clock())
-            except (redis.RedisError, OSError) as exc:  # the notifier's keys are read directly
-                raise StoreUnavailable(str(exc)) from exc
+            return report.build(self.service, since=since, now=self.clock())
 
     def open_session(self, digest: str, fingerprint: str, ttl: int) -> None:
         with self._timed("session"):

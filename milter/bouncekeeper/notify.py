@@ -633,20 +633,6 @@ def replay(client: Client, prefix: str, ids: Sequence[str] | None = None) -> lis
     return new_ids
 
 
-def delivery_counts(client: Client, prefix: str) -> list[tuple[tuple[str, str], float]]:
-    """(target, result) -> count, as the notifier recorded them: for metrics.NOTIFICATIONS."""
-    raw: Any = client.hgetall(Keys(prefix).outbox_stats)
-    out = []
-    for field, value in raw.items():
-        result, _, target = _text(field).partition(":")
-        out.append(((target, result), float(_text(value))))
-    return out
-
-
-def outbox_depth(client: Client, prefix: str) -> dict[str, int]:
-    return {"outbox": int(client.xlen(outbox_key(prefix))), "dead": int(client.xlen(dead_key(prefix)))}
-
-
 def format_dead(letters: Sequence[DeadLetter]) -> str:
     lines = [f"{'ID':<17} {'TARGET':<12} {'TYPE':<11} {'ATTEMPTS':>8}  ADDRESS  ERROR"]
     for letter in letters:

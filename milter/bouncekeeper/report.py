@@ -150,7 +150,7 @@ def address_standing(store: Store, rules: Rules) -> dict[str, Any]:
 def build(service: Service, *, since: int, now: float) -> dict[str, Any]:
     """The whole report for the `since` seconds before `now`: the one function the command and the
     admin page's charts use."""
-    from bouncekeeper import notify  # noqa: PLC0415 - the notifier's keys, read as /metrics reads them
+    from bouncekeeper.store import Outbox  # noqa: PLC0415 - store is imported for types only above
 
     store, rules = service.store, service.rules
     start = now - since
@@ -164,7 +164,7 @@ def build(service: Service, *, since: int, now: float) -> dict[str, Any]:
     data |= tally_events(store.events_since(start), start, now)
     data["addresses"] = address_standing(store, rules)
     data["open_breakers"] = sorted(store.frozen_domains())
-    depth = notify.outbox_depth(store.client, store.settings.prefix)
+    depth = Outbox(store).depth()
     data["notifier"] = {"backlog": depth["outbox"], "dead_letters": depth["dead"]}
     data["enforce"] = _verdict(data, rules)
     return data

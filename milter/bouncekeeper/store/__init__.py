@@ -9,6 +9,7 @@ from __future__ import annotations
 from bouncekeeper.config import ConfigError, Settings
 from bouncekeeper.store.embedded import EmbeddedRedis, RootRefused
 from bouncekeeper.store.errors import StoreUnavailable
+from bouncekeeper.store.outbox import Outbox
 from bouncekeeper.store.redis_store import Store, make_client
 
 
@@ -40,4 +41,4 @@ def connect(settings: Settings, *, supervise: bool = False) -> Store:
         raise
 
 
-__all__ = ["EmbeddedRedis", "Store", "StoreUnavailable", "connect"]
+__all__ = ["EmbeddedRedis", "Outbox", "Store", "StoreUnavailable", "connect"]
