@@ -57,6 +57,8 @@ def test_env_var_names_the_file(tmp_path: pathlib.Path, monkeypatch: pytest.Monk
         ("[lmtp]\nsocket_mode = '0999'\n", "lmtp.socket_mode", "0000..0777"),
         ("[http]\nmax_connections = 0\n", "http", "max_connections: must be more than 0"),
         ("[http]\nheader_timeout = 0\n", "http", "header_timeout: must be more than 0"),
+        ("[http]\nlisten = '8025'\n", "http", 'listen: use "HOST:PORT"'),
+        ("[http]\nlisten = 'unix:/run/bk.sock'\n", "http", 'listen: use "HOST:PORT"'),
     ],
 )
 def test_bad_key_is_fatal_and_names_file_and_key(

@@ -372,9 +372,14 @@ def _check_positive(settings: object, *names: str) -> None:
 
 
 def _check_metrics_listen(value: str) -> None:
+    if value:
+        _check_host_port("metrics_listen", value, "127.0.0.1:9124")
+
+
+def _check_host_port(name: str, value: str, example: str) -> None:
     host, _, port = value.rpartition(":")
-    if value and not (host and port.isdigit() and int(port) <= 65535):
-        raise ValueError(f'metrics_listen: use "HOST:PORT" (e.g. "127.0.0.1:9124"), not {value!r}')
+    if not (host and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f'{name}: use "HOST:PORT" (e.g. "{example}"), not {value!r}')
 
 
 # The events that change an address's state (and, optionally, every hard bounce): see notify.py.
@@ -470,6 +475,8 @@ class HttpSettings:
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_connections", "idle_timeout", "header_timeout", "request_timeout")
+        # Here, not only when `bouncekeeper http` starts: `config check` and every other command see it.
+        _check_host_port("listen", self.listen, "127.0.0.1:8025")
 
 
 @dataclass(frozen=True)
