@@ -135,7 +135,7 @@ def test_a_sentinel_url_names_its_sentinels_service_and_db() -> None:
             "password_file: cannot read /nonexistent/pw",
         ),
         ('password_file = "/etc/hostname"', "only with a url"),
-        ('url = "redis+cluster://h:7000"\nwait_replicas = 1', "not applied on a Redis Cluster"),
+        ('url = "redis+cluster://h:7000"\nwait_replicas = 1\nwait_timeout = 2.0', "shorter than socket"),
         ("wait_replicas = 1\nwait_timeout = 2.0", "shorter than socket_timeout"),
     ],
 )
@@ -143,6 +143,11 @@ def test_bad_redis_failover_settings_are_fatal_naming_file_and_key(redis: str, p
     with pytest.raises(config.ConfigError, match=r"bk\.toml: redis: .*") as info:
         config.loads(f"[redis]\n{redis}\n", name="bk.toml")
     assert problem in str(info.value)
+
+
+def test_wait_replicas_applies_on_a_cluster_too() -> None:
+    loaded = config.loads('[redis]\nurl = "redis+cluster://h:7000"\nwait_replicas = 1\n', name="bk.toml")
+    assert loaded.redis.wait_replicas == 1
 
 
 def test_the_bounce_domain_is_canonical_once_in_config() -> None:

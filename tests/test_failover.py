@@ -7,9 +7,12 @@ none left to WAIT for, and every bounce would wait in the MTA's queue until the 
 No bounce is lost: each is answered 451 while there is no master and recorded, once, after the failover.
 Ordinary mail does not wait meanwhile: the milter never asks Redis about it.
 
-Cluster: three masters with a replica each (tests/support/redis_cluster.py), cluster-node-timeout 1 s;
-the master holding the global event stream (which every bounce writes) is killed, so every bounce waits
-until its replica has taken the slots over. A Cluster does not WAIT (docs/redis.md says why).
+Cluster: three masters with two replicas each (tests/support/redis_cluster.py), cluster-node-timeout
+1 s, `wait_replicas = 1`: the store WAITs on each master a bounce writes to, on the connection that
+carried the writes. The master holding the global event stream (which every bounce writes) is killed, so
+every bounce waits until a replica has taken the slots over; the other replica follows the new master,
+which so has one to WAIT for (with one replica each it would have none, and every bounce would wait in
+the MTA's queue until the old master came back).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import Milter
 import pytest
+import redis
 
 from bouncekeeper import config
 from bouncekeeper.config import RedisSettings
@@ -40,7 +44,7 @@ from tests.support.redis_sentinel import RedisSentinels
 from tests.support.redis_server import RedisServer
 from tests.test_milterd import INBOUND_IP
 from tests.test_milterd import Harness as MilterHarness
-from tests.test_store import ENFORCE, T0, item
+from tests.test_store import ENFORCE, T0, RoundTrips, item
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +122,7 @@ def test_a_sentinel_failover_during_traffic_loses_no_bounce_and_counts_each_once
 def cluster() -> Iterator[RedisClusterServers]:
     with tempfile.TemporaryDirectory(prefix="bk-cluster-fo-") as directory:
         servers = RedisClusterServers(
-            pathlib.Path(directory), replicas=1, extra=("--cluster-node-timeout", "1000")
+            pathlib.Path(directory), replicas=2, extra=("--cluster-node-timeout", "1000")
         )
         try:
             servers.start()
@@ -130,7 +134,7 @@ def cluster() -> Iterator[RedisClusterServers]:
 def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     cluster: RedisClusterServers, tmp_path: pathlib.Path
 ) -> None:
-    settings = settings_for(tmp_path, cluster.url)
+    settings = settings_for(tmp_path, cluster.url, redis=WAIT)
     service = Service.open(settings)
     listener = ListenerThread(service, settings).start()
     milter = MilterHarness(settings)
@@ -161,6 +165,64 @@ def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     assert traffic.accepted == BOUNCES
     assert traffic.tempfailed > 0, "every bounce writes the dead master's stream: some must have waited"
     assert counts == dict.fromkeys(RCPTS, 1)
+
+
+def _replica_of(cluster: RedisClusterServers, master: int) -> int:
+    (port,) = (
+        p
+        for p in cluster.ports
+        if p != master and redis.Redis(port=p).info("replication").get("master_port") == master
+    )
+    return port
+
+
+def _on_replica(port: int) -> redis.Redis:
+    """A connection that reads a Cluster replica's own data (READONLY) instead of being redirected."""
+    client = redis.Redis(port=port, single_connection_client=True)
+    client.execute_command("READONLY")
+    return client
+
+
+def test_wait_replicas_on_a_cluster_waits_on_each_master_a_bounce_writes_to(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WAIT on each master, on the connection that carried its writes: once record() returns, each
+    master's replica holds what that master wrote; still two round trips; a master whose replica is
+    gone answers too few acknowledgements (451), and the retry after its replica is back counts once."""
+    with tempfile.TemporaryDirectory(prefix="bk-cluster-wait-") as directory:
+        cluster = RedisClusterServers(pathlib.Path(directory), replicas=1)
+        try:
+            cluster.start()
+            store = Store.from_settings(_bounded(cluster.url, wait_replicas=1, wait_timeout=0.3))
+            two = [item("a@example.org", at=T0), item("b@example.org", at=T0)]
+            assert [r.score for r in store.record(two, now=T0, rules=ENFORCE)] == [1, 1]
+            for address in ("a@example.org", "b@example.org"):
+                key = store.keys.address(address, "track")
+                replica = _replica_of(cluster, int(store.client.get_node_from_key(key).port))
+                assert _on_replica(replica).exists(key)
+            stream = _replica_of(cluster, int(store.client.get_node_from_key(store.keys.stream).port))
+            assert _on_replica(stream).xlen(store.keys.stream) == 2
+
+            counter = RoundTrips(monkeypatch)
+            store.record([item("c@example.org", at=T0)], now=T0, rules=ENFORCE)
+            assert counter.count == 2
+            monkeypatch.undo()
+
+            address = "d@example.org"
+            master = int(store.client.get_node_from_key(store.keys.address(address, "track")).port)
+            replica = _replica_of(cluster, master)
+            cluster.kill_port(replica)
+            bounce = [item(address, at=T0)]
+            with pytest.raises(StoreUnavailable, match="0 of 1 replicas acknowledged"):
+                store.record(bounce, now=T0, rules=ENFORCE)
+            cluster.restart(cluster.ports.index(replica))
+            cluster._wait(lambda: cluster._synced(replica))
+            (again,) = store.record(bounce, now=T0, rules=ENFORCE)
+            assert again.score == 1
+            assert len(store.view(address).events) == 1
+            store.close()
+        finally:
+            cluster.stop()
 
 
 def _bounded(url: str, **keys: Any) -> RedisSettings:

@@ -155,8 +155,6 @@ class RedisSettings:
             path = getattr(self, key)
             if path and not os.access(path, os.R_OK):
                 raise ValueError(f"{key}: cannot read {path}")
-        if self.wait_replicas and "+cluster://" in self.url:
-            raise ValueError("wait_replicas: not applied on a Redis Cluster (docs/redis.md); set it to 0")
         if self.wait_replicas and self.wait_timeout >= self.socket_timeout:
             raise ValueError("wait_timeout: must be shorter than socket_timeout (WAIT blocks the command)")
         if "{" in self.prefix or "}" in self.prefix:

@@ -39,6 +39,7 @@ class RedisClusterServers:
     ) -> None:
         self.directory = directory
         self.replicas = replicas
+        self.masters = masters
         self.ports = [free_port() for _ in range(masters * (1 + replicas))]
         self.extra = extra
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -63,6 +64,13 @@ class RedisClusterServers:
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
         if self.replicas:
+            # A node `--cluster create` made a replica may still say "master" for a moment: wait until
+            # every replica says so and has its master's data (a WAIT then finds each master's replicas).
+            self._wait(
+                lambda: (
+                    sum(1 for p in self.ports if self.role(p) == "slave") == len(self.ports) - self.masters
+                )
+            )
             for port in self.ports:
                 self._wait(lambda p=port: self._synced(p))
 

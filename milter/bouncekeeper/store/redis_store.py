@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 import redis
 import redis.exceptions
 from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.policies import BasePolicyResolver, PolicyResolver, StaticPolicyResolver
 from redis.retry import Retry
@@ -215,6 +215,7 @@ def _guard(what: str) -> Iterator[None]:
         redis.exceptions.TryAgainError,
         redis.exceptions.MasterDownError,
         redis.exceptions.ReadOnlyError,
+        redis.exceptions.AskError,  # MovedError too: a slot that moved, met without redirection (WAIT)
     ) as exc:
         # Replies, but outages: a Cluster that lost a master's slots (CLUSTERDOWN, once the other masters
         # marked it failed), a slot being moved (TRYAGAIN), a replica without its master, a master that
@@ -294,8 +295,8 @@ class Store:
 
     @property
     def waits(self) -> bool:
-        """Whether a bounce's writes wait for replicas (WAIT; never on a Cluster, config.py refuses it)."""
-        return self.settings.wait_replicas > 0 and not self.cluster
+        """Whether a bounce's writes wait for replicas (WAIT, on each master a Cluster bounce writes to)."""
+        return self.settings.wait_replicas > 0
 
     def _evalsha(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         # execute_command: redis-py blocks the evalsha *method* on cluster pipelines, not the command,
@@ -392,7 +393,7 @@ class Store:
     def _record_split(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
         """The Cluster path: the domain, address, stream and stats keys live in different slots."""
         # Round trip 1: already recorded? And the breaker for the failures that would score.
-        batch = self._batch()
+        batch = self._batch(replicated=self.waits)
         breaker_at: dict[int, int] = {}
         for item in items:
             batch.pipe.exists(self.keys.seen(item.address, item.event.id))
@@ -422,7 +423,7 @@ class Store:
         opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
 
         # Round trip 2: the atomic per-address steps, the stream and the stats.
-        batch = self._batch()
+        batch = self._batch(replicated=self.waits)
         pipe = batch.pipe
         day = rules.day(now)
         calls: dict[int, int] = {}
@@ -460,13 +461,13 @@ class Store:
         announce = [(item, r) for item, r in zip(items, results, strict=True) if r.disabled or r.crossed]
         if announce:
             # The rare third round trip: only the bounce that crosses the threshold pays it.
-            pipe = self.pipeline()
+            batch = self._batch(replicated=self.waits)
             for item, r in announce:
                 note = f"score {r.score}/{rules.threshold} ({rules.rule.value} rule)"
                 self._announce(
-                    pipe, "disabled" if r.disabled else "threshold", item, now, note, id=item.event.id
+                    batch.pipe, "disabled" if r.disabled else "threshold", item, now, note, id=item.event.id
                 )
-            pipe.execute()
+            batch.execute()
         return results
 
     def _announce(self, pipe: Any, kind: str, item: Item, now: float, note: str, **extra: str) -> None:
@@ -931,11 +932,52 @@ class _Batch:
         return results
 
     def _run(self, pipe: Any) -> list[Any]:
+        if self.replicated and self.store.cluster:
+            return self._run_cluster(pipe)
         if self.replicated:
-            s = self.store.settings
-            pipe.execute_command("WAIT", s.wait_replicas, max(1, round(s.wait_timeout * 1000)))
+            pipe.execute_command("WAIT", *self._wait_args())
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
+
+    def _wait_args(self) -> tuple[int, int]:
+        s = self.store.settings
+        return s.wait_replicas, max(1, round(s.wait_timeout * 1000))
+
+    def _run_cluster(self, pipe: Any) -> list[Any]:
+        """WAIT on every master the batch writes to, each on the connection that carried its writes.
+
+        WAIT counts only its own connection's writes. A ClusterPipeline sends each node's commands on one
+        connection, so one WAIT per node, routed to that node, goes after them there. What would break
+        that is redis-py sending a command again (a MOVED, ASK or connection error) on another connection,
+        or routing a WAIT again as a keyless command to any node: so no redirection and no retry here,
+        and a slot map that changed while the batch was routed (another thread refreshed it) is not
+        trusted. Either is an outage (451); the topology is refreshed for the MTA's retry.
+        """
+        client = self.store.client
+        manager = client.nodes_manager
+        if manager._refresh_requested:  # redis-py 8.2 runs it as the batch starts: before routing here
+            manager._run_requested_refresh(client.retry)
+        writes = list(pipe._execution_strategy.command_queue)  # redis-py 8.2: the queued commands
+        routed = self._nodes(writes)
+        for node in {node.name: node for node in routed}.values():
+            pipe.execute_command("WAIT", *self._wait_args(), target_nodes=node)
+        pipe.retry = Retry(NoBackoff(), 0)
+        try:
+            replies: list[Any] = pipe.send_cluster_commands(
+                list(pipe._execution_strategy.command_queue), raise_on_error=False, allow_redirections=False
+            )
+        finally:
+            pipe.reset()
+        if any(isinstance(r, (redis.exceptions.MovedError, redis.exceptions.AskError)) for r in replies):
+            manager._request_refresh()  # run by the next batch, before it routes
+        if [n.name for n in self._nodes(writes)] != [n.name for n in routed]:
+            raise StoreUnavailable("record bounce: the cluster's slot map changed while it was written")
+        return replies
+
+    def _nodes(self, commands: list[Any]) -> list[Any]:
+        """The master each queued command goes to, as the ClusterPipeline routes it."""
+        client = self.store.client
+        return [client._get_node_from_slot(c.args[0], client.determine_slot(*c.args)) for c in commands]
 
     def _check(self, acks: list[Any]) -> None:
         """Fewer replicas than wait_replicas hold the writes: the master has them, but would lose them if
