@@ -3,13 +3,13 @@
     python benchmarks/failover.py [--bounces N] [--senders S]
 
 For each set-up (tests/support/: a Sentinel master with two replicas and three sentinels, 500 ms
-down-after; a Cluster of three masters with a replica each, 1 s node timeout), N bounces for N addresses
+down-after; a Cluster of three masters with two replicas each, 1 s node timeout), N bounces for N addresses
 are delivered over S LMTP sessions at a time, as an MTA's queue does (a 451 is retried 100 ms later,
 the same message). Once a third are in, the master is SIGKILLed (on the Cluster, the one holding the
 global event stream, which every bounce writes). Prints: bounces sent, recorded (exactly one event per
 address afterwards), tempfailed (bounces that got a 451, and the 451 replies), and the recovery time
 (from the kill to the last 451). The baseline, in the same run: the same traffic on a fresh set-up with
-no kill, its wall time beside the failover run's; and, for Sentinel, the cost of wait_replicas = 1 and a
+no kill, its wall time beside the failover run's; and, for each, the cost of wait_replicas = 1 and a
 failover without it (whatever the dead master acknowledged but had not replicated is not "recorded").
 """
 
@@ -81,9 +81,9 @@ def sentinel(args: argparse.Namespace, *, kill: bool, redis: str) -> tuple[failo
             servers.stop()
 
 
-def cluster(args: argparse.Namespace, *, kill: bool) -> tuple[failover.Traffic, int, float]:
+def cluster(args: argparse.Namespace, *, kill: bool, redis: str) -> tuple[failover.Traffic, int, float]:
     with tempfile.TemporaryDirectory(prefix="bk-bench-cluster-") as tmp:
-        servers = RedisClusterServers(pathlib.Path(tmp), replicas=1, extra=("--cluster-node-timeout", "1000"))
+        servers = RedisClusterServers(pathlib.Path(tmp), replicas=2, extra=("--cluster-node-timeout", "1000"))
         try:
             servers.start()
 
@@ -91,7 +91,7 @@ def cluster(args: argparse.Namespace, *, kill: bool) -> tuple[failover.Traffic, 
                 port = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
                 return (lambda: servers.kill_port(port)) if kill else (lambda: None)
 
-            return _run(servers.url, pathlib.Path(tmp), killer, args)
+            return _run(servers.url, pathlib.Path(tmp), killer, args, redis)
         finally:
             servers.stop()
 
@@ -107,8 +107,10 @@ def main() -> None:
         ("sentinel, WAIT 1, no kill (baseline)", lambda: sentinel(args, kill=False, redis=WAIT)),
         ("sentinel, no WAIT, no kill", lambda: sentinel(args, kill=False, redis="")),
         ("sentinel, no WAIT, master killed", lambda: sentinel(args, kill=True, redis="")),
-        ("cluster, master killed", lambda: cluster(args, kill=True)),
-        ("cluster, no kill (baseline)", lambda: cluster(args, kill=False)),
+        ("cluster, WAIT 1, master killed", lambda: cluster(args, kill=True, redis=WAIT)),
+        ("cluster, WAIT 1, no kill (baseline)", lambda: cluster(args, kill=False, redis=WAIT)),
+        ("cluster, no WAIT, no kill", lambda: cluster(args, kill=False, redis="")),
+        ("cluster, no WAIT, master killed", lambda: cluster(args, kill=True, redis="")),
     ]
     times: dict[str, float] = {}
     for name, case in cases:
@@ -121,11 +123,13 @@ def main() -> None:
         if traffic.other:
             print(f"  unexpected replies: {sorted(set(traffic.other))}")
     s_kill, s_base, s_nowait = (times[name] for name, _ in cases[:3])
-    c_kill, c_base = (times[name] for name, _ in cases[4:])
+    c_kill, c_base, c_nowait = (times[name] for name, _ in cases[4:7])
     print(
         f"sentinel: failover run / baseline {s_kill / s_base:.2f}x; WAIT 1 / no WAIT {s_base / s_nowait:.2f}x"
     )
-    print(f"cluster: failover run / baseline {c_kill / c_base:.2f}x")
+    print(
+        f"cluster: failover run / baseline {c_kill / c_base:.2f}x; WAIT 1 / no WAIT {c_base / c_nowait:.2f}x"
+    )
 
 
 if __name__ == "__main__":
