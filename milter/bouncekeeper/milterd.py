@@ -75,6 +75,8 @@ MAX_BOUNCE_BYTES = 2 * 1024 * 1024
 # bounce answers one envelope; a message to many bounce addresses is made up (docs/hostile.md).
 MAX_BOUNCE_RCPTS = 100
 LOOP_HEADER = "X-Bouncekeeper-Loop"
+# What a loop action did, as the log line says it.
+_LOOP_DONE = {"discard": "dropped", "reject": "refused", "tag": "tagged"}
 SUPPRESSED_HEADER = "X-Bouncekeeper-Suppressed"
 _TEMPFAIL_TEXT = "Temporary local problem, please try again later"
 _FORGED_CLOSE_TEXT = "Too many invalid bounce addresses, closing connection"
@@ -686,7 +688,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if not policy.enforce:
             logger.info(
                 "loop would be %s (observe: passed on) rcpt=%s signals=%s",
-                {"discard": "dropped", "reject": "refused", "tag": "tagged"}[action],
+                _LOOP_DONE[action],
                 ",".join(a for _r, a in msg.protected),
                 ",".join(signals),
             )
@@ -697,7 +699,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             action = "discard"
         logger.info(
             "loop %s rcpt=%s signals=%s",
-            {"discard": "dropped", "reject": "refused", "tag": "tagged"}[action],
+            _LOOP_DONE[action],
             ",".join(a for _r, a in msg.protected),
             ",".join(signals),
         )
