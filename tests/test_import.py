@@ -202,6 +202,12 @@ FILES = {
                     "CreatedAt": "2019-12-17T08:58:33-05:00",
                 },
                 {
+                    "EmailAddress": "added@pmd.example",
+                    "SuppressionReason": "ManualSuppression",
+                    "Origin": "Customer",
+                    "CreatedAt": "2020-01-02T10:00:00-05:00",
+                },
+                {
                     "EmailAddress": "spam.complaint.address@pmd.example",
                     "SuppressionReason": "SpamComplaint",
                     "Origin": "Recipient",
@@ -330,7 +336,9 @@ EXPECTED = {
     ),
     "postmark-dump.json": (
         {
-            "address@pmd.example": ("disabled-admin", "2019-12-17T13:58:33Z", "Recipient"),
+            # The recipient's own unsubscribe (Origin Recipient), not an admin's suppression.
+            "address@pmd.example": ("disabled-user", "2019-12-17T13:58:33Z", "Recipient"),
+            "added@pmd.example": ("disabled-admin", "2020-01-02T15:00:00Z", "Customer"),
             "bounce.address@pmd.example": ("disabled-bounces", "2019-12-17T13:58:33Z", "Recipient"),
             "spam.complaint.address@pmd.example": ("disabled-user", "2019-12-17T13:58:33Z", "Recipient"),
         },

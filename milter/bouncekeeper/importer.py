@@ -181,8 +181,13 @@ def row_from(record: Mapping[str, Any], where: str, default: State) -> Row:
     try:
         # A reason that names a kind of suppression (Postmark's HardBounce, SES's BOUNCE) says the state
         # when no state column does.
-        if not state_text and reason.strip().lower().replace(" ", "_") in _STATE_WORDS:
+        word = reason.strip().lower().replace(" ", "_")
+        if not state_text and word in _STATE_WORDS:
             state_text = reason
+            # Postmark has no unsubscribe reason: a recipient's click on its unsubscribe link lists the
+            # address as a ManualSuppression whose Origin is Recipient, the user's wish, not an admin's.
+            if word == "manualsuppression" and _pick(record, ("origin",)).strip().lower() == "recipient":
+                state_text = "unsubscribe"
         state = parse_state(state_text, default)
         date = _pick(record, _DATE_COLUMNS)
         since = parse_date(date) if date else None
