@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 import pytest
-import redis
 
 from bouncekeeper import cli, config, imap
 from bouncekeeper.core import verp
 from bouncekeeper.service import Service
+from bouncekeeper.store import Store
 from tests.support.dovecot import Dovecot
 from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
@@ -59,10 +59,10 @@ def mailbox(dovecot: Dovecot) -> Iterator[imaplib.IMAP4]:
 
 
 @pytest.fixture
-def client(redis_db: RedisServer) -> Iterator[redis.Redis]:
-    c = redis_db.client()
-    yield c
-    c.close()
+def store(redis_db: RedisServer) -> Iterator[Store]:
+    s = Store(redis_db.client(), config.RedisSettings(prefix=PREFIX))
+    yield s
+    s.close()
 
 
 def message(n: int, *, bounce: bool) -> bytes:
@@ -110,13 +110,13 @@ class Recorder:
 
 
 def test_bounces_are_moved_and_other_mail_stays(
-    dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis
+    dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store
 ) -> None:
     for n in range(3):
         append(mailbox, message(n, bounce=True))
         append(mailbox, message(n, bounce=False))
     recorder = Recorder()
-    report = imap.run(options(dovecot), client=client, prefix=PREFIX, process=recorder)
+    report = imap.run(options(dovecot), store=store, process=recorder)
     assert (report.seen, report.bounces, report.left) == (6, 3, 3)
     assert subjects(mailbox, "INBOX") == ["hello 0", "hello 1", "hello 2"]
     assert subjects(mailbox, "FoundBounces") == ["Undelivered Mail Returned to Sender"] * 3
@@ -128,60 +128,56 @@ def test_bounces_are_moved_and_other_mail_stays(
     assert len(unseen[0].split()) == 3
 
 
-def test_a_second_run_reads_only_new_mail(
-    dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis
-) -> None:
+def test_a_second_run_reads_only_new_mail(dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store) -> None:
     append(mailbox, message(1, bounce=False))
     append(mailbox, message(2, bounce=True))
     first = Recorder()
-    imap.run(options(dovecot), client=client, prefix=PREFIX, process=first)
+    imap.run(options(dovecot), store=store, process=first)
     assert len(first.calls) == 2
     again = Recorder()
-    report = imap.run(options(dovecot), client=client, prefix=PREFIX, process=again)
+    report = imap.run(options(dovecot), store=store, process=again)
     assert again.calls == []  # nothing re-read: no double counting from the scanner
     assert report.seen == 0
     append(mailbox, message(3, bounce=True))
     third = Recorder()
-    imap.run(options(dovecot), client=client, prefix=PREFIX, process=third)
+    imap.run(options(dovecot), store=store, process=third)
     assert len(third.calls) == 1
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(
-    dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis
+    dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store
 ) -> None:
     for n in range(5):
         append(mailbox, message(n, bounce=True))
     broken = Recorder(fail_after=2)
     with pytest.raises(RuntimeError, match="interrupted"):
-        imap.run(options(dovecot), client=client, prefix=PREFIX, process=broken)
+        imap.run(options(dovecot), store=store, process=broken)
     assert len(subjects(mailbox, "FoundBounces")) == 2
     resumed = Recorder()
-    report = imap.run(options(dovecot), client=client, prefix=PREFIX, process=resumed)
+    report = imap.run(options(dovecot), store=store, process=resumed)
     assert report.seen == 3  # the three it had not finished, not the two it had
     assert len(subjects(mailbox, "FoundBounces")) == 5
     assert subjects(mailbox, "INBOX") == []
 
 
-def test_overlapping_runs_are_refused(dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis) -> None:
-    held = imap.Cursor(client, PREFIX, "127.0.0.1", dovecot.user, "INBOX")
+def test_overlapping_runs_are_refused(dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store) -> None:
+    held = imap.folder_cursor(store, "127.0.0.1", dovecot.user, "INBOX")
     held.acquire()
     try:
         with pytest.raises(imap.Busy):
-            imap.run(options(dovecot), client=client, prefix=PREFIX, process=Recorder())
+            imap.run(options(dovecot), store=store, process=Recorder())
     finally:
         held.release()
-    imap.run(options(dovecot), client=client, prefix=PREFIX, process=Recorder())  # free again
+    imap.run(options(dovecot), store=store, process=Recorder())  # free again
 
 
-def test_tls_with_a_self_signed_certificate(
-    dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis
-) -> None:
+def test_tls_with_a_self_signed_certificate(dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store) -> None:
     append(mailbox, message(7, bounce=True))
-    report = imap.run(options(dovecot, tls="tls"), client=client, prefix=PREFIX, process=Recorder())
+    report = imap.run(options(dovecot, tls="tls"), store=store, process=Recorder())
     assert report.bounces == 1
     # And STARTTLS on the plain port.
     append(mailbox, message(8, bounce=True))
-    report = imap.run(options(dovecot, tls="starttls"), client=client, prefix=PREFIX, process=Recorder())
+    report = imap.run(options(dovecot, tls="starttls"), store=store, process=Recorder())
     assert report.bounces == 1
 
 
@@ -193,7 +189,7 @@ def test_tls_refuses_an_untrusted_certificate(dovecot: Dovecot) -> None:
 
 
 def test_folder_names_with_spaces_and_progress_bar(
-    dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis
+    dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store
 ) -> None:
     mailbox.create(imap.quote("Bounces In"))
     for n in range(4):
@@ -202,7 +198,7 @@ def test_folder_names_with_spaces_and_progress_bar(
     opts = options(dovecot, folder="Bounces In")
     conn = imap.connect(opts)
     try:
-        cursor = imap.Cursor(client, PREFIX, "127.0.0.1", dovecot.user, "Bounces In")
+        cursor = imap.folder_cursor(store, "127.0.0.1", dovecot.user, "Bounces In")
         report = imap.scan(
             conn,
             folder="Bounces In",
@@ -217,14 +213,14 @@ def test_folder_names_with_spaces_and_progress_bar(
     assert "4/4 bounces=2" in out.getvalue()
 
 
-def test_new_uidvalidity_starts_over(dovecot: Dovecot, mailbox: imaplib.IMAP4, client: redis.Redis) -> None:
+def test_new_uidvalidity_starts_over(dovecot: Dovecot, mailbox: imaplib.IMAP4, store: Store) -> None:
     append(mailbox, message(1, bounce=False))
-    imap.run(options(dovecot), client=client, prefix=PREFIX, process=Recorder())
-    cursor = imap.Cursor(client, PREFIX, "127.0.0.1", dovecot.user, "INBOX")
+    imap.run(options(dovecot), store=store, process=Recorder())
+    cursor = imap.folder_cursor(store, "127.0.0.1", dovecot.user, "INBOX")
     validity, last = cursor.load()
     cursor.save(validity + 1, last)  # as if the folder had been recreated
     again = Recorder()
-    imap.run(options(dovecot), client=client, prefix=PREFIX, process=again)
+    imap.run(options(dovecot), store=store, process=again)
     assert len(again.calls) == 1
 
 
@@ -258,7 +254,7 @@ def test_no_double_counting_when_interrupted_between_record_and_move(
     dovecot: Dovecot,
     mailbox: imaplib.IMAP4,
     redis_db: RedisServer,
-    client: redis.Redis,
+    store: Store,
 ) -> None:
     settings = config.load(write_config(tmp_path, dovecot, redis_db.url))
     for n, rcpt in enumerate(["una@example.org", "vic@example.org"]):
@@ -278,8 +274,8 @@ def test_no_double_counting_when_interrupted_between_record_and_move(
 
         opts = options(dovecot)
         with pytest.raises(KeyboardInterrupt):
-            imap.run(opts, client=service.store.client, prefix=PREFIX, process=crash_after_second_record)
-        report = imap.run(opts, client=service.store.client, prefix=PREFIX, process=real)
+            imap.run(opts, store=service.store, process=crash_after_second_record)
+        report = imap.run(opts, store=service.store, process=real)
         assert (report.seen, report.bounces, report.left) == (2, 1, 1)  # vic's again, and the plain mail
         for rcpt in ("una@example.org", "vic@example.org"):
             view = service.store.view(rcpt)

@@ -21,10 +21,10 @@ from aiosmtpd.controller import Controller
 from bouncekeeper import cli, config, probes
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import State
-from bouncekeeper.runlock import Busy, RunLock
 from bouncekeeper.service import Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind
+from bouncekeeper.store.runlock import Busy, RunLock
 from tests.support.dovecot import free_port
 from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
@@ -165,7 +165,7 @@ def test_a_new_disable_starts_a_new_probe_series(service: Service, sink: tuple[S
 
 def test_overlapping_runs_are_refused(service: Service, sink: tuple[Sink, int]) -> None:
     disable(service, "dee@example.org")
-    with RunLock(service.store.client, "bk:probes:lock", 60), pytest.raises(Busy):
+    with RunLock(service.store, "bk:probes:lock", 60), pytest.raises(Busy):
         probes.run(service, send_with(sink), now=T0)
     assert sink[0].received == []
 

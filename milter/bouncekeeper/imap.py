@@ -26,18 +26,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import redis
-
 from bouncekeeper import config, metrics
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.model import MessageType
 from bouncekeeper.core.verp import VerpStatus
 from bouncekeeper.log import get_logger
-from bouncekeeper.runlock import Busy, RunLock
 from bouncekeeper.service import Service
-from bouncekeeper.store import StoreUnavailable
+from bouncekeeper.store import Store, StoreUnavailable
+from bouncekeeper.store.cursor import FolderCursor
 from bouncekeeper.store.event import Source
-from bouncekeeper.store.keys import Keys
+from bouncekeeper.store.runlock import Busy
 
 log = get_logger(__name__)
 
@@ -82,36 +80,12 @@ def envelope_candidates(raw: bytes) -> list[str]:
     return found
 
 
-class Cursor:
-    """The UID state and the run lock of one mailbox folder, in Redis."""
-
-    def __init__(self, client: redis.Redis, prefix: str, server: str, user: str, folder: str) -> None:
-        self.client = client
-        ident = f"{user}@{server}/{folder}"
-        keys = Keys(prefix)
-        self.key = keys.imap_cursor(ident)
-        self.lock = RunLock(client, keys.imap_lock(ident), LOCK_TTL)
-
-    def acquire(self) -> None:
-        self.lock.acquire()
-
-    def release(self) -> None:
-        self.lock.release()
-
-    def load(self) -> tuple[int, int]:
-        raw: Any = self.client.hgetall(self.key)
-        data = {_text(k): _text(v) for k, v in raw.items()}
-        return int(data.get("uidvalidity", "0")), int(data.get("last_uid", "0"))
-
-    def save(self, uidvalidity: int, last_uid: int) -> None:
-        self.client.hset(self.key, mapping={"uidvalidity": str(uidvalidity), "last_uid": str(last_uid)})
+def folder_cursor(store: Store, server: str, user: str, folder: str) -> FolderCursor:
+    """The UID state and the run lock of one mailbox folder, in the store."""
+    return FolderCursor(store, f"{user}@{server}/{folder}", LOCK_TTL)
 
 
-__all__ = ["Busy", "Cursor", "Handled", "Options", "Report", "connect", "run", "scan"]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+__all__ = ["Busy", "Handled", "Options", "Report", "connect", "folder_cursor", "run", "scan"]
 
 
 def _ok(typ: str, data: Any, what: str) -> Any:
@@ -149,7 +123,7 @@ def scan(
     *,
     folder: str,
     backup_folder: str,
-    cursor: Cursor,
+    cursor: FolderCursor,
     process: Process,
     progress_out: TextIO | None = None,
     limit: int | None = None,
@@ -294,13 +268,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(
     options: Options,
     *,
-    client: redis.Redis,
-    prefix: str,
+    store: Store,
     process: Process,
     limit: int | None = None,
     progress_out: TextIO | None = None,
 ) -> Report:
-    cursor = Cursor(client, prefix, options.server, options.user, options.folder)
+    cursor = folder_cursor(store, options.server, options.user, options.folder)
     cursor.acquire()
     try:
         conn = connect(options)
@@ -359,8 +332,7 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
     try:
         report = run(
             options,
-            client=service.store.client,
-            prefix=settings.redis.prefix,
+            store=service.store,
             process=service_process(service, settings.verp.local_prefix),
             limit=args.limit,
         )

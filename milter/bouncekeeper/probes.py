@@ -31,11 +31,11 @@ from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.core.policy import State
 from bouncekeeper.log import get_logger
-from bouncekeeper.runlock import Busy, RunLock
 from bouncekeeper.service import Service
 from bouncekeeper.store import StoreUnavailable
-from bouncekeeper.store.keys import PROBES, Keys
+from bouncekeeper.store.keys import PROBES
 from bouncekeeper.store.keys import STATE as STATE_SUFFIX
+from bouncekeeper.store.runlock import Busy, RunLock
 
 log = get_logger(__name__)
 
@@ -152,7 +152,7 @@ def run(service: Service, send: Send, *, now: float | None = None, dry_run: bool
     template = pathlib.Path(s.template_file).read_text("utf-8") if s.template_file else DEFAULT_TEMPLATE
     moment = time.time() if now is None else now
     report = RunReport([], {})
-    with RunLock(service.store.client, Keys(settings.redis.prefix).probes_lock, LOCK_TTL):
+    with RunLock(service.store, service.store.keys.probes_lock, LOCK_TTL):
         for address in sorted(service.store.addresses((STATE_SUFFIX,))):
             view = service.store.view(address, events=0)
             why = due(view.state, view.since, history(service, address), moment, s)
