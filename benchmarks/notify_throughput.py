@@ -22,6 +22,7 @@ from tests.support.http_receiver import Receiver  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 from bouncekeeper import config, notify  # noqa: E402 -- after the path set-up
+from bouncekeeper.store import Store  # noqa: E402
 
 N = 2000
 SECRET = b"benchmark-secret-0123456789"
@@ -49,7 +50,10 @@ def through_notifier(server: RedisServer, receiver: Receiver, target: config.Not
         client.xadd(notify.outbox_key(prefix), entry)  # type: ignore[arg-type]
     settings = dataclasses.replace(config.NotifySettings(targets=(target,)), poll=0.05)
     notifier = notify.Notifier(
-        client, settings, prefix=prefix, secrets={target.name: SECRET}, consumer="bench"
+        Store(client, config.RedisSettings(prefix=prefix)),
+        settings,
+        secrets={target.name: SECRET},
+        consumer="bench",
     )
     notifier.ensure_group()
     start = time.perf_counter()

@@ -59,7 +59,7 @@ def make_notifier(
     values.update(settings)
     ns = dataclasses.replace(config.NotifySettings(targets=targets), **values)  # type: ignore[arg-type]
     notifier = notify.Notifier(
-        client, ns, prefix=PREFIX, secrets={t.name: SECRET for t in targets}, consumer=consumer
+        store_on(client), ns, secrets={t.name: SECRET for t in targets}, consumer=consumer
     )
     notifier.ensure_group()
     return notifier
@@ -94,9 +94,13 @@ def outbox_empty(client: redis.Redis) -> bool:
     return client.xlen(notify.outbox_key(PREFIX)) == 0
 
 
+def store_on(client: redis.Redis) -> Store:
+    return Store(client, config.RedisSettings(prefix=PREFIX))
+
+
 def delivery_counts(client: redis.Redis) -> dict[tuple[str, str], float]:
     """What `bouncekeeper http` shows in /metrics of the notifier's deliveries."""
-    return dict(Outbox(Store(client, config.RedisSettings(prefix=PREFIX))).delivery_counts())
+    return dict(Outbox(store_on(client)).delivery_counts())
 
 
 def assert_signed(request: Request) -> None:
@@ -210,7 +214,7 @@ def test_a_notifier_started_while_redis_is_down_waits_for_it(
 ) -> None:
     redis_db.stop()
     settings = dataclasses.replace(config.NotifySettings(targets=(target(receiver),)), poll=0.05)
-    notifier = notify.Notifier(client, settings, prefix=PREFIX, secrets={"app": SECRET}, consumer="n1")
+    notifier = notify.Notifier(store_on(client), settings, secrets={"app": SECRET}, consumer="n1")
     stop = threading.Event()
     worker = threading.Thread(target=notifier.run, args=(stop,), daemon=True)
     worker.start()
@@ -237,13 +241,13 @@ def test_a_4xx_is_dead_lettered_at_once_and_replay_delivers_it(
     notifier = make_notifier(client, (target(receiver),))
     drain(notifier, lambda: outbox_empty(client))
     assert len(receiver.requests) == 1  # no blind retry of a 4xx
-    (letter,) = notify.list_dead(client, PREFIX)
+    (letter,) = notify.list_dead(Outbox(store_on(client)))
     assert letter.fields["target"] == "app/url"
     assert letter.fields["http_status"] == "404"
     assert letter.fields["attempts"] == "1"
     assert letter.fields["address"] == "gone@example.org"
 
-    (new_id,) = notify.replay(client, PREFIX, [letter.id])
+    (new_id,) = notify.replay(Outbox(store_on(client)), [letter.id])
     assert client.xlen(notify.dead_key(PREFIX)) == 0
     drain(notifier, lambda: outbox_empty(client))
     assert [r.json()["event_id"] for r in receiver.delivered()] == ["ev-gone@example.org-disabled"]
@@ -258,7 +262,7 @@ def test_after_max_attempts_it_goes_to_the_dead_letter_stream(
     notifier = make_notifier(client, (target(receiver),), max_attempts=3)
     drain(notifier, lambda: outbox_empty(client))
     assert len(receiver.requests) == 3
-    (letter,) = notify.list_dead(client, PREFIX)
+    (letter,) = notify.list_dead(Outbox(store_on(client)))
     assert letter.fields["attempts"] == "3"
     assert letter.fields["error"] == "HTTP 503"
 
@@ -289,7 +293,7 @@ def test_unrouted_event_is_dead_lettered_not_dropped(client: redis.Redis, receiv
     notifier = make_notifier(client, (target(receiver),))
     drain(notifier, lambda: outbox_empty(client))
     assert receiver.requests == []
-    (letter,) = notify.list_dead(client, PREFIX)
+    (letter,) = notify.list_dead(Outbox(store_on(client)))
     assert "no target matches" in letter.fields["error"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from bouncekeeper import config, notify
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.policy import DAY, Effect, Mode, Rules, State
-from bouncekeeper.store import Store
+from bouncekeeper.store import Outbox, Store
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.redis_store import Item
 from tests.support.http_receiver import Receiver
@@ -64,7 +64,7 @@ def item(address: str = "alice@example.org", effect: Effect = Effect.HARD, **eve
 
 def outbox(store: Store) -> list[dict[str, str]]:
     """The outbox stream's entries (after the cluster relay, which is a no-op on one server)."""
-    notify.relay_pending(store.client, PREFIX)
+    Outbox(store).relay_pending(1_000_000)
     return [dict(fields) for _id, fields in store.client.xrange(store.keys.outbox)]
 
 
@@ -148,7 +148,7 @@ def test_a_disable_reaches_the_application_through_the_notifier(store: Store) ->
         )
         settings = dataclasses.replace(config.NotifySettings(targets=(target,)), poll=0.05)
         notifier = notify.Notifier(
-            store.client, settings, prefix=PREFIX, secrets={"app": SECRET}, consumer="t", relay=store.cluster
+            store, settings, secrets={"app": SECRET}, consumer="t", relay=store.cluster
         )
         notifier.ensure_group()
         for d in range(2):

@@ -20,6 +20,7 @@ from typing import Any
 
 from bouncekeeper import config, notify
 from bouncekeeper.store import EmbeddedRedis
+from bouncekeeper.store.outbox import GROUP
 from bouncekeeper.store.redis_store import make_client
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -89,7 +90,7 @@ def _client(settings: config.Settings) -> Any:
 def _backlog(client: Any, prefix: str) -> int:
     """Entries the notifiers have not delivered: not yet read by the group, plus read but unacknowledged."""
     key = notify.outbox_key(prefix)
-    groups = [g for g in client.xinfo_groups(key) if g.get("name") in (notify.GROUP, notify.GROUP.encode())]
+    groups = [g for g in client.xinfo_groups(key) if g.get("name") in (GROUP, GROUP.encode())]
     if not groups:
         return int(client.xlen(key))  # no notifier ever ran: everything is waiting
     group = groups[0]

@@ -46,17 +46,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import redis
-
 from bouncekeeper import __version__, config, store
 from bouncekeeper.log import get_logger
-from bouncekeeper.store.keys import OUTBOX as OUTBOX_SUFFIX
+from bouncekeeper.store import Outbox, Store, StoreUnavailable
 from bouncekeeper.store.keys import Keys
+from bouncekeeper.store.outbox import GROUP
 from bouncekeeper.store.redis_store import CLUSTER_SCHEMES
 
 log = get_logger(__name__)
 
-GROUP = "notify"
 # The fields the store writes in each outbox entry (all strings; empty when unknown).
 FIELDS = ("type", "address", "state", "kind", "reason", "status", "event_id", "sender", "context", "ts")
 # Added by `dead-letters replay`: deliver to this target only.
@@ -88,31 +86,6 @@ def dead_key(prefix: str) -> str:
 
 def state_key(prefix: str, entry_id: str) -> str:
     return Keys(prefix).outbox_progress(entry_id)
-
-
-# Progress of an entry is forgotten this long after its last change (it is deleted when the entry is done;
-# the TTL only clears what a crash between the two steps of _finish could leave).
-STATE_TTL = 30 * 86_400
-
-# redis.Redis or RedisCluster (the store's client): redis-py types replies loosely, and we read both
-# bytes (decode_responses=False) and str.
-Client = Any
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _rows(reply: Any) -> list[tuple[str, Any]]:
-    """Entries of an XREAD(GROUP) reply of one stream, RESP2 (list of pairs) or RESP3 (a dict)."""
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else [r[1] for r in reply]
-    return [(_text(entry_id), fields) for rows in streams for entry_id, fields in rows]
 
 
 # --- signatures -------------------------------------------------------------------------------------
@@ -245,31 +218,6 @@ def address_url(template: str, address: str) -> str:
     return template.replace("{address}", urllib.parse.quote(address, safe="@"))
 
 
-# --- Redis Cluster: relay the per-address pending lists into the stream -----------------------------
-
-
-def relay_pending(client: Any, prefix: str, maxlen: int = 1_000_000) -> int:
-    """Move the entries the store's scripts left in `{prefix}{address}:notify` lists into the stream.
-
-    Only on a Redis Cluster, where a script may touch one slot only and so cannot XADD to the global
-    stream. Each entry is XADDed, then removed from its list: a crash between the two sends it twice
-    (same event_id, which receivers dedupe on); it never loses one. Returns the entries moved.
-    """
-    keys = Keys(prefix)
-    moved = 0
-    for key in client.scan_iter(match=keys.address_pattern(OUTBOX_SUFFIX), count=1000):
-        entries = client.lrange(key, 0, 99)
-        for raw in entries:
-            flat = json.loads(raw)
-            client.xadd(
-                keys.outbox, dict(zip(flat[::2], flat[1::2], strict=True)), maxlen=maxlen, approximate=True
-            )
-            moved += 1
-        if entries:
-            client.ltrim(key, len(entries), -1)
-    return moved
-
-
 # --- the worker -------------------------------------------------------------------------------------
 
 
@@ -288,33 +236,30 @@ Sender = Callable[[str, bytes, Mapping[str, str], float], Attempt]
 class Notifier:
     def __init__(
         self,
-        client: Client,
+        store: Store,
         settings: config.NotifySettings,
         *,
-        prefix: str,
         secrets: Mapping[str, bytes],
         consumer: str,
         sender: Sender = post,
         clock: Callable[[], float] = time.time,
         relay: bool = False,
     ) -> None:
-        self.client = client
+        self.box = Outbox(store)
         self.relay = relay  # Redis Cluster: move the per-address pending lists into the stream
         self._last_relay = 0.0
         self.settings = settings
-        self.prefix = prefix
         self.secrets = secrets
         self.consumer = consumer
         self.sender = sender
         self.clock = clock
-        self.outbox = outbox_key(prefix)
-        self.dead = dead_key(prefix)
+        self.outbox = store.keys.outbox
         self._pending: dict[str, _Pending] = {}
         self._read_own_backlog = True
         self._last_touch = 0.0
 
     @classmethod
-    def from_settings(cls, client: Any, settings: config.Settings, **kwargs: Any) -> Notifier:
+    def from_settings(cls, store: Store, settings: config.Settings, **kwargs: Any) -> Notifier:
         secrets = {
             t.name: config.read_secret(t.secret_file, f"notify.targets[{i}].secret_file", settings.source)
             for i, t in enumerate(settings.notify.targets)
@@ -322,21 +267,15 @@ class Notifier:
         consumer = settings.notify.consumer or socket.gethostname()
         kwargs.setdefault("relay", settings.redis.url.startswith(CLUSTER_SCHEMES))
         return cls(
-            client,
+            store,
             settings.notify,
-            prefix=settings.redis.prefix,
             secrets=secrets,
             consumer=consumer,
             **kwargs,
         )
 
     def ensure_group(self) -> None:
-        # Id "0": entries the store wrote before the first notifier ever started are delivered too.
-        try:
-            self.client.xgroup_create(self.outbox, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.box.ensure_group()
 
     # one pass ---------------------------------------------------------------------------------------
 
@@ -350,13 +289,14 @@ class Notifier:
                     self.ensure_group()
                     grouped = True
                     log.info(
-                        "notify: consumer %s reading %s (%d targets)",
+                        "notify: consumer %s of group %s reading %s (%d targets)",
                         self.consumer,
+                        GROUP,
                         self.outbox,
                         len(self.settings.targets),
                     )
                 self.run_once(block=True)
-            except redis.RedisError as exc:
+            except StoreUnavailable as exc:
                 # Redis down: nothing is lost (the entries stay in the stream); wait and try again.
                 log.warning("notify: redis error, retrying in %.0fs: %s", self.settings.poll, exc)
                 stop.wait(self.settings.poll)
@@ -369,7 +309,7 @@ class Notifier:
 
     def _fetch(self, block: bool) -> None:
         if self.relay and self.clock() - self._last_relay >= self.settings.poll:
-            moved = relay_pending(self.client, self.prefix, self.settings.outbox_maxlen)
+            moved = self.box.relay_pending(self.settings.outbox_maxlen)
             if moved:
                 log.info("notify: relayed %d entries from per-address lists into the outbox", moved)
             self._last_relay = self.clock()
@@ -377,7 +317,7 @@ class Notifier:
             # Our own pending entries from before a restart (same consumer name): id "0" reads the PEL.
             start = "0"
             while True:
-                rows = _rows(self.client.xreadgroup(GROUP, self.consumer, {self.outbox: start}, count=500))
+                rows = self.box.read_own(self.consumer, start, 500)
                 if not rows:
                     break
                 for entry_id, fields in rows:
@@ -388,14 +328,11 @@ class Notifier:
         min_idle = int(self.settings.claim_idle * 1000)
         cursor = "0-0"
         while True:
-            reply: Any = self.client.xautoclaim(
-                self.outbox, GROUP, self.consumer, min_idle, start_id=cursor, count=500
-            )
-            cursor = _text(reply[0])
-            for entry_id, fields in reply[1]:
-                self._admit(_text(entry_id), fields)
-            for gone in reply[2] if len(reply) > 2 else ():
-                log.info("notify: entry %s vanished from the outbox", _text(gone))
+            cursor, rows, gone = self.box.claim_idle(self.consumer, min_idle, cursor, 500)
+            for entry_id, fields in rows:
+                self._admit(entry_id, fields)
+            for entry_id in gone:
+                log.info("notify: entry %s vanished from the outbox", entry_id)
             if cursor == "0-0":
                 break
         timeout_ms: int | None = None
@@ -406,20 +343,17 @@ class Notifier:
                     wait, max(0.0, min(min(p.due.values()) for p in self._pending.values()) - self.clock())
                 )
             timeout_ms = max(1, int(wait * 1000))
-        got = self.client.xreadgroup(GROUP, self.consumer, {self.outbox: ">"}, count=500, block=timeout_ms)
-        for entry_id, fields in _rows(got):
+        for entry_id, fields in self.box.read_new(self.consumer, 500, timeout_ms):
             self._admit(entry_id, fields)
 
-    def _admit(self, entry_id: str, raw: Mapping[Any, Any] | None) -> None:
+    def _admit(self, entry_id: str, fields: dict[str, str] | None) -> None:
         if entry_id in self._pending:
             return
-        if not raw:
+        if not fields:
             # XREADGROUP "0" returns deleted entries with no fields: nothing to deliver, just release it.
             self._finish(entry_id)
             return
-        fields = _fields(raw)
-        stored: Any = self.client.hgetall(state_key(self.prefix, entry_id))
-        state = _fields(stored)
+        state = self.box.progress(entry_id)
         channels = {
             c.key: c for c in route(fields, self.settings.targets) if state.get(f"done:{c.key}") != "1"
         }
@@ -443,9 +377,9 @@ class Notifier:
         now = self.clock()
         if not self._pending or now - self._last_touch < self.settings.claim_idle / 3:
             return
-        ids: list[str | bytes | int | memoryview[int]] = list(self._pending)
+        ids = list(self._pending)
         for i in range(0, len(ids), 500):
-            self.client.xclaim(self.outbox, GROUP, self.consumer, 0, ids[i : i + 500], justid=True)
+            self.box.touch(self.consumer, ids[i : i + 500])
         self._last_touch = now
 
     def _deliver_due(self) -> int:
@@ -509,15 +443,11 @@ class Notifier:
             if result is Result.RETRY and tries >= self.settings.max_attempts:
                 result = Result.DEAD
             self._count(name, result)
-            skey = state_key(self.prefix, pending.entry_id)
             if result is Result.DELIVERED:
                 if len(pending.channels) > 1:
                     # Other targets still to go: remember this one is done. (The last one needs no
                     # record: _finish acknowledges the entry right away.)
-                    pipe = self.client.pipeline(transaction=True)
-                    pipe.hset(skey, f"done:{key}", "1")
-                    pipe.expire(skey, STATE_TTL)
-                    pipe.execute()
+                    self.box.mark_done(pending.entry_id, key)
                 log.info(
                     "notify: delivered %s %s to %s (HTTP %s)",
                     pending.fields.get("type"),
@@ -529,9 +459,7 @@ class Notifier:
                 delay = self._backoff(tries, attempt.retry_after)
                 pending.attempts[key] = tries
                 pending.due[key] = now + delay
-                self.client.hset(
-                    skey, mapping={f"attempts:{key}": str(tries), f"next:{key}": repr(now + delay)}
-                )
+                self.box.note_retry(pending.entry_id, key, tries, now + delay)
                 log.warning(
                     "notify: %s %s to %s failed (%s), attempt %d/%d, retry in %.1fs",
                     pending.fields.get("type"), address, key, attempt.error,
@@ -550,7 +478,7 @@ class Notifier:
 
     def _count(self, target: str, result: Result) -> None:
         # In Redis, not in this process: `bouncekeeper http` serves /metrics (metrics.NOTIFICATIONS).
-        self.client.hincrby(Keys(self.prefix).outbox_stats, f"{result.value}:{target}", 1)
+        self.box.count(result.value, target)
 
     def _backoff(self, tries: int, retry_after: float | None) -> float:
         base = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (tries - 1))
@@ -573,11 +501,7 @@ class Notifier:
                 "dead_at": str(int(self.clock())),
             }
         )
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead, record)
-        if target:
-            pipe.hset(state_key(self.prefix, entry_id), f"done:{target}", "1")
-        pipe.execute()
+        self.box.dead_letter(entry_id, record, target)
 
     def _dead_letter_unrouted(self, entry_id: str, fields: Mapping[str, str]) -> None:
         # No target claims it: keep it where an operator sees it (fix the config, then replay).
@@ -589,12 +513,7 @@ class Notifier:
         self._finish(entry_id)
 
     def _finish(self, entry_id: str) -> None:
-        # Acknowledge, delete (XLEN of the outbox is then its depth) and forget, in one transaction.
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.outbox, GROUP, entry_id)
-        pipe.xdel(self.outbox, entry_id)
-        pipe.delete(state_key(self.prefix, entry_id))
-        pipe.execute()
+        self.box.finish(entry_id)
         self._pending.pop(entry_id, None)
 
 
@@ -607,29 +526,24 @@ class DeadLetter:
     fields: dict[str, str]
 
 
-def list_dead(client: Client, prefix: str, *, count: int = 1000) -> list[DeadLetter]:
-    rows: Any = client.xrange(dead_key(prefix), count=count)
-    return [DeadLetter(_text(i), _fields(f)) for i, f in rows]
+def list_dead(outbox: Outbox, *, count: int = 1000) -> list[DeadLetter]:
+    return [DeadLetter(i, f) for i, f in outbox.dead_letters(count)]
 
 
-def replay(client: Client, prefix: str, ids: Sequence[str] | None = None) -> list[str]:
+def replay(outbox: Outbox, ids: Sequence[str] | None = None) -> list[str]:
     """Put dead letters back in the outbox (for their one target) and remove them, atomically per entry.
 
     Returns the new outbox ids. `ids=None` replays all of them.
     """
     wanted = set(ids) if ids is not None else None
     new_ids: list[str] = []
-    for letter in list_dead(client, prefix, count=1_000_000):
+    for letter in list_dead(outbox, count=1_000_000):
         if wanted is not None and letter.id not in wanted:
             continue
         entry = {k: letter.fields.get(k, "") for k in FIELDS}
         if letter.fields.get("target"):
             entry[ONLY_TARGET] = letter.fields["target"]
-        pipe = client.pipeline(transaction=True)
-        pipe.xadd(outbox_key(prefix), entry)
-        pipe.xdel(dead_key(prefix), letter.id)
-        new_id, _ = pipe.execute()
-        new_ids.append(_text(new_id))
+        new_ids.append(outbox.requeue(letter.id, entry))
     return new_ids
 
 
@@ -673,23 +587,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace, settings: config.Settings) -> int:
     """`bouncekeeper notify` (the worker) and `bouncekeeper notify dead-letters list|replay`."""
     connection = connect(settings)
-    client = connection.client
-    prefix = settings.redis.prefix
+    outbox = Outbox(connection)
     out = sys.stdout
     if args.notify_command == "dead-letters":
         if args.action == "list":
-            letters = list_dead(client, prefix, count=args.limit)
+            letters = list_dead(outbox, count=args.limit)
             out.write((as_json(letters) if args.json else format_dead(letters)) + "\n")
             return 0
         if not args.all and not args.ids:
             sys.stderr.write("bouncekeeper: name the dead letters to replay, or --all\n")
             return 64  # EX_USAGE
-        new = replay(client, prefix, None if args.all else args.ids)
+        new = replay(outbox, None if args.all else args.ids)
         out.write(f"replayed {len(new)} notification(s) into the outbox\n")
         return 0
     if not settings.notify.targets:
         raise config.ConfigError(settings.source, "notify.targets", "no targets: nothing to deliver to")
-    notifier = Notifier.from_settings(client, settings)
+    notifier = Notifier.from_settings(connection, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
