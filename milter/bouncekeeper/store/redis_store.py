@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.exceptions
-from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.metadata import CommandPolicies, RequestPolicy, ResponsePolicy
 from redis.commands.policies import BasePolicyResolver, PolicyResolver, StaticPolicyResolver
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
