@@ -63,21 +63,50 @@ class RedisClusterServers:
         )  # fmt: skip
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
-        if self.replicas:
-            # A node `--cluster create` made a replica may still say "master" for a moment: wait until
-            # every replica says so and has its master's data (a WAIT then finds each master's replicas).
-            self._wait(
-                lambda: (
-                    sum(1 for p in self.ports if self.role(p) == "slave") == len(self.ports) - self.masters
-                )
-            )
-            for port in self.ports:
-                self._wait(lambda p=port: self._synced(p))
+        self._replicating()
+
+    def _replicating(self) -> None:
+        """With replicas: each one a replica, synced, and acknowledging its master's writes."""
+        if not self.replicas:
+            return
+        # A node `--cluster create` made a replica may still say "master" for a moment: wait until
+        # every replica says so and has its master's data (a WAIT then finds each master's replicas).
+        self._wait(
+            lambda: sum(1 for p in self.ports if self.role(p) == "slave") == len(self.ports) - self.masters
+        )
+        for port in self.ports:
+            self._wait(lambda p=port: self._synced(p))
+        self._acknowledged()
 
     def _synced(self, port: int) -> bool:
-        """A master, or a replica whose link to its master is up (it holds the master's data)."""
+        """A replica whose link to its master is up (it holds the master's data), or a master whose
+        replicas are all online on its side too: until a replica's first acknowledgement after the sync
+        (Redis 7 puts it online then, up to a second later), a WAIT does not count it."""
         info = redis.Redis(port=port, decode_responses=True).info("replication")
-        return info["role"] == "master" or info.get("master_link_status") == "up"
+        if info["role"] != "master":
+            return info.get("master_link_status") == "up"
+        replicas = [v for key, v in info.items() if key.startswith("slave") and isinstance(v, dict)]
+        return len(replicas) == self.replicas and all(r.get("state") == "online" for r in replicas)
+
+    def _acknowledged(self) -> None:
+        """A write and a WAIT on each master: a replica just synced may first acknowledge on its next
+        replication tick (up to a second later), and a test's first WAIT must not meet that."""
+        cluster = self.client()
+        masters: set[str] = set()
+        for n in range(10_000):
+            key = f"bk-warm-up-{n}"
+            node = cluster.get_node_from_key(key)
+            if node.name in masters:
+                continue
+            masters.add(node.name)
+            with redis.Redis(port=node.port, single_connection_client=True) as master:
+                master.set(key, 1)
+                master.delete(key)
+                if int(master.execute_command("WAIT", self.replicas, 30_000)) < self.replicas:
+                    raise RuntimeError(f"redis cluster: the replicas of {node.name} do not acknowledge")
+            if len(masters) == self.masters:
+                break
+        cluster.close()
 
     def role(self, port: int) -> str:
         role: str = redis.Redis(port=port, decode_responses=True).info("replication")["role"]
@@ -103,11 +132,13 @@ class RedisClusterServers:
         self.procs[n].wait(timeout=10)
 
     def restart(self, n: int) -> None:
-        """Master n again, on its port and nodes.conf: it rejoins with its slots (its data is gone:
-        no persistence here) and the cluster is waited on until every node says ok."""
+        """Node n again, on its port and nodes.conf: it rejoins with its slots (its data is gone:
+        no persistence here) and the cluster is waited on until every node says ok (and, with
+        replicas, until every replica has resynced and acknowledges)."""
         self.procs[n] = self._spawn(shutil.which("redis-server") or "redis-server", self.ports[n])
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).cluster("info").get("cluster_state") == "ok")
+        self._replicating()
 
     def _wait(self, ready: object) -> None:
         deadline = time.monotonic() + 30
