@@ -28,6 +28,7 @@ from bouncekeeper.core import verp
 from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
+from tests.support.mta_config import APP, BOUNCE_DOMAIN, settings_head
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
 from tests.support.postfix_mta import PostfixMta, message, started
 from tests.support.redis_server import RedisServer
@@ -38,9 +39,7 @@ pytestmark = [
 ]
 
 FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
-BOUNCE_DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"
-APP = "app@example.org"
 
 
 @dataclass
@@ -50,21 +49,14 @@ class Mta(PostfixMta):
 
 
 def _toml(redis: RedisServer, key: pathlib.Path, mode: str) -> str:
-    return f"""[log]
-level = "DEBUG"
-[redis]
-url = "{redis.url}"
-[policy]
-mode = "{mode}"
-[verp]
-bounce_domain = "{BOUNCE_DOMAIN}"
-secret_files = ["{key}"]
-senders = ["{APP}"]
-[milter]
+    return (
+        settings_head(redis.url, [key], mode=mode)
+        + f"""[milter]
 # Every client is 127.0.0.1 here: outbound is marked by the submission listener's daemon name instead.
 originating_networks = []
 protected_recipients = ["{PROTECTED}"]
 """
+    )
 
 
 @pytest.fixture(scope="module")

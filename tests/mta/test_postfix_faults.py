@@ -21,9 +21,10 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.dsn import postfix_dsn
+from tests.support.mta_config import APP
 from tests.support.postfix import have_postfix, wait_port
 from tests.support.postfix_mta import message
-from tests.support.postfix_setup import APP, PERSON, Deployment, operators_host
+from tests.support.postfix_setup import PERSON, Deployment, operators_host
 
 pytestmark = [
     pytest.mark.mta,

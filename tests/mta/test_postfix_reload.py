@@ -22,6 +22,7 @@ import pytest
 
 from bouncekeeper.core import verp
 from tests.support.milter import MilterProcess
+from tests.support.mta_config import APP, BOUNCE_DOMAIN, settings_head
 from tests.support.postfix import Postfix, SmtpSink, have_postfix
 from tests.support.postfix_mta import PostfixMta, message, started
 from tests.support.redis_server import RedisServer
@@ -33,27 +34,17 @@ pytestmark = [
 ]
 
 FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
-BOUNCE_DOMAIN = "bounces.example.org"
-APP = "app@example.org"
 OLD_KEY = b"reload-test-old-key-0123456789abcdef"
 NEW_KEY = b"reload-test-new-key-fedcba9876543210"
 
 
 def _toml(redis: RedisServer, keys: list[pathlib.Path]) -> str:
-    files = ", ".join(f'"{k}"' for k in keys)
-    return f"""[log]
-level = "INFO"
-[redis]
-url = "{redis.url}"
-[policy]
-mode = "enforce"
-[verp]
-bounce_domain = "{BOUNCE_DOMAIN}"
-secret_files = [{files}]
-senders = ["{APP}"]
-[milter]
+    return (
+        settings_head(redis.url, keys, level="INFO")
+        + """[milter]
 originating_networks = []
 """
+    )
 
 
 @pytest.fixture(scope="module")

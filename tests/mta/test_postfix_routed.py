@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.milter import MilterProcess
+from tests.support.mta_config import APP, BOUNCE_DOMAIN, settings_head
 from tests.support.postfix import Postfix, Routed, SmtpSink, have_postfix
 from tests.support.postfix_mta import PostfixMta, message, started
 from tests.support.redis_server import RedisServer
@@ -29,9 +30,7 @@ pytestmark = [
 ]
 
 FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
-BOUNCE_DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"
-APP = "app@example.org"
 
 
 class Mta(PostfixMta):
@@ -60,17 +59,8 @@ def mta() -> Iterator[Mta]:
         milter = MilterProcess(
             d,
             f"unix:{d}/milter.sock",
-            f"""[log]
-level = "DEBUG"
-[redis]
-url = "{redis.url}"
-[policy]
-mode = "enforce"
-[verp]
-bounce_domain = "{BOUNCE_DOMAIN}"
-secret_files = ["{key}"]
-senders = ["{APP}"]
-[milter]
+            settings_head(redis.url, [key])
+            + f"""[milter]
 # Every client is 127.0.0.1 here, our own Postfix included: the daemon names say what is what.
 originating_networks = []
 protected_recipients = ["{PROTECTED}"]

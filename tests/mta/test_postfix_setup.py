@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.dsn import postfix_dsn
+from tests.support.mta_config import APP, BOUNCE_DOMAIN
 from tests.support.postfix import have_postfix, wait_port
 from tests.support.postfix_mta import message
 from tests.support.postfix_setup import (
-    APP,
-    BOUNCE_DOMAIN,
     OTHER_HEADER,
     PERSON,
     RESTRICTIONS,

@@ -18,6 +18,7 @@ import pytest
 from bouncekeeper import config, milterd, store, verpkeys
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
+from tests.support.mta_config import APP, BOUNCE_DOMAIN, FAST_FAILING, settings_head
 from tests.support.postfix import SmtpSink, have_postfix
 from tests.support.redis_server import RedisServer
 from tests.support.remote_mx import RemoteMx, Reply
@@ -26,8 +27,6 @@ from tests.support.sendmail import Sendmail, unpacked
 pytestmark = [pytest.mark.mta]
 
 FIXTURES = pathlib.Path(__file__).parent.parent / "fixtures" / "milter"
-BOUNCE_DOMAIN = "bounces.example.org"
-APP = "app@example.org"
 
 
 def _send(sendmail: Sendmail, sender: str, rcpts: list[str], raw: bytes) -> None:
@@ -210,23 +209,15 @@ def dsn() -> Iterator[Dsn]:
         key = d / "verp.key"
         key.write_text("sendmail-dsn-test-key-0123456789\n")
         lmtp_socket = private / "lmtp.sock"
-        toml = f"""[redis]
-url = "{redis.url}"
-socket_timeout = 0.5
-connect_timeout = 0.5
-retries = 0
-[policy]
-mode = "enforce"
-[verp]
-bounce_domain = "{BOUNCE_DOMAIN}"
-secret_files = ["{key}"]
-senders = ["{APP}"]
-[milter]
+        toml = (
+            settings_head(redis.url, [key], level="INFO", redis_extra=FAST_FAILING)
+            + f"""[milter]
 bounce_action = "accept"
 [lmtp]
 listen = "unix:{lmtp_socket}"
 socket_mode = 0o660
 """
+        )
         milter = MilterProcess(private, f"unix:{private}/milter.sock", toml)
         listener = ListenerProcess(milter.config, f"unix:{lmtp_socket}", private / "lmtp.log")
         remote = RemoteMx({"gone": Reply("RCPT", GONE), "lost": Reply("RCPT", LOST)}, collect=APP)

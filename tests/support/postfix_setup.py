@@ -21,13 +21,12 @@ from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
+from tests.support.mta_config import FAST_FAILING, settings_head
 from tests.support.postfix import ROOT, Postfix, SmtpSink, free_port
 from tests.support.postfix_mta import PostfixMta
 from tests.support.redis_server import RedisServer
 
 DOCS = ROOT / "docs" / "postfix.md"
-BOUNCE_DOMAIN = "bounces.example.org"
-APP = "app@example.org"
 PROTECTED = "app-in@example.org"  # the application's own inbound address (the loop guard's)
 PERSON = "alice@example.org"  # a person with a mailbox on this host, who also sends mail through it
 OTHER_HEADER = "X-Other-Milter"  # what the operator's own milter (standing for OpenDKIM) adds
@@ -102,24 +101,15 @@ class Deployment(PostfixMta):
 def _toml(d: pathlib.Path, redis: RedisServer, routed: bool) -> str:
     key = d / "verp.key"
     key.write_text("setup-test-key-0123456789abcdef\n")
-    return f"""[log]
-level = "DEBUG"
-[redis]
-url = "{redis.url}"
-socket_timeout = 0.5
-connect_timeout = 0.5
-retries = 0
-[policy]
-mode = "enforce"
-[verp]
-bounce_domain = "{BOUNCE_DOMAIN}"
-secret_files = ["{key}"]
-# Only the application's mail gets a VERP sender: a person's mail on the same host keeps its own.
-senders = ["{APP}"]
-[lmtp]
+    # Only the application's mail gets a VERP sender: a person's mail on the same host keeps its own.
+    return (
+        settings_head(redis.url, [key], redis_extra=FAST_FAILING)
+        + f"""[lmtp]
 listen = "unix:{d}/lmtp.sock"
 socket_mode = 438
-""" + (_ROUTED_TOML.format(d=d, port=free_port()) if routed else "")
+"""
+        + (_ROUTED_TOML.format(d=d, port=free_port()) if routed else "")
+    )
 
 
 _ROUTED_TOML = """[milter]
