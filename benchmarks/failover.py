@@ -31,7 +31,7 @@ from tests.support.lmtp import ListenerThread, settings_for  # noqa: E402
 from tests.support.redis_cluster import RedisClusterServers  # noqa: E402
 from tests.support.redis_sentinel import RedisSentinels  # noqa: E402
 
-from bouncekeeper.service import Service  # noqa: E402
+from bouncekeeper.service.bounces import Service  # noqa: E402
 
 WAIT = "wait_replicas = 1\nwait_timeout = 0.3"
 

@@ -52,9 +52,9 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "milter"))
 
-from bouncekeeper import classify_command  # noqa: E402 - after the path set-up above
 from bouncekeeper.core import rules  # noqa: E402
 from bouncekeeper.core.classify import classify  # noqa: E402
+from bouncekeeper.ops import classify_command  # noqa: E402 - after the path set-up above
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout
 

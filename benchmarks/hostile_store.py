@@ -42,7 +42,7 @@ def measure(code: pathlib.Path, messages: int) -> list[dict[str, Any]]:
 
     from bouncekeeper import config  # noqa: PLC0415 -- the code to measure is chosen at run time
     from bouncekeeper.core import verp  # noqa: PLC0415
-    from bouncekeeper.service import Service, Source  # noqa: PLC0415
+    from bouncekeeper.service.bounces import Service, Source  # noqa: PLC0415
     from bouncekeeper.store import Store  # noqa: PLC0415
 
     keyring = verp.Keyring.from_secrets([b"0123456789abcdef0123456789abcdef"])

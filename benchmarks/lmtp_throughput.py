@@ -36,7 +36,7 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 
 from bouncekeeper import config, verpkeys  # noqa: E402 - after the path set-up above
 from bouncekeeper.core import verp  # noqa: E402
-from bouncekeeper.service import Service  # noqa: E402
+from bouncekeeper.service.bounces import Service  # noqa: E402
 from bouncekeeper.store.event import Source  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout

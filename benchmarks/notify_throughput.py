@@ -21,7 +21,8 @@ sys.path[:0] = [str(ROOT / "milter"), str(ROOT)]
 from tests.support.http_receiver import Receiver  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
-from bouncekeeper import config, notify  # noqa: E402 -- after the path set-up
+from bouncekeeper import config  # noqa: E402 -- after the path set-up
+from bouncekeeper.daemons import notify  # noqa: E402 -- after the path set-up
 from bouncekeeper.store import Store  # noqa: E402
 
 N = 2000

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "milter"))
 import redis  # noqa: E402 -- after the source root is on the path
 
 from bouncekeeper.config import RedisSettings  # noqa: E402
-from bouncekeeper.core.policy import Effect, Mode, Rules  # noqa: E402
+from bouncekeeper.core.scoring import Effect, Mode, Rules  # noqa: E402
 from bouncekeeper.store import Store  # noqa: E402
 from bouncekeeper.store import keys as k  # noqa: E402
 from bouncekeeper.store.event import Event, EventKind, Source  # noqa: E402

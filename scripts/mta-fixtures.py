@@ -15,8 +15,9 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from bouncekeeper.core.classify import classify
 from tests.support.bounce_cases import CASES
+
+from bouncekeeper.core.classify import classify
 
 MTAS = ("postfix", "exim", "sendmail")
 

@@ -16,7 +16,7 @@ from tests.support.redis_server import RedisServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "mta" / "sendmail-gmailreputation.eml"
-LISTENERS = ("aiosmtpd", "Milter", "http.server", "bouncekeeper.httpd", "bouncekeeper.lmtpd")
+LISTENERS = ("aiosmtpd", "Milter", "http.server", "bouncekeeper.daemons.httpd", "bouncekeeper.daemons.lmtpd")
 _PROBE = """
 import contextlib, io, json, sys
 from bouncekeeper import cli
@@ -46,7 +46,7 @@ def test_classify_imports_no_store_no_asyncio_no_listener(tmp_path: pathlib.Path
     code, out, modules = run_command("--config", str(conf), "classify", "--jsonl", str(FIXTURE))
     assert code == 0
     assert json.loads(out)["is_bounce"] is True  # it did classify: the check is on a command that ran
-    loaded = modules & {"redis", "asyncio", "bouncekeeper.store", "bouncekeeper.service", *LISTENERS}
+    loaded = modules & {"redis", "asyncio", "bouncekeeper.store", "bouncekeeper.service.bounces", *LISTENERS}
     assert loaded == set()
 
 

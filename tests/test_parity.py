@@ -25,15 +25,16 @@ import Milter
 import pytest
 import redis
 
-from bouncekeeper import cli, config, httpd, milterd, policyd, verpkeys
+from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
-from bouncekeeper.service import Service
+from bouncekeeper.daemons import httpd, milterd, policyd
+from bouncekeeper.service.bounces import Service
+from tests.daemons.test_lmtpd import forge
+from tests.daemons.test_milterd import INBOUND_IP, Harness
 from tests.support.dsn import postfix_dsn
 from tests.support.lmtp import ListenerThread
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
 from tests.support.redis_server import RedisServer
-from tests.test_lmtpd import forge
-from tests.test_milterd import INBOUND_IP, Harness
 
 DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"

@@ -36,7 +36,7 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
         config.read_secret(target.secret_file, f"notify.targets[{index}].secret_file", settings.source)
     if settings.http.token_file:
         config.read_secret(settings.http.token_file, "http.token_file", settings.source)
-    from bouncekeeper import milterd  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.daemons import milterd  # noqa: PLC0415 - lazily: see the imports above
 
     milterd.check_settings(settings)  # networks, addresses, socket mode: what `milter` would refuse
     print(f"{settings.source}: OK")
@@ -46,7 +46,9 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
 
 
 def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
-    from bouncekeeper import milterd, service, store  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper import store  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.daemons import milterd  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.service import bounces  # noqa: PLC0415 - lazily: see the imports above
 
     # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
     # embedded redis-server changes its own folder and would resolve it again from there.
@@ -67,14 +69,14 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
             stop_metrics()
             st.close()
 
-        return milterd.Runtime(policy, service.Service(settings, st), signer), shutdown
+        return milterd.Runtime(policy, bounces.Service(settings, st), signer), shutdown
 
     return milterd.serve(settings, make_runtime)
 
 
 def _serve_metrics(settings: config.Settings, section: str, st: Store) -> Callable[[], None]:
     """Start `GET /metrics` when `[section] metrics_listen` is set; returns what stops it."""
-    from bouncekeeper import metrics  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.daemons import metrics  # noqa: PLC0415 - lazily: see the imports above
     from bouncekeeper.store import Outbox  # noqa: PLC0415
 
     listen: str = getattr(settings, section).metrics_listen
@@ -186,8 +188,9 @@ def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> in
 
 def _cmd_lmtp(args: argparse.Namespace, settings: config.Settings) -> int:
     # Imported here: aiosmtpd and the store are needed by this command only.
-    from bouncekeeper import lmtpd, verpkeys  # noqa: PLC0415
-    from bouncekeeper.service import Service  # noqa: PLC0415
+    from bouncekeeper import verpkeys  # noqa: PLC0415
+    from bouncekeeper.daemons import lmtpd  # noqa: PLC0415
+    from bouncekeeper.service.bounces import Service  # noqa: PLC0415
 
     verpkeys.require_bounce_domain(settings)
     service = Service.open(settings, supervise=True)
@@ -238,8 +241,22 @@ def _define_in(module: str) -> Callable[[argparse.ArgumentParser], Handler]:
     return define
 
 
+def _define_man(p: argparse.ArgumentParser) -> Handler:
+    # The page is made from this module's parser; ops sits below cli, so cli hands the parser down.
+    from bouncekeeper.ops import manpage  # noqa: PLC0415 - lazily: see the imports above
+
+    manpage.add_arguments(p)
+
+    def run(args: argparse.Namespace, settings: config.Settings) -> int:
+        parser, _handlers = build_parser()
+        sys.stdout.write(manpage.render(parser, args.date))
+        return 0
+
+    return run
+
+
 def _define_classify(p: argparse.ArgumentParser) -> Handler:
-    from bouncekeeper import classify_command  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.ops import classify_command  # noqa: PLC0415 - lazily: see the imports above
 
     classify_command.add_arguments(p)
     return classify_command.run
@@ -247,7 +264,7 @@ def _define_classify(p: argparse.ArgumentParser) -> Handler:
 
 def _define_admin(name: str) -> Callable[[argparse.ArgumentParser], Handler]:
     def define(p: argparse.ArgumentParser) -> Handler:
-        from bouncekeeper import admin  # noqa: PLC0415 - lazily: it imports the store
+        from bouncekeeper.service import admin  # noqa: PLC0415 - lazily: it imports the store
 
         return admin.define(name, p)
 
@@ -277,32 +294,32 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
     "config": ("configuration tools", _define_config),
     "notify": (
         "deliver state-change webhooks from the outbox (runs until stopped)",
-        _define_in("bouncekeeper.notify"),
+        _define_in("bouncekeeper.daemons.notify"),
     ),
     "http": (
         "serve the HTTP API, /metrics and the admin page (runs until stopped)",
-        _define_in("bouncekeeper.httpd"),
+        _define_in("bouncekeeper.daemons.httpd"),
     ),
     "probes": (
         "probe messages to addresses disabled by bounces (for cron)",
-        _define_in("bouncekeeper.probes"),
+        _define_in("bouncekeeper.daemons.probes"),
     ),
-    "imap": ("scan an IMAP folder for bounces once (for cron)", _define_in("bouncekeeper.imap")),
+    "imap": ("scan an IMAP folder for bounces once (for cron)", _define_in("bouncekeeper.daemons.imap")),
     "verp": ("signed VERP addresses ([verp] keys)", _define_verp),
     "lmtp": ("run the LMTP (and SMTP) listener for bounces ([lmtp] settings)", _no_arguments(_cmd_lmtp)),
     "classify": ("classify message files (bounce, delay, auto-reply ...)", _define_classify),
     **{name: (text, _define_admin(name)) for name, text in _ADMIN_HELP.items()},
     "import": (
         "import a suppression list (CSV, export JSON, Mailman 3, ESP exports); a second run changes nothing",
-        _define_in("bouncekeeper.importer"),
+        _define_in("bouncekeeper.ops.importer"),
     ),
     "report": (
         "what happened and what enforce would do or did: bounces by kind, reason, domain; breakers; backlog",
-        _define_in("bouncekeeper.report"),
+        _define_in("bouncekeeper.service.report"),
     ),
     "setup": (
         "merge bouncekeeper into an MTA's configuration: a diff; --apply writes it, --undo reverts it",
-        _define_in("bouncekeeper.setup.command"),
+        _define_in("bouncekeeper.ops.setup.command"),
     ),
     "milter": (
         "run the milter daemon (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER)",
@@ -310,11 +327,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = 
     ),
     "health": (
         "check the store, the daemons' sockets and the outbox, for monitoring (Nagios exit codes)",
-        _define_in("bouncekeeper.health"),
+        _define_in("bouncekeeper.ops.health"),
     ),
     "man": (
         "print the bouncekeeper(1) manual page (roff), made from this parser",
-        _define_in("bouncekeeper.manpage"),
+        _define_man,
     ),
     "sample-config": (
         "print the sample configuration, or copy the systemd units into a folder (--units DIR)",

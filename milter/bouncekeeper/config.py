@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from bouncekeeper.core.model import Reason
-from bouncekeeper.core.policy import DEFAULT_NON_SCORING
+from bouncekeeper.core.scoring import DEFAULT_NON_SCORING
 
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
 # Where the daemons' units and an operator's commands find the settings when no --config is given.
@@ -216,7 +216,7 @@ class PolicySettings:
     quiet_days: int = 7
     count_threshold: int = 3
     count_window_days: int = 7
-    # Reasons recorded but never scored (core/model.py Reason values); core/policy.py explains the list.
+    # Reasons recorded but never scored (core/model.py Reason values); core/scoring.py explains the list.
     non_scoring_reasons: tuple[str, ...] = tuple(sorted(r.value for r in DEFAULT_NON_SCORING))
     # Per-domain circuit breaker: when breaker_addresses distinct addresses of one domain get a scored
     # failure within breaker_window_minutes, scoring stops for that domain for breaker_freeze_hours and

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bouncekeeper.classify_command import as_record
 from bouncekeeper.core import classify as classify_module
 from bouncekeeper.core import dsn, mime
 from bouncekeeper.core.classify import MAX_PARSE_BYTES, MAX_RECIPIENTS, classify
 from bouncekeeper.core.model import MessageType
 from bouncekeeper.core.rules import bodies, status
+from bouncekeeper.ops.classify_command import as_record
 from tests.support import hostile_mail
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"

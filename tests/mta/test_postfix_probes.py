@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bouncekeeper import config, probes
-from bouncekeeper.core.policy import State
-from bouncekeeper.service import Service, Source
+from bouncekeeper import config
+from bouncekeeper.core.scoring import State
+from bouncekeeper.daemons import probes
+from bouncekeeper.service.bounces import Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind
 from tests.support.redis_server import RedisServer

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from bouncekeeper import config, milterd, notify, store, verpkeys
-from bouncekeeper.core.policy import State
+from bouncekeeper import config, store, verpkeys
+from bouncekeeper.core.scoring import State
+from bouncekeeper.daemons import milterd, notify
 from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
 from tests.support.lifecycle import running

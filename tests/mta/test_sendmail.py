@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd, store, verpkeys
+from bouncekeeper import config, store, verpkeys
+from bouncekeeper.daemons import milterd
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
 from tests.support.mta_config import APP, BOUNCE_DOMAIN, FAST_FAILING, settings_head

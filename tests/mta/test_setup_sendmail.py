@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, milterd, store
+from bouncekeeper import config, store
+from bouncekeeper.daemons import milterd
 from tests.support import docs
 from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running

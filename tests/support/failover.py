@@ -1,7 +1,7 @@
 """Bounces through a real LMTP listener while a Redis master is killed: what an MTA's queue sees.
 
 Each bounce is delivered like an MTA delivers it: 451 -> it stays queued and is sent again a moment later
-(the same message, the same Message-ID), until it gets 250. Shared by tests/test_failover.py and
+(the same message, the same Message-ID), until it gets 250. Shared by tests/store/test_failover.py and
 benchmarks/failover.py, which print what `Traffic` counts.
 """
 

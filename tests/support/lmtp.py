@@ -8,8 +8,8 @@ import threading
 import time
 
 from bouncekeeper import config
-from bouncekeeper.lmtpd import Listener
-from bouncekeeper.service import Service
+from bouncekeeper.daemons.lmtpd import Listener
+from bouncekeeper.service.bounces import Service
 from tests.support.exim import wait_for_port
 from tests.support.notify_process import CommandProcess
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bouncekeeper import config, milterd, store, verpkeys
+from bouncekeeper import config, store, verpkeys
+from bouncekeeper.daemons import milterd
 from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink

@@ -15,7 +15,8 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from bouncekeeper import config, milterd
+from bouncekeeper import config
+from bouncekeeper.daemons import milterd
 from tests.support import docs
 from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running

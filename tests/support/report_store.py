@@ -1,5 +1,5 @@
-"""A store populated for `bouncekeeper report` and the admin page's charts (tests/test_report.py,
-tests/test_charts.py): through the real commands and store methods."""
+"""A store populated for `bouncekeeper report` and the admin page's charts (tests/service/test_report.py,
+tests/service/test_charts.py): through the real commands and store methods."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bouncekeeper import cli, config
-from bouncekeeper.service import Service
+from bouncekeeper.service.bounces import Service
 from bouncekeeper.store.event import Event, EventKind, Source
 
 

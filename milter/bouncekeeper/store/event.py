@@ -144,7 +144,7 @@ FIELD_MAX = {
 }
 _BOUNDED = tuple(FIELD_MAX.items())
 # A stream entry's JSON at most: every field at its limit, each octet a `"` or `\` that JSON doubles,
-# plus the names, `at`, `kind`, `source` and `date` (tests/test_store.py builds that worst event).
+# plus the names, `at`, `kind`, `source` and `date` (tests/store/test_store.py builds that worst event).
 ENTRY_MAX_BYTES = 2 * sum(FIELD_MAX.values()) + 256
 # C0 and C1 controls, DEL and the bidi overrides and isolates (U+202A-202E, U+2066-2069): a stranger's text
 # must not move a terminal's cursor or reorder what an operator reads. Tabs and newlines are kept here

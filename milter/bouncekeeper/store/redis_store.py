@@ -34,7 +34,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from bouncekeeper.config import RedisSettings, parse_sentinel_url
 from bouncekeeper.core.addresses import domain_of
-from bouncekeeper.core.policy import Effect, Rules, State
+from bouncekeeper.core.scoring import Effect, Rules, State
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
@@ -192,7 +192,8 @@ class _ScriptPolicies(BasePolicyResolver):
     redis-py (8.x) resolves the routing of each pipelined command it has no static policy for with a
     `COMMAND GETKEYS` round trip of its own: one extra round trip per script call, before the pipeline
     is even sent. Declared keyed, EVALSHA takes redis-py's own EVAL/EVALSHA slot rule (the slot of its
-    KEYS, all one hash tag here), and a bounce keeps to two round trips (tests/test_store.py counts them).
+    KEYS, all one hash tag here), and a bounce keeps to two round trips (tests/store/test_store.py counts
+    them).
     """
 
     def __init__(self, fallback: PolicyResolver | None = None) -> None:

@@ -1,5 +1,5 @@
 -- Record one event for one address, atomically: dedup, counters, state, history.
--- The same machine as core/policy.py `step` (keep them in step; tests/test_store.py compares them).
+-- The same machine as core/scoring.py `step` (keep them in step; tests/store/test_store.py compares them).
 -- All KEYS share the address's hash tag, so this runs on one Redis Cluster slot.
 --
 -- KEYS: 1 state (hash)  2 soft (string counter)  3 track (string: daily score and history, lib.lua)
