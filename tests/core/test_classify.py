@@ -106,7 +106,7 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # Mail.ru bounce marked Auto-Submitted: auto-replied, with an RFC 2047 subject.
     "flufl-simple_39.eml": (MessageType.BOUNCE, {"userx@example.ru": (P, Reason.USERUNKNOWN)}),
     "flufl-qmail_03.eml": (MessageType.BOUNCE, {"userx@example.jp": (P, Reason.USERUNKNOWN)}),
-    # "User unknown" and the SMTP stage (classify._user_unknown_by_stage). m-FILTER states that its
+    # "User unknown" and the SMTP stage (failure._user_unknown_by_stage). m-FILTER states that its
     # "550 unknown user" answered DATA: a content filter's refusal, not a dead address.
     "sisimai-bsd-lhost-mfilter-01.eml": (MessageType.BOUNCE, {"kijitora@example.com": (T, Reason.FILTERED)}),
     # SurfControl: "550 ... No such user" with Status 5.0.0 and no stage named: the report does not

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bouncekeeper.core import classify as classify_module
-from bouncekeeper.core import dsn, mime
-from bouncekeeper.core.classify import MAX_PARSE_BYTES, MAX_RECIPIENTS, classify
+from bouncekeeper.core import dsn, failure, mime
+from bouncekeeper.core.classify import classify
+from bouncekeeper.core.limits import MAX_PARSE_BYTES, MAX_RECIPIENTS
 from bouncekeeper.core.model import MessageType
 from bouncekeeper.core.rules import bodies, status
 from bouncekeeper.ops.classify_command import as_record
@@ -151,7 +151,7 @@ def test_a_stage_error_is_a_problem_the_fuzz_test_would_see(monkeypatch: pytest.
     def explode(*args: object, **kwargs: object) -> None:
         raise IndexError("boom")
 
-    monkeypatch.setattr(classify_module.dsn, "reports", explode)
+    monkeypatch.setattr(dsn, "reports", explode)
     raw = (FIXTURES / "mta" / "sendmail-gmailreputation.eml").read_bytes()
     assert hostile_mail.problems(classify(raw)) != []
 
@@ -164,7 +164,7 @@ _LOOKBEHIND_FIRST = {
     "code": (re.compile(r"(?<![\d.])(?:[245]\d\d(?![\d.])|[245]\.\d{1,3}\.\d{1,3})"), bodies._CODE),
     "remote": (
         re.compile(r"(?<![\w.])[245]\d\d[ -]+['\"]?([245]\.\d{1,3}\.\d{1,3})\b"),
-        classify_module._REMOTE_REPLY,
+        failure._REMOTE_REPLY,
     ),
 }
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bouncekeeper.core import classify as classify_module
+from bouncekeeper.core import dsn
 from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import BounceKind, Classification, MessageType
 
@@ -114,7 +115,7 @@ def test_real_flufl_exception_is_contained(monkeypatch: pytest.MonkeyPatch) -> N
     # 3.11 gave [("", "")]). Give its module that behaviour whatever Python runs the suite, so flufl's
     # own code raises.
     monkeypatch.setattr(yale, "getaddresses", lambda values: [] if values == [""] else getaddresses(values))
-    # (The text names an address, or flufl.bounce would not be asked: classify._Triage._worth_flufl.)
+    # (The text names an address, or flufl.bounce would not be asked: classify._worth_flufl.)
     raw = b"Subject: Undeliverable: hello\nTo: x@example.org\n\nask postmaster@example.org\n"
     result = classify(raw)
     assert any(e.startswith("flufl: IndexError") for e in result.errors)
@@ -125,7 +126,7 @@ def test_a_crash_inside_a_stage_never_escapes(monkeypatch: pytest.MonkeyPatch) -
     def explode(*args: object, **kwargs: object) -> object:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(classify_module.dsn, "reports", explode)
+    monkeypatch.setattr(dsn, "reports", explode)
     result = classify(DSN_HEAD)
     assert any(e.startswith("dsn: RuntimeError") for e in result.errors)
     _is_sane(result)

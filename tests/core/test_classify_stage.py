@@ -1,4 +1,4 @@
-"""An "unknown user" reply and the SMTP stage it answered (classify._user_unknown_by_stage).
+"""An "unknown user" reply and the SMTP stage it answered (failure._user_unknown_by_stage).
 
 A refusal at RCPT TO, one with a status that names the mailbox (x.1.1), or one the report does not place
 at any command, says the address is dead; a "user unknown" the report places after DATA is what content
@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from bouncekeeper.core import classify as classify_module
-from bouncekeeper.core.classify import _user_unknown_by_stage, classify
+from bouncekeeper.core.classify import classify
+from bouncekeeper.core.failure import _user_unknown_by_stage
 from bouncekeeper.core.model import BounceKind, MessageType, Reason
 
 P, T = BounceKind.PERMANENT, BounceKind.TEMPORARY

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bouncekeeper.core import rules
-from bouncekeeper.core.classify import _kind
+from bouncekeeper.core.failure import _kind
 from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Reason
 from bouncekeeper.core.rules import bodies, prefilter, status
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from bouncekeeper.core import throttle
-from bouncekeeper.core.classify import MAX_RECIPIENTS
+from bouncekeeper.core.limits import MAX_RECIPIENTS
 from bouncekeeper.daemons import metrics
 from tests.daemons.test_lmtpd import PERMANENT, Harness, deliver, forge, harness, vaddr
 from tests.support import hostile_mail
@@ -325,7 +325,7 @@ def test_the_mta_gets_in_over_the_connection_cap(harness: Harness, tmp_path: pat
 
 
 def test_a_message_classified_up_to_its_work_caps_is_counted_once(harness: Harness) -> None:
-    # A DSN naming more recipients than the classifier reads (core/classify.MAX_RECIPIENTS), to two
+    # A DSN naming more recipients than the classifier reads (core/limits.MAX_RECIPIENTS), to two
     # VERP addresses: one classification, so one count however many recipients it is delivered to.
     block = b"Final-Recipient: rfc822; u%d@example.org\nAction: failed\nStatus: 5.1.1\n\n"
     raw = hostile_mail._report(b"".join(block % i for i in range(MAX_RECIPIENTS + 10)))

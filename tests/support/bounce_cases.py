@@ -76,7 +76,7 @@ CASES: tuple[Case, ...] = (
        "suspend", "5.2.1"),
     # No enhanced code: Postfix and Exim write 5.0.0, Sendmail 5.1.1 (its default for a 550 to RCPT).
     _c("bareunknown", "RCPT", "550 User unknown", "permanent", "userunknown", None),
-    # The same bare text after DATA is a content filter's refusal, not a dead address (classify.py,
+    # The same bare text after DATA is a content filter's refusal, not a dead address (core/failure.py,
     # _user_unknown_by_stage): never scored.
     _c("unknownafterdata", "DATA", "550 User unknown", "temporary", "filtered", None),
     _c("notlocal", "RCPT", "551 User not local; please try <new@elsewhere.test>", "permanent", "hasmoved",

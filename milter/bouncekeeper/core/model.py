@@ -124,7 +124,7 @@ class Classification:
     verp_recipient: str | None = None
     # Stages that failed on this input and were skipped ("flufl: IndexError ..."): never fatal.
     errors: tuple[str, ...] = field(default=())
-    # The work caps this message reached (core.classify's LIMITS names: "bytes", "recipients" ...): the
+    # The work caps this message reached (core.limits names: "bytes", "recipients" ...): the
     # verdict is right for the part read, and says nothing of what lay beyond. Empty for nearly all mail.
     limits: tuple[str, ...] = ()
 

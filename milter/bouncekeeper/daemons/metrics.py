@@ -330,7 +330,7 @@ LIMITS = (
     "bad-address",  # a recipient with control, bidi or undecodable characters, answered 550 5.1.3
     "forged-session",  # the session closed (421) after repeated forged bounce addresses
     "forged-client",  # a bounce address deferred (421) because its client forged too many lately
-    "classification",  # a message classified only up to the classifier's work caps (core/classify.py)
+    "classification",  # a message classified only up to the classifier's work caps (core/limits.py)
 )
 
 

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterator
 
 from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.limits import note
+from bouncekeeper.core.rules import prefilter
 
 # Lines that introduce the returned original message (its addresses must never be taken as failed
 # recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
@@ -112,6 +114,36 @@ _MAX_RECIPIENTS = 50
 # How many addresses find_recipients examines at most: a report names its failed recipients near its
 # start, and 2,000 candidates is far more than any real report holds (the corpus's most is under 60).
 MAX_ADDRESSES = 2000
+
+
+# Human texts of delay warnings (Postfix "delay" notices, Sendmail "Warning: could not send message for
+# past 4 hours", Exim "has not yet been delivered ... will continue trying", Exchange "Delivery Status
+# Notification (Delay)").
+_DELAY_TEXT = re.compile(
+    r"will (?:keep|continue) (?:trying|to try|retrying)|will be retried|still trying|"
+    r"(?:message|delivery) (?:has been |is )?delayed|delivery delay|not yet been delivered|"
+    r"could not send message for past|warning: could not send|no action is required on your part|"
+    r"this is a warning message only|will retry|still being retried|retry (?:until|for)|"
+    r"delivery attempts will continue|will be tried again|not yet delivered",
+)
+_DELAY_SCREEN = prefilter.Screened(_DELAY_TEXT)
+# Texts that make a report final even when it also talks about retrying ("I'm not going to try again").
+_FINAL_TEXT = re.compile(
+    r"permanent(?:ly)? (?:error|failure|fatal)|failed permanently|(?:have|i've) given up|giving up|"
+    r"not going to try again|will not (?:be retried|try again)|could not be delivered|undeliverable|"
+    r"delivery (?:has )?failed|returned to sender|retry timeout exceeded|too long in (?:the )?queue",
+)
+
+
+def reads_as_delay(text: str) -> bool:
+    """Whether a diagnostic talks about a delay ("will keep trying"), whatever else it says."""
+    return _DELAY_TEXT.search(ascii_lower(text)) is not None  # the pattern is lower-case
+
+
+def is_delay_notice(text: str) -> bool:
+    """Whether a whole report is a delay warning: it talks about retrying and says nothing final."""
+    lower = ascii_lower(text)  # the two patterns are lower-case
+    return bool(_DELAY_SCREEN.search(lower)) and not _FINAL_TEXT.search(lower)
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -296,57 +328,82 @@ def find_recipients(text: str, *, exclude: set[str], cut: list[str] | None = Non
     5.3 s when each address re-read its line: issue 13).
     """
     found: dict[str, str] = {}
-    lower = ascii_lower(text)  # same indices as `text`; FAILURE_TEXT and _HEADING are in lower case
-    heading_seen = bool(_HEADING.search(lower))
-    any_failure: bool | None = None
-    line = _Line(text, lower, -1)
-    examined = 0
-    for match in addresses_in(text):
-        examined += 1
+    scan = _Scan(text)
+    for examined, match in enumerate(addresses_in(text), 1):
         if examined > MAX_ADDRESSES:
-            if cut is not None and "addresses" not in cut:
-                cut.append("addresses")
+            if cut is not None:
+                note(cut, "addresses")
             break
+        address = scan.failed_recipient(match, found, exclude)
+        if address is None:
+            continue
+        found[address] = context_for(text, address)
+        if len(found) >= _MAX_RECIPIENTS:
+            break
+    return list(found.items())
+
+
+class _Scan:
+    """One find_recipients pass: the text, what holds for the whole of it, and the line being read."""
+
+    __slots__ = ("_any_failure", "heading_seen", "line", "lower", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lower = ascii_lower(text)  # same indices as `text`; FAILURE_TEXT and _HEADING are in lower case
+        self.heading_seen = bool(_HEADING.search(self.lower))
+        self._any_failure: bool | None = None
+        self.line = _Line(text, self.lower, -1)
+
+    def failed_recipient(self, match: re.Match[str], found: dict[str, str], exclude: set[str]) -> str | None:
+        """The address `match` found, when the words around it make it a failed recipient not yet found."""
+        text = self.text
         start, end = match.span()
-        first_on_line = start >= line.end
+        first_on_line = start >= self.line.end
         if first_on_line:
-            line = _Line(text, lower, start)
+            self.line = _Line(text, self.lower, start)
+        line = self.line
         address = normalise(match.group(0))
         if address is None or address in found:
-            continue
+            return None
         if _DAEMON.fullmatch(address.partition("@")[0]):
-            continue
+            return None
         if line.sender_field_before(start) or _ends_with(text, line.start, start, _SENDER_WORDS, ":="):
-            continue
+            return None
         # Only the line's first address can be alone on it or open it: the words before any other hold
         # the first one's "@".
-        alone_before = first_on_line and _ALONE_BEFORE.fullmatch(text, line.start, start) is not None
         if (
             first_on_line
             and not text[line.start : start].strip(" \t<\"'")
             and _SENDER_LEAD.search(text, max(0, line.start - 80), line.start)
         ):
-            continue  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
+            return None  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
         angle = _ANGLE_ADDRESS_NEXT.match(text, end, line.end)
         if angle is not None and normalise(angle.group(1)) != address:
-            continue  # "a@b <c@d>": a display name written as an address; c@d is the address (RFC 5322)
-        alone = alone_before and _alone_after(text, end, line.end)
+            return None  # "a@b <c@d>": a display name written as an address; c@d is the address (RFC 5322)
+        alone = first_on_line and _ALONE_BEFORE.fullmatch(text, line.start, start) is not None
+        alone = alone and _alone_after(text, end, line.end)
         rcpt_to = _ends_with(text, line.start, start, ("rcpt to",), ":")
-        if rcpt_to and any_failure is None:
-            any_failure = FAILURE_TEXT.search(lower) is not None
-        strong = (alone and heading_seen) or (rcpt_to and any_failure)
-        weak = line.failure_words() or (
+        strong = (alone and self.heading_seen) or (rcpt_to and self._failure_anywhere())
+        if strong or (address not in exclude and self._failure_near(alone)):
+            return address
+        return None
+
+    def _failure_anywhere(self) -> bool:
+        if self._any_failure is None:
+            self._any_failure = FAILURE_TEXT.search(self.lower) is not None
+        return self._any_failure
+
+    def _failure_near(self, alone: bool) -> bool:
+        """Failure words on the address's line or, for an address alone on its line, just around it."""
+        line, lower = self.line, self.lower
+        return line.failure_words() or (
             alone
             and (
-                FAILURE_TEXT.search(lower, line.end, line.end + 400)
-                or FAILURE_TEXT.search(lower, max(0, line.start - 200), line.start)
+                FAILURE_TEXT.search(lower, line.end, line.end + 400) is not None
+                or FAILURE_TEXT.search(lower, max(0, line.start - 200), line.start) is not None
             )
         )
-        if strong or (weak and address not in exclude):
-            found[address] = context_for(text, address)
-        if len(found) >= _MAX_RECIPIENTS:
-            break
-    return list(found.items())
 
 
 # Words that name the address beside them as the recipient that failed, in reports with no list of

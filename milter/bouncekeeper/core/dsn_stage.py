@@ -1,0 +1,163 @@
+"""The DSN stage of the triage: each recipient block of a message's delivery-status parts (RFC 3464, RFC
+6533) read as a failure, a delay or a success.
+
+core.dsn reads the fields; this decides what each block says: its Action mapped onto RFC 3464's five,
+the text that explains it (the Diagnostic-Code, completed from the human-readable report where it says
+too little), and, through core.failure, its status, reason and kind.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from bouncekeeper.core import dsn
+from bouncekeeper.core.addresses import normalise
+from bouncekeeper.core.failure import Evidence, build
+from bouncekeeper.core.limits import MAX_RECIPIENTS, note
+from bouncekeeper.core.message import Message
+from bouncekeeper.core.model import Failure, Stage
+from bouncekeeper.core.rules import bodies
+
+_FAILED_ACTIONS = ("fail", "undeliver", "bounce", "reject", "error", "deleted", "permanent")
+SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+
+
+@dataclass
+class Found:
+    """What the delivery-status parts said."""
+
+    failures: list[Failure] = field(default_factory=list)
+    delays: list[Failure] = field(default_factory=list)
+    successes: int = 0
+    groups: int = 0  # per-recipient groups the parts held, whatever each said
+
+
+def read(msg: Message, limits: list[str]) -> Found:
+    """Every recipient block of the message's delivery-status parts, at most MAX_RECIPIENTS."""
+    found = Found()
+    seen: set[tuple[str, str]] = set()
+    for report in dsn.reports(msg.text(part) for part in msg.dsn_parts):
+        found.groups += len(report.recipients)
+        if report.cut:
+            note(limits, "dsn")
+        for rcpt in report.recipients:
+            if len(found.failures) + len(found.delays) + found.successes >= MAX_RECIPIENTS:
+                note(limits, "recipients")
+                break
+            address = _address(rcpt.final_recipient) or _address(rcpt.original_recipient)
+            if address is None:
+                continue
+            action = _action(rcpt.action, rcpt.status)
+            if action in SUCCESS_ACTIONS:
+                found.successes += 1
+                continue
+            if action is None or (address, action) in seen:
+                continue  # MTAs repeat a recipient's block (one per MX tried): the first tells
+            seen.add((address, action))
+            failure = _recipient(msg, rcpt, address, action)
+            (found.delays if failure.action == "delayed" else found.failures).append(failure)
+    return found
+
+
+def _recipient(msg: Message, rcpt: dsn.RecipientReport, address: str, action: str) -> Failure:
+    """One failed or delayed recipient's block, explained from its own fields first."""
+    diagnostic = rcpt.diagnostic
+    whole_reply = ""
+    if _CONTINUED.match(diagnostic):
+        whole_reply = _whole_reply(diagnostic, msg.human_text())
+    if rcpt.status_comment and _has_words(rcpt.status_comment):
+        diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
+    if not diagnostic or _is_bare_code(diagnostic):
+        context = bodies.context_for(msg.human_text(), address, rcpt.final_recipient)
+        text = f"{diagnostic} {context}".strip()
+    else:
+        text = diagnostic
+    fallback = "" if _has_words(text) else msg.human_text()
+    # No Action and no Status: a text that reads as a delay is one.
+    if action == "failed" and rcpt.action is None and rcpt.status is None and bodies.reads_as_delay(text):
+        action = "delayed"
+    return build(
+        Evidence(
+            address,
+            text,
+            rcpt.status,
+            Stage.DSN,
+            diagnostic=whole_reply or diagnostic,
+            remote_mta=rcpt.remote_mta,
+            action=action,
+            fallback=fallback,
+            report=msg.human_text,
+            whole_reply=whole_reply,
+            program_exit=rcpt.diagnostic_type == "x-unix" and rcpt.diagnostic.isdigit(),
+        )
+    )
+
+
+def _action(action: str | None, status_code: str | None) -> str | None:
+    """Map real-world Action values onto RFC 3464's five; infer a missing one from Status."""
+    if action:
+        if action.startswith("delay"):
+            return "delayed"
+        for success in SUCCESS_ACTIONS:
+            if action.startswith(success[:5]):
+                return success
+        if action.startswith(_FAILED_ACTIONS):
+            return "failed"
+    if status_code:
+        if status_code[0] == "2":
+            return "delivered"
+        return "failed"
+    return "failed" if action is None else None
+
+
+# The first line of a multi-line SMTP reply ("550-5.7.1 ..."; RFC 5321 section 4.2.1).
+_CONTINUED = re.compile(r"[245]\d\d-")
+
+
+def _whole_reply(first: str, report: str) -> str:
+    """A multi-line reply whose Diagnostic-Code holds only its first line, completed from the transcript.
+
+    Sendmail 8.17 writes only the first line in Diagnostic-Code and "(reason: ...)"; its transcript
+    ("<<< 550-5.7.1 ...") has them all, and the reason is often on a later one (Gmail: "... due to the
+    very low" / "reputation of the sending IP address"; seen with a real Sendmail,
+    tests/fixtures/mta/sendmail-gmailreputation.eml). Postfix and Exim join the lines themselves.
+    """
+    code = first[:3]
+    lines = report.split("\n")
+    head = first.strip()
+    for index, line in enumerate(lines):
+        if head not in line:
+            continue
+        pieces = [head]
+        for following in lines[index + 1 : index + 40]:
+            rest = following.strip()
+            rest = rest[3:].lstrip() if rest.startswith("<<<") else rest
+            if not rest.startswith(code) or rest[3:4] not in ("-", " "):
+                break
+            pieces.append(rest)
+            if rest[3] == " ":
+                break  # the last line of the reply
+        if len(pieces) > 1:  # Sendmail's "(reason: 550-...)" line comes first, alone: the transcript next
+            return " ".join(pieces)
+    return first
+
+
+# Compiled once: re.search(str, ...) looks its pattern up in re's cache at every call, and these run for
+# every recipient of a report.
+_TWO_WORDS = re.compile(r"[A-Za-z]{3,}.*[A-Za-z]{3,}")
+_A_WORD = re.compile(r"[A-Za-z]{3}")
+
+
+def _has_words(text: str) -> bool:
+    return bool(_TWO_WORDS.search(text))
+
+
+def _is_bare_code(diagnostic: str) -> bool:
+    return not _A_WORD.search(diagnostic)
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    return normalise(value)
