@@ -56,7 +56,7 @@ def measure(code: pathlib.Path, messages: int) -> list[dict[str, Any]]:
                 settings = config.Settings(
                     verp=config.VerpSettings(bounce_domain="bounce.example.net"),
                     redis=config.RedisSettings(url=server.url),
-                    policy=config.PolicySettings(mode="enforce", require_verp=require),
+                    policy=config.ScoringSettings(mode="enforce", require_verp=require),
                 )
                 service = Service(settings, Store.from_settings(settings.redis), keyring=keyring)
                 for name, rcpts, message_id, terse in CASES:

@@ -203,7 +203,10 @@ def _url_password(url: str) -> bool:
 
 
 @dataclass(frozen=True)
-class PolicySettings:
+class ScoringSettings:
+    """The scoring's thresholds and windows (core/scoring.py). Its TOML section keeps the name `[policy]`
+    (Settings.policy): operators' files written before the rename must keep loading."""
+
     # observe: count and report, never disable; enforce: disable at the threshold.
     mode: Literal["observe", "enforce"] = "observe"
     soft_threshold: int = 5
@@ -514,7 +517,8 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     verp: VerpSettings = field(default_factory=VerpSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
-    policy: PolicySettings = field(default_factory=PolicySettings)
+    # [policy], not [scoring]: the section's name in every operator's file (see ScoringSettings).
+    policy: ScoringSettings = field(default_factory=ScoringSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
     lmtp: LmtpSettings = field(default_factory=LmtpSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)

@@ -79,7 +79,7 @@ def service(redis_db: RedisServer) -> Iterator[Service]:
     settings = config.Settings(
         verp=config.VerpSettings(bounce_domain=DOMAIN),
         redis=RedisSettings(url=redis_db.url, prefix=PREFIX),
-        policy=config.PolicySettings(mode="enforce", hard_threshold=1, breaker_addresses=0),
+        policy=config.ScoringSettings(mode="enforce", hard_threshold=1, breaker_addresses=0),
     )
     s = Service(settings, Store.from_settings(settings.redis), keyring=KEYRING)
     yield s

@@ -60,7 +60,7 @@ def parts(redis_db: RedisServer) -> Iterator[tuple[Service, Clock, FixedClassifi
     settings = config.Settings(
         verp=config.VerpSettings(bounce_domain=DOMAIN),
         redis=config.RedisSettings(url=redis_db.url),
-        policy=config.PolicySettings(mode="enforce", hard_threshold=3, breaker_addresses=0),
+        policy=config.ScoringSettings(mode="enforce", hard_threshold=3, breaker_addresses=0),
     )
     clock, classifier = Clock(), FixedClassifier()
     service = Service(
@@ -242,7 +242,7 @@ def test_store_unavailable_reaches_the_caller(
 
 
 def test_rules_follow_the_settings() -> None:
-    rules = rules_from(config.PolicySettings(mode="enforce", soft_window_days=2, breaker_window_minutes=5))
+    rules = rules_from(config.ScoringSettings(mode="enforce", soft_window_days=2, breaker_window_minutes=5))
     assert rules == dataclasses.replace(Rules(), mode=Mode.ENFORCE, soft_window=2 * DAY, breaker_window=300)
     assert State.ACTIVE.value == "active"
 

@@ -59,7 +59,7 @@ def make(redis_db: RedisServer) -> Iterator[tuple[Clock, Make]]:
         settings = config.Settings(
             verp=config.VerpSettings(bounce_domain=DOMAIN),
             redis=config.RedisSettings(url=redis_db.url),
-            policy=dataclasses.replace(config.PolicySettings(mode="enforce"), **policy),
+            policy=dataclasses.replace(config.ScoringSettings(mode="enforce"), **policy),
         )
         s = Service(settings, Store.from_settings(settings.redis), clock=clock, keyring=KEYRING)
         services.append(s)

@@ -48,7 +48,7 @@ _NON_FAILURE_KINDS = {
 }
 
 
-def rules_from(policy: config.PolicySettings, verp_settings: config.VerpSettings | None = None) -> Rules:
+def rules_from(policy: config.ScoringSettings, verp_settings: config.VerpSettings | None = None) -> Rules:
     """The policy's parameters in seconds, from the settings in days."""
     day = 86_400
     max_age_days = (verp_settings or config.VerpSettings()).max_age_days
