@@ -37,7 +37,7 @@ def baseline(receiver: Receiver) -> float:
         headers = {"Content-Type": "application/json", notify.TIMESTAMP_HEADER: ts,
                    notify.SIGNATURE_HEADER: notify.sign(SECRET, ts, body)}  # fmt: skip
         attempt = notify.post(f"{receiver.url}/emails/u{i}%40example.org/suspend", body, headers, 10.0)
-        assert attempt.result is notify.Result.DELIVERED
+        assert attempt.result is notify.Delivery.DELIVERED
     return time.perf_counter() - start
 
 

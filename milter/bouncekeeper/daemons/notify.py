@@ -63,14 +63,9 @@ SIGNATURE_HEADER = "X-Bouncekeeper-Signature"
 TIMESTAMP_HEADER = "X-Bouncekeeper-Timestamp"
 
 
-class EventType(StrEnum):
-    DISABLED = "disabled"
-    ENABLED = "enabled"
-    ESCALATED = "escalated"
-    HARD_BOUNCE = "hard_bounce"
+class Delivery(StrEnum):
+    """How one delivery attempt to one target ended."""
 
-
-class Result(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
     DEAD = "dead"
@@ -112,7 +107,7 @@ def verify(
 
 @dataclass(frozen=True)
 class Attempt:
-    result: Result
+    result: Delivery
     status: int | None = None
     error: str = ""
     retry_after: float | None = None
@@ -137,16 +132,16 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> A
         retry_after = _retry_after(response.getheader("Retry-After"))
     except (OSError, http.client.HTTPException) as exc:
         # Refused, reset, timed out, TLS failure, garbage answer: the receiver is down or sick: retry.
-        return Attempt(Result.RETRY, error=f"{type(exc).__name__}: {exc}")
+        return Attempt(Delivery.RETRY, error=f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
     if 200 <= status < 300:
-        return Attempt(Result.DELIVERED, status)
+        return Attempt(Delivery.DELIVERED, status)
     if status == 429 or status >= 500:
-        return Attempt(Result.RETRY, status, f"HTTP {status}", retry_after)
+        return Attempt(Delivery.RETRY, status, f"HTTP {status}", retry_after)
     # 3xx: following a redirect would send the signed body somewhere unconfigured. 4xx: the receiver
     # says the request itself is wrong; the same request will be wrong next time too.
-    return Attempt(Result.DEAD, status, f"HTTP {status}")
+    return Attempt(Delivery.DEAD, status, f"HTTP {status}")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -440,10 +435,10 @@ class Notifier:
             address = pending.fields.get("address", "")
             tries = pending.attempts[key] + 1
             result = attempt.result
-            if result is Result.RETRY and tries >= self.settings.max_attempts:
-                result = Result.DEAD
+            if result is Delivery.RETRY and tries >= self.settings.max_attempts:
+                result = Delivery.DEAD
             self._count(name, result)
-            if result is Result.DELIVERED:
+            if result is Delivery.DELIVERED:
                 if len(pending.channels) > 1:
                     # Other targets still to go: remember this one is done. (The last one needs no
                     # record: _finish acknowledges the entry right away.)
@@ -455,7 +450,7 @@ class Notifier:
                     key,
                     attempt.status,
                 )
-            elif result is Result.RETRY:
+            elif result is Delivery.RETRY:
                 delay = self._backoff(tries, attempt.retry_after)
                 pending.attempts[key] = tries
                 pending.due[key] = now + delay
@@ -476,7 +471,7 @@ class Notifier:
             if not pending.channels:
                 self._finish(pending.entry_id)
 
-    def _count(self, target: str, result: Result) -> None:
+    def _count(self, target: str, result: Delivery) -> None:
         # In Redis, not in this process: `bouncekeeper http` serves /metrics (metrics.NOTIFICATIONS).
         self.box.count(result.value, target)
 
@@ -508,8 +503,8 @@ class Notifier:
         only = fields.get(ONLY_TARGET, "")
         problem = f"target {only!r} is not configured" if only else "no target matches its sender or context"
         log.error("notify: %s %s: %s", fields.get("type"), fields.get("address"), problem)
-        self._dead_letter(entry_id, fields, only, 0, Attempt(Result.DEAD, error=problem))
-        self._count(only or "-", Result.DEAD)
+        self._dead_letter(entry_id, fields, only, 0, Attempt(Delivery.DEAD, error=problem))
+        self._count(only or "-", Delivery.DEAD)
         self._finish(entry_id)
 
     def _finish(self, entry_id: str) -> None:
