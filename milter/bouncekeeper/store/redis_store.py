@@ -15,8 +15,6 @@ Every Redis failure becomes `StoreUnavailable`, the one error the adapters turn 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.resources
 import json
 import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,6 +37,19 @@ from bouncekeeper.log import get_logger
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.errors import StoreUnavailable
 from bouncekeeper.store.event import Event, Source, parse_history, parse_legacy_history, parse_track
+from bouncekeeper.store.scripts import (
+    AdminArgs,
+    AdminReply,
+    BounceArgs,
+    BounceReply,
+    BreakerArgs,
+    BreakerReply,
+    ImportArgs,
+    RecordArgs,
+    RecordReply,
+    sha1,
+    sources,
+)
 
 log = get_logger(__name__)
 
@@ -51,10 +62,6 @@ SENTINEL_SCHEME = "redis+sentinel://"
 # once.
 RETRY_ON = [redis.ConnectionError, redis.TimeoutError]
 DAY = 86_400
-
-
-def _script(name: str) -> str:
-    return importlib.resources.files("bouncekeeper.store").joinpath("lua", name).read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,15 +258,8 @@ class Store:
         self.keys = k.Keys(self.settings.prefix)
         self.cluster = isinstance(client, RedisCluster)
         self._on_close = on_close
-        lib = _script("lib.lua")  # push_history and outbox_add, shared by record.lua and admin.lua
-        self._sources = {name: lib + _script(f"{name}.lua") for name in ("record", "admin", "import")}
-        self._sources["breaker"] = _script("breaker.lua")
-        # The single-server path: breaker and record as local functions of one script (bounce.lua).
-        self._sources["bounce"] = (
-            f"local function breaker(KEYS, ARGV)\n{self._sources['breaker']}\nend\n"
-            f"local function record(KEYS, ARGV)\n{self._sources['record']}\nend\n{_script('bounce.lua')}"
-        )
-        self._shas = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in self._sources.items()}  # noqa: S324 -- Redis names scripts by SHA-1
+        self._sources = sources()
+        self._shas = {name: sha1(source) for name, source in self._sources.items()}
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, url: str | None = None) -> Store:
@@ -345,7 +345,6 @@ class Store:
         calls = []
         for item in items:
             domain = domain_of(item.address)
-            event_json = item.event.to_json()
             keys = [
                 self.keys.failing(domain),
                 self.keys.frozen(domain),
@@ -355,24 +354,20 @@ class Store:
                 self.keys.outbox,
                 self.keys.replay(item.address, item.verp_id),
             ]
-            args = [
-                _breaker_use(item, rules),
-                item.address,
-                repr(now),
-                rules.breaker_window,
-                rules.breaker_addresses,
-                rules.breaker_freeze,
-                *self._record_args(item, now=now, day=day, rules=rules, frozen=False, event_json=event_json),
-                self.settings.stream_size,
-                item.event.kind.value,
-                item.event.source.value,
-                event_json,
-                domain,
-                *self._outbox_args(),
-                item.event.to_history(),
-                _replay_ttl(item, rules),
-            ]
-            calls.append((keys, args))
+            # bounce.lua writes the stream entry and decides the breaker: ref and frozen are its own.
+            bounce = BounceArgs(
+                record=self._record_args(item, now=now, day=day, rules=rules, frozen=False, ref=""),
+                breaker_use=_breaker_use(item, rules),
+                address=item.address,
+                breaker_window=rules.breaker_window,
+                breaker_threshold=rules.breaker_addresses,
+                breaker_freeze=rules.breaker_freeze,
+                stream_size=self.settings.stream_size,
+                event_kind=item.event.kind.value,
+                source=item.event.source.value,
+                domain=domain,
+            )
+            calls.append((keys, bounce.argv()))
         if len(calls) == 1 and not self.waits:
             # The common case, one address: a plain call is cheaper than a pipeline.
             replies = [self._call("bounce", *calls[0])]
@@ -383,12 +378,15 @@ class Store:
                 batch.script("bounce", keys, args)
             replies = batch.execute()
         results = []
-        for item, r in zip(items, replies, strict=True):
-            if r[11]:
+        for item, raw in zip(items, replies, strict=True):
+            reply = BounceReply.parse(raw)
+            if reply.opened:
                 log.warning(
-                    "circuit breaker opened for %s: %s addresses failing", domain_of(item.address), r[12]
+                    "circuit breaker opened for %s: %s addresses failing",
+                    domain_of(item.address),
+                    reply.distinct,
                 )
-            results.append(_result(item, r, frozen=bool(r[10])))
+            results.append(_result(item, reply.record, frozen=reply.open))
         return results
 
     def _record_split(self, items: Sequence[Item], *, now: float, rules: Rules) -> list[Result]:
@@ -402,17 +400,16 @@ class Store:
             use = _breaker_use(item, rules)
             if use:
                 domain = domain_of(item.address)
+                breaker = BreakerArgs(
+                    address=item.address,
+                    now=repr(now),
+                    window=rules.breaker_window,
+                    threshold=rules.breaker_addresses,
+                    freeze=rules.breaker_freeze,
+                    feed=1 if use == 1 else 0,
+                )
                 breaker_at[n] = batch.script(
-                    "breaker",
-                    [self.keys.failing(domain), self.keys.frozen(domain)],
-                    [
-                        item.address,
-                        repr(now),
-                        rules.breaker_window,
-                        rules.breaker_addresses,
-                        rules.breaker_freeze,
-                        1 if use == 1 else 0,
-                    ],
+                    "breaker", [self.keys.failing(domain), self.keys.frozen(domain)], breaker.argv()
                 )
         # The stream entries now, so that the history lines can name them (their IDs); a duplicate's
         # is deleted again in round trip 2.
@@ -420,8 +417,9 @@ class Store:
         first = batch.execute()
         seen = [bool(x) for x in first[: len(items)]]
         refs = [str(first[i]) for i in stream_at]
-        frozen = {n: bool(first[i][0]) for n, i in breaker_at.items()}
-        opened = {n: int(first[i][2]) for n, i in breaker_at.items() if first[i][1]}
+        breakers = {n: BreakerReply.parse(first[i]) for n, i in breaker_at.items()}
+        frozen = {n: b.open for n, b in breakers.items()}
+        opened = {n: b.distinct for n, b in breakers.items() if b.opened}
 
         # Round trip 2: the atomic per-address steps, the stream and the stats.
         batch = self._batch(replicated=self.waits)
@@ -432,14 +430,15 @@ class Store:
             # A duplicate still runs the script (it changes nothing and reports the current state)
             # and its stream entry goes again. Two copies delivered at the same instant can both pass
             # round trip 1: the script still counts one, the stream may show both (same `id`).
-            args = self._record_args(item, now=now, day=day, rules=rules, frozen=frozen.get(n, False))
+            record = self._record_args(
+                item, now=now, day=day, rules=rules, frozen=frozen.get(n, False), ref=refs[n]
+            )
             keys = [
                 *self.keys.record_keys(item.address, item.event.id),
                 self._outbox_key(item.address),
                 self.keys.replay(item.address, item.verp_id),
             ]
-            history = [*self._outbox_args(), item.event.to_history(), refs[n], _replay_ttl(item, rules)]
-            calls[n] = batch.script("record", keys, [*args, *history])
+            calls[n] = batch.script("record", keys, record.argv())
             if seen[n]:
                 pipe.xdel(self.keys.stream, refs[n])
                 pipe.hincrby(self.keys.stats, "duplicates", 1)
@@ -457,7 +456,8 @@ class Store:
         second = batch.execute()
 
         results = [
-            _result(item, second[calls[n]], frozen=frozen.get(n, False)) for n, item in enumerate(items)
+            _result(item, RecordReply.parse(second[calls[n]]), frozen=frozen.get(n, False))
+            for n, item in enumerate(items)
         ]
         announce = [(item, r) for item, r in zip(items, results, strict=True) if r.disabled or r.crossed]
         if announce:
@@ -487,38 +487,40 @@ class Store:
         # A script touches one cluster slot: on a cluster, the address's own pending list (notify.py).
         return self.keys.address(address, k.OUTBOX) if self.cluster else self.keys.outbox
 
-    def _outbox_args(self) -> list[Any]:
-        """record.lua's ARGV 17-19 (admin.lua takes the last two): the outbox."""
-        return [
-            1 if self.notify_hard_bounces else 0,
-            "list" if self.cluster else "stream",
-            self.outbox_maxlen,
-        ]
+    @property
+    def _outbox_mode(self) -> str:
+        """How the scripts write the outbox: to the stream, or on a Cluster to the address's own list."""
+        return "list" if self.cluster else "stream"
 
     def _record_args(
-        self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool, event_json: str | None = None
-    ) -> list[Any]:
-        """ARGV of record.lua, in its order."""
+        self, item: Item, *, now: float, day: int, rules: Rules, frozen: bool, ref: str
+    ) -> RecordArgs:
         s = self.settings
         event = item.event
-        return [
-            item.effect.value,
-            repr(now),
-            day,
-            rules.mode.value,
-            rules.rule.value,
-            rules.soft_threshold,
-            rules.soft_window,
-            rules.threshold,
-            rules.quiet,
-            rules.count_window,
-            s.history_size,
-            s.history_days * DAY,
-            s.dedup_hours * 3600 if event.id else 0,
-            event_json if event_json is not None else event.to_json(),
-            event.id or repr(now),
-            1 if frozen else 0,
-        ]
+        return RecordArgs(
+            effect=item.effect.value,
+            now=repr(now),
+            day=day,
+            mode=rules.mode.value,
+            rule=rules.rule.value,
+            soft_threshold=rules.soft_threshold,
+            soft_window=rules.soft_window,
+            threshold=rules.threshold,
+            quiet=rules.quiet,
+            count_window=rules.count_window,
+            history_size=s.history_size,
+            history_ttl=s.history_days * DAY,
+            dedup_ttl=s.dedup_hours * 3600 if event.id else 0,
+            event_json=event.to_json(),
+            event_id=event.id or repr(now),
+            frozen=1 if frozen else 0,
+            notify_hard=1 if self.notify_hard_bounces else 0,
+            outbox_mode=self._outbox_mode,
+            outbox_maxlen=self.outbox_maxlen,
+            history_line=event.to_history(),
+            ref=ref,
+            replay_ttl=_replay_ttl(item, rules),
+        )
 
     def _xadd(self, pipe: Any, kind: str, address: str, event_json: str) -> int:
         """A stream entry: `kind` and `address` as fields for cheap filtering, the rest as JSON in `event`.
@@ -684,27 +686,29 @@ class Store:
         ref = self.log_event(event)
         with _guard(f"{action} address"):
             try:
-                before, after = self._call(
-                    "admin",
-                    [*self.keys.admin_keys(address), self._outbox_key(address)],
-                    [
-                        action,
-                        (state or State.ACTIVE).value,
-                        repr(event.at),
-                        by,
-                        event.to_json(),
-                        s.history_size,
-                        s.history_days * DAY,
-                        *self._outbox_args()[1:],
-                        event.to_history(),
-                        ref,
-                    ],
+                args = AdminArgs(
+                    action=action,
+                    new_state=(state or State.ACTIVE).value,
+                    now=repr(event.at),
+                    by=by,
+                    event_json=event.to_json(),
+                    history_size=s.history_size,
+                    history_ttl=s.history_days * DAY,
+                    outbox_mode=self._outbox_mode,
+                    outbox_maxlen=self.outbox_maxlen,
+                    history_line=event.to_history(),
+                    ref=ref,
+                )
+                reply = AdminReply.parse(
+                    self._call(
+                        "admin", [*self.keys.admin_keys(address), self._outbox_key(address)], args.argv()
+                    )
                 )
             except redis.exceptions.RedisError:
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
                     self.client.xdel(self.keys.stream, ref)
                 raise
-        return State(before), State(after)
+        return State(reply.previous), State(reply.state)
 
     def states(self, addresses: Sequence[str]) -> list[State]:
         """Each address's state now, one round trip."""
@@ -730,18 +734,16 @@ class Store:
         with _guard("import suppressions"):
             batch = self._batch()
             for row, ref in zip(wanted, refs, strict=True):
-                batch.script(
-                    "import",
-                    [self.keys.address(row.address, k.STATE), self.keys.address(row.address, k.TRACK)],
-                    [
-                        row.state.value,
-                        repr(row.since),
-                        row.by,
-                        row.event.to_history(),
-                        ref,
-                        self.settings.history_size,
-                    ],
+                args = ImportArgs(
+                    state=row.state.value,
+                    since=repr(row.since),
+                    by=row.by,
+                    history_line=row.event.to_history(),
+                    ref=ref,
+                    history_size=self.settings.history_size,
                 )
+                keys = [self.keys.address(row.address, k.STATE), self.keys.address(row.address, k.TRACK)]
+                batch.script("import", keys, args.argv())
             replies = batch.execute()
             # Set meanwhile by another process: its state stays, and this import's event goes.
             raced = [ref for ref, reply in zip(refs, replies, strict=True) if reply != State.ACTIVE.value]
@@ -853,14 +855,14 @@ def parse_entry(fields: dict[str, str]) -> dict[str, Any]:
 
 
 def _breaker_use(item: Item, rules: Rules) -> int:
-    """bounce.lua's ARGV 1: 0 the breaker is not asked, 1 asked and fed, 2 asked only (not authentic)."""
+    """bounce.lua's breaker_use: 0 the breaker is not asked, 1 asked and fed, 2 asked only (not authentic)."""
     if item.effect is Effect.NONE or rules.breaker_addresses <= 0:
         return 0
     return 1 if item.authentic else 2
 
 
 def _replay_ttl(item: Item, rules: Rules) -> int:
-    """record.lua's ARGV 22: how long this item's VERP address is remembered as having scored."""
+    """record.lua's replay_ttl: how long this item's VERP address is remembered as having scored."""
     return rules.replay_window if item.verp_id else 0
 
 
@@ -869,21 +871,21 @@ def _ttl(value: int) -> int | None:
     return int(value) if int(value) >= 0 else None
 
 
-def _result(item: Item, r: Sequence[Any], *, frozen: bool) -> Result:
+def _result(item: Item, r: RecordReply, *, frozen: bool) -> Result:
     """record.lua's reply as a Result."""
     return Result(
         address=item.address,
-        duplicate=r[0] == "duplicate",
-        state=State(r[1]),
-        score=int(r[2]),
-        soft_count=int(r[3]),
-        scored=bool(r[4]),
-        converted=bool(r[5]),
-        disabled=bool(r[6]),
-        reached=bool(r[7]),
-        crossed=bool(r[9]),
+        duplicate=r.status == "duplicate",
+        state=State(r.state),
+        score=r.score,
+        soft_count=r.soft_count,
+        scored=r.scored,
+        converted=r.converted,
+        disabled=r.disabled,
+        reached=r.reached,
+        crossed=r.crossed,
         frozen=frozen,
-        why=str(r[8]),
+        why=r.why,
     )
 
 

@@ -5,61 +5,74 @@
 --
 -- KEYS: 1 failing  2 frozen  3-8 record.lua's KEYS  9 stream  10 stats  11 the outbox (record.lua's KEYS[7])
 --       12 replay (record.lua's KEYS[8])
--- ARGV: 1 the breaker: 0 not asked, 1 asked and fed, 2 asked only (a failure that is not authentic)
---       2-6 breaker.lua's ARGV (address, now, window, threshold, freeze)
---       7-22 record.lua's ARGV (16, the last one, frozen, is decided here)
---       23 stream size  24 event kind  25 source  26 event JSON for the stream  27 domain
---       28-31 record.lua's ARGV 17-20 (the outbox: hard bounces 0|1, stream|list, maxlen; history line)
---       32 record.lua's ARGV 22 (the replay key's TTL)
+-- ARGV: 1-22 record.lua's ARGV, passed on to it (its frozen and ref are decided here), then this
+-- script's own; each named once below, in the order of store/scripts.py BounceArgs
+-- (tests/store/test_store_scripts.py checks that the two agree).
 -- The event's stream entry is written first, so that its ID goes into the history line (record.lua's
--- ARGV 21); a duplicate (its seen key exists) writes none.
--- Returns record.lua's reply followed by {open, opened_now, distinct addresses}
+-- ref); a duplicate (its seen key exists) writes none.
+-- Returns record.lua's reply followed by {open, opened, distinct} (breaker.lua's reply; store/scripts.py
+-- BounceReply)
+
+local now = ARGV[2]
+local rule = ARGV[5]
+local threshold = ARGV[8]
+local dedup_ttl = ARGV[13]
+local event_json = ARGV[14]
+local event_id = ARGV[15]
+local breaker_use = ARGV[23]  -- 0 not asked, 1 asked and fed, 2 asked only (a failure that is not authentic)
+local address = ARGV[24]
+local breaker_window = ARGV[25]
+local breaker_threshold = ARGV[26]
+local breaker_freeze = ARGV[27]
+local stream_size = ARGV[28]
+local event_kind = ARGV[29]
+local source = ARGV[30]
+local domain = ARGV[31]
 
 local open, opened, distinct = 0, 0, 0
 -- Inside this script, a missing seen key means record() will count the event (its SET NX succeeds).
-local fresh = tonumber(ARGV[19]) == 0 or redis.call('EXISTS', KEYS[8]) == 0
+local fresh = tonumber(dedup_ttl) == 0 or redis.call('EXISTS', KEYS[8]) == 0
 -- A duplicate must not feed the breaker either (it is idempotent anyway: ZADD of the same member).
-if ARGV[1] ~= '0' and fresh then
-  local feed = ARGV[1] == '1' and '1' or '0'
-  local b = breaker({KEYS[1], KEYS[2]}, {ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], feed})
+if breaker_use ~= '0' and fresh then
+  local feed = breaker_use == '1' and '1' or '0'
+  local b = breaker({KEYS[1], KEYS[2]},
+    {address, now, breaker_window, breaker_threshold, breaker_freeze, feed})
   open, opened, distinct = b[1], b[2], b[3]
 end
 
-local rargs = {}
-for i = 7, 22 do rargs[#rargs + 1] = ARGV[i] end
-rargs[16] = tostring(open)
-for i = 28, 31 do rargs[#rargs + 1] = ARGV[i] end
-rargs[21] = ''
-rargs[22] = ARGV[32]
+local ref = ''
 if fresh then
-  rargs[21] = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[23], '*',
-    'kind', ARGV[24], 'address', ARGV[2], 'event', ARGV[26])
+  ref = redis.call('XADD', KEYS[9], 'MAXLEN', '~', stream_size, '*',
+    'kind', event_kind, 'address', address, 'event', event_json)
 end
+local rargs = {unpack(ARGV, 1, 22)}
+rargs[16] = tostring(open)  -- frozen
+rargs[21] = ref  -- ref
 local r = record({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[11], KEYS[12]}, rargs)
 
 local function announce(kind, note, extra)
-  local entry = {at = tonumber(ARGV[3]), kind = kind, source = ARGV[25], address = ARGV[2], note = note}
+  local entry = {at = tonumber(now), kind = kind, source = source, address = address, note = note}
   for key, value in pairs(extra) do entry[key] = value end
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[23], '*',
-    'kind', kind, 'address', ARGV[2], 'event', cjson.encode(entry))
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', stream_size, '*',
+    'kind', kind, 'address', address, 'event', cjson.encode(entry))
   redis.call('HINCRBY', KEYS[10], 'events:' .. kind, 1)
 end
 
 if r[1] == 'new' then
-  redis.call('HINCRBY', KEYS[10], 'events:' .. ARGV[24], 1)
+  redis.call('HINCRBY', KEYS[10], 'events:' .. event_kind, 1)
 else
   redis.call('HINCRBY', KEYS[10], 'duplicates', 1)
 end
 if opened == 1 then
   announce('breaker', string.format('domain %s: %d addresses failing within %s s; scoring frozen for %s s',
-    ARGV[27], distinct, ARGV[4], ARGV[6]), {})
+    domain, distinct, breaker_window, breaker_freeze), {})
   redis.call('HINCRBY', KEYS[10], 'breaker:opened', 1)
 end
 -- r: {status, state, score, soft, scored, converted, disabled, reached, why, crossed}
 -- Observe mode announces the threshold once, on the step that crosses it, not on every bounce after.
 if r[7] == 1 or r[10] == 1 then
   announce(r[7] == 1 and 'disabled' or 'threshold',
-    string.format('score %d/%s (%s rule)', r[3], ARGV[14], ARGV[11]), {id = ARGV[21]})
+    string.format('score %d/%s (%s rule)', r[3], threshold, rule), {id = event_id})
 end
 r[#r + 1] = open
 r[#r + 1] = opened

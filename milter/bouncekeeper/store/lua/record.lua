@@ -5,23 +5,40 @@
 -- KEYS: 1 state (hash)  2 soft (string counter)  3 track (string: daily score and history, lib.lua)
 --       4 hits (zset, count rule)  5 the legacy hard-score hash (moved into track, then deleted)
 --       6 seen (string: this event was already recorded)
--- ARGV: 1 effect hard|soft|none  2 now (epoch seconds)  3 day number  4 mode observe|enforce
---       5 rule daily|count  6 soft_threshold  7 soft_window s  8 threshold  9 quiet s  10 count_window s
---       11 history_size  12 history_ttl s  13 dedup_ttl s (0: no dedup)  14 event JSON object
---       15 event id (hits member)  16 frozen 0|1
---       KEYS 7 and ARGV 17..19, the outbox (notify.py): 7 the outbox stream (single server) or
---       this address's pending list (cluster)  17 notify every hard bounce 0|1  18 stream|list  19 maxlen
---       20 the event's history line (event.py to_history; this step appends ref and its decision)
---       21 ref: the event's entry ID in the global stream (written just before, in the same round trip)
---       KEYS 8 and ARGV 22, replays: 8 replay (string: this VERP address or token already scored for
---       this address)  22 its TTL s (0: the bounce came to no signed address; no replay check)
+--       7 the outbox (notify.py): the outbox stream (single server) or this address's pending list (cluster)
+--       8 replay (string: this VERP address or token already scored for this address)
+-- ARGV: named once below, in the order of store/scripts.py RecordArgs
+-- (tests/store/test_store_scripts.py checks that the two agree); every ARGV is a string.
 -- Returns {status, state, score, soft_count, scored, converted, disabled, reached, why, crossed}
--- crossed: this step took the score from below the threshold to it (announced once per crossing)
+-- (store/scripts.py RecordReply); crossed: this step took the score from below the threshold to it
+-- (announced once per crossing)
 
-local effect = ARGV[1]
-local now = tonumber(ARGV[2])
-local rule = ARGV[5]
-local size = tonumber(ARGV[11])
+local effect = ARGV[1]  -- hard|soft|none
+local now = ARGV[2]  -- epoch seconds
+local day = ARGV[3]  -- day number
+local mode = ARGV[4]  -- observe|enforce
+local rule = ARGV[5]  -- daily|count
+local soft_threshold = ARGV[6]
+local soft_window = ARGV[7]  -- s
+local threshold = ARGV[8]
+local quiet = ARGV[9]  -- s
+local count_window = ARGV[10]  -- s
+local history_size = ARGV[11]
+local history_ttl = ARGV[12]  -- s
+local dedup_ttl = ARGV[13]  -- s; 0: no dedup
+local event_json = ARGV[14]  -- the event as a JSON object
+local event_id = ARGV[15]  -- the hits member
+local frozen = ARGV[16]  -- 0|1: the domain's circuit breaker is open
+local notify_hard = ARGV[17]  -- 0|1: the outbox also announces every hard bounce
+local outbox_mode = ARGV[18]  -- stream|list
+local outbox_maxlen = ARGV[19]
+local history_line = ARGV[20]  -- event.py to_history; this step appends ref and its decision
+local ref = ARGV[21]  -- the event's entry ID in the global stream (written just before, same round trip)
+local replay_ttl = ARGV[22]  -- s; 0: the bounce came to no signed address, no replay check
+
+-- The effect this step applies: the one asked for, unless the breaker, the state or a replay says none.
+local applied = effect
+local size = tonumber(history_size)
 
 -- The daily score and the history, read once.
 local exists, hscore, hday, lines = track_read(KEYS[3])
@@ -45,9 +62,8 @@ local function soft_count()
   return tonumber(redis.call('GET', KEYS[2]) or '0')
 end
 
-local dedup_ttl = tonumber(ARGV[13])
-if dedup_ttl > 0 then
-  if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', dedup_ttl) then
+if tonumber(dedup_ttl) > 0 then
+  if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', tonumber(dedup_ttl)) then
     local state = redis.call('HGET', KEYS[1], 'state') or 'active'
     return {'duplicate', state, score(), soft_count(), 0, 0, 0, 0, 'already recorded', 0}
   end
@@ -57,12 +73,12 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'active'
 local scored, converted, disabled, reached, crossed = 0, 0, 0, 0, 0
 local why = ''
 
-if effect ~= 'none' then
-  if ARGV[16] == '1' then
-    effect = 'none'
+if applied ~= 'none' then
+  if frozen == '1' then
+    applied = 'none'
     why = 'domain circuit breaker open'
   elseif state ~= 'active' then
-    effect = 'none'
+    applied = 'none'
     why = 'address is ' .. state
   end
 end
@@ -71,10 +87,10 @@ end
 -- the recipient and the day it was signed, not the message, so whoever holds one (a leaked Return-Path)
 -- could otherwise send its bounce every day of its validity. The key lives as long as the address
 -- verifies; set only when the failure scores, so a failure unscored (a frozen domain) keeps its chance.
-local replay_ttl = tonumber(ARGV[22] or '0')
-if effect ~= 'none' and replay_ttl > 0 then
-  if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', replay_ttl) then
-    effect = 'none'
+local replay_seconds = tonumber(replay_ttl or '0')
+if applied ~= 'none' and replay_seconds > 0 then
+  if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', replay_seconds) then
+    applied = 'none'
     why = 'this VERP address already scored for this address'
   end
 end
@@ -83,22 +99,22 @@ end
 local current, soft = nil, nil
 local rose = false
 
-if effect == 'soft' then
+if applied == 'soft' then
   scored = 1
   local count = redis.call('INCR', KEYS[2])
-  if count < tonumber(ARGV[6]) then
-    redis.call('EXPIRE', KEYS[2], ARGV[7])
+  if count < tonumber(soft_threshold) then
+    redis.call('EXPIRE', KEYS[2], soft_window)
     soft = count
   else
     -- The soft threshold inside the window is one hard event; the counter restarts (HPI).
     redis.call('DEL', KEYS[2])
     soft = 0
     converted = 1
-    effect = 'hard'
+    applied = 'hard'
   end
 end
 
-if effect == 'hard' then
+if applied == 'hard' then
   scored = 1
   -- The score before this step, to tell the step that crosses the threshold from the ones after it.
   local before
@@ -106,25 +122,26 @@ if effect == 'hard' then
     -- Once per day: the score rises only on a day it has not risen yet, and only then is the
     -- quiet-period TTL re-armed (below), so a score that stops rising drops to zero by itself.
     before = hscore
-    if hday ~= ARGV[3] then
-      hscore, hday, rose = hscore + 1, ARGV[3], true
+    if hday ~= day then
+      hscore, hday, rose = hscore + 1, day, true
     end
     current = hscore
   else
     -- %.17g: the exact double, as Python computes it (Lua's default %.14g would round).
-    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', now - tonumber(ARGV[10])))
+    local oldest = tonumber(now) - tonumber(count_window)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.17g', oldest))
     before = redis.call('ZCARD', KEYS[4])
-    redis.call('ZADD', KEYS[4], ARGV[2], ARGV[15])
-    redis.call('EXPIRE', KEYS[4], ARGV[10])
+    redis.call('ZADD', KEYS[4], now, event_id)
+    redis.call('EXPIRE', KEYS[4], count_window)
     current = redis.call('ZCARD', KEYS[4])
   end
-  if current >= tonumber(ARGV[8]) then
+  if current >= tonumber(threshold) then
     reached = 1
-    if before < tonumber(ARGV[8]) then crossed = 1 end
-    if ARGV[4] == 'enforce' then
+    if before < tonumber(threshold) then crossed = 1 end
+    if mode == 'enforce' then
       state = 'disabled-bounces'
       disabled = 1
-      redis.call('HSET', KEYS[1], 'state', state, 'since', ARGV[2], 'by', 'bounces')
+      redis.call('HSET', KEYS[1], 'state', state, 'since', now, 'by', 'bounces')
     end
   end
 end
@@ -135,15 +152,15 @@ soft = soft or soft_count()
 -- reset time (a moved legacy score, the one it had); with no live score the history lives history_ttl.
 local expiry = nil
 if rose then
-  expiry = {'EX', ARGV[9]}
+  expiry = {'EX', quiet}
 elseif hday ~= '' then
   if not legacy_pttl then
     expiry = {'KEEPTTL'}
   else
-    expiry = legacy_pttl > 0 and {'PX', legacy_pttl} or {'EX', ARGV[9]}
+    expiry = legacy_pttl > 0 and {'PX', legacy_pttl} or {'EX', quiet}
   end
 elseif size > 0 then
-  expiry = {'EX', ARGV[12]}
+  expiry = {'EX', history_ttl}
 end
 if state ~= 'active' and expiry then
   -- A disabled address never expires (its state hash has no TTL), and neither do the events that say
@@ -153,7 +170,7 @@ if state ~= 'active' and expiry then
 end
 if expiry and (size > 0 or rose or legacy_pttl) then
   -- event.py LINE_FIELDS: the event's fields, ref, then the decision: scored, state, score, soft
-  local line = string.format('%s\t%s\t%d\t%s\t%d\t%d', ARGV[20], ARGV[21] or '', scored, state, current, soft)
+  local line = string.format('%s\t%s\t%d\t%s\t%d\t%d', history_line, ref or '', scored, state, current, soft)
   track_write(KEYS[3], hscore, hday, lines, line, size, expiry)
   if legacy_pttl then redis.call('DEL', KEYS[5]) end
 end
@@ -162,16 +179,16 @@ end
 -- notification is lost and none is sent for a change that did not happen.
 local function announce(kind)
   if not KEYS[7] then return end
-  local e = cjson.decode(ARGV[14])
-  outbox_add(KEYS[7], ARGV[18], ARGV[19], kind, state, e, e['reason'] or '', e['status'] or '',
-    e['id'] or ARGV[15], ARGV[2])
+  local e = cjson.decode(event_json)
+  outbox_add(KEYS[7], outbox_mode, outbox_maxlen, kind, state, e, e['reason'] or '', e['status'] or '',
+    e['id'] or event_id, now)
 end
 if disabled == 1 then
   announce('disabled')
 elseif converted == 1 then
   announce('escalated')
 end
-if ARGV[17] == '1' and ARGV[1] == 'hard' then
+if notify_hard == '1' and effect == 'hard' then
   announce('hard_bounce')
 end
 
