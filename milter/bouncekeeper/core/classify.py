@@ -182,11 +182,7 @@ class _Triage:
         if not data:
             return self._finish(MessageType.UNRECOGNISED, [], [])
         msg = self.msg = message.read(data, self.limits, self.envelope_sender)
-        if (
-            msg.feedback
-            or msg.report_type == "feedback-report"
-            or msg.message.get("x-hmxmroriginalrecipient")
-        ):
+        if msg.feedback or msg.report_type == "feedback-report":
             return self._finish(MessageType.FEEDBACK, [], [])
         return self._standard(msg) or self._non_standard(msg)
 

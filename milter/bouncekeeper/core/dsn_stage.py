@@ -17,7 +17,7 @@ from bouncekeeper.core.failure import Evidence, build
 from bouncekeeper.core.limits import MAX_RECIPIENTS, note
 from bouncekeeper.core.message import Message
 from bouncekeeper.core.model import Failure, Stage
-from bouncekeeper.core.rules import bodies
+from bouncekeeper.core.rules import bodies, sendmail
 
 _FAILED_ACTIONS = ("fail", "undeliver", "bounce", "reject", "error", "deleted", "permanent")
 SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
@@ -65,7 +65,7 @@ def _recipient(msg: Message, rcpt: dsn.RecipientReport, address: str, action: st
     diagnostic = rcpt.diagnostic
     whole_reply = ""
     if _CONTINUED.match(diagnostic):
-        whole_reply = _whole_reply(diagnostic, msg.human_text())
+        whole_reply = sendmail.whole_reply(diagnostic, msg.human_text())
     if rcpt.status_comment and _has_words(rcpt.status_comment):
         diagnostic = f"{diagnostic} {rcpt.status_comment}".strip()
     if not diagnostic or _is_bare_code(diagnostic):
@@ -89,7 +89,7 @@ def _recipient(msg: Message, rcpt: dsn.RecipientReport, address: str, action: st
             fallback=fallback,
             report=msg.human_text,
             whole_reply=whole_reply,
-            program_exit=rcpt.diagnostic_type == "x-unix" and rcpt.diagnostic.isdigit(),
+            program_exit=sendmail.program_exit(rcpt.diagnostic_type, rcpt.diagnostic),
         )
     )
 
@@ -111,36 +111,9 @@ def _action(action: str | None, status_code: str | None) -> str | None:
     return "failed" if action is None else None
 
 
-# The first line of a multi-line SMTP reply ("550-5.7.1 ..."; RFC 5321 section 4.2.1).
+# The first line of a multi-line SMTP reply ("550-5.7.1 ..."; RFC 5321 section 4.2.1): Sendmail's
+# Diagnostic-Code holds only that line (sendmail.whole_reply).
 _CONTINUED = re.compile(r"[245]\d\d-")
-
-
-def _whole_reply(first: str, report: str) -> str:
-    """A multi-line reply whose Diagnostic-Code holds only its first line, completed from the transcript.
-
-    Sendmail 8.17 writes only the first line in Diagnostic-Code and "(reason: ...)"; its transcript
-    ("<<< 550-5.7.1 ...") has them all, and the reason is often on a later one (Gmail: "... due to the
-    very low" / "reputation of the sending IP address"; seen with a real Sendmail,
-    tests/fixtures/mta/sendmail-gmailreputation.eml). Postfix and Exim join the lines themselves.
-    """
-    code = first[:3]
-    lines = report.split("\n")
-    head = first.strip()
-    for index, line in enumerate(lines):
-        if head not in line:
-            continue
-        pieces = [head]
-        for following in lines[index + 1 : index + 40]:
-            rest = following.strip()
-            rest = rest[3:].lstrip() if rest.startswith("<<<") else rest
-            if not rest.startswith(code) or rest[3:4] not in ("-", " "):
-                break
-            pieces.append(rest)
-            if rest[3] == " ":
-                break  # the last line of the reply
-        if len(pieces) > 1:  # Sendmail's "(reason: 550-...)" line comes first, alone: the transcript next
-            return " ".join(pieces)
-    return first
 
 
 # Compiled once: re.search(str, ...) looks its pattern up in re's cache at every call, and these run for

@@ -35,7 +35,7 @@ class Evidence:
     report: Callable[[], str] | None = None
     # Every line of a multi-line reply whose Diagnostic-Code holds only its first (rules.sendmail).
     whole_reply: str = ""
-    # The diagnostic is a local delivery program's exit status ("X-Unix; 127").
+    # The diagnostic is a local delivery program's exit status ("X-Unix; 127": sendmail.program_exit).
     program_exit: bool = False
     # False for a reply seen once at submission (judge_smtp_reply): no MTA retried it until it gave up.
     retried: bool = True
@@ -120,9 +120,8 @@ def _read_reason(evidence: Evidence) -> _Reading:
         if fb_strength > found.strength:
             found = _Reading(fb_reason, fb_strength, fb_status, fb_reply, fallback)
     if evidence.program_exit and found.strength < 2:
-        # "Diagnostic-Code: X-Unix; 127": the exit status of a local delivery program (Sendmail's prog
-        # mailer, RFC 3464 section 2.3.6), which a vague line of its output ("Permission denied") does
-        # not explain better (sisimai err/make-test-35: mailererror).
+        # A local delivery program's exit status (sendmail.program_exit), which a vague line of its
+        # output ("Permission denied") does not explain better (sisimai err/make-test-35: mailererror).
         found = replace(found, reason=Reason.MAILERERROR)
     return found
 

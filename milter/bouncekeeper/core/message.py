@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from bouncekeeper.core import dsn, loops, mime
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.limits import MAX_PARSE_BYTES, MAX_REPORT_CHARS, MAX_TEXT_CHARS, note
-from bouncekeeper.core.rules import bodies
+from bouncekeeper.core.rules import bodies, exchange
 
 # The bounce's own header fields that name the reporting daemon and the original sender.
 _OWN_FIELDS = ("from", "to", "sender", "reply-to", "return-path")
@@ -27,7 +27,7 @@ class Message:
     data: bytes  # the bytes parsed (cut and cleaned as prepare() does): flufl.bounce reads them again
     envelope_sender: str | None = None
     dsn_parts: list[mime.Part] = field(default_factory=list)
-    feedback: bool = False
+    feedback: bool = False  # an RFC 5965 feedback-report part, or an Outlook.com (JMRP) complaint
     text_parts: list[mime.Part] = field(default_factory=list)
     html_parts: list[mime.Part] = field(default_factory=list)
     original_headers: list[str] = field(default_factory=list)
@@ -160,6 +160,8 @@ def read(data: bytes, limits: list[str], envelope_sender: str | None) -> Message
             # "inal-" / "INAL-": a cheap case-sensitive test before the case-blind line scans.
             if ("inal-" in text or "INAL-" in text) and _DSN_FIELDS.search(text) and _DSN_ACTION.search(text):
                 msg.dsn_parts.append(part)
+    if root.get(exchange.JMRP_HEADER):
+        msg.feedback = True  # an Outlook.com complaint that carries the header itself
     ctype = root.content_type
     if ctype == "multipart/report":
         msg.report_type = root.params.get("report-type", "").lower()
@@ -206,10 +208,8 @@ def _collect_returned(inner: mime.Part, msg: Message, *, top: bool) -> None:
     if value is not None:
         msg.original_ids.append(value)
     msg.returned.append(inner)
-    if inner.get("x-hmxmroriginalrecipient") is not None:
-        # Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-
-        # about message is attached with this header added.
-        msg.feedback = True
+    if inner.get(exchange.JMRP_HEADER) is not None:
+        msg.feedback = True  # an Outlook.com complaint, the message complained about attached
 
 
 def _human_text(msg: Message) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.limits import note
-from bouncekeeper.core.rules import prefilter
+from bouncekeeper.core.rules import exchange, prefilter, sendmail
 
 # Lines that introduce the returned original message (its addresses must never be taken as failed
 # recipients). Families from qmail, Exim, Sendmail, Postfix, Exchange, Notes, Courier, GroupWise, ...
@@ -99,15 +99,14 @@ _ALONE_BEFORE = re.compile(
     r"(?: address)?\s*:\s*[<\"]?)?(?:rfc822;\s*)?",
     re.IGNORECASE,
 )
-# Exchange 2003 lists "alice@example.org on Thu, 29 Apr 2010 00:00:00 -0000" under its heading.
-# Matched on the rest of the line with its trailing blanks cut (_alone_after); "on" after blanks, which the
-# first class has already taken (a "\s+on" there backtracked quadratically over long runs of blanks).
-_ALONE_AFTER = re.compile(r"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>|(?<=\s)on\s+\w{3},?\s+\d.*)?")
+# What may follow an address alone on its line: punctuation, a comment, the address again in brackets,
+# Exchange 2003's date (exchange.LISTED_ON). Matched on the rest of the line with its trailing blanks cut
+# (_alone_after).
+_ALONE_AFTER = re.compile(rf"[\s\"'<>:,.;]*(?:\(.*\)|<[^<>\s]+>|{exchange.LISTED_ON})?")
 _DAEMON = re.compile(r"mailer-daemon|postmaster|mail-daemon|mailerdaemon|abuse|noreply|no-reply")
 _SENDER_LEAD = re.compile(
     r"(?:sent by|message from|sender(?: address)?|from)\s*:?\s*\n[ \t]*$", re.IGNORECASE
 )
-_RCPT_TO = re.compile(r"rcpt to\s*:?\s*<?\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLANKS = re.compile(r"[ \t\xa0]+")
 _MAX_RECIPIENTS = 50
@@ -198,7 +197,7 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     position = _find(text, address, raw)
     if position < 0:
         return ""
-    position = _own_session(text, position, address)
+    position = sendmail.own_session(text, position, address)
     start = text.rfind("\n", 0, position) + 1
     first_end = text.find("\n", position)
     if first_end < 0:
@@ -221,8 +220,8 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             leading = _LEADING_ADDRESS.match(line)
             if leading and normalise(leading.group(1)) not in (address, None):
                 break  # the next recipient's block
-        if _SESSION_LINE.match(line):
-            break  # the transcript of another session
+        if sendmail.SESSION_LINE.match(line):
+            break  # the transcript of another session (Sendmail's)
         # Matched at the line's start only: cheaper than any search for a hint of one first (a
         # case-blind hint search cost six times the match).
         if _ORIGINAL_MARKER.match(ascii_lower(line)):
@@ -230,31 +229,6 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
         lines.append(line)
         seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
-
-
-def _own_session(text: str, position: int, address: str) -> int:
-    """Where the report tells what happened to `address`. Sendmail lists the failed recipients first and
-    then one transcript per SMTP session ("... while talking to HOST:", ">>> RCPT To:<a@b>", "<<< 550
-    ..."): for a recipient that a session's lines name, its report is that session, from its first line.
-    Elsewhere, the first mention."""
-    if "talking to" not in text:
-        return position
-    lower = text.lower()
-    mention = lower.find(address, position + len(address))
-    for _ in range(4):
-        if mention < 0:
-            break
-        line_start = text.rfind("\n", 0, mention) + 1
-        # The session this mention belongs to: the nearest session line above it, below the first mention.
-        sessions = list(_SESSION_LINE.finditer(text, position, line_start + 1))
-        if sessions:
-            return sessions[-1].start()
-        mention = lower.find(address, mention + len(address))
-    return position
-
-
-# Sendmail's transcripts: "... while talking to mx.example.org.:" opens one SMTP session's lines.
-_SESSION_LINE = re.compile(r"^[ \t.>]*while talking to ", re.IGNORECASE | re.MULTILINE)
 
 
 def _has_code(line: str) -> bool:
@@ -532,7 +506,6 @@ _REPLY_TO_COMMAND = re.compile(
     # X3 "SMTP:RCPT host 192.0.2.1: 553 ...".
     r"\[(rcpt|data|mail)(?:_to|_from)?\]|\bsmtp(?:\s+command)?\s*:?\s*(data|rcpt)\b"
 )
-_TRANSCRIPT = re.compile(r"^\s*(?:>>>\s*(?P<cmd>[A-Za-z]+)|<<<\s*(?P<code>[2-5])\d\d)", re.MULTILINE)
 
 
 def smtp_command(text: str) -> str | None:
@@ -548,21 +521,7 @@ def smtp_command(text: str) -> str | None:
     if match is not None:
         word = next(group for group in match.groups() if group).upper()
         return word.split()[0][:4]
-    if ">>>" not in text:
-        return None  # no transcript either
-    last = None
-    lines = list(_TRANSCRIPT.finditer(text))
-    for index, line in enumerate(lines):
-        if line.group("cmd"):
-            last = line.group("cmd").upper()[:4]
-        elif last is not None and line.group("code") in ("4", "5"):
-            following = lines[index + 1] if index + 1 < len(lines) else None
-            if last == "DATA" and following is not None and following.group("code"):
-                # Two replies to one DATA: with PIPELINING the server answers the RCPT commands sent
-                # ahead of DATA first, in order (RFC 2920 section 3.1), so this one was a RCPT's.
-                return "RCPT"
-            return last
-    return None
+    return sendmail.transcript_command(text)
 
 
 def only_as_sender(text: str, address: str) -> bool:

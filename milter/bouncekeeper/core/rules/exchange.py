@@ -1,4 +1,5 @@
-"""Microsoft Exchange, Office 365, Outlook.com / Hotmail: texts of their NDRs."""
+"""Microsoft Exchange, Office 365, Outlook.com / Hotmail: texts of their NDRs, how Exchange 2003 lists
+its failed recipients, and the header of Outlook.com's complaints."""
 
 from __future__ import annotations
 
@@ -91,3 +92,12 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     (Reason.POLICYVIOLATION, r"policy violation detected \(as345\)|x-dg-ref header is too long"),
     (Reason.CONTENTERROR, r"agent generated message depth exceeded"),
 )
+
+# Microsoft's JMRP complaint (Outlook.com / Hotmail feedback loop, not ARF): the complained-about message
+# is attached with this header added (and some carry it on the report itself).
+JMRP_HEADER = "x-hmxmroriginalrecipient"
+
+# Exchange 2003 lists "alice@example.org on Thu, 29 Apr 2010 00:00:00 -0000" under its heading: what may
+# follow an address alone on its line (bodies' _ALONE_AFTER). "on" after blanks, which the pattern's
+# leading class has already taken (a "\s+on" there backtracked quadratically over long runs of blanks).
+LISTED_ON = r"(?<=\s)on\s+\w{3},?\s+\d.*"
