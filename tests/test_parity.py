@@ -28,6 +28,8 @@ import redis
 from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.daemons import httpd, milterd, policyd
+from bouncekeeper.daemons.http_backend import ServiceBackend
+from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service.bounces import Service
 from tests.daemons.test_lmtpd import forge
 from tests.daemons.test_milterd import INBOUND_IP, Harness
@@ -151,7 +153,7 @@ def via_policy(site: Site, raw: bytes, rcpt: str) -> str:
 @pytest.fixture
 def http(site: Site) -> Iterator[Callable[[str, str, bytes], tuple[int, Any]]]:
     service = Service.open(site.settings)
-    app = httpd.App(httpd.ServiceBackend(service), TOKEN.encode(), config.HttpSettings())
+    app = App(ServiceBackend(service), TOKEN.encode(), config.HttpSettings())
     server = httpd.make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -25,7 +25,9 @@ from bouncekeeper import cli, config
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core import verp
 from bouncekeeper.core.scoring import Effect, Mode, Rules, State
-from bouncekeeper.daemons import httpd, httpserver, metrics
+from bouncekeeper.daemons import http_admin, http_api, httpd, httpserver, metrics
+from bouncekeeper.daemons.http_backend import ServiceBackend
+from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service.bounces import Service
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind, Source
@@ -99,9 +101,7 @@ def serve_api(service: Service) -> Iterator[Callable[..., Api]]:
 
     def start(**settings: Any) -> Api:
         http = config.HttpSettings(**{"max_body": 4096, "page_size": 2, **settings})
-        server = httpd.make_server(
-            httpd.App(httpd.ServiceBackend(service), TOKEN.encode(), http), "127.0.0.1", 0
-        )
+        server = httpd.make_server(App(ServiceBackend(service), TOKEN.encode(), http), "127.0.0.1", 0)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append(server)
@@ -639,7 +639,7 @@ def test_no_version_in_the_server_header(api: Api) -> None:
     # Nor in the description anyone may read.
     status, _head, data = api.request("GET", "/openapi.json", token=None)
     assert status == 200
-    assert json.loads(data)["info"]["version"] == httpd.API_VERSION
+    assert json.loads(data)["info"]["version"] == http_api.API_VERSION
     assert bouncekeeper.__version__.encode() not in data
 
 
@@ -791,7 +791,7 @@ def test_logout_ends_the_session_on_the_server(api: Api, store: Store) -> None:
 
 
 def csrf_token_for(cookie: str) -> str:
-    return httpd.csrf_token(TOKEN.encode(), cookie.partition("=")[2])
+    return http_admin.csrf_token(TOKEN.encode(), cookie.partition("=")[2])
 
 
 def test_a_cross_origin_or_csrf_less_logout_is_refused(api: Api) -> None:
@@ -808,7 +808,7 @@ def test_the_session_is_kept_in_redis_by_digest_and_ends_with_its_ttl(api: Api, 
     value = cookie.partition("=")[2]
     (key,) = [k for k in keys(store) if ":session:" in k]
     assert value not in key  # a copy of the database does not hold a live cookie
-    assert 0 < store.client.ttl(key) <= httpd.SESSION_SECONDS
+    assert 0 < store.client.ttl(key) <= http_admin.SESSION_SECONDS
     store.client.delete(key)  # as its TTL would
     assert b"API token" in api.request("GET", "/", token=None, headers={"Cookie": cookie})[2]
 
@@ -826,16 +826,16 @@ def test_the_cookie_is_secure_when_configured(serve_api: Callable[..., Api], sec
 def test_failed_logins_are_logged_and_throttled_per_client(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for _ in range(httpd.LOGIN_FAILURES):
+    for _ in range(http_admin.LOGIN_FAILURES):
         assert api.request("POST", "/login", "token=guess", token=None, headers=FORM)[0] == 401
     assert (
         sum("failed admin login from 127.0.0.1" in r.getMessage() for r in caplog.records)
-        == httpd.LOGIN_FAILURES
+        == http_admin.LOGIN_FAILURES
     )
     # Locked out for the window, even with the right token (or a guess would be confirmed).
     status, head, data = api.request("POST", "/login", f"token={TOKEN}", token=None, headers=FORM)
     assert status == 429
-    assert 0 < int(head["retry-after"]) <= httpd.LOGIN_WINDOW
+    assert 0 < int(head["retry-after"]) <= http_admin.LOGIN_WINDOW
     assert json.loads(data)["error"] == "throttled"
     assert metrics.HTTP_AUTH_FAILURES.value("throttled") >= 1
 

@@ -18,6 +18,8 @@ import pytest
 
 from bouncekeeper import config
 from bouncekeeper.daemons import httpd
+from bouncekeeper.daemons.http_backend import ServiceBackend
+from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service import charts
 from bouncekeeper.service.bounces import Service
 from tests.support.chromium import Chromium
@@ -39,7 +41,7 @@ def populated(redis_db: RedisServer, tmp_path: pathlib.Path, capsys: pytest.Capt
 def server(populated: str) -> Iterator[int]:
     service = Service.open(config.load(populated))
     http = config.HttpSettings()
-    srv = httpd.make_server(httpd.App(httpd.ServiceBackend(service), TOKEN.encode(), http), "127.0.0.1", 0)
+    srv = httpd.make_server(App(ServiceBackend(service), TOKEN.encode(), http), "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv.server_address[1]
