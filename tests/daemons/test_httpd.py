@@ -295,9 +295,18 @@ def test_openapi_describes_every_route(api: Api) -> None:
     status, spec = api.json("GET", "/openapi.json", token=None)
     assert status == 200
     assert spec["openapi"].startswith("3.")
-    for route in httpd.ROUTES:
-        if route.auth == "bearer":
-            assert route.name in spec["paths"], route.name
+    described = {(path, method.upper()) for path, item in spec["paths"].items() for method in item}
+    assert described == {(r.name, r.method) for r in httpd.ROUTES if r.auth == "bearer"}
+    item = spec["paths"]["/addresses/{address}/enable"]["post"]
+    assert [(p["name"], p["in"]) for p in item["parameters"]] == [("address", "path")]
+    assert set(item["responses"]) == {"200", "400", "401", "413", "503"}
+
+
+def test_every_api_route_has_an_openapi_operation_and_every_operation_a_route() -> None:
+    handlers = [r.handler for r in http_api.ROUTES if r.auth == "bearer"]
+    assert sorted(handlers) == sorted(http_api.OPERATIONS)
+    # The admin page's routes are never the API's (they take the session cookie, not the token).
+    assert all(r.auth != "bearer" for r in http_admin.ROUTES)
 
 
 def test_metrics_in_prometheus_text_format(api: Api, store: Store) -> None:

@@ -1,7 +1,10 @@
 """The JSON API and its OpenAPI document: what an application calls, with the bearer token of `[http]`.
 
-The API takes `Authorization: Bearer <token>` only, never the admin page's cookie: a browser does not send
-that header by itself, so the API cannot be the target of a cross-site request forgery.
+Each route is written once, in ROUTES; its OpenAPI operation (summary, query parameters, body) is data in
+OPERATIONS under the route's handler, and `openapi()` joins the two (path parameters come from the
+route's template). tests/daemons/test_httpd.py fails when a route has no operation or an operation no
+route. The API takes `Authorization: Bearer <token>` only, never the admin page's cookie: a browser does
+not send that header by itself, so the API cannot be the target of a cross-site request forgery.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from bouncekeeper.daemons import metrics
 from bouncekeeper.daemons.http_backend import ApiError, Unavailable
-from bouncekeeper.daemons.http_handler import RequestHandler, route
+from bouncekeeper.daemons.http_handler import RequestHandler, Route, route
 
 API_VERSION = "1"  # the routes and their JSON; raised when a change breaks a client
 
@@ -124,101 +127,97 @@ ROUTES = (
 
 # --- OpenAPI ----------------------------------------------------------------------------------------
 
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    # The API's version, not the package's: /openapi.json is served without a token, and a stranger
+    # learns no release to look up vulnerabilities for (no version banners).
+    "info": {"title": "bouncekeeper", "version": API_VERSION},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "security": [{"bearer": []}],
+}
 
-def openapi() -> dict[str, Any]:
-    error = {"$ref": "#/components/schemas/Error"}
-    err = {"description": "error", "content": {"application/json": {"schema": error}}}
-    address_param = {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}
-    ok_json = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+_ERROR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_OK_JSON = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+# What an operation answers unless OPERATIONS says otherwise.
+RESPONSES = {"200": _OK_JSON, "400": _ERROR, "401": _ERROR, "413": _ERROR, "503": _ERROR}
 
-    def op(summary: str, **extra: Any) -> dict[str, Any]:
-        responses = {"200": ok_json, "400": err, "401": err, "413": err, "503": err}
-        return {"summary": summary, "responses": responses, **extra}
-
-    return {
-        "openapi": "3.1.0",
-        # The API's version, not the package's: /openapi.json is served without a token, and a
-        # stranger learns no release to look up vulnerabilities for (no version banners, issue 14).
-        "info": {"title": "bouncekeeper", "version": API_VERSION},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+# Each bearer route's OpenAPI operation, by its handler (the path and method are the route's).
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "post_bounce": {
+        "summary": "Classify and record one raw bounce message",
+        "parameters": [
+            {
+                "name": "rcpt",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "envelope recipient (a VERP address); or the X-Envelope-To header",
+            },
+            {"name": "sender", "in": "query", "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": True, "content": {"message/rfc822": {"schema": {"type": "string"}}}},
+    },
+    "post_smtp_failure": {
+        "summary": "Record a failure seen at SMTP time (the application's own MTA got a 4xx/5xx)",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["address", "code"],
+                        "properties": {
+                            "address": {"type": "string"},
+                            "code": {"type": "integer", "minimum": 400, "maximum": 599},
+                            "status": {"type": "string", "pattern": "^[245]\\.\\d{1,3}\\.\\d{1,3}$"},
+                            "text": {"type": "string"},
+                        },
+                    }
                 }
             },
         },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/bounces": {
-                "post": op(
-                    "Classify and record one raw bounce message",
-                    parameters=[
-                        {
-                            "name": "rcpt",
-                            "in": "query",
-                            "schema": {"type": "string"},
-                            "description": "envelope recipient (a VERP address); or the X-Envelope-To header",
-                        },
-                        {"name": "sender", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    requestBody={
-                        "required": True,
-                        "content": {"message/rfc822": {"schema": {"type": "string"}}},
-                    },
-                )
-            },
-            "/smtp-failures": {
-                "post": op(
-                    "Record a failure seen at SMTP time (the application's own MTA got a 4xx/5xx)",
-                    requestBody={
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["address", "code"],
-                                    "properties": {
-                                        "address": {"type": "string"},
-                                        "code": {"type": "integer", "minimum": 400, "maximum": 599},
-                                        "status": {
-                                            "type": "string",
-                                            "pattern": "^[245]\\.\\d{1,3}\\.\\d{1,3}$",
-                                        },
-                                        "text": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                )
-            },
-            "/addresses/{address}": {
-                "get": {**op("State, counters and history of one address"), "parameters": [address_param]}
-            },
-            "/addresses/{address}/enable": {
-                "post": {**op("Re-enable an address (counters reset)"), "parameters": [address_param]}
-            },
-            "/addresses/{address}/disable": {
-                "post": {**op("Disable an address (by an administrator)"), "parameters": [address_param]}
-            },
-            "/suppressions": {
-                "get": op(
-                    "Disabled addresses, in address order, paged",
-                    parameters=[
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        },
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    ],
-                )
-            },
-            "/metrics": {
-                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
-            },
-        },
-    }
+    },
+    "get_address": {"summary": "State, counters and history of one address"},
+    "post_enable": {"summary": "Re-enable an address (counters reset)"},
+    "post_disable": {"summary": "Disable an address (by an administrator)"},
+    "get_suppressions": {
+        "summary": "Disabled addresses, in address order, paged",
+        "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "after", "in": "query", "schema": {"type": "string"}},
+        ],
+    },
+    "get_metrics": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}},
+}
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI document of the bearer routes (served at /openapi.json)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        if r.auth == "bearer":
+            paths.setdefault(r.name, {})[r.method.lower()] = operation(r)
+    return {**DOCUMENT, "paths": paths}
+
+
+def operation(r: Route) -> dict[str, Any]:
+    """A route's OpenAPI operation: its OPERATIONS entry, the usual responses, its path parameters."""
+    described: dict[str, Any] = {"responses": RESPONSES, **OPERATIONS[r.handler]}
+    in_path = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in r.pattern.groupindex
+    ]
+    if in_path:
+        described["parameters"] = in_path + described.get("parameters", [])
+    return described
