@@ -120,6 +120,15 @@ class Connection:
             raise Cut(self.reason)
         return left
 
+    def by_deadline(self, reason: str, call: Callable[[Any], Any], argument: Any) -> Any:
+        """`call(argument)`, a socket operation, within what is left until the deadline; a Cut for
+        `reason` when that runs out."""
+        self.sock.settimeout(self.timeout())
+        try:
+            return call(argument)
+        except TimeoutError:
+            raise Cut(reason) from None
+
     def evict(self) -> None:
         # From the accepting thread: shutdown() wakes the handler's blocked recv with an end of file.
         self.evicted = True
@@ -143,11 +152,7 @@ class _Reader(io.RawIOBase):
             if conn.budget <= 0:
                 raise Cut("header-size")
             view = view[: conn.budget]
-        conn.sock.settimeout(conn.timeout())
-        try:
-            n = conn.sock.recv_into(view)
-        except TimeoutError:
-            raise Cut(conn.reason) from None
+        n: int = conn.by_deadline(conn.reason, conn.sock.recv_into, view)
         if conn.budget is not None:
             conn.budget -= n
         return n
@@ -163,11 +168,7 @@ class _Writer(io.BufferedIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self.conn.sock.settimeout(self.conn.timeout())
-        try:
-            self.conn.sock.sendall(data)
-        except TimeoutError:
-            raise Cut("write-time") from None
+        self.conn.by_deadline("write-time", self.conn.sock.sendall, data)
         with memoryview(data) as view:
             return view.nbytes
 
@@ -443,8 +444,7 @@ def _linger(conn: Connection) -> None:
         scratch = bytearray(64 * 1024)
         drained = 0
         while drained < LINGER_BYTES:
-            conn.sock.settimeout(conn.timeout())
-            n = conn.sock.recv_into(scratch)
+            n = conn.by_deadline("linger", conn.sock.recv_into, scratch)
             if not n:
                 break
             drained += n
