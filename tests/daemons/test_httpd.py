@@ -239,12 +239,33 @@ def test_smtp_failure_is_recorded(api: Api, store: Store) -> None:
     assert store.is_suppressed("jack@example.org")
 
 
-def test_store_outage_is_503_with_retry_after(api: Api, redis_db: RedisServer) -> None:
+def test_store_outage_is_503_with_retry_after_on_every_route_that_needs_the_store(
+    api: Api, redis_db: RedisServer
+) -> None:
+    cookie = {"Cookie": session_cookie(api)}
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
     redis_db.stop()
-    status, head, data = api.request("POST", "/bounces", postfix_dsn("k@example.org", to="x@example.org"))
-    assert status == 503
-    assert head["retry-after"] == "30"
-    assert json.loads(data)["error"] == "store_unavailable"
+    bearer = [
+        ("POST", "/bounces", postfix_dsn("k@example.org", to="x@example.org")),
+        ("POST", "/smtp-failures", json.dumps({"address": "k@example.org", "code": 550})),
+        ("GET", "/suppressions", None),
+        ("GET", "/addresses/k@example.org", None),
+        ("POST", "/addresses/k@example.org/enable", None),
+        ("POST", "/addresses/k@example.org/disable", None),
+    ]
+    admin = [
+        ("GET", "/", None, cookie),
+        ("GET", "/charts", None, cookie),
+        ("POST", "/login", f"token={TOKEN}", form),
+    ]
+    answers = [(m, p, api.request(m, p, body)) for m, p, body in bearer]
+    answers += [(m, p, api.request(m, p, body, token=None, headers=h)) for m, p, body, h in admin]
+    for method, path, (status, head, data) in answers:
+        # The store's StoreUnavailable, never a Redis error of its own (a 500).
+        assert (status, head.get("retry-after")) == (503, "30"), (method, path, data)
+        assert json.loads(data)["error"] == "store_unavailable"
+    # /metrics still serves what this process counted.
+    assert api.request("GET", "/metrics")[0] == 200
 
 
 # --- the API on real state ---------------------------------------------------------------------------
