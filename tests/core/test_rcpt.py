@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bouncekeeper.core.rcpt import Answer, bounce_rcpt
+from bouncekeeper.core.rcpt import Answer, bounce_rcpt, received
 from bouncekeeper.core.verp import VerpResult, VerpStatus
 
 VALID = VerpResult(VerpStatus.VALID, recipient="a@example.com", day=20000)
@@ -44,3 +44,23 @@ def test_a_refusal_names_the_status_and_an_unguarded_client_makes_no_guess() -> 
         "Not a valid bounce address (expired)",
     )
     assert not bounce_rcpt(FORGED, enforce=True, guarded=False).guess
+
+
+@pytest.mark.parametrize(
+    ("result", "vouch_expired", "answer"),
+    [
+        (VALID, False, Answer.ACCEPT),
+        (TOKEN, False, Answer.ACCEPT),
+        (FORGED, False, Answer.ACCEPT_FORGED),
+        (FORGED, True, Answer.ACCEPT_FORGED),  # no source vouches for a wrong signature
+        (EXPIRED, False, Answer.ACCEPT_FORGED),  # from the network: maybe a replay
+        (EXPIRED, True, Answer.ACCEPT),  # old bounces an operator feeds from files
+        (NOT_VERP, True, Answer.NOT_VERP),
+    ],
+)
+def test_a_message_already_received_is_never_refused_and_only_a_vouched_expiry_is_authentic(
+    result: VerpResult, vouch_expired: bool, answer: Answer
+) -> None:
+    verdict = received(result, vouch_expired=vouch_expired)
+    assert (verdict.answer, verdict.guess) == (answer, False)
+    assert verdict.verp is result

@@ -380,6 +380,30 @@ def test_forged_verp_address_in_observe_mode_is_recorded_as_forged_and_scores_no
     h.store.close()
 
 
+def test_each_bounce_address_is_decoded_once_and_its_rcpt_verdict_is_what_is_recorded(
+    tmp_path: pathlib.Path, redis_db: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = _harness(tmp_path, redis_db, OBSERVE)
+    valid = h.verp_for("judy@example.net")
+    forged = h.verp_for("kurt@example.net").replace("kurt", "kort")
+    decoded: list[str] = []
+    check_rcpt = h.runtime.service.check_rcpt
+
+    def counting(address: str) -> verp.VerpResult:
+        decoded.append(address)
+        return check_rcpt(address)
+
+    monkeypatch.setattr(h.runtime.service, "check_rcpt", counting)
+    h.connect(INBOUND_IP)
+    raw = (FIXTURES / "gmail-userunknown.eml").read_bytes()
+    assert h.feed(raw, "", valid, forged) == Milter.ACCEPT
+    assert decoded == [valid, forged]  # at RCPT, and not again at end of message
+    assert h.store.view("judy@example.net").events[0]["kind"] == "permanent"
+    assert h.store.view("kort@example.net").events == []
+    assert sorted(f["kind"] for _id, f in h.store.recent()) == ["forged", "permanent"]
+    h.store.close()
+
+
 def test_postfix_internal_path_never_rejects_a_forged_address(
     tmp_path: pathlib.Path, redis_db: RedisServer
 ) -> None:

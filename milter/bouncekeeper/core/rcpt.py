@@ -8,6 +8,10 @@ an address of the domain that is no VERP address to the adapter's own rule (the 
 address, the policy service's protected recipients). Each adapter only translates the verdict into its
 protocol. A forged address is a guess at a tag (core/throttle.py counts them); an expired one is a late
 bounce, authentic, and is not counted.
+
+A message that reaches the service without a verdict from RCPT (the IMAP scanner, the HTTP API, the CLI)
+gets its verdict from `received`: "forged" is decided by these two functions only, and the service records
+what the verdict says.
 """
 
 from __future__ import annotations
@@ -73,3 +77,13 @@ def bounce_rcpt(
     if enforce and may_refuse:
         return RcptVerdict(Answer.REFUSE, result, guess=guarded and status is VerpStatus.FORGED)
     return RcptVerdict(Answer.ACCEPT_FORGED, result)
+
+
+def received(result: VerpResult, *, vouch_expired: bool = False) -> RcptVerdict:
+    """The verdict on the decoded bounce-domain address of a message that is already here and can no longer
+    be refused (the IMAP scanner, the HTTP API, the CLI): a forged or expired address is taken and recorded
+    as forged. `vouch_expired`: the source vouches for an expired signature, which is authentic but old (an
+    operator ingesting old bounces from files); from the network an expired address may be a replay."""
+    if vouch_expired and result.status is VerpStatus.EXPIRED:
+        return RcptVerdict(Answer.ACCEPT, result)
+    return bounce_rcpt(result, enforce=False, may_refuse=False, guarded=False)

@@ -294,7 +294,7 @@ class Handler:
                         client_addr=peer,
                         queue_id=qid,
                         classified=classified,
-                        checked=verdict.verp,
+                        verdict=verdict,
                     )
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)

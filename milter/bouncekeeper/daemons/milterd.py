@@ -55,7 +55,7 @@ import Milter
 
 from bouncekeeper import config, log
 from bouncekeeper.core import addresses, loops, throttle
-from bouncekeeper.core.rcpt import Answer, bounce_rcpt
+from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult, VerpUnencodable
 from bouncekeeper.daemons import metrics, policyd
 from bouncekeeper.store import StoreUnavailable
@@ -112,7 +112,7 @@ class ServicePort(Protocol):
         client_addr: str | None = None,
         queue_id: str | None = None,
         classified: Any = None,
-        checked: VerpResult | None = None,
+        verdict: RcptVerdict | None = None,
     ) -> Any: ...
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Any: ...
@@ -278,7 +278,7 @@ class Runtime:
 class _BounceRcpt:
     rcpt: str  # as the client sent it, for delrcpt
     address: str
-    result: VerpResult  # decoded at RCPT; process_bounce decides "forged" from it
+    verdict: RcptVerdict  # decided at RCPT, from the one decode of the address: process_bounce records it
 
 
 @dataclass
@@ -652,7 +652,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     client_addr=self.client_addr,
                     queue_id=self.queue_id if self.queue_id != "-" else None,
                     classified=classified,
-                    checked=bounce.result,
+                    verdict=bounce.verdict,
                 )
             metrics.observe(Source.MILTER.value, outcome)
             if policy.enforce:
@@ -830,7 +830,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # Observe mode: the one INFO line comes at end of message, when it is recorded as forged.
             logger.debug("bounce address %s rcpt=%s mode=observe", verdict.status, address)
         if not any(b.address == address for b in msg.bounces):  # a duplicate RCPT: once
-            msg.bounces.append(_BounceRcpt(to, address, verdict.verp))
+            msg.bounces.append(_BounceRcpt(to, address, verdict))
         return CONTINUE
 
     def _guessing(self) -> bool:

@@ -22,6 +22,7 @@ from bouncekeeper.core import verp
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.classify import Triaged, judge_smtp_reply
 from bouncekeeper.core.model import Classification, Failure, MessageType, Reason
+from bouncekeeper.core.rcpt import Answer, RcptVerdict, received
 from bouncekeeper.core.scoring import Effect, Mode, Rule, Rules, State, assess
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Store, StoreUnavailable, connect
@@ -236,29 +237,24 @@ class Service:
         client_addr: str | None = None,
         queue_id: str | None = None,
         classified: Classified | None = None,
-        checked: verp.VerpResult | None = None,
+        verdict: RcptVerdict | None = None,
     ) -> Outcome:
         """Classify one message and record what it says, atomically per address. Raises StoreUnavailable
         (nothing, or only a harmless part, was written; a retry of the same message counts once).
-        `classified`: the message's `triage`, shared by its recipients (classified once); `checked`: the
-        adapter's `check_rcpt` of `envelope_rcpt` at RCPT (the VERP address decoded once)."""
+        `classified`: the message's `triage`, shared by its recipients (classified once); `verdict`: the
+        adapter's verdict on `envelope_rcpt` at RCPT (core/rcpt.py: the VERP address decoded once, and
+        "forged" decided there)."""
         now = self.clock()
         if classified is None:
             classified = self.triage(raw, envelope_sender=envelope_sender)
-        if checked is None and envelope_rcpt:
-            checked = self.check_rcpt(envelope_rcpt)
+        if verdict is None and envelope_rcpt:
+            # No RCPT stage before this call: the verdict of a message that can no longer be refused. An
+            # expired signature is authentic but old: an operator ingesting old bounces from files vouches
+            # for it, the network does not (a replayed address).
+            verdict = received(self.check_rcpt(envelope_rcpt), vouch_expired=source is Source.CLI)
+        checked = verdict.verp if verdict is not None else None
         event_id = identity(raw)
-        # An expired signature is authentic but old: refused from the network (a replayed address), but
-        # an operator ingesting old bounces from files vouches for them.
-        authentic = (
-            (verp.VerpStatus.VALID, verp.VerpStatus.EXPIRED)
-            if source is Source.CLI
-            else (verp.VerpStatus.VALID,)
-        )
-        # "Forged" is decided here, once, for every adapter: a forged signature, or an expired one the
-        # source does not vouch for (the adapters answered at RCPT from the same decode: core/rcpt.py).
-        refused = checked is not None and checked.status in (verp.VerpStatus.FORGED, verp.VerpStatus.EXPIRED)
-        if refused and checked is not None and checked.status not in authentic:
+        if verdict is not None and verdict.forged:
             classification = classified.for_verp(None)
             self._log_forged(
                 classification, checked, envelope_rcpt=envelope_rcpt, source=source, now=now,
@@ -268,7 +264,8 @@ class Service:
                 classification, verp=checked, forged=True, event_id=event_id, client_addr=client_addr
             )
 
-        voucher = self._voucher(checked if checked is not None and checked.status in authentic else None)
+        authentic = verdict is not None and verdict.answer is Answer.ACCEPT
+        voucher = self._voucher(checked if authentic else None)
         classification = classified.for_verp(voucher.recipient)
 
         def event(
