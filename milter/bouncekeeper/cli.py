@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bouncekeeper import __version__, config, log
+from bouncekeeper.tomlschema import FileMode
 
 if TYPE_CHECKING:
     from bouncekeeper import verpkeys
@@ -111,7 +112,7 @@ def _as_dict(settings: config.Settings) -> dict[str, object]:
     # Permissions as the config writes them ("0660"), not as the number JSON would show (432).
     return dataclasses.asdict(
         settings,
-        dict_factory=lambda items: {k: f"{v:04o}" if isinstance(v, config.FileMode) else v for k, v in items},
+        dict_factory=lambda items: {k: f"{v:04o}" if isinstance(v, FileMode) else v for k, v in items},
     )
 
 

@@ -1,9 +1,9 @@
 """TOML configuration -> validated, frozen settings.
 
 Every section is a frozen dataclass whose fields are the allowed keys, with their defaults. The loader
-walks the dataclasses, so adding a key is adding a field. An unknown key, a value of the wrong type or
-an invalid value stops start-up with a `ConfigError` naming the file and the key: a typo in a mail
-server's config must never silently fall back to a default.
+(tomlschema.py) walks the dataclasses, so adding a key is adding a field. An unknown key, a value of the
+wrong type or an invalid value stops start-up with a `ConfigError` naming the file and the key: a typo in
+a mail server's config must never silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -13,25 +13,17 @@ import ipaddress
 import os
 import pathlib
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Literal
 
+from bouncekeeper import tomlschema
 from bouncekeeper.core.model import Reason
 from bouncekeeper.core.scoring import DEFAULT_NON_SCORING
+from bouncekeeper.tomlschema import FileMode
 
 ENV_VAR = "BOUNCEKEEPER_CONFIG"
 # Where the daemons' units and an operator's commands find the settings when no --config is given.
 DEFAULT_PATH = "/etc/bouncekeeper/bouncekeeper.toml"
-
-
-class FileMode(int):
-    """A unix socket's permission bits: written "0660" (a string, as in OpenDKIM's and chmod's configs)
-    or 0o660 (a TOML octal integer); both keys that take one accept either form."""
-
-    def __repr__(self) -> str:
-        return f'"{self:04o}"'
 
 
 # The default of both socket_mode keys (a module constant: an immutable value, shared safely).
@@ -136,6 +128,18 @@ class RedisSettings:
     wait_timeout: float = 1.0
 
     def __post_init__(self) -> None:
+        self._check_url()
+        self._check_credentials()
+        if self.wait_replicas and self.wait_timeout >= self.socket_timeout:
+            raise ValueError("wait_timeout: must be shorter than socket_timeout (WAIT blocks the command)")
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
+        if self.stream_size < 1:
+            raise ValueError("stream_size: must be at least 1")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: set both (a client certificate) or neither")
+
+    def _check_url(self) -> None:
         schemes = (
             "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://", "redis+sentinel://"
         )  # fmt: skip
@@ -147,6 +151,8 @@ class RedisSettings:
             parse_sentinel_url(self.url)
         elif self.sentinel_username or self.sentinel_password_file:
             raise ValueError("sentinel_username, sentinel_password_file: only with a redis+sentinel:// url")
+
+    def _check_credentials(self) -> None:
         if not self.url and (self.username or self.password_file):
             raise ValueError("username, password_file: only with a url (the embedded server has no users)")
         if self.password_file and _url_password(self.url):
@@ -155,14 +161,6 @@ class RedisSettings:
             path = getattr(self, key)
             if path and not os.access(path, os.R_OK):
                 raise ValueError(f"{key}: cannot read {path}")
-        if self.wait_replicas and self.wait_timeout >= self.socket_timeout:
-            raise ValueError("wait_timeout: must be shorter than socket_timeout (WAIT blocks the command)")
-        if "{" in self.prefix or "}" in self.prefix:
-            raise ValueError("prefix: must not contain { or } (Redis Cluster hash tags)")
-        if self.stream_size < 1:
-            raise ValueError("stream_size: must be at least 1")
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ValueError("tls_cert_file and tls_key_file: set both (a client certificate) or neither")
 
 
 @dataclass(frozen=True)
@@ -529,9 +527,6 @@ class Settings:
     source: str = field(default="<defaults>", metadata={"internal": True})
 
 
-T = TypeVar("T")
-
-
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
     """Load settings from `path`, else $BOUNCEKEEPER_CONFIG, else DEFAULT_PATH if it exists, else defaults."""
     chosen = path if path is not None else os.environ.get(ENV_VAR) or None
@@ -548,8 +543,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(name, "", f"not valid TOML: {exc}") from exc
-    settings = _build(Settings, data, name, "")
-    return dataclasses.replace(settings, source=name)
+    return _settings(data, name)
 
 
 def loads(text: str, name: str = "<string>") -> Settings:
@@ -558,7 +552,7 @@ def loads(text: str, name: str = "<string>") -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(name, "", f"not valid TOML: {exc}") from exc
-    return dataclasses.replace(_build(Settings, data, name, ""), source=name)
+    return _settings(data, name)
 
 
 def read_secret(path: str, setting: str, source: str) -> bytes:
@@ -603,67 +597,10 @@ def reread(current: Settings, restart_only: tuple[str, ...]) -> tuple[Settings, 
     return fresh, changed
 
 
-def _build(cls: type[T], data: object, path: str, prefix: str) -> T:
-    if not isinstance(data, dict):
-        raise ConfigError(path, prefix.rstrip("."), "expected a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = prefix + key
-        f = fields.get(key)
-        if f is None or f.metadata.get("internal"):
-            raise ConfigError(path, dotted, "unknown key")
-        kwargs[key] = _coerce(hints[key], value, path, dotted)
+def _settings(data: dict[str, object], path: str) -> Settings:
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(path, prefix.rstrip("."), str(exc)) from exc
-
-
-def _file_mode(value: object, path: str, key: str) -> FileMode:
-    text = value if isinstance(value, str) else ""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
-        return FileMode(value)
-    if 3 <= len(text) <= 4 and all(c in "01234567" for c in text) and int(text, 8) <= 0o777:
-        return FileMode(int(text, 8))
-    raise ConfigError(path, key, f'expected permissions as "0660" or 0o660 (0000..0777), not {value!r}')
-
-
-def _coerce(hint: Any, value: object, path: str, key: str) -> Any:
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type[Any], hint), value, path, key + ".")
-    if hint is FileMode:
-        return _file_mode(value, path, key)
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(path, key, f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
-        return value
-    if origin is tuple:
-        (item,) = get_args(hint)[:1]
-        if not isinstance(value, list):
-            raise ConfigError(path, key, "expected a list")
-        return tuple(_coerce(item, v, path, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (types.UnionType, typing.Union):
-        for option in get_args(hint):
-            if option is type(None) and value is None:
-                return None
-        hint = next(o for o in get_args(hint) if o is not type(None))
-        return _coerce(hint, value, path, key)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(path, key, f"expected a number, not {value!r}")
-        if value < 0:
-            raise ConfigError(path, key, "must not be negative")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, key, f"expected an integer, not {value!r}")
-        if value < 0:
-            raise ConfigError(path, key, "must not be negative")
-        return value
-    if hint in (str, bool) and not isinstance(value, hint):
-        raise ConfigError(path, key, f"expected {hint.__name__}, not {value!r}")
-    return value
+        settings = tomlschema.build(Settings, data)
+    except tomlschema.SchemaError as exc:
+        # Chained to a settings class's own ValueError when there is one: the traceback shows that check.
+        raise ConfigError(path, exc.key, exc.problem) from exc.__cause__
+    return dataclasses.replace(settings, source=path)
