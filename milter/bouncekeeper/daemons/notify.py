@@ -91,7 +91,7 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def verify(
+def verify(  # noqa: PLR0913, RUF100 - a receiver's one call: the four signed parts, the clock, a leeway
     secret: bytes, timestamp: str, body: bytes, signature: str, *, now: float, tolerance: float = 300
 ) -> bool:
     """What a receiver runs: the signature matches and the timestamp is recent (constant-time compare)."""
@@ -229,7 +229,7 @@ Sender = Callable[[str, bytes, Mapping[str, str], float], Attempt]
 
 
 class Notifier:
-    def __init__(
+    def __init__(  # noqa: PLR0913, RUF100 - keyword-only: from_settings' values; tests' sender and clock
         self,
         store: Store,
         settings: config.NotifySettings,
@@ -309,16 +309,21 @@ class Notifier:
                 log.info("notify: relayed %d entries from per-address lists into the outbox", moved)
             self._last_relay = self.clock()
         if self._read_own_backlog:
-            # Our own pending entries from before a restart (same consumer name): id "0" reads the PEL.
-            start = "0"
-            while True:
-                rows = self.box.read_own(self.consumer, start, 500)
-                if not rows:
-                    break
-                for entry_id, fields in rows:
-                    self._admit(entry_id, fields)
-                start = rows[-1][0]
+            self._fetch_own_backlog()
             self._read_own_backlog = False
+        self._fetch_abandoned()
+        for entry_id, fields in self.box.read_new(self.consumer, 500, self._read_timeout_ms(block)):
+            self._admit(entry_id, fields)
+
+    def _fetch_own_backlog(self) -> None:
+        # Our own pending entries from before a restart (same consumer name): id "0" reads the PEL.
+        start = "0"
+        while rows := self.box.read_own(self.consumer, start, 500):
+            for entry_id, fields in rows:
+                self._admit(entry_id, fields)
+            start = rows[-1][0]
+
+    def _fetch_abandoned(self) -> None:
         # Entries a dead notifier (another consumer name) left behind.
         min_idle = int(self.settings.claim_idle * 1000)
         cursor = "0-0"
@@ -330,16 +335,17 @@ class Notifier:
                 log.info("notify: entry %s vanished from the outbox", entry_id)
             if cursor == "0-0":
                 break
-        timeout_ms: int | None = None
-        if block:
-            wait = self.settings.poll
-            if self._pending:
-                wait = min(
-                    wait, max(0.0, min(min(p.due.values()) for p in self._pending.values()) - self.clock())
-                )
-            timeout_ms = max(1, int(wait * 1000))
-        for entry_id, fields in self.box.read_new(self.consumer, 500, timeout_ms):
-            self._admit(entry_id, fields)
+
+    def _read_timeout_ms(self, block: bool) -> int | None:
+        # Wait for new entries no longer than until the next retry is due.
+        if not block:
+            return None
+        wait = self.settings.poll
+        if self._pending:
+            wait = min(
+                wait, max(0.0, min(min(p.due.values()) for p in self._pending.values()) - self.clock())
+            )
+        return max(1, int(wait * 1000))
 
     def _admit(self, entry_id: str, fields: dict[str, str] | None) -> None:
         if entry_id in self._pending:
