@@ -200,14 +200,8 @@ def test_folder_names_with_spaces_and_progress_bar(
     conn = imap.connect(opts)
     try:
         cursor = imap.folder_cursor(store, "127.0.0.1", dovecot.user, "Bounces In")
-        report = imap.scan(
-            conn,
-            folder="Bounces In",
-            backup_folder="FoundBounces",
-            cursor=cursor,
-            process=Recorder(),
-            progress_out=out,
-        )
+        job = imap.ScanJob("Bounces In", "FoundBounces", Recorder(), progress_out=out)
+        report = imap.scan(conn, cursor, job)
     finally:
         conn.logout()
     assert report.bounces == 2

@@ -86,7 +86,7 @@ def folder_cursor(store: Store, server: str, user: str, folder: str) -> FolderCu
     return FolderCursor(store, f"{user}@{server}/{folder}", LOCK_TTL)
 
 
-__all__ = ["Busy", "Handled", "Options", "Report", "connect", "folder_cursor", "run", "scan"]
+__all__ = ["Busy", "Handled", "Options", "Report", "ScanJob", "connect", "folder_cursor", "run", "scan"]
 
 
 def _ok(typ: str, data: Any, what: str) -> Any:
@@ -119,17 +119,20 @@ class Progress:
             self.out.flush()
 
 
-def scan(
-    conn: imaplib.IMAP4,
-    *,
-    folder: str,
-    backup_folder: str,
-    cursor: FolderCursor,
-    process: Process,
-    progress_out: TextIO | None = None,
-    limit: int | None = None,
-) -> Report:
-    """One pass over `folder`: every message newer than the cursor, in UID order."""
+@dataclass(frozen=True)
+class ScanJob:
+    """What one pass does: which folder it reads, where bounces go, what handles a message."""
+
+    folder: str
+    backup_folder: str
+    process: Process
+    limit: int | None = None  # at most this many messages
+    progress_out: TextIO | None = None  # a progress bar here; None: on stderr if it is a terminal
+
+
+def scan(conn: imaplib.IMAP4, cursor: FolderCursor, job: ScanJob) -> Report:
+    """One pass over `job.folder`: every message newer than the cursor, in UID order."""
+    folder, backup_folder = job.folder, job.backup_folder
     data = _ok(*conn.select(quote(folder)), f"SELECT {folder}")
     del data
     _typ, validity = conn.response("UIDVALIDITY")
@@ -144,8 +147,8 @@ def scan(
     # "N:*" always includes the highest UID even when it is below N (RFC 3501 section 6.4.8): filter.
     found = _ok(*conn.uid("SEARCH", f"UID {last_uid + 1}:*"), "UID SEARCH")
     uids = sorted(u for u in (int(x) for x in (found[0] or b"").split()) if u > last_uid)
-    if limit is not None:
-        uids = uids[:limit]
+    if job.limit is not None:
+        uids = uids[: job.limit]
     report = Report(last_uid=last_uid)
     if not uids:
         return report
@@ -153,8 +156,8 @@ def scan(
     if typ != "OK":
         log.debug("imap: CREATE %s: %s (it exists)", backup_folder, typ)
     capabilities = {c.upper() for c in conn.capabilities}
-    out = progress_out if progress_out is not None else sys.stderr
-    progress = Progress(len(uids), out, enabled=progress_out is not None or out.isatty())
+    out = job.progress_out if job.progress_out is not None else sys.stderr
+    progress = Progress(len(uids), out, enabled=job.progress_out is not None or out.isatty())
     try:
         for uid in uids:
             fetched = _ok(*conn.uid("FETCH", str(uid), "(BODY.PEEK[])"), f"UID FETCH {uid}")
@@ -162,7 +165,7 @@ def scan(
             if raw is None:
                 log.info("imap: UID %s vanished before it was read", uid)
             else:
-                handled = process(raw, envelope_candidates(raw))
+                handled = job.process(raw, envelope_candidates(raw))
                 report.seen += 1
                 if handled.is_bounce:
                     _move(conn, uid, backup_folder, capabilities)
@@ -279,15 +282,8 @@ def run(
     try:
         conn = connect(options)
         try:
-            return scan(
-                conn,
-                folder=options.folder,
-                backup_folder=options.backup_folder,
-                cursor=cursor,
-                process=process,
-                progress_out=progress_out,
-                limit=limit,
-            )
+            job = ScanJob(options.folder, options.backup_folder, process, limit, progress_out)
+            return scan(conn, cursor, job)
         finally:
             try:
                 conn.logout()
