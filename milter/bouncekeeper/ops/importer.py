@@ -219,10 +219,15 @@ def _csv_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]:
             if None in record:
                 yield BadLine(where, "more fields than the header names")
                 continue
-            try:
-                yield row_from(record, where, default)
-            except BadLine as exc:
-                yield exc
+            yield _row_or_bad(record, where, default)
+
+
+def _row_or_bad(record: Mapping[str, Any], where: str, default: State) -> Row | BadLine:
+    # A bad line is reported and the file goes on: the generators yield it rather than raise it.
+    try:
+        return row_from(record, where, default)
+    except BadLine as exc:
+        return exc
 
 
 def _json_line(text: str, index: int) -> int:
@@ -254,10 +259,7 @@ def _json_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]:
         if not isinstance(record, dict):
             yield BadLine(where, "not an object")
             continue
-        try:
-            yield row_from(record, where, default)
-        except BadLine as exc:
-            yield exc
+        yield _row_or_bad(record, where, default)
 
 
 def _mailman_rows(path: pathlib.Path, default: State) -> Iterator[Row | BadLine]:
@@ -336,7 +338,8 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"bouncekeeper: store unavailable: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     try:
-        tally = run_import(st, path, args.format, default, dry_run=args.dry_run, total=total)
+        # rows() is a generator: its checks (size, format) and reads fail inside this try, not before it.
+        tally = run_import(st, path, rows(path, args.format, default), dry_run=args.dry_run, total=total)
     except store.StoreUnavailable as exc:
         print(f"bouncekeeper: store unavailable: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
@@ -359,9 +362,10 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def run_import(
-    st: Any, path: pathlib.Path, fmt: str, default: State, *, dry_run: bool, total: int
+    st: Any, path: pathlib.Path, items: Iterable[Row | BadLine], *, dry_run: bool, total: int
 ) -> Counter[str]:
-    """Read the file, write its suppressions in batches, report bad lines on stderr; the tally."""
+    """Write the suppressions `items` reads from `path` (`rows`) in batches, report bad lines on stderr;
+    the tally."""
     from bouncekeeper.service.admin import Progress  # noqa: PLC0415 - it imports the store, as this does
 
     progress = Progress(total)
@@ -369,7 +373,7 @@ def run_import(
     seen: set[str] = set()
     pending: list[Row] = []
     now = time.time()
-    for item in rows(path, fmt, default):
+    for item in items:
         progress.step()
         if isinstance(item, BadLine):
             tally["bad"] += 1
