@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from bouncekeeper import config
@@ -112,15 +113,7 @@ def _print_human(name: str, result: Classification, verp_status: str | None, out
         head += f" ({len(result.failures)} failed)"
     if result.delays:
         head += f" ({len(result.delays)} delayed)"
-    lines = [head]
-    for label, items in (("failed", result.failures), ("delayed", result.delays)):
-        for f in items:
-            code = " ".join(x for x in (str(f.reply_code or ""), f.status or "") if x) or "-"
-            lines.append(
-                f"  {label:<8}{f.recipient}  {f.kind.value}  {f.reason.value}  {code}  [{f.stage.value}]"
-            )
-            if f.diagnostic:
-                lines.append(f"          {_shorten(f.diagnostic, 160)}")
+    lines = [head, *_failure_lines("failed", result.failures), *_failure_lines("delayed", result.delays)]
     if verp_status is not None:
         lines.append(
             f"  verp: {verp_status}" + (f" -> {result.verp_recipient}" if result.verp_recipient else "")
@@ -134,6 +127,14 @@ def _print_human(name: str, result: Classification, verp_status: str | None, out
     if result.limits:
         lines.append("  cut short (work caps reached): " + ", ".join(result.limits))
     out.write("\n".join(lines) + "\n")
+
+
+def _failure_lines(label: str, failures: Sequence[Failure]) -> Iterator[str]:
+    for f in failures:
+        code = " ".join(x for x in (str(f.reply_code or ""), f.status or "") if x) or "-"
+        yield f"  {label:<8}{f.recipient}  {f.kind.value}  {f.reason.value}  {code}  [{f.stage.value}]"
+        if f.diagnostic:
+            yield f"          {_shorten(f.diagnostic, 160)}"
 
 
 def _shorten(text: str, width: int) -> str:

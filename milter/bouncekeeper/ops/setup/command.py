@@ -12,6 +12,7 @@ import importlib
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from bouncekeeper import config
 from bouncekeeper.ops.setup import plan
@@ -85,27 +86,39 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
     module = importlib.import_module(f"bouncekeeper.ops.setup.{name}")
     try:
         if args.undo:
-            if not (backup_dir / plan.MANIFEST).exists():
-                raise SetupError(f"{backup_dir}: no backup of an earlier --apply to undo")
-            for path in plan.undo(backup_dir):
-                print(f"restored {path}" if path.exists() else f"removed {path} (--apply created it)")
-            for line in module.undo_notes(args):
-                print(line)
+            _undo(module, args, backup_dir)
             return 0
         change, verdict = module.command_plan(args, settings)
     except SetupError as exc:
         print(f"bouncekeeper setup {name}: {exc}", file=sys.stderr)
         return 1
+    _show_or_apply(module, args, change, verdict, backup_dir)
+    return 0
+
+
+def _undo(module: ModuleType, args: argparse.Namespace, backup_dir: Path) -> None:
+    if not (backup_dir / plan.MANIFEST).exists():
+        raise SetupError(f"{backup_dir}: no backup of an earlier --apply to undo")
+    for path in plan.undo(backup_dir):
+        print(f"restored {path}" if path.exists() else f"removed {path} (--apply created it)")
+    for line in module.undo_notes(args):
+        print(line)
+
+
+def _show_or_apply(
+    module: ModuleType, args: argparse.Namespace, change: plan.Plan, verdict: str, backup_dir: Path
+) -> None:
+    name: str = args.setup_mta
     if not change.changes:
         print(f"bouncekeeper setup {name}: nothing to change (already set up)")
-        return 0
+        return
     sys.stdout.write(plan.diff(change))
     print(f"# {verdict}")
     if not args.apply:
         for note in change.notes:  # before the write too: DNS records take time to publish
             print(f"# {note}")
         print("# nothing written: run again with --apply to write these changes")
-        return 0
+        return
     plan.apply(change, backup_dir)
     print(f"# written; the originals are in {backup_dir} (--undo restores them)")
     after_apply = getattr(module, "after_apply", None)  # an MTA that reloads on request (Postfix)
@@ -113,7 +126,6 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"# {after_apply(args)}")
     for note in change.notes:
         print(f"# {note}")
-    return 0
 
 
 def find(explicit: str | None, *names: str) -> str | None:
