@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 import bouncekeeper
-from bouncekeeper.daemons import http_api, httpserver, metrics
+from bouncekeeper.daemons import http_api, http_connection, httpserver, metrics
 from bouncekeeper.store import Store
 from tests.daemons import test_httpd as site
 from tests.daemons.test_httpd import Api, api, serve_api, service, store
@@ -315,7 +315,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(serve_api: Cal
     assert api.server is not None
     server = api.server
     try:
-        assert wait_for(lambda: server.phases() == [httpserver.Phase.ACTIVE] * 2)
+        assert wait_for(lambda: server.phases() == [http_connection.Phase.ACTIVE] * 2)
         before = cuts("connections")
         received, closed = talk(api.port, request_bytes("GET", "/suppressions"))
         assert statuses(received) == [503]

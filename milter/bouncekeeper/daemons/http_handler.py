@@ -21,7 +21,7 @@ from typing import Any
 
 from bouncekeeper import config
 from bouncekeeper.core.addresses import normalise
-from bouncekeeper.daemons import httpserver, metrics
+from bouncekeeper.daemons import http_connection, httpserver, metrics
 from bouncekeeper.daemons.http_backend import ApiError, Backend, Unavailable
 from bouncekeeper.log import get_logger
 
@@ -103,7 +103,7 @@ class RequestHandler(httpserver.BoundedHandler):
                 {"error": "store_unavailable", "message": "the bounce store is unavailable; try again later"},
                 {"Retry-After": "30"},
             )
-        except (httpserver.Cut, ConnectionError):
+        except (http_connection.Cut, ConnectionError):
             raise  # the connection is cut or gone: nothing to answer (the server counts and logs)
         except Exception:  # The last line of defence of a daemon: log with traceback, answer 500.
             log.exception("http: %s %s failed", method, parts.path)

@@ -35,7 +35,7 @@ import signal
 import threading
 
 from bouncekeeper import config
-from bouncekeeper.daemons import http_admin, http_api, httpserver
+from bouncekeeper.daemons import http_admin, http_api, http_connection, httpserver
 from bouncekeeper.daemons.http_backend import ServiceBackend
 from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.log import get_logger
@@ -56,7 +56,7 @@ class Handler(http_admin.AdminPages, http_api.ApiRoutes):
 def make_server(app: App, host: str, port: int) -> httpserver.BoundedServer:
     handler = type("BoundHandler", (Handler,), {"app": app, "logins": http_admin.login_throttle()})
     s = app.settings
-    limits = httpserver.Limits(
+    limits = http_connection.Limits(
         max_connections=s.max_connections,
         idle_timeout=s.idle_timeout,
         header_timeout=s.header_timeout,

@@ -21,8 +21,11 @@ on its own: 300 clients that send nothing, or one byte every 29 seconds, held 30
 - At most MAX_HEADER_BYTES of request line and headers (431 beyond), not the stdlib's 100 lines of 64 KB.
 - No version in the `Server` header.
 - A response sent while a body is unread closes the connection, after a lingering close of at most
-  LINGER seconds (so the client reads the answer instead of a reset); `Expect: 100-continue` is answered
-  only when the handler really reads the body, so a 401 never invites the body.
+  http_connection.LINGER seconds (so the client reads the answer instead of a reset); `Expect:
+  100-continue` is answered only when the handler really reads the body, so a 401 never invites the body.
+
+One connection's deadlines, phase, header budget and socket streams are in http_connection.py; the
+waiting room, the threads and their eviction, the handler base and the daemons' /metrics are here.
 
 What is cut is counted in `bouncekeeper_limited_total{listener,limit}` (listener "http" or "metrics",
 the limits in metrics.HTTP_LIMITS) and logged (one line per limit and listener per LOG_EVERY seconds,
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import io
 import logging
 import selectors
@@ -42,135 +44,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bouncekeeper.daemons import metrics
+from bouncekeeper.daemons.http_connection import Connection, Cut, Limits, Phase, Reader, Writer, linger
 from bouncekeeper.log import get_logger
 
 log = get_logger("bouncekeeper.httpserver")  # as before the folders: log filters use it
 
 SERVER_NAME = "bouncekeeper"  # the Server header: never a version (issue 14)
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; a browser sends 1-2 KB
-LINGER = 2.0  # seconds to drain an unread body after an early answer, before the close
-LINGER_BYTES = 1024 * 1024  # and at most this much of it: a client streaming a body costs little CPU
 LOG_EVERY = 10.0
 ROOM_PER_THREAD = 4  # connections that may wait for their first byte, per thread (max_connections)
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: bouncekeeper\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 32\r\nRetry-After: 5\r\nConnection: close\r\n\r\ntoo many connections; try again\n"
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_connections: int = 64
-    idle_timeout: float = 10.0
-    header_timeout: float = 10.0
-    request_timeout: float = 60.0
-
-
-class Phase(enum.StrEnum):
-    WAITING = "waiting"  # for a request, its headers or an unauthenticated form: may be evicted
-    ACTIVE = "active"  # an accepted request being read, processed or answered
-    LINGER = "linger"  # draining an unread body before the close: may be evicted
-
-
-class Cut(Exception):
-    """A deadline passed or a limit was hit; `reason` is the metric's label."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Connection:
-    """One client connection's deadline, phase and header budget (its handler thread changes them)."""
-
-    def __init__(self, sock: socket.socket, peer: str, limits: Limits) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.limits = limits
-        self.phase = Phase.WAITING
-        self.since = time.monotonic()
-        self.started = self.since  # the first byte of the current request
-        self.deadline = self.since + limits.idle_timeout
-        self.reason = "idle"
-        self.budget: int | None = None  # bytes the header phase may still read
-        self.unread = False  # closed with a body unread: linger before the close
-        self.evicted = False
-        self.threaded = False  # has a thread (else it waits in the room)
-        self.address: Any = (peer, 0)
-
-    def expect(self, seconds: float, reason: str, *, start: float | None = None) -> None:
-        """The next reads or writes must be done `seconds` after `start` (now); `reason` if not."""
-        self.deadline = (time.monotonic() if start is None else start) + seconds
-        self.reason = reason
-
-    def enter(self, phase: Phase) -> None:
-        if phase is not self.phase:
-            self.phase = phase
-            self.since = time.monotonic()
-
-    def timeout(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise Cut(self.reason)
-        return left
-
-    def by_deadline(self, reason: str, call: Callable[[Any], Any], argument: Any) -> Any:
-        """`call(argument)`, a socket operation, within what is left until the deadline; a Cut for
-        `reason` when that runs out."""
-        self.sock.settimeout(self.timeout())
-        try:
-            return call(argument)
-        except TimeoutError:
-            raise Cut(reason) from None
-
-    def evict(self) -> None:
-        # From the accepting thread: shutdown() wakes the handler's blocked recv with an end of file.
-        self.evicted = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Reader(io.RawIOBase):
-    """The socket as a raw stream whose every read ends at the connection's deadline and budget."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        conn = self.conn
-        view = memoryview(buffer).cast("B")
-        if conn.budget is not None:
-            if conn.budget <= 0:
-                raise Cut("header-size")
-            view = view[: conn.budget]
-        n: int = conn.by_deadline(conn.reason, conn.sock.recv_into, view)
-        if conn.budget is not None:
-            conn.budget -= n
-        return n
-
-
-class _Writer(io.BufferedIOBase):
-    """Unbuffered writes (as the stdlib's), each ending at the connection's deadline."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.conn.by_deadline("write-time", self.conn.sock.sendall, data)
-        with memoryview(data) as view:
-            return view.nbytes
 
 
 class _CutLog:
@@ -410,7 +301,7 @@ class BoundedServer(ThreadingHTTPServer):
             conn = self._connections.get(request)
         try:
             if conn is not None and conn.unread and not conn.evicted:
-                _linger(conn)
+                linger(conn)
             with contextlib.suppress(OSError):
                 request.shutdown(socket.SHUT_WR)
             self.close_request(request)
@@ -430,26 +321,6 @@ class BoundedServer(ThreadingHTTPServer):
             log.error("%s: connection from %s failed", self.name, client_address[0], exc_info=exc)
 
 
-def _linger(conn: Connection) -> None:
-    """Send our FIN, then read and drop what the client still sends, for at most LINGER seconds and
-    LINGER_BYTES (curl sends `Expect: 100-continue` for bodies over 1 MiB: it waits for our answer).
-
-    Closing a socket with unread data makes the kernel answer with a reset, which can destroy our
-    response in the client's receive buffer before it is read (RFC 9112, section 9.6).
-    """
-    conn.enter(Phase.LINGER)
-    conn.expect(LINGER, "linger")
-    with contextlib.suppress(OSError, Cut):
-        conn.sock.shutdown(socket.SHUT_WR)
-        scratch = bytearray(64 * 1024)
-        drained = 0
-        while drained < LINGER_BYTES:
-            n = conn.by_deadline("linger", conn.sock.recv_into, scratch)
-            if not n:
-                break
-            drained += n
-
-
 class BoundedHandler(BaseHTTPRequestHandler):
     """BaseHTTPRequestHandler on a `Connection`: deadlines, header budget, body-aware closing."""
 
@@ -463,9 +334,9 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.conn = self.server.connection(self.request)
-        self.reader = io.BufferedReader(_Reader(self.conn), self.rbufsize)
+        self.reader = io.BufferedReader(Reader(self.conn), self.rbufsize)
         self.rfile = self.reader
-        self.wfile = _Writer(self.conn)
+        self.wfile = Writer(self.conn)
         self.body_read = False
         self.parsed = False
         self.expect_continue = False
