@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from bouncekeeper.core.classify import classify
-from bouncekeeper.core.model import BounceKind, MessageType, Reason, Stage
+from bouncekeeper.core.model import BounceKind, Delay, Failure, MessageType, Reason, Stage
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "bounces"
 
@@ -186,6 +186,19 @@ def test_delay_warning_is_no_failure(name: str) -> None:
     assert result.failures == ()
     assert [d.recipient for d in result.delays] == [DELAYS[name]]
     assert all(d.kind is BounceKind.TEMPORARY for d in result.delays)
+
+
+def test_a_delay_is_typed_as_one_and_a_failure_never_is() -> None:
+    # Every stage that finds a delayed recipient (a DSN's Action, a plain-text delay notice, the VERP
+    # attribution) gives a Delay, and no failure is one, with or without a VERP recipient.
+    stages = set()
+    for path in sorted(FIXTURES.parent.rglob("*.eml")):
+        for verp in (None, "someone@example.org"):
+            result = classify(path.read_bytes(), verp_recipient=verp)
+            assert [type(f) for f in result.failures] == [Failure] * len(result.failures), path.name
+            assert [type(d) for d in result.delays] == [Delay] * len(result.delays), path.name
+            stages.update(d.stage for d in result.delays)
+    assert {Stage.DSN, Stage.RULES, Stage.VERP} <= stages
 
 
 def test_every_fixture_has_an_expectation() -> None:

@@ -34,10 +34,10 @@ from bouncekeeper.core import loops, message, mime, rules
 from bouncekeeper.core.addresses import decode, normalise
 from bouncekeeper.core.dsn_stage import Found
 from bouncekeeper.core.dsn_stage import read as read_dsn
-from bouncekeeper.core.failure import Evidence, build
+from bouncekeeper.core.failure import Evidence, build, delayed
 from bouncekeeper.core.limits import MAX_EXPLAIN_CHARS, MAX_FLUFL_BYTES, MAX_RECIPIENTS, note
 from bouncekeeper.core.message import Message, is_own_address
-from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason, Stage
+from bouncekeeper.core.model import BounceKind, Classification, Delay, Failure, MessageType, Stage
 from bouncekeeper.core.rules import amazonses, bodies, fml, status
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class _Triage:
         """Our own rules for non-standard reports, then flufl.bounce's detectors, then auto-replies, then
         a report that names no recipient."""
         failures: list[Failure] = []
-        delays: list[Failure] = []
+        delays: list[Delay] = []
         autoreply = _looks_autoreply(msg)
         if not autoreply:
             failures, delays = self._attempt("rules", lambda: self._rules_stage(msg)) or ([], [])
@@ -260,7 +260,7 @@ class _Triage:
             return self._finish(MessageType.BOUNCE, failures, [])
         return self._finish(MessageType.UNRECOGNISED, [], [])
 
-    def _flufl_stage(self, msg: Message) -> tuple[list[Failure], list[Failure]]:
+    def _flufl_stage(self, msg: Message) -> tuple[list[Failure], list[Delay]]:
         # flufl.bounce reads an email.message.Message: the stdlib parse happens only here, for the few
         # messages that reach this stage.
         data = msg.data
@@ -269,7 +269,7 @@ class _Triage:
             note(self.limits, "bytes")
         temporary, permanent = all_failures(_stdlib_parse(data))
         failures: list[Failure] = []
-        delays: list[Failure] = []
+        delays: list[Delay] = []
         if not temporary and not permanent:
             return failures, delays
         human = msg.human_text()
@@ -299,7 +299,7 @@ class _Triage:
             failure = flufl_failure(address, raw_address)
             # flufl.bounce reports delay warnings (its SimpleWarning detector) as temporary failures.
             if delay_notice:
-                delays.append(replace(failure, action="delayed", reason=Reason.DELAYED))
+                delays.append(delayed(failure))
             else:
                 failures.append(failure)
         return failures, delays
@@ -329,7 +329,7 @@ class _Triage:
         failure = _text_failure(msg, address, "", Stage.RETURNED)
         return [replace(failure, kind=BounceKind.UNKNOWN)]
 
-    def _rules_stage(self, msg: Message) -> tuple[list[Failure], list[Failure]]:
+    def _rules_stage(self, msg: Message) -> tuple[list[Failure], list[Delay]]:
         if not msg.looks_like_bounce():
             return _fml_stage(msg), []
         human = msg.human_text()
@@ -340,7 +340,7 @@ class _Triage:
             found = bodies.named_recipients(human, exclude=msg.own_addresses())
         failures = [_text_failure(msg, address, context, Stage.RULES) for address, context in found]
         if failures and bodies.is_delay_notice(human):
-            return [], [replace(f, action="delayed", reason=Reason.DELAYED) for f in failures]
+            return [], [delayed(f) for f in failures]
         return failures, []
 
     def _failed_recipients_header(self, msg: Message) -> list[tuple[str, str]]:
@@ -361,12 +361,12 @@ class _Triage:
 
     # -- the end -----------------------------------------------------------------------------------
 
-    def _verdict(self, failures: list[Failure], delays: list[Failure]) -> Classification:
+    def _verdict(self, failures: list[Failure], delays: list[Delay]) -> Classification:
         """A bounce when any recipient failed, else a delay warning."""
         return self._finish(MessageType.BOUNCE if failures else MessageType.DELAY, failures, delays)
 
     def _finish(
-        self, message_type: MessageType, failures: list[Failure], delays: list[Failure]
+        self, message_type: MessageType, failures: list[Failure], delays: list[Delay]
     ) -> Classification:
         msg = self.msg
         original = None
@@ -449,17 +449,17 @@ def _attribute_to_verp(
     verp: str,
     message_type: MessageType,
     failures: list[Failure],
-    delays: list[Failure],
+    delays: list[Delay],
     *,
     looks_bounce: bool,
-) -> tuple[MessageType, list[Failure], list[Failure]]:
+) -> tuple[MessageType, list[Failure], list[Delay]]:
     """The VERP recipient is authoritative (Mailman): the failure is its, whatever the DSN lists."""
     if failures:
         match = [f for f in failures if f.recipient == verp]
         return message_type, match[:1] or [replace(failures[0], recipient=verp, stage=Stage.VERP)], []
     if delays:
-        match = [f for f in delays if f.recipient == verp]
-        return message_type, [], match[:1] or [replace(delays[0], recipient=verp, stage=Stage.VERP)]
+        waiting = [d for d in delays if d.recipient == verp]
+        return message_type, [], waiting[:1] or [replace(delays[0], recipient=verp, stage=Stage.VERP)]
     if message_type in (MessageType.FEEDBACK, MessageType.DELIVERED):
         return message_type, [], []
     if looks_bounce and message_type is MessageType.UNRECOGNISED:

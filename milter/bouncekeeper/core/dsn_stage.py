@@ -16,7 +16,7 @@ from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.failure import Evidence, build
 from bouncekeeper.core.limits import MAX_RECIPIENTS, note
 from bouncekeeper.core.message import Message
-from bouncekeeper.core.model import Failure, Stage
+from bouncekeeper.core.model import Delay, Failure, Stage
 from bouncekeeper.core.rules import bodies, sendmail
 
 _FAILED_ACTIONS = ("fail", "undeliver", "bounce", "reject", "error", "deleted", "permanent")
@@ -28,7 +28,7 @@ class Found:
     """What the delivery-status parts said."""
 
     failures: list[Failure] = field(default_factory=list)
-    delays: list[Failure] = field(default_factory=list)
+    delays: list[Delay] = field(default_factory=list)
     successes: int = 0
     groups: int = 0  # per-recipient groups the parts held, whatever each said
 
@@ -56,7 +56,10 @@ def read(msg: Message, limits: list[str]) -> Found:
                 continue  # MTAs repeat a recipient's block (one per MX tried): the first tells
             seen.add((address, action))
             failure = _recipient(msg, rcpt, address, action)
-            (found.delays if failure.action == "delayed" else found.failures).append(failure)
+            if isinstance(failure, Delay):
+                found.delays.append(failure)
+            else:
+                found.failures.append(failure)
     return found
 
 

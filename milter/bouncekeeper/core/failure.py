@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from bouncekeeper.core import dsn, rules
 from bouncekeeper.core.limits import MAX_EXPLAIN_CHARS
-from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Failure, Reason, Stage
+from bouncekeeper.core.model import ADDRESS_REASONS, BounceKind, Delay, Failure, Reason, Stage
 from bouncekeeper.core.rules import amazonses, bodies, status
 
 
@@ -75,7 +76,9 @@ def build(evidence: Evidence) -> Failure:
             # gave up retrying when the queue lifetime ran out; the last try's vague error is not the why.
             reason = Reason.EXPIRED
         kind = _kind(reason, dsn_class)
-    return Failure(
+    # A delayed recipient's report reads as a failure's does; only its type says it is a warning.
+    made = Delay if evidence.action == "delayed" else Failure
+    return made(
         recipient=evidence.address,
         kind=kind,
         reason=reason,
@@ -88,6 +91,16 @@ def build(evidence: Evidence) -> Failure:
         action=evidence.action,
         smtp_command=command,
     )
+
+
+def delayed(failure: Failure) -> Delay:
+    """A failure that a delay notice reports (flufl.bounce's and the plain-text readers find addresses,
+    the notice's words say the MTA keeps trying): the same report as a Delay, its reason `delayed`."""
+    values: dict[str, Any] = {name: getattr(failure, name) for name in _FIELDS}
+    return Delay(**(values | {"action": "delayed", "reason": Reason.DELAYED}))
+
+
+_FIELDS = tuple(f.name for f in fields(Failure))
 
 
 def _read_reason(evidence: Evidence) -> _Reading:

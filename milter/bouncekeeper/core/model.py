@@ -90,7 +90,7 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """One failed (or delayed) recipient of one bounce."""
+    """One failed recipient of one bounce (a Delay, for one only delayed)."""
 
     recipient: str  # normalised by core.addresses.normalise
     kind: BounceKind
@@ -109,13 +109,23 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Delay(Failure):
+    """One recipient whose delivery is only delayed (Action: delayed, "will keep trying"): a warning that
+    the MTA keeps trying, never scored.
+
+    It is read from a report as a failure is, so it carries a Failure's fields as the report gave them
+    (action "delayed"); the event stream and `classify --jsonl` write both alike. What must tell a delay
+    from a failure reads the type (or Classification.delays), never a field."""
+
+
+@dataclass(frozen=True, slots=True)
 class Classification:
     """The classifier's verdict on one message. Built only by core.classify."""
 
     message_type: MessageType
     failures: tuple[Failure, ...] = ()
     # Recipients that were only delayed (Action: delayed, "will keep trying"): warnings, never scored.
-    delays: tuple[Failure, ...] = ()
+    delays: tuple[Delay, ...] = ()
     # Why the message looks like part of a loop: "null-sender", "multipart-report", "precedence:bulk",
     # "auto-submitted:auto-replied" ... Empty for a message that raises no suspicion.
     loop_signals: tuple[str, ...] = ()
