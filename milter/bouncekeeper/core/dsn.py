@@ -72,45 +72,59 @@ def field_blocks(text: str) -> list[dict[str, str]]:
 
     Field names are lower-cased; a repeated field keeps its first value (RFC 3464 allows each once).
     """
-    blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    last: str | None = None
+    blocks = _Blocks()
     for line in text.splitlines():
         stripped = line.strip()  # once: each line is tested blank, then read as a field or a fold
         if not stripped:
-            if current:
-                blocks.append(current)
-            current, last = {}, None
-            continue
-        if line[0] in " \t" and last is not None:
-            match = _FIELD.match(stripped)
-            # Some MTAs indent every field; an indented "Name: value" of a DSN field name is a field.
-            if match and match.group(1).lower() in _KNOWN_FIELDS:
-                name = match.group(1).lower()
-                if name in current and name == "final-recipient":
-                    blocks.append(current)
-                    current = {}
-                current.setdefault(name, match.group(2).strip())
-                last = name
-            elif len(current[last]) < MAX_FIELD_CHARS:
-                # Past MAX_FIELD_CHARS a folded value's lines are dropped: joining each to a growing
-                # value copies it again, quadratic in the number of lines.
-                current[last] = f"{current[last]} {stripped}"
+            blocks.end()
             continue
         match = _FIELD.match(stripped)
-        if match is None:
-            last = None
-            continue
+        if line[0] in " \t" and blocks.last is not None:
+            # Some MTAs indent every field; an indented "Name: value" of a DSN field name is a field.
+            if match and match.group(1).lower() in _KNOWN_FIELDS:
+                blocks.field(match)
+            else:
+                blocks.fold(stripped)
+        elif match is None:
+            blocks.last = None
+        else:
+            blocks.field(match)
+    blocks.end()
+    return blocks.blocks
+
+
+class _Blocks:
+    """The field blocks read so far, the one being read and its last field (for folded lines)."""
+
+    __slots__ = ("blocks", "current", "last")
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, str]] = []
+        self.current: dict[str, str] = {}
+        self.last: str | None = None
+
+    def end(self) -> None:
+        """A blank line: the block being read is done."""
+        if self.current:
+            self.blocks.append(self.current)
+        self.current, self.last = {}, None
+
+    def field(self, match: re.Match[str]) -> None:
         name = match.group(1).lower()
-        if name == "final-recipient" and "final-recipient" in current:
+        if name == "final-recipient" and name in self.current:
             # Two recipients with no blank line between them (seen from some appliances).
-            blocks.append(current)
-            current = {}
-        current.setdefault(name, match.group(2).strip())
-        last = name
-    if current:
-        blocks.append(current)
-    return blocks
+            self.blocks.append(self.current)
+            self.current = {}
+        self.current.setdefault(name, match.group(2).strip())
+        self.last = name
+
+    def fold(self, stripped: str) -> None:
+        """A continuation line of the last field."""
+        last = self.last
+        if last is not None and len(self.current[last]) < MAX_FIELD_CHARS:
+            # Past MAX_FIELD_CHARS a folded value's lines are dropped: joining each to a growing
+            # value copies it again, quadratic in the number of lines.
+            self.current[last] = f"{self.current[last]} {stripped}"
 
 
 _KNOWN_FIELDS = frozenset(

@@ -276,6 +276,9 @@ def _first_hit(text: str, phase: int, pieces: frozenset[str] | None) -> _Row | N
     return None
 
 
+_PHASES = ((0, status.specific, 2), (1, status.generic, 1))
+
+
 # A report explains each recipient from the same texts (its whole human part as the fallback, one
 # diagnostic for many recipients): the last few answers are kept. Small, so that it holds one message's
 # texts, not a day's.
@@ -300,18 +303,15 @@ def explain(text: str, status_code: str | None, reply_code: int | None) -> tuple
         if len(text) <= _SCREEN_MAX
         else None
     )
-    row = _first_hit(text, 0, pieces)
-    if row is not None:
-        return row.reason, _TIER_STRENGTH[row.tier]
-    specific = status.specific(status_code)
-    if specific is not None:
-        return specific, 2
-    row = _first_hit(text, 1, pieces)
-    if row is not None:
-        return row.reason, _TIER_STRENGTH[row.tier]
-    found = status.generic(status_code)
-    if found is not None:
-        return found, 1
+    # Each phase's rows, then the status code it outranks: a specific one after the first phase's
+    # (dialect, STRONG), a generic one after the second's (ADDRESS, WEAK).
+    for phase, by_status, strength in _PHASES:
+        row = _first_hit(text, phase, pieces)
+        if row is not None:
+            return row.reason, _TIER_STRENGTH[row.tier]
+        found = by_status(status_code)
+        if found is not None:
+            return found, strength
     if reply_code is not None:
         reason = status.REPLY_CODES.get(reply_code, Reason.UNDEFINED)
         return reason, 0 if reason is Reason.UNDEFINED else 1

@@ -216,19 +216,25 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             if seen_reason or blanks > 2:
                 break
             continue
-        if "@" in line and not line.lstrip().startswith("<<<"):  # a remote's reply may name anyone
-            leading = _LEADING_ADDRESS.match(line)
-            if leading and normalise(leading.group(1)) not in (address, None):
-                break  # the next recipient's block
-        if sendmail.SESSION_LINE.match(line):
-            break  # the transcript of another session (Sendmail's)
-        # Matched at the line's start only: cheaper than any search for a hint of one first (a
-        # case-blind hint search cost six times the match).
-        if _ORIGINAL_MARKER.match(ascii_lower(line)):
+        if _opens_another(line, address):
             break
         lines.append(line)
         seen_reason = seen_reason or _has_code(line)
     return "\n".join(lines).strip()[:1200]
+
+
+def _opens_another(line: str, address: str) -> bool:
+    """Whether a line opens another recipient's report, another session's transcript or the returned
+    original: the end of the lines about `address`."""
+    if "@" in line and not line.lstrip().startswith("<<<"):  # a remote's reply may name anyone
+        leading = _LEADING_ADDRESS.match(line)
+        if leading and normalise(leading.group(1)) not in (address, None):
+            return True  # the next recipient's block
+    if sendmail.SESSION_LINE.match(line):
+        return True  # the transcript of another session (Sendmail's)
+    # Matched at the line's start only: cheaper than any search for a hint of one first (a case-blind
+    # hint search cost six times the match).
+    return _ORIGINAL_MARKER.match(ascii_lower(line)) is not None
 
 
 def _has_code(line: str) -> bool:
@@ -338,23 +344,10 @@ class _Scan:
             self.line = _Line(text, self.lower, start)
         line = self.line
         address = normalise(match.group(0))
-        if address is None or address in found:
+        if address is None or address in found or self._not_a_recipient(address, start, end, first_on_line):
             return None
-        if _DAEMON.fullmatch(address.partition("@")[0]):
-            return None
-        if line.sender_field_before(start) or _ends_with(text, line.start, start, _SENDER_WORDS, ":="):
-            return None
-        # Only the line's first address can be alone on it or open it: the words before any other hold
-        # the first one's "@".
-        if (
-            first_on_line
-            and not text[line.start : start].strip(" \t<\"'")
-            and _SENDER_LEAD.search(text, max(0, line.start - 80), line.start)
-        ):
-            return None  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
-        angle = _ANGLE_ADDRESS_NEXT.match(text, end, line.end)
-        if angle is not None and normalise(angle.group(1)) != address:
-            return None  # "a@b <c@d>": a display name written as an address; c@d is the address (RFC 5322)
+        # Only the line's first address can be alone on it: the words before any other hold the first
+        # one's "@".
         alone = first_on_line and _ALONE_BEFORE.fullmatch(text, line.start, start) is not None
         alone = alone and _alone_after(text, end, line.end)
         rcpt_to = _ends_with(text, line.start, start, ("rcpt to",), ":")
@@ -362,6 +355,23 @@ class _Scan:
         if strong or (address not in exclude and self._failure_near(alone)):
             return address
         return None
+
+    def _not_a_recipient(self, address: str, start: int, end: int, first_on_line: bool) -> bool:
+        """A daemon's address, one in a sender's place, or a display name written as an address."""
+        text, line = self.text, self.line
+        if _DAEMON.fullmatch(address.partition("@")[0]):
+            return True
+        if line.sender_field_before(start) or _ends_with(text, line.start, start, _SENDER_WORDS, ":="):
+            return True
+        if (
+            first_on_line
+            and not text[line.start : start].strip(" \t<\"'")
+            and _SENDER_LEAD.search(text, max(0, line.start - 80), line.start)
+        ):
+            return True  # Exim: "A message sent by\n  <sender@...>\ncould not be delivered ..."
+        angle = _ANGLE_ADDRESS_NEXT.match(text, end, line.end)
+        # "a@b <c@d>": a display name written as an address; c@d is the address (RFC 5322).
+        return angle is not None and normalise(angle.group(1)) != address
 
     def _failure_anywhere(self) -> bool:
         if self._any_failure is None:

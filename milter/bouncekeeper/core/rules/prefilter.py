@@ -67,16 +67,24 @@ def _need(items: list[Any], minimum: int) -> Need | None:
             run.append(chr(arg).lower())
             continue
         close_run()
-        if op is _c.SUBPATTERN:
-            offer(_need(list(arg[-1]), minimum))
-        elif op is _c.BRANCH:
-            alternatives = [_need(list(branch), minimum) for branch in arg[1]]
-            if all(alt is not None for alt in alternatives):
-                offer(tuple(dict.fromkeys(x for alt in alternatives if alt for x in alt)))
-        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[0] >= 1:
-            offer(_need(list(arg[2]), minimum))
+        offer(_element_need(op, arg, minimum))
     close_run()
     return best
+
+
+def _element_need(op: Any, arg: Any, minimum: int) -> Need | None:
+    """What one element of a sequence that is no literal guarantees: a group's, an alternation's (when
+    each branch guarantees some), a repeat's of at least once."""
+    if op is _c.SUBPATTERN:
+        return _need(list(arg[-1]), minimum)
+    if op is _c.BRANCH:
+        alternatives = [_need(list(branch), minimum) for branch in arg[1]]
+        if all(alt is not None for alt in alternatives):
+            return tuple(dict.fromkeys(x for alt in alternatives if alt for x in alt))
+        return None
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and arg[0] >= 1:
+        return _need(list(arg[2]), minimum)
+    return None
 
 
 def pieces(pattern: str) -> list[tuple[str, Need | None]]:
