@@ -28,7 +28,7 @@ from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service.bounces import Service
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Item
+from bouncekeeper.store.model import Item
 from tests.support.dovecot import free_port
 from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer

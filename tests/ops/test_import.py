@@ -22,7 +22,7 @@ from bouncekeeper.core.scoring import State
 from bouncekeeper.ops import importer
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Suppression
+from bouncekeeper.store.model import Suppression
 from tests.support.redis_server import RedisServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from bouncekeeper.core.scoring import DAY
 from bouncekeeper.service.bounces import MAX_RECIPIENTS, Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import ENTRY_MAX_BYTES
-from bouncekeeper.store.redis_store import parse_entry
+from bouncekeeper.store.model import parse_entry
 from tests.daemons.test_lmtpd import Harness, deliver, harness
 from tests.support.dsn import hostile_dsn, postfix_dsn
 from tests.support.lmtp import BOUNCE_DOMAIN

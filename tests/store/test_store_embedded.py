@@ -15,7 +15,7 @@ from bouncekeeper import config
 from bouncekeeper.core.scoring import Effect, Mode, Rules
 from bouncekeeper.store import EmbeddedRedis, connect
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Item
+from bouncekeeper.store.model import Item
 
 T0 = 1_763_769_600.0
 RULES = Rules(mode=Mode.ENFORCE, breaker_addresses=0)

@@ -17,7 +17,7 @@ from bouncekeeper.core.scoring import DAY, Effect, Mode, Rules, State
 from bouncekeeper.daemons import notify
 from bouncekeeper.store import Outbox, Store
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Item
+from bouncekeeper.store.model import Item
 from tests.support.http_receiver import Receiver
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer

@@ -22,7 +22,7 @@ from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.scoring import Effect, Mode, Rules
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Item
+from bouncekeeper.store.model import Item
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.skipif(

@@ -49,9 +49,9 @@ from typing import Any
 from bouncekeeper import __version__, config, store
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Outbox, Store, StoreUnavailable
+from bouncekeeper.store.client import CLUSTER_SCHEMES
 from bouncekeeper.store.keys import Keys
 from bouncekeeper.store.outbox import GROUP
-from bouncekeeper.store.redis_store import CLUSTER_SCHEMES
 
 log = get_logger("bouncekeeper.notify")  # as before the folders: log filters use it
 

@@ -21,8 +21,8 @@ from typing import Any
 from bouncekeeper import config
 from bouncekeeper.daemons import notify
 from bouncekeeper.store import EmbeddedRedis
+from bouncekeeper.store.client import make_client
 from bouncekeeper.store.outbox import GROUP
-from bouncekeeper.store.redis_store import make_client
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

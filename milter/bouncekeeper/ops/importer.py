@@ -397,7 +397,7 @@ def run_import(
 
 def _write(st: Any, batch: list[Row], now: float, tally: Counter[str], *, dry_run: bool) -> None:
     from bouncekeeper.store.event import Event, EventKind, Source  # noqa: PLC0415
-    from bouncekeeper.store.redis_store import Suppression  # noqa: PLC0415
+    from bouncekeeper.store.model import Suppression  # noqa: PLC0415
 
     if not batch:
         return

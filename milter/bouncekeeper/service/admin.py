@@ -25,7 +25,7 @@ from bouncekeeper.log import get_logger
 from bouncekeeper.service.bounces import Outcome, Service, Source
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, iso
-from bouncekeeper.store.redis_store import AddressView
+from bouncekeeper.store.model import AddressView
 
 log = get_logger("bouncekeeper.admin")  # as before the folders: log filters use it
 

@@ -27,7 +27,7 @@ from bouncekeeper.core.scoring import Effect, Mode, Rule, Rules, State, assess
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Store, StoreUnavailable, connect
 from bouncekeeper.store.event import Event, EventKind, Source
-from bouncekeeper.store.redis_store import Item, Result
+from bouncekeeper.store.model import Item, Result
 
 log = get_logger("bouncekeeper.service")  # as before the folders: log filters use it
 

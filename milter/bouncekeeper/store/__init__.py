@@ -7,10 +7,11 @@ redis-server that bouncekeeper runs under `state_dir` (store/embedded.py).
 from __future__ import annotations
 
 from bouncekeeper.config import ConfigError, Settings
+from bouncekeeper.store.client import make_client
 from bouncekeeper.store.embedded import EmbeddedRedis, RootRefused
 from bouncekeeper.store.errors import StoreUnavailable
 from bouncekeeper.store.outbox import Outbox
-from bouncekeeper.store.redis_store import Store, make_client
+from bouncekeeper.store.redis_store import Store
 
 
 def connect(settings: Settings, *, supervise: bool = False) -> Store:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bouncekeeper.store.redis_store import Store, _guard
+from bouncekeeper.store.errors import guard
+from bouncekeeper.store.redis_store import Store
 from bouncekeeper.store.runlock import RunLock
 
 
@@ -29,13 +30,13 @@ class FolderCursor:
 
     def load(self) -> tuple[int, int]:
         """(UIDVALIDITY, last UID done); (0, 0) for a folder never scanned."""
-        with _guard("read imap cursor"):
+        with guard("read imap cursor"):
             raw: Any = self.store.client.hgetall(self.key)
         data = {_text(k): _text(v) for k, v in raw.items()}
         return int(data.get("uidvalidity", "0")), int(data.get("last_uid", "0"))
 
     def save(self, uidvalidity: int, last_uid: int) -> None:
-        with _guard("save imap cursor"):
+        with guard("save imap cursor"):
             self.store.client.hset(
                 self.key, mapping={"uidvalidity": str(uidvalidity), "last_uid": str(last_uid)}
             )

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis.exceptions
 
+from bouncekeeper.store.errors import guard
 from bouncekeeper.store.keys import OUTBOX as OUTBOX_SUFFIX
-from bouncekeeper.store.redis_store import Store, _guard
+from bouncekeeper.store.redis_store import Store
 
 GROUP = "notify"
 # Progress of an entry is forgotten this long after its last change (it is deleted when the entry is done;
@@ -54,7 +55,7 @@ class Outbox:
     def ensure_group(self) -> None:
         """Create the group if it does not exist. Id "0": entries the store wrote before the first
         notifier ever started are delivered too."""
-        with _guard("create outbox group"):
+        with guard("create outbox group"):
             try:
                 self.client.xgroup_create(self.keys.outbox, GROUP, id="0", mkstream=True)
             except redis.exceptions.ResponseError as exc:
@@ -63,12 +64,12 @@ class Outbox:
 
     def read_own(self, consumer: str, start: str, count: int) -> list[Row]:
         """This consumer's pending entries after `start` ("0": from the first), as a restart finds them."""
-        with _guard("read outbox"):
+        with guard("read outbox"):
             return _rows(self.client.xreadgroup(GROUP, consumer, {self.keys.outbox: start}, count=count))
 
     def read_new(self, consumer: str, count: int, block_ms: int | None) -> list[Row]:
         """Entries no consumer has read yet, waiting up to `block_ms` for one (None: not at all)."""
-        with _guard("read outbox"):
+        with guard("read outbox"):
             reply = self.client.xreadgroup(
                 GROUP, consumer, {self.keys.outbox: ">"}, count=count, block=block_ms
             )
@@ -78,7 +79,7 @@ class Outbox:
         self, consumer: str, min_idle_ms: int, cursor: str, count: int
     ) -> tuple[str, list[Row], list[str]]:
         """XAUTOCLAIM: entries another consumer left idle. (next cursor, rows, ids that vanished)."""
-        with _guard("claim outbox entries"):
+        with guard("claim outbox entries"):
             reply: Any = self.client.xautoclaim(
                 self.keys.outbox, GROUP, consumer, min_idle_ms, start_id=cursor, count=count
             )
@@ -88,12 +89,12 @@ class Outbox:
 
     def touch(self, consumer: str, ids: Sequence[str]) -> None:
         """Reset the idle time of entries this consumer still works on, so no other one takes them."""
-        with _guard("touch outbox entries"):
+        with guard("touch outbox entries"):
             self.client.xclaim(self.keys.outbox, GROUP, consumer, 0, list(ids), justid=True)
 
     def finish(self, entry_id: str) -> None:
         """Acknowledge, delete (XLEN of the outbox is then its depth) and forget, in one transaction."""
-        with _guard("finish outbox entry"):
+        with guard("finish outbox entry"):
             pipe = self.client.pipeline(transaction=True)
             pipe.xack(self.keys.outbox, GROUP, entry_id)
             pipe.xdel(self.keys.outbox, entry_id)
@@ -104,20 +105,20 @@ class Outbox:
 
     def progress(self, entry_id: str) -> Fields:
         """`done:CHANNEL`, `attempts:CHANNEL`, `next:CHANNEL` of an entry (empty when none)."""
-        with _guard("read outbox progress"):
+        with guard("read outbox progress"):
             raw: Any = self.client.hgetall(self.keys.outbox_progress(entry_id))
         return _fields(raw) or {}
 
     def mark_done(self, entry_id: str, channel: str) -> None:
         key = self.keys.outbox_progress(entry_id)
-        with _guard("save outbox progress"):
+        with guard("save outbox progress"):
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(key, f"done:{channel}", "1")
             pipe.expire(key, STATE_TTL)
             pipe.execute()
 
     def note_retry(self, entry_id: str, channel: str, attempts: int, next_at: float) -> None:
-        with _guard("save outbox progress"):
+        with guard("save outbox progress"):
             self.client.hset(
                 self.keys.outbox_progress(entry_id),
                 mapping={f"attempts:{channel}": str(attempts), f"next:{channel}": repr(next_at)},
@@ -125,14 +126,14 @@ class Outbox:
 
     def count(self, result: str, target: str) -> None:
         """One delivery result more for `target` (read back by `delivery_counts`)."""
-        with _guard("count delivery"):
+        with guard("count delivery"):
             self.client.hincrby(self.keys.outbox_stats, f"{result}:{target}", 1)
 
     # --- dead letters ---
 
     def dead_letter(self, entry_id: str, record: Mapping[str, str], channel: str) -> None:
         """Copy an entry to the dead letters; with a channel, mark that channel done, in one step."""
-        with _guard("dead-letter outbox entry"):
+        with guard("dead-letter outbox entry"):
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self.keys.outbox_dead, dict(record))
             if channel:
@@ -140,13 +141,13 @@ class Outbox:
             pipe.execute()
 
     def dead_letters(self, count: int) -> list[tuple[str, Fields]]:
-        with _guard("read dead letters"):
+        with guard("read dead letters"):
             rows: Any = self.client.xrange(self.keys.outbox_dead, count=count)
         return [(_text(i), _fields(f) or {}) for i, f in rows]
 
     def requeue(self, dead_id: str, entry: Mapping[str, str]) -> str:
         """Put a dead letter back in the outbox as `entry` and remove it, atomically. The new id."""
-        with _guard("replay dead letter"):
+        with guard("replay dead letter"):
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self.keys.outbox, dict(entry))
             pipe.xdel(self.keys.outbox_dead, dead_id)
@@ -163,7 +164,7 @@ class Outbox:
         (same event_id, which receivers dedupe on); it never loses one. Returns the entries moved.
         """
         moved = 0
-        with _guard("relay outbox lists"):
+        with guard("relay outbox lists"):
             for key in self.client.scan_iter(match=self.keys.address_pattern(OUTBOX_SUFFIX), count=1000):
                 entries = self.client.lrange(key, 0, 99)
                 for raw in entries:
@@ -183,7 +184,7 @@ class Outbox:
 
     def delivery_counts(self) -> list[tuple[tuple[str, str], float]]:
         """(target, result) -> count, as the notifier recorded them: for metrics.NOTIFICATIONS."""
-        with _guard("read delivery counts"):
+        with guard("read delivery counts"):
             raw: Any = self.client.hgetall(self.keys.outbox_stats)
         out = []
         for field, value in raw.items():
@@ -193,7 +194,7 @@ class Outbox:
 
     def depth(self) -> dict[str, int]:
         """The entries waiting in the outbox and in the dead letters."""
-        with _guard("read outbox depth"):
+        with guard("read outbox depth"):
             return {
                 "outbox": int(self.client.xlen(self.keys.outbox)),
                 "dead": int(self.client.xlen(self.keys.outbox_dead)),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import secrets
 
-from bouncekeeper.store.redis_store import Store, _guard
+from bouncekeeper.store.errors import guard
+from bouncekeeper.store.redis_store import Store
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -26,13 +27,13 @@ class RunLock:
         self.token = secrets.token_hex(8)
 
     def acquire(self) -> None:
-        with _guard("take run lock"):
+        with guard("take run lock"):
             taken = self.store.client.set(self.key, self.token, nx=True, ex=self.ttl)
         if not taken:
             raise Busy(f"another run holds {self.key}")
 
     def release(self) -> None:
-        with _guard("release run lock"):
+        with guard("release run lock"):
             self.store.client.eval(_RELEASE, 1, self.key, self.token)
 
     def __enter__(self) -> RunLock:

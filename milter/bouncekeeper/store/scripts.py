@@ -23,7 +23,7 @@ def _source(name: str) -> str:
 
 def sources() -> dict[str, str]:
     """Each script's source by name, as it is loaded into Redis."""
-    lib = _source("lib.lua")  # push_history and outbox_add, shared by record.lua and admin.lua
+    lib = _source("lib.lua")  # track_read, track_write and outbox_add
     out = {name: lib + _source(f"{name}.lua") for name in ("record", "admin", "import")}
     out["breaker"] = _source("breaker.lua")
     # The single-server path: breaker and record as local functions of one script (bounce.lua).

@@ -1,7 +1,7 @@
 -- One address's part of one bounce in ONE round trip, for a single Redis server (not a Cluster, where
--- the domain, address, stream and stats keys live in different slots and the Python side splits this
--- into two pipelines). Redis.py prepends breaker.lua and record.lua as the local functions `breaker`
--- and `record`, so the rules themselves exist once.
+-- the domain, address, stream and stats keys live in different slots and store/recording.py splits
+-- this into two pipelines). store/scripts.py prepends breaker.lua and record.lua as the local functions
+-- `breaker` and `record`, so the rules themselves exist once.
 --
 -- KEYS: 1 failing  2 frozen  3-8 record.lua's KEYS  9 stream  10 stats  11 the outbox (record.lua's KEYS[7])
 --       12 replay (record.lua's KEYS[8])

@@ -1,5 +1,5 @@
--- Helpers shared by record.lua and admin.lua: redis_store.py prepends this file to each of them, so
--- the track format and the outbox entry are written by one piece of code.
+-- Helpers shared by record.lua, admin.lua and import.lua: store/scripts.py prepends this file to each of
+-- them, so the track format and the outbox entry are written by one piece of code.
 
 ---- The track key (store/keys.py TRACK, a string): line 1 "score<TAB>day", the daily rule's hard score and
 -- the day number of its last rise ("0<TAB>" when no score is live), then the history lines, newest first.
