@@ -1,6 +1,6 @@
 """Webhook delivery rate of `bouncekeeper notify`, against a baseline measured in the same run.
 
-Baseline: the same signed POSTs sent straight from a loop (notify.post, one connection per request, as
+Baseline: the same signed POSTs sent straight from a loop (webhook.post, one connection per request, as
 the notifier does), no Redis. Then the notifier draining an outbox of the same size: per-address URL
 target, and a batch target (100 addresses per request). Receiver: stdlib ThreadingHTTPServer on
 loopback answering 200. Prints requests/s and notifications/s and the ratios to the baseline.
@@ -22,7 +22,7 @@ from tests.support.http_receiver import Receiver  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 from bouncekeeper import config  # noqa: E402 -- after the path set-up
-from bouncekeeper.daemons import notify  # noqa: E402 -- after the path set-up
+from bouncekeeper.daemons import notify, webhook  # noqa: E402 -- after the path set-up
 from bouncekeeper.store import Store  # noqa: E402
 
 N = 2000
@@ -34,10 +34,10 @@ def baseline(receiver: Receiver) -> float:
     start = time.perf_counter()
     for i in range(N):
         ts = str(int(time.time()))
-        headers = {"Content-Type": "application/json", notify.TIMESTAMP_HEADER: ts,
-                   notify.SIGNATURE_HEADER: notify.sign(SECRET, ts, body)}  # fmt: skip
-        attempt = notify.post(f"{receiver.url}/emails/u{i}%40example.org/suspend", body, headers, 10.0)
-        assert attempt.result is notify.Delivery.DELIVERED
+        headers = {"Content-Type": "application/json", webhook.TIMESTAMP_HEADER: ts,
+                   webhook.SIGNATURE_HEADER: webhook.sign(SECRET, ts, body)}  # fmt: skip
+        attempt = webhook.post(f"{receiver.url}/emails/u{i}%40example.org/suspend", body, headers, 10.0)
+        assert attempt.result is webhook.Delivery.DELIVERED
     return time.perf_counter() - start
 
 

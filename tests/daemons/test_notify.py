@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from bouncekeeper import cli, config
-from bouncekeeper.daemons import notify
+from bouncekeeper.daemons import notify, webhook
 from bouncekeeper.store import Outbox, Store
 from tests.support.http_receiver import Receiver, Request
 from tests.support.redis_server import RedisServer
@@ -106,11 +106,11 @@ def delivery_counts(client: redis.Redis) -> dict[tuple[str, str], float]:
 
 def assert_signed(request: Request) -> None:
     headers = request.headers
-    assert notify.verify(
+    assert webhook.verify(
         SECRET,
-        headers[notify.TIMESTAMP_HEADER],
+        headers[webhook.TIMESTAMP_HEADER],
         request.body,
-        headers[notify.SIGNATURE_HEADER],
+        headers[webhook.SIGNATURE_HEADER],
         now=time.time(),
     )
     body = request.json()
@@ -149,11 +149,11 @@ def test_address_is_url_encoded_in_the_template() -> None:
 
 
 def test_signature_verifies_and_rejects_tampering_and_old_timestamps() -> None:
-    sig = notify.sign(SECRET, "1700000000", b'{"a":1}')
-    assert notify.verify(SECRET, "1700000000", b'{"a":1}', sig, now=1700000010)
-    assert not notify.verify(SECRET, "1700000000", b'{"a":2}', sig, now=1700000010)
-    assert not notify.verify(b"another-secret-0000", "1700000000", b'{"a":1}', sig, now=1700000010)
-    assert not notify.verify(SECRET, "1700000000", b'{"a":1}', sig, now=1700009999)
+    sig = webhook.sign(SECRET, "1700000000", b'{"a":1}')
+    assert webhook.verify(SECRET, "1700000000", b'{"a":1}', sig, now=1700000010)
+    assert not webhook.verify(SECRET, "1700000000", b'{"a":2}', sig, now=1700000010)
+    assert not webhook.verify(b"another-secret-0000", "1700000000", b'{"a":1}', sig, now=1700000010)
+    assert not webhook.verify(SECRET, "1700000000", b'{"a":1}', sig, now=1700009999)
 
 
 def test_target_without_address_placeholder_is_a_config_error() -> None:

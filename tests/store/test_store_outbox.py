@@ -14,7 +14,7 @@ import pytest
 from bouncekeeper import config
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.scoring import DAY, Effect, Mode, Rules, State
-from bouncekeeper.daemons import notify
+from bouncekeeper.daemons import notify, webhook
 from bouncekeeper.store import Outbox, Store
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.model import Item
@@ -161,12 +161,12 @@ def test_a_disable_reaches_the_application_through_the_notifier(store: Store) ->
         (request,) = receiver.delivered()
         assert request.path == "/emails/carol%2Btag@example.org/suspend"
         assert request.json()["type"] == "disabled"
-        assert notify.verify(
+        assert webhook.verify(
             SECRET,
-            request.headers[notify.TIMESTAMP_HEADER],
+            request.headers[webhook.TIMESTAMP_HEADER],
             request.body,
-            request.headers[notify.SIGNATURE_HEADER],
-            now=float(request.headers[notify.TIMESTAMP_HEADER]),
+            request.headers[webhook.SIGNATURE_HEADER],
+            now=float(request.headers[webhook.TIMESTAMP_HEADER]),
         )
         notifier.run_once()
         assert store.client.xlen(store.keys.outbox) == 0

@@ -20,33 +20,27 @@ Delivery guarantees:
   `max_attempts` failures send the notification to the dead-letter stream, from which
   `bouncekeeper notify dead-letters replay` puts it back in the outbox for that one target.
 
-Each request is signed: `X-Bouncekeeper-Signature: sha256=HEX` where HEX is
-HMAC-SHA256(secret, TIMESTAMP + "." + BODY) and TIMESTAMP is the `X-Bouncekeeper-Timestamp` header (the
-timestamp is signed so that a captured request cannot be replayed later; `verify` checks both).
+Each request is signed, and its answer judged, by webhook.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import hmac
-import http.client
 import json
 import random
 import signal
 import socket
-import ssl
 import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from bouncekeeper import __version__, config, store
+from bouncekeeper.daemons.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, Attempt, Delivery, post, sign
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Outbox, Store, StoreUnavailable
 from bouncekeeper.store.client import CLUSTER_SCHEMES
@@ -59,16 +53,6 @@ log = get_logger("bouncekeeper.notify")  # as before the folders: log filters us
 FIELDS = ("type", "address", "state", "kind", "reason", "status", "event_id", "sender", "context", "ts")
 # Added by `dead-letters replay`: deliver to this target only.
 ONLY_TARGET = "only_target"
-SIGNATURE_HEADER = "X-Bouncekeeper-Signature"
-TIMESTAMP_HEADER = "X-Bouncekeeper-Timestamp"
-
-
-class Delivery(StrEnum):
-    """How one delivery attempt to one target ended."""
-
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    DEAD = "dead"
 
 
 def outbox_key(prefix: str) -> str:
@@ -81,76 +65,6 @@ def dead_key(prefix: str) -> str:
 
 def state_key(prefix: str, entry_id: str) -> str:
     return Keys(prefix).outbox_progress(entry_id)
-
-
-# --- signatures -------------------------------------------------------------------------------------
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify(  # noqa: PLR0913, RUF100 - a receiver's one call: the four signed parts, the clock, a leeway
-    secret: bytes, timestamp: str, body: bytes, signature: str, *, now: float, tolerance: float = 300
-) -> bool:
-    """What a receiver runs: the signature matches and the timestamp is recent (constant-time compare)."""
-    try:
-        age = abs(now - int(timestamp))
-    except ValueError:
-        return False
-    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-# --- HTTP -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Attempt:
-    result: Delivery
-    status: int | None = None
-    error: str = ""
-    retry_after: float | None = None
-
-
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Attempt:
-    """POST `body`; classify the answer as delivered, worth retrying, or dead."""
-    parts = urllib.parse.urlsplit(url)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context()
-        )
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
-    path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-    try:
-        conn.request("POST", path, body=body, headers=dict(headers))
-        response = conn.getresponse()
-        response.read(65536)
-        status = response.status
-        retry_after = _retry_after(response.getheader("Retry-After"))
-    except (OSError, http.client.HTTPException) as exc:
-        # Refused, reset, timed out, TLS failure, garbage answer: the receiver is down or sick: retry.
-        return Attempt(Delivery.RETRY, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        conn.close()
-    if 200 <= status < 300:
-        return Attempt(Delivery.DELIVERED, status)
-    if status == 429 or status >= 500:
-        return Attempt(Delivery.RETRY, status, f"HTTP {status}", retry_after)
-    # 3xx: following a redirect would send the signed body somewhere unconfigured. 4xx: the receiver
-    # says the request itself is wrong; the same request will be wrong next time too.
-    return Attempt(Delivery.DEAD, status, f"HTTP {status}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # the HTTP-date form: our own backoff is good enough
 
 
 # --- routing ----------------------------------------------------------------------------------------
