@@ -42,7 +42,7 @@ def measure(code: pathlib.Path, messages: int) -> list[dict[str, Any]]:
 
     from bouncekeeper import config  # noqa: PLC0415 -- the code to measure is chosen at run time
     from bouncekeeper.core import verp  # noqa: PLC0415
-    from bouncekeeper.service.bounces import Service, Source  # noqa: PLC0415
+    from bouncekeeper.service.bounces import Arrival, Service, Source  # noqa: PLC0415
     from bouncekeeper.store import Store  # noqa: PLC0415
 
     keyring = verp.Keyring.from_secrets([b"0123456789abcdef0123456789abcdef"])
@@ -62,7 +62,9 @@ def measure(code: pathlib.Path, messages: int) -> list[dict[str, Any]]:
                 for name, rcpts, message_id, terse in CASES:
                     client.execute_command("FLUSHALL", "SYNC")
                     warm = postfix_dsn("warm@example.org", to=PLAIN, n=0)
-                    service.process_bounce(warm, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP)
+                    service.process_bounce(
+                        Arrival(warm, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP)
+                    )
                     before, keys = _data(client), client.dbsize()
                     count = 5 if rcpts > 1_000 else messages
                     size = 0
@@ -71,7 +73,7 @@ def measure(code: pathlib.Path, messages: int) -> list[dict[str, Any]]:
                                           message_id_octets=message_id, n=n, terse=terse)  # fmt: skip
                         size += len(raw)
                         service.process_bounce(
-                            raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP
+                            Arrival(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP)
                         )
                     growth = _data(client) - before
                     rows.append({

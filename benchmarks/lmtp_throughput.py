@@ -36,7 +36,7 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 
 from bouncekeeper import config, verpkeys  # noqa: E402 - after the path set-up above
 from bouncekeeper.core import verp  # noqa: E402
-from bouncekeeper.service.bounces import Service  # noqa: E402
+from bouncekeeper.service.bounces import Arrival, Service  # noqa: E402
 from bouncekeeper.store.event import Source  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"  # ../shared beside the checkout
@@ -151,7 +151,7 @@ def run_direct(conf: pathlib.Path, n: int, run: str) -> float:
     work = workload(n, run)
     start = time.perf_counter()
     for rcpt, raw in work:
-        service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP)
+        service.process_bounce(Arrival(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP))
     rate = n / (time.perf_counter() - start)
     service.close()
     return rate

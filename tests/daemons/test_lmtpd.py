@@ -20,7 +20,7 @@ import pytest
 
 from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
-from bouncekeeper.service.bounces import Service
+from bouncekeeper.service.bounces import Arrival, Outcome, Service
 from tests.support.exim import free_port, wait_for_port
 from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerProcess, ListenerThread, settings_for
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
@@ -154,10 +154,10 @@ def test_a_temporary_failure_is_recorded_as_temporary(harness: Harness) -> None:
 class FailsForBob(Service):
     """Fault injection: the service fails inside for one recipient (a bug, not a Redis outage)."""
 
-    def process_bounce(self, raw: bytes, **kwargs: Any) -> Any:
-        if "bob" in (kwargs.get("envelope_rcpt") or ""):
+    def process_bounce(self, arrival: Arrival) -> Outcome:
+        if "bob" in (arrival.envelope_rcpt or ""):
             raise RuntimeError("injected failure")
-        return super().process_bounce(raw, **kwargs)
+        return super().process_bounce(arrival)
 
 
 def test_a_failure_inside_is_451_for_that_recipient_only_never_500(harness: Harness) -> None:
@@ -308,9 +308,9 @@ def test_unix_socket_listener_serves_and_removes_its_socket_on_shutdown(harness:
 class Slow(Service):
     """Fault injection: each message takes a while inside (a slow Redis), to stop the listener meanwhile."""
 
-    def process_bounce(self, raw: bytes, **kwargs: Any) -> Any:
+    def process_bounce(self, arrival: Arrival) -> Outcome:
         time.sleep(0.5)
-        return super().process_bounce(raw, **kwargs)
+        return super().process_bounce(arrival)
 
 
 def test_shutdown_lets_a_message_being_processed_finish_and_answers_it(harness: Harness) -> None:

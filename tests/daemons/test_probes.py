@@ -22,7 +22,7 @@ from bouncekeeper import cli, config
 from bouncekeeper.core import verp
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import probes
-from bouncekeeper.service.bounces import Service, Source
+from bouncekeeper.service.bounces import Arrival, Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind
 from bouncekeeper.store.runlock import Busy, RunLock
@@ -85,7 +85,12 @@ def disable(service: Service, address: str, *, now: float = T0) -> None:
     rcpt = verp.encode(address, keyring=KEYRING, bounce_domain=DOMAIN, day=int(now // DAY))
     service.clock = lambda: now
     outcome = service.process_bounce(
-        postfix_dsn(address, to=rcpt, n=int(now)), envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP
+        Arrival(
+            postfix_dsn(address, to=rcpt, n=int(now)),
+            envelope_rcpt=rcpt,
+            envelope_sender="",
+            source=Source.LMTP,
+        )
     )
     assert outcome.recorded[0].state is State.DISABLED_BOUNCES
 
@@ -141,9 +146,13 @@ def test_a_probe_that_bounces_confirms_the_disable(service: Service, sink: tuple
     # The probe bounces: the MTA returns a DSN to the probe's envelope sender.
     service.clock = lambda: T0 + 120
     outcome = service.process_bounce(
-        postfix_dsn("bea@example.org", to=mail_from, n=99), envelope_rcpt=mail_from, envelope_sender="",
-        source=Source.LMTP,
-    )  # fmt: skip
+        Arrival(
+            postfix_dsn("bea@example.org", to=mail_from, n=99),
+            envelope_rcpt=mail_from,
+            envelope_sender="",
+            source=Source.LMTP,
+        )
+    )
     assert outcome.recorded[0].address == "bea@example.org"
     (status,) = probes.history(service, "bea@example.org")
     assert status.bounced

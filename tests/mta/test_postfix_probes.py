@@ -18,7 +18,7 @@ import pytest
 from bouncekeeper import config
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import probes
-from bouncekeeper.service.bounces import Service, Source
+from bouncekeeper.service.bounces import Arrival, Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import Event, EventKind
 from tests.support.redis_server import RedisServer
@@ -84,7 +84,9 @@ def test_a_probe_bounced_by_postfix_confirms_the_disable(
         dsn = bounces.wait_for(lambda m: sent.envelope.lower() in [r.lower() for r in m.recipients])  # type: ignore[attr-defined]
         assert dsn.sender == ""  # a null sender: Postfix's own bounce
         outcome = service.process_bounce(
-            dsn.text.encode(), envelope_rcpt=dsn.recipients[0], envelope_sender="", source=Source.LMTP
+            Arrival(
+                dsn.text.encode(), envelope_rcpt=dsn.recipients[0], envelope_sender="", source=Source.LMTP
+            )
         )
         (decision,) = outcome.recorded
         assert decision.address == address

@@ -16,13 +16,14 @@ from bouncekeeper.core import verp
 from bouncekeeper.core.model import BounceKind, Classification, Failure, MessageType, Reason
 from bouncekeeper.core.scoring import DAY, Mode, Rules, State
 from bouncekeeper.service.bounces import (
+    Arrival,
     Service,
     Source,
     StoreUnavailable,
-    identity,
     record_smtp_failure,
     rules_from,
 )
+from bouncekeeper.service.ids import identity
 from bouncekeeper.store import Store
 from tests.support import hostile_mail
 from tests.support.redis_server import RedisServer
@@ -89,12 +90,14 @@ def test_a_verp_bounce_is_recorded_for_the_decoded_recipient(
     service, _clock, classifier = parts
     classifier.verdict = bounce("alice@example.org")
     outcome = service.process_bounce(
-        RAW,
-        envelope_rcpt=vaddr("alice@example.org", context="news"),
-        envelope_sender="",
-        source=Source.MILTER,
-        client_addr="192.0.2.1",
-        queue_id="4QbX2l0zYxz9",
+        Arrival(
+            RAW,
+            envelope_rcpt=vaddr("alice@example.org", context="news"),
+            envelope_sender="",
+            source=Source.MILTER,
+            client_addr="192.0.2.1",
+            queue_id="4QbX2l0zYxz9",
+        )
     )
     assert classifier.calls == [{"verp_recipient": "alice@example.org", "envelope_sender": ""}]
     assert outcome.summary() == (
@@ -112,10 +115,10 @@ def test_the_same_bounce_delivered_twice_counts_once(parts: tuple[Service, Clock
     service, clock, classifier = parts
     classifier.verdict = bounce("alice@example.org")
     rcpt = vaddr("alice@example.org")
-    service.process_bounce(RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
+    service.process_bounce(Arrival(RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP))
     clock.now += DAY  # a retry days later: a new day, but the same bounce
     again = service.process_bounce(
-        b"Received: by us\n" + RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP
+        Arrival(b"Received: by us\n" + RAW, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
     )
     assert again.recorded[0].duplicate
     assert again.recorded[0].score == 1
@@ -136,8 +139,11 @@ def test_forged_verp_is_recorded_with_the_client_and_never_scored(
     classifier.verdict = bounce("alice@example.org")
     good = vaddr("alice@example.org")
     tampered = good.replace("alice=example.org", "bob=example.org")
-    outcome = service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.MILTER,
-                                     client_addr="203.0.113.9")  # fmt: skip
+    outcome = service.process_bounce(
+        Arrival(
+            RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.MILTER, client_addr="203.0.113.9"
+        )
+    )
     assert outcome.forged
     assert not outcome.recorded
     assert "client=203.0.113.9" in outcome.summary()
@@ -152,14 +158,17 @@ def test_an_expired_verp_address_counts_as_forged(parts: tuple[Service, Clock, F
     service, _clock, classifier = parts
     classifier.verdict = bounce("alice@example.org")
     old = vaddr("alice@example.org", day=T0 - 30 * DAY)
-    assert service.process_bounce(RAW, envelope_rcpt=old, envelope_sender="", source=Source.MILTER).forged
+    assert service.process_bounce(
+        Arrival(RAW, envelope_rcpt=old, envelope_sender="", source=Source.MILTER)
+    ).forged
 
 
 def test_autoreply_is_recorded_never_scored(parts: tuple[Service, Clock, FixedClassifier]) -> None:
     service, _clock, classifier = parts
     classifier.verdict = Classification(MessageType.AUTOREPLY, loop_signals=("auto-submitted:auto-replied",))
-    outcome = service.process_bounce(RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender="",
-                                     source=Source.MILTER)  # fmt: skip
+    outcome = service.process_bounce(
+        Arrival(RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender="", source=Source.MILTER)
+    )
     assert outcome.summary().startswith("autoreply recorded rcpt=alice@example.org kind=autoreply")
     view = service.store.view("alice@example.org")
     assert not view.tracked
@@ -170,7 +179,7 @@ def test_non_scoring_reason_is_recorded_not_scored(parts: tuple[Service, Clock, 
     service, _clock, classifier = parts
     classifier.verdict = bounce("alice@example.org", BounceKind.TEMPORARY, Reason.SPAMDETECTED)
     outcome = service.process_bounce(
-        RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender=None, source=Source.CLI
+        Arrival(RAW, envelope_rcpt=vaddr("alice@example.org"), envelope_sender=None, source=Source.CLI)
     )
     assert not outcome.recorded[0].scored
     assert service.store.view("alice@example.org").soft_count == 0
@@ -185,7 +194,9 @@ def test_three_days_of_hard_bounces_suppress_the_address(
         clock.now = T0 + day * DAY
         raw = RAW.replace(b"dsn1", f"dsn-day{day}".encode())  # a new bounce each day, of that day's mail
         rcpt = vaddr("alice@example.org", day=clock.now)
-        outcome = service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
+        outcome = service.process_bounce(
+            Arrival(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.LMTP)
+        )
     assert outcome.recorded[0].disabled
     assert "state=disabled-bounces" in outcome.summary()
     assert service.is_suppressed("Alice@Example.ORG")
@@ -204,7 +215,9 @@ def test_token_mode_scores_only_the_tokens_recipients(parts: tuple[Service, Cloc
         Failure(recipient="stranger@example.org", kind=BounceKind.PERMANENT, reason=Reason.USERUNKNOWN),
     )
     classifier.verdict = Classification(MessageType.BOUNCE, failures=failures)
-    outcome = service.process_bounce(RAW, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
+    outcome = service.process_bounce(
+        Arrival(RAW, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
+    )
     assert [(d.address, d.scored) for d in outcome.recorded] == [("b@example.org", True)]
     # The stranger is in the stream, with no key of its own.
     assert outcome.unvouched == ("stranger@example.org",)
@@ -234,7 +247,7 @@ def test_store_unavailable_reaches_the_caller(
     classifier.verdict = bounce("alice@example.org")
     redis_db.stop()
     with pytest.raises(StoreUnavailable):
-        service.process_bounce(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.MILTER)
+        service.process_bounce(Arrival(RAW, envelope_rcpt=None, envelope_sender=None, source=Source.MILTER))
     with pytest.raises(StoreUnavailable):
         service.is_suppressed("alice@example.org")
     # check_rcpt never needs Redis.
@@ -274,12 +287,14 @@ def test_ingest_from_files_accepts_an_expired_but_authentic_verp(
     service, _clock, classifier = parts
     classifier.verdict = bounce("alice@example.org")
     old = vaddr("alice@example.org", day=T0 - 30 * DAY)
-    outcome = service.process_bounce(RAW, envelope_rcpt=old, envelope_sender="", source=Source.CLI)
+    outcome = service.process_bounce(Arrival(RAW, envelope_rcpt=old, envelope_sender="", source=Source.CLI))
     assert not outcome.forged
     assert outcome.recorded[0].scored
     assert classifier.calls[-1]["verp_recipient"] == "alice@example.org"
     tampered = old.replace("alice=example.org", "bob=example.org")
-    assert service.process_bounce(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.CLI).forged
+    assert service.process_bounce(
+        Arrival(RAW, envelope_rcpt=tampered, envelope_sender="", source=Source.CLI)
+    ).forged
 
 
 def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
@@ -297,7 +312,9 @@ def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
         envelope_rcpt: str | None, n: int, source: Source = Source.LMTP, on: Service = service
     ) -> list[tuple[str, bool]]:
         raw = RAW.replace(b"dsn1", f"dsn-req{n}".encode())
-        outcome = on.process_bounce(raw, envelope_rcpt=envelope_rcpt, envelope_sender="", source=source)
+        outcome = on.process_bounce(
+            Arrival(raw, envelope_rcpt=envelope_rcpt, envelope_sender="", source=source)
+        )
         return [(d.address, d.scored) for d in outcome.recorded] + [(a, False) for a in outcome.unvouched]
 
     unscored = [("alice@example.org", False), ("bob@example.org", False)]
@@ -331,7 +348,9 @@ def test_a_message_that_reached_a_work_cap_is_logged_with_the_caps(
     service = Service(settings, Store.from_settings(settings.redis))  # the real classifier
     raw = hostile_mail.deep_nesting(100_000)
     try:
-        outcome = service.process_bounce(raw, envelope_rcpt=None, envelope_sender="", source=Source.LMTP)
+        outcome = service.process_bounce(
+            Arrival(raw, envelope_rcpt=None, envelope_sender="", source=Source.LMTP)
+        )
     finally:
         service.close()
     assert outcome.classification.limits == ("mime",)

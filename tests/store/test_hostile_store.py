@@ -17,7 +17,7 @@ import pytest
 from bouncekeeper import config
 from bouncekeeper.core import verp
 from bouncekeeper.core.scoring import DAY
-from bouncekeeper.service.bounces import MAX_RECIPIENTS, Service, Source
+from bouncekeeper.service.bounces import MAX_RECIPIENTS, Arrival, Service, Source
 from bouncekeeper.store import Store
 from bouncekeeper.store.event import ENTRY_MAX_BYTES
 from bouncekeeper.store.model import parse_entry
@@ -84,11 +84,17 @@ def used_memory(store: Store) -> int:
 def grow(service: Service, messages: list[bytes], rcpt: str = PLAIN) -> int:
     """Redis's used_memory growth over `messages` delivered to `rcpt`, after one message warmed up the
     stream and the scripts."""
-    service.process_bounce(postfix_dsn("warm@example.org", to=rcpt, n=0), envelope_rcpt=rcpt,
-                           envelope_sender="", source=Source.LMTP)  # fmt: skip
+    service.process_bounce(
+        Arrival(
+            postfix_dsn("warm@example.org", to=rcpt, n=0),
+            envelope_rcpt=rcpt,
+            envelope_sender="",
+            source=Source.LMTP,
+        )
+    )
     before = used_memory(service.store)
     for raw in messages:
-        service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP)
+        service.process_bounce(Arrival(raw, envelope_rcpt=rcpt, envelope_sender="", source=Source.LMTP))
     return used_memory(service.store) - before
 
 
@@ -129,7 +135,7 @@ def test_a_forged_dsn_naming_thousands_adds_no_key_per_address_and_opens_no_brea
     s = service()
     keys = s.store.client.dbsize()
     raw = hostile_dsn([f"user{i}@provider.example" for i in range(20_000)], to=PLAIN, terse=True)
-    outcome = s.process_bounce(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP)
+    outcome = s.process_bounce(Arrival(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP))
     assert not outcome.recorded
     assert len(outcome.unvouched) == MAX_RECIPIENTS
     # The classifier reads up to its own cap (Classification.limits); of those, 100 are recorded.
@@ -153,13 +159,19 @@ def test_forged_dsns_naming_a_providers_addresses_never_open_its_breaker(make: t
     s = service(require_verp=False, breaker_addresses=10)
     for n in range(3):
         raw = hostile_dsn([f"u{n}x{i}@provider.example" for i in range(20)], to=PLAIN, n=n)
-        s.process_bounce(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP)
+        s.process_bounce(Arrival(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP))
     assert not s.store.frozen_domains()
     # Authentic bounces do count: ten signed ones open it.
     for i in range(10):
         rcpt = f"real{i}@provider.example"
-        s.process_bounce(postfix_dsn(rcpt, to=vaddr(rcpt, T0), n=100 + i), envelope_rcpt=vaddr(rcpt, T0),
-                         envelope_sender="", source=Source.LMTP)  # fmt: skip
+        s.process_bounce(
+            Arrival(
+                postfix_dsn(rcpt, to=vaddr(rcpt, T0), n=100 + i),
+                envelope_rcpt=vaddr(rcpt, T0),
+                envelope_sender="",
+                source=Source.LMTP,
+            )
+        )
     assert "provider.example" in s.store.frozen_domains()
 
 
@@ -172,7 +184,7 @@ def test_one_verp_address_replayed_every_day_never_disables_its_recipient(
     for day in range(10):  # within the address's validity (14 days)
         clock.now = T0 + day * DAY + 60
         raw = postfix_dsn("alice@example.org", to=leaked, n=day)  # a new DSN each day
-        outcome = s.process_bounce(raw, envelope_rcpt=leaked, envelope_sender="", source=Source.LMTP)
+        outcome = s.process_bounce(Arrival(raw, envelope_rcpt=leaked, envelope_sender="", source=Source.LMTP))
         assert not outcome.forged
     view = s.store.view("alice@example.org", events=10)
     assert view.hard_score == 1
@@ -189,16 +201,28 @@ def test_three_forged_bounces_in_a_minute_do_not_disable_with_the_count_rule(
     leaked = vaddr("alice@example.org", T0)
     for n in range(3):
         clock.now = T0 + 20 * n
-        s.process_bounce(postfix_dsn("alice@example.org", to=leaked, n=n), envelope_rcpt=leaked,
-                         envelope_sender="", source=Source.LMTP)  # fmt: skip
+        s.process_bounce(
+            Arrival(
+                postfix_dsn("alice@example.org", to=leaked, n=n),
+                envelope_rcpt=leaked,
+                envelope_sender="",
+                source=Source.LMTP,
+            )
+        )
     assert s.store.view("alice@example.org").hits == 1
     assert not s.is_suppressed("alice@example.org")
     # The mail of three different days still disables: each day's address is another.
     for day in (1, 2):
         clock.now = T0 + day * DAY
         rcpt = vaddr("alice@example.org", clock.now)
-        s.process_bounce(postfix_dsn("alice@example.org", to=rcpt, n=10 + day), envelope_rcpt=rcpt,
-                         envelope_sender="", source=Source.LMTP)  # fmt: skip
+        s.process_bounce(
+            Arrival(
+                postfix_dsn("alice@example.org", to=rcpt, n=10 + day),
+                envelope_rcpt=rcpt,
+                envelope_sender="",
+                source=Source.LMTP,
+            )
+        )
     assert s.is_suppressed("alice@example.org")
 
 
@@ -210,7 +234,7 @@ def test_a_token_bounce_scores_the_recipients_its_report_names_once_each(make: t
     address = verp.encode_token(token, keyring=KEYRING, bounce_domain=DOMAIN, day=int(T0 // DAY))
     # The report names a and b (both the token's) and a stranger; c is not named.
     raw = hostile_dsn(["a@example.org", "b@example.org", "a@example.org", "z@example.org"], to=address)
-    outcome = s.process_bounce(raw, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
+    outcome = s.process_bounce(Arrival(raw, envelope_rcpt=address, envelope_sender="", source=Source.LMTP))
     assert sorted(d.address for d in outcome.recorded if d.scored) == ["a@example.org", "b@example.org"]
     assert outcome.unvouched == ("z@example.org",)
     assert s.store.view("c@example.org").hits == 0
@@ -218,7 +242,7 @@ def test_a_token_bounce_scores_the_recipients_its_report_names_once_each(make: t
     # Replayed (a new DSN to the same token address, an hour later): nothing more scores.
     clock.now += 3600
     again = hostile_dsn(["a@example.org", "b@example.org"], to=address, n=2)
-    outcome = s.process_bounce(again, envelope_rcpt=address, envelope_sender="", source=Source.LMTP)
+    outcome = s.process_bounce(Arrival(again, envelope_rcpt=address, envelope_sender="", source=Source.LMTP))
     assert not any(d.scored for d in outcome.recorded)
     assert [s.store.view(a).hits for a in ("a@example.org", "b@example.org")] == [1, 1]
 

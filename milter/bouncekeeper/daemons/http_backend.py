@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import metrics
 from bouncekeeper.log import get_logger
-from bouncekeeper.service.bounces import Outcome, Service
+from bouncekeeper.service.bounces import Arrival, Outcome, Service
 from bouncekeeper.store import Outbox, StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, Source, iso
 from bouncekeeper.store.keys import STATE as STATE_SUFFIX
@@ -130,11 +130,13 @@ class ServiceBackend:
     ) -> dict[str, Any]:
         with self._timed("process_bounce"):
             outcome = self.service.process_bounce(
-                raw,
-                envelope_rcpt=envelope_rcpt,
-                envelope_sender=envelope_sender,
-                source=Source.HTTP,
-                client_addr=client_addr,
+                Arrival(
+                    raw,
+                    envelope_rcpt=envelope_rcpt,
+                    envelope_sender=envelope_sender,
+                    source=Source.HTTP,
+                    client_addr=client_addr,
+                )
             )
         metrics.observe("http", outcome)
         log.info("http: %s", outcome.summary())

@@ -32,7 +32,7 @@ from bouncekeeper.core.model import MessageType
 from bouncekeeper.core.verp import VerpStatus
 from bouncekeeper.daemons import metrics
 from bouncekeeper.log import get_logger
-from bouncekeeper.service.bounces import Service
+from bouncekeeper.service.bounces import Arrival, Service
 from bouncekeeper.store import Store, StoreUnavailable
 from bouncekeeper.store.cursor import FolderCursor
 from bouncekeeper.store.event import Source
@@ -302,7 +302,9 @@ def service_process(service: Service, local_prefix: str) -> Process:
 
     def process(raw: bytes, candidates: Sequence[str]) -> Handled:
         rcpt = _pick_envelope(service, candidates, local_prefix)
-        outcome = service.process_bounce(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.IMAP)
+        outcome = service.process_bounce(
+            Arrival(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.IMAP)
+        )
         metrics.observe("imap", outcome)
         c = outcome.classification
         recognised = not outcome.forged and c.message_type in (MessageType.BOUNCE, MessageType.DELAY)

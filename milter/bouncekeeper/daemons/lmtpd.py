@@ -44,7 +44,7 @@ from bouncekeeper import config, log
 from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.daemons import metrics
-from bouncekeeper.service.bounces import Classified, Service
+from bouncekeeper.service.bounces import Arrival, Classified, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 
@@ -287,14 +287,16 @@ class Handler:
             try:
                 with metrics.timed("process_bounce"):
                     outcome = self.service.process_bounce(
-                        raw,
-                        envelope_rcpt=rcpt,
-                        envelope_sender=sender,
-                        source=Source.LMTP,
-                        client_addr=peer,
-                        queue_id=qid,
-                        classified=classified,
-                        verdict=verdict,
+                        Arrival(
+                            raw,
+                            envelope_rcpt=rcpt,
+                            envelope_sender=sender,
+                            source=Source.LMTP,
+                            client_addr=peer,
+                            queue_id=qid,
+                            classified=classified,
+                            verdict=verdict,
+                        )
                     )
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)

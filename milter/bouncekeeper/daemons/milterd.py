@@ -58,6 +58,7 @@ from bouncekeeper.core import addresses, loops, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult, VerpUnencodable
 from bouncekeeper.daemons import metrics, policyd
+from bouncekeeper.service.bounces import Arrival
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 from bouncekeeper.verpkeys import Signer
@@ -102,31 +103,11 @@ class ServicePort(Protocol):
 
     def check_rcpt(self, address: str) -> VerpResult: ...
 
-    def process_bounce(
-        self,
-        raw: bytes,
-        *,
-        envelope_rcpt: str | None,
-        envelope_sender: str | None,
-        source: Source,
-        client_addr: str | None = None,
-        queue_id: str | None = None,
-        classified: Any = None,
-        verdict: RcptVerdict | None = None,
-    ) -> Any: ...
+    def process_bounce(self, arrival: Arrival) -> Any: ...
 
     def triage(self, raw: bytes, *, envelope_sender: str | None) -> Any: ...
 
-    def record_loop(
-        self,
-        raw_headers_or_raw: bytes,
-        *,
-        rcpt: str,
-        signals: tuple[str, ...],
-        source: Source,
-        client_addr: str | None,
-        queue_id: str | None,
-    ) -> None: ...
+    def record_loop(self, arrival: Arrival, *, signals: tuple[str, ...]) -> None: ...
 
     def is_suppressed(self, address: str) -> bool: ...
 
@@ -645,14 +626,16 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         for bounce in msg.bounces:
             with metrics.timed("process_bounce"):
                 outcome = service.process_bounce(
-                    raw,
-                    envelope_rcpt=bounce.address,
-                    envelope_sender=sender,
-                    source=Source.MILTER,
-                    client_addr=self.client_addr,
-                    queue_id=self.queue_id if self.queue_id != "-" else None,
-                    classified=classified,
-                    verdict=bounce.verdict,
+                    Arrival(
+                        raw,
+                        envelope_rcpt=bounce.address,
+                        envelope_sender=sender,
+                        source=Source.MILTER,
+                        client_addr=self.client_addr,
+                        queue_id=self.queue_id if self.queue_id != "-" else None,
+                        classified=classified,
+                        verdict=bounce.verdict,
+                    )
                 )
             metrics.observe(Source.MILTER.value, outcome)
             if policy.enforce:
@@ -670,14 +653,14 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         for _rcpt, address in msg.protected:
             try:
                 with metrics.timed("record_loop"):
-                    self.runtime.service.record_loop(
+                    arrival = Arrival(
                         raw_headers,
-                        rcpt=address,
-                        signals=signals,
-                        source=Source.MILTER,
+                        Source.MILTER,
+                        envelope_rcpt=address,
                         client_addr=self.client_addr,
                         queue_id=self.queue_id if self.queue_id != "-" else None,
                     )
+                    self.runtime.service.record_loop(arrival, signals=signals)
             except StoreUnavailable as exc:
                 if not self.internal and policy.enforce:
                     # The decision is kept by deferring: the sender retries and we record it then.

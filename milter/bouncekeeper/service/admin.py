@@ -22,7 +22,7 @@ from bouncekeeper import config
 from bouncekeeper.core.addresses import domain_of, normalise
 from bouncekeeper.core.scoring import Rule, State
 from bouncekeeper.log import get_logger
-from bouncekeeper.service.bounces import Outcome, Service, Source
+from bouncekeeper.service.bounces import Arrival, Outcome, Service, Source
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Event, EventKind, iso
 from bouncekeeper.store.model import AddressView
@@ -374,7 +374,7 @@ def ingest(args: argparse.Namespace, service: Service) -> int:
     try:
         for name, raw in messages(args.files):
             outcome = service.process_bounce(
-                raw, envelope_rcpt=args.rcpt, envelope_sender=None, source=Source.CLI
+                Arrival(raw, envelope_rcpt=args.rcpt, envelope_sender=None, source=Source.CLI)
             )
             progress.step()
             tally["messages"] += 1

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import email.parser
-import email.policy
-import hashlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
@@ -25,6 +23,8 @@ from bouncekeeper.core.model import Classification, Failure, MessageType, Reason
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, received
 from bouncekeeper.core.scoring import Effect, Mode, Rule, Rules, State, assess
 from bouncekeeper.log import get_logger
+from bouncekeeper.service import ids
+from bouncekeeper.service.voucher import Voucher, vouch
 from bouncekeeper.store import Store, StoreUnavailable, connect
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.model import Item, Result
@@ -36,7 +36,6 @@ Classifier = Callable[..., Classification]
 # transaction at one destination, rarely more than a few dozen; a stranger's can name thousands. The
 # rest are cut, logged and counted (stats `cut:recipients`); docs/security.md.
 MAX_RECIPIENTS = 100
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 # Message types that are never failures, as the event kind they are recorded with.
 _NON_FAILURE_KINDS = {
@@ -154,6 +153,7 @@ class Classified:
         self._classifier = classifier
         self._triaged = Triaged(raw, envelope_sender=envelope_sender) if classifier is None else None
         self._memo: dict[str | None, Classification] = {}
+        self._event_id: str | None = None
 
     def for_verp(self, verp_recipient: str | None) -> Classification:
         if verp_recipient not in self._memo:
@@ -176,9 +176,33 @@ class Classified:
         return self._memo[verp_recipient]
 
     @property
+    def event_id(self) -> str:
+        """The message's dedup id (`ids.identity`), read once for all its recipients."""
+        if self._event_id is None:
+            self._event_id = ids.identity(self.raw)
+        return self._event_id
+
+    @property
     def limits(self) -> tuple[str, ...]:
         """The work caps the message's classification reached (empty until it is classified)."""
         return next(iter(self._memo.values())).limits if self._memo else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One message as an adapter received it for one envelope recipient: what `process_bounce` and
+    `record_loop` record. `classified`: the message's `Service.triage`, shared by its recipients (the
+    message classified once); `verdict`: the adapter's verdict on `envelope_rcpt` at RCPT (core/rcpt.py:
+    the VERP address decoded once, and "forged" decided there). Without them `process_bounce` makes them."""
+
+    raw: bytes
+    source: Source
+    envelope_rcpt: str | None = None
+    envelope_sender: str | None = None
+    client_addr: str | None = None
+    queue_id: str | None = None
+    classified: Classified | None = None
+    verdict: RcptVerdict | None = None
 
 
 class Service:
@@ -187,14 +211,13 @@ class Service:
         settings: config.Settings,
         store: Store,
         *,
-        rules: Rules | None = None,
         clock: Callable[[], float] = time.time,
         classifier: Classifier | None = None,
         keyring: verp.Keyring | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.rules = rules or rules_from(settings.policy, settings.verp)
+        self.rules = rules_from(settings.policy, settings.verp)
         self.clock = clock
         self._classifier = classifier
         if keyring is None and settings.verp.bounce_domain:
@@ -227,210 +250,127 @@ class Service:
             return verp.VerpResult(verp.VerpStatus.NOT_VERP)
         return verpkeys.decode_with(address, self.keyring, self.settings, day=verpkeys.today(self.clock()))
 
-    def process_bounce(
-        self,
-        raw: bytes,
-        *,
-        envelope_rcpt: str | None,
-        envelope_sender: str | None,
-        source: Source,
-        client_addr: str | None = None,
-        queue_id: str | None = None,
-        classified: Classified | None = None,
-        verdict: RcptVerdict | None = None,
-    ) -> Outcome:
+    def process_bounce(self, arrival: Arrival) -> Outcome:
         """Classify one message and record what it says, atomically per address. Raises StoreUnavailable
-        (nothing, or only a harmless part, was written; a retry of the same message counts once).
-        `classified`: the message's `triage`, shared by its recipients (classified once); `verdict`: the
-        adapter's verdict on `envelope_rcpt` at RCPT (core/rcpt.py: the VERP address decoded once, and
-        "forged" decided there)."""
+        (nothing, or only a harmless part, was written; a retry of the same message counts once)."""
         now = self.clock()
+        classified = arrival.classified
         if classified is None:
-            classified = self.triage(raw, envelope_sender=envelope_sender)
-        if verdict is None and envelope_rcpt:
+            classified = self.triage(arrival.raw, envelope_sender=arrival.envelope_sender)
+        verdict = arrival.verdict
+        if verdict is None and arrival.envelope_rcpt:
             # No RCPT stage before this call: the verdict of a message that can no longer be refused. An
             # expired signature is authentic but old: an operator ingesting old bounces from files vouches
             # for it, the network does not (a replayed address).
-            verdict = received(self.check_rcpt(envelope_rcpt), vouch_expired=source is Source.CLI)
+            verdict = received(
+                self.check_rcpt(arrival.envelope_rcpt), vouch_expired=arrival.source is Source.CLI
+            )
         checked = verdict.verp if verdict is not None else None
-        event_id = identity(raw)
+        event_id = classified.event_id  # first, as it always was: the message's id, read once
         if verdict is not None and verdict.forged:
-            classification = classified.for_verp(None)
-            self._log_forged(
-                classification, checked, envelope_rcpt=envelope_rcpt, source=source, now=now,
-                event_id=event_id, client_addr=client_addr, queue_id=queue_id,
-            )  # fmt: skip
-            return Outcome(
-                classification, verp=checked, forged=True, event_id=event_id, client_addr=client_addr
-            )
-
+            unvouched = _Recording(arrival, now, event_id, classified.for_verp(None), Voucher())
+            return self._record_forged(unvouched, verdict.verp)
         authentic = verdict is not None and verdict.answer is Answer.ACCEPT
-        voucher = self._voucher(checked if authentic else None)
-        classification = classified.for_verp(voucher.recipient)
-
-        def event(
-            kind: EventKind, address: str, failure: Failure | None, effect: Effect, note: str = ""
-        ) -> Event:
-            return Event(
-                at=now,
-                kind=kind,
-                source=source,
-                address=address,
-                id=event_id,
-                message_id=classification.original_message_id or voucher.message_id,
-                status=failure.status if failure else None,
-                reason=failure.reason.value if failure else None,
-                diagnostic=failure.diagnostic if failure else "",
-                remote_mta=failure.remote_mta if failure else None,
-                context=voucher.context,
-                sender=voucher.sender,
-                client=client_addr,
-                queue_id=queue_id,
-                effect=effect.value,
-                note=note,
-            )
-
-        items, loose, cut = self._sort(classification, voucher, event)
-        unvouched = None
-        if loose or cut:
-            note = _unvouched_note(len(loose), cut, token=bool(voucher.token_recipients))
-            named = " ".join(_named(f) for f in loose)
-            unvouched = dataclasses.replace(
-                event(EventKind.UNVOUCHED, "", None, Effect.NONE, note), recipients=named
-            )
-        elif not items:
-            unvouched = Event(
-                at=now,
-                kind=_NON_FAILURE_KINDS[classification.message_type],
-                source=source,
-                id=event_id,
-                message_id=classification.original_message_id,
-                client=client_addr,
-                queue_id=queue_id,
-                note=f"envelope recipient {envelope_rcpt or '-'}",
-            )
-        if unvouched is not None and unvouched.kind is EventKind.UNVOUCHED:
-            self.store.log_once(unvouched, counters={"cut:recipients": cut} if cut else None)
-        elif unvouched is not None:
-            self.store.log_event(unvouched)
-        results = self.store.record(items, now=now, rules=self.rules, raw=raw) if items else []
+        voucher = vouch(checked if authentic else None, self.store)
+        recording = _Recording(arrival, now, event_id, classified.for_verp(voucher.recipient), voucher)
+        items, loose, cut = self._sort(recording)
+        self._log_unrecorded(recording, items, loose, cut)
+        results = self.store.record(items, now=now, rules=self.rules, raw=arrival.raw) if items else []
         return Outcome(
-            classification,
+            recording.classification,
             recorded=tuple(self._decision(i, r) for i, r in zip(items, results, strict=True)),
             verp=checked,
-            event_id=event_id,
-            client_addr=client_addr,
+            event_id=recording.event_id,
+            client_addr=arrival.client_addr,
             unvouched=tuple(f.recipient for f in loose),
             cut=cut,
         )
 
-    def _log_forged(
-        self,
-        classification: Classification,
-        checked: verp.VerpResult | None,
-        *,
-        envelope_rcpt: str | None,
-        source: Source,
-        now: float,
-        event_id: str,
-        client_addr: str | None,
-        queue_id: str | None,
-    ) -> None:
+    def _record_forged(self, recording: _Recording, checked: verp.VerpResult) -> Outcome:
         """A bounce to a forged or expired VERP address: the stream only, never under the address it names."""
-        status = checked.status.value if checked and checked.status is not verp.VerpStatus.VALID else "forged"
-        self.store.log_event(
-            Event(
-                at=now,
-                kind=EventKind.FORGED,
-                source=source,
-                address=checked.recipient if checked else None,
-                id=event_id,
-                message_id=classification.original_message_id,
-                client=client_addr,
-                queue_id=queue_id,
-                note=f"envelope recipient {envelope_rcpt} ({status})",
+        status = checked.status.value if checked.status is not verp.VerpStatus.VALID else "forged"
+        note = f"envelope recipient {recording.arrival.envelope_rcpt} ({status})"
+        self.store.log_event(recording.stream_event(EventKind.FORGED, note, checked.recipient))
+        return Outcome(
+            recording.classification,
+            verp=checked,
+            forged=True,
+            event_id=recording.event_id,
+            client_addr=recording.arrival.client_addr,
+        )
+
+    def _log_unrecorded(
+        self, recording: _Recording, items: list[Item], loose: list[Failure], cut: int
+    ) -> None:
+        """The message's one stream-only entry: the recipients it named without evidence for them and
+        those cut (`unvouched`), or, when it recorded nothing under any address, what it was."""
+        if loose or cut:
+            note = _unvouched_note(len(loose), cut, token=bool(recording.voucher.token_recipients))
+            named = " ".join(_named(f) for f in loose)
+            unvouched = dataclasses.replace(
+                recording.event(EventKind.UNVOUCHED, "", note=note), recipients=named
             )
-        )
+            self.store.log_once(unvouched, counters={"cut:recipients": cut} if cut else None)
+        elif not items:
+            kind = _NON_FAILURE_KINDS[recording.classification.message_type]
+            note = f"envelope recipient {recording.arrival.envelope_rcpt or '-'}"
+            self.store.log_event(recording.stream_event(kind, note))
 
-    def _voucher(self, checked: verp.VerpResult | None) -> _Voucher:
-        """What an authentic VERP address (`checked`, None when there is none) vouches for."""
-        if checked is None:
-            return _Voucher()
-        if checked.token is None:
-            return _Voucher(checked.recipient, context=checked.context, verp_id=_verp_id(checked))
-        data = self.store.get_token(checked.token)
-        if data is None:
-            return _Voucher(context=checked.context)
-        recipients = tuple(r for r in data.get("recipients", "").split("\n") if r)
-        return _Voucher(
-            recipients[0] if len(recipients) == 1 else None,
-            recipients,
-            context=data.get("context", "") or checked.context,
-            message_id=data.get("message_id") or None,
-            sender=data.get("sender") or None,
-            verp_id=_verp_id(checked),
-        )
-
-    def _sort(
-        self, classification: Classification, voucher: _Voucher, event: Callable[..., Event]
-    ) -> tuple[list[Item], list[Failure], int]:
+    def _sort(self, recording: _Recording) -> tuple[list[Item], list[Failure], int]:
         """The items to record per address, the failures recorded only in the message's `unvouched`
         stream entry, and how many recipients beyond MAX_RECIPIENTS were not read.
 
         Only the recipients an authentic VERP address (or its token) names are evidence: a bounce is
         written by whoever sends it. The others get no key of their own and never score, unless the
         operator opts in ([policy] require_verp = false) for bounces that came to no signed address."""
+        classification, voucher = recording.classification, recording.voucher
         vouched = voucher.vouched
         opt_in = not self.settings.policy.require_verp and not voucher.token_recipients
         reported = [*classification.failures, *classification.delays]
         items: list[Item] = []
         loose: list[Failure] = []
         for n, failure in enumerate(reported[:MAX_RECIPIENTS]):
-            if n >= len(classification.failures):
-                kind, effect, note = EventKind.DELAYED, Effect.NONE, ""
-            else:
-                assessment = assess(failure.kind, failure.reason, self.rules)
-                kind, effect, note = EventKind(failure.kind.value), assessment.effect, assessment.why
             mine = failure.recipient in vouched
             if mine or opt_in:
-                e = event(kind, failure.recipient, failure, effect, note)
-                items.append(
-                    Item(
-                        failure.recipient, effect, e, authentic=mine, verp_id=voucher.verp_id if mine else ""
-                    )
-                )
+                delayed = n >= len(classification.failures)
+                items.append(self._item(recording, failure, delayed=delayed, mine=mine))
             else:
                 loose.append(failure)
         if not items and not loose:
             other = _NON_FAILURE_KINDS[classification.message_type]
-            items = [Item(a, Effect.NONE, event(other, a, None, Effect.NONE)) for a in vouched]
+            items = [Item(a, Effect.NONE, recording.event(other, a)) for a in vouched]
         cut = max(0, len(reported) - MAX_RECIPIENTS)
         if cut:
             log.warning("%s recipients named; the first %s recorded", len(reported), MAX_RECIPIENTS)
         return items, loose, cut
 
-    def record_loop(
-        self,
-        raw_headers_or_raw: bytes,
-        *,
-        rcpt: str,
-        signals: tuple[str, ...],
-        source: Source,
-        client_addr: str | None,
-        queue_id: str | None,
-    ) -> None:
-        """Record a message the adapter held back as part of a mail loop (global stream only)."""
-        headers = _HEADERS.parsebytes(raw_headers_or_raw)
+    def _item(self, recording: _Recording, failure: Failure, *, delayed: bool, mine: bool) -> Item:
+        """One reported recipient's item: a failure as the rules assess it, a delay never scored; `mine`:
+        the authentic VERP address names it (then, and only then, the replay check applies)."""
+        if delayed:
+            kind, effect, note = EventKind.DELAYED, Effect.NONE, ""
+        else:
+            assessment = assess(failure.kind, failure.reason, self.rules)
+            kind, effect, note = EventKind(failure.kind.value), assessment.effect, assessment.why
+        event = recording.event(kind, failure.recipient, failure, effect, note)
+        verp_id = recording.voucher.verp_id if mine else ""
+        return Item(failure.recipient, effect, event, authentic=mine, verp_id=verp_id)
+
+    def record_loop(self, arrival: Arrival, *, signals: tuple[str, ...]) -> None:
+        """Record a message the adapter held back as part of a mail loop (global stream only); its `raw`
+        may be the header block alone."""
+        rcpt = arrival.envelope_rcpt or ""
+        message_id = ids.message_id(arrival.raw)  # read once: the dedup id is made from it too
         self.store.log_event(
             Event(
                 at=self.clock(),
                 kind=EventKind.LOOP,
-                source=source,
+                source=arrival.source,
                 address=normalise(rcpt) or rcpt,
-                id=identity(raw_headers_or_raw),
-                message_id=(headers.get("Message-ID") or "").strip() or None,
-                client=client_addr,
-                queue_id=queue_id,
+                id=ids.identity_from(arrival.raw, message_id),
+                message_id=message_id or None,
+                client=arrival.client_addr,
+                queue_id=arrival.queue_id,
                 note=",".join(signals),
             )
         )
@@ -468,11 +408,7 @@ class Service:
             MessageType.BOUNCE, failures=(failure,), original_message_id=message_id
         )
         now = self.clock()
-        event_id = (
-            hashlib.sha256(f"smtp-time\0{message_id}\0{code}\0{status}".encode()).hexdigest()[:16]
-            if message_id
-            else secrets.token_hex(8)
-        )
+        event_id = ids.smtp_time_id(message_id, code, status)
         assessment = assess(failure.kind, failure.reason, self.rules)
         item = Item(
             normal,
@@ -525,7 +461,9 @@ def record_smtp_failure(
     """For applications: record a failure reply got at submission, as `bouncekeeper record` does.
 
     Opens the store the settings name (default: $BOUNCEKEEPER_CONFIG, else the built-in defaults) for
-    this one call. An application recording many should keep a `Service` open instead.
+    this one call. An application recording many should keep a `Service` open instead. Why a function
+    beside `Service.record_smtp_failure`: it is the documented one-call API for applications
+    (docs/redis.md), which hold no Service; it only opens one, calls the method and closes it.
     Raises ValueError for bad input and StoreUnavailable when Redis is unreachable.
     """
     service = Service.open(settings or config.load())
@@ -535,21 +473,63 @@ def record_smtp_failure(
         service.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Voucher:
-    """What the authentic VERP address a bounce came to says: the recipient it names, or its token's
-    recipients (and the message's data the token kept), and its id for the replay check."""
+class _Origin(TypedDict):
+    """What every event of one message shares: when it was recorded, where it came from, its dedup id."""
 
-    recipient: str | None = None
-    token_recipients: tuple[str, ...] = ()
-    context: str = ""
-    message_id: str | None = None
-    sender: str | None = None  # the original mail's sender (token mode): picks the notify target
-    verp_id: str = ""
+    at: float
+    source: Source
+    id: str
+    client: str | None
+    queue_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Recording:
+    """One message recorded for one envelope recipient: what every event it writes shares."""
+
+    arrival: Arrival
+    now: float
+    event_id: str
+    classification: Classification
+    voucher: Voucher
 
     @property
-    def vouched(self) -> tuple[str, ...]:
-        return (self.recipient,) if self.recipient else self.token_recipients
+    def origin(self) -> _Origin:
+        arrival = self.arrival
+        return _Origin(
+            at=self.now, source=arrival.source, id=self.event_id, client=arrival.client_addr,
+            queue_id=arrival.queue_id,
+        )  # fmt: skip
+
+    def event(
+        self,
+        kind: EventKind,
+        address: str,
+        failure: Failure | None = None,
+        effect: Effect = Effect.NONE,
+        note: str = "",
+    ) -> Event:
+        """An event under an address the VERP address vouched for (or the operator opted in)."""
+        return Event(
+            kind=kind,
+            address=address,
+            message_id=self.classification.original_message_id or self.voucher.message_id,
+            status=failure.status if failure else None,
+            reason=failure.reason.value if failure else None,
+            diagnostic=failure.diagnostic if failure else "",
+            remote_mta=failure.remote_mta if failure else None,
+            context=self.voucher.context,
+            sender=self.voucher.sender,
+            effect=effect.value,
+            note=note,
+            **self.origin,
+        )
+
+    def stream_event(self, kind: EventKind, note: str, address: str | None = None) -> Event:
+        """An event of the message for the global stream only: no VERP address vouched for it (no
+        context, sender or effect)."""
+        message_id = self.classification.original_message_id
+        return Event(kind=kind, address=address, message_id=message_id, note=note, **self.origin)
 
 
 def _unvouched_note(loose: int, cut: int, *, token: bool) -> str:
@@ -567,34 +547,12 @@ def _named(failure: Failure) -> str:
     return f"{failure.recipient}:{failure.kind.value}:{failure.status or '-'}"
 
 
-def _verp_id(checked: verp.VerpResult) -> str:
-    """The id of the signed VERP address a bounce came to, for the replay check: its token, or what its
-    signature covers (recipient, context and day), hashed to keep the key short."""
-    if checked.token is not None:
-        return "t." + checked.token
-    basis = f"{checked.day}:{checked.recipient}+{checked.context}"
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
-
-
-def identity(raw: bytes) -> str:
-    """The dedup id of a delivered message: the same bounce delivered again gets the same id.
-
-    A retry re-sends the same queued file, but the receiving MTA may prepend its own trace headers: the
-    bounce's Message-ID (set once by the MTA that wrote it) is the identity when present, else the body.
-    """
-    head, _, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
-    message_id = (_HEADERS.parsebytes(head + b"\n\n").get("Message-ID") or "").strip()
-    basis = b"mid\0" + message_id.encode("utf-8", "replace") if message_id else b"body\0" + body
-    return hashlib.sha256(basis).hexdigest()[:16]
-
-
 __all__ = [
     "Decision",
     "Outcome",
     "Service",
     "Source",
     "StoreUnavailable",
-    "identity",
     "record_smtp_failure",
     "rules_from",
 ]
