@@ -234,10 +234,9 @@ class ScoringSettings:
         for name in self.non_scoring_reasons:
             if name not in Reason.__members__.values():
                 raise ValueError(f"non_scoring_reasons: unknown reason {name!r}")
-        for key in ("soft_threshold", "hard_threshold", "count_threshold"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be at least 1")
-        for key in ("soft_window_days", "quiet_days", "count_window_days"):
+        counts = ("soft_threshold", "hard_threshold", "count_threshold")
+        windows = ("soft_window_days", "quiet_days", "count_window_days")
+        for key in (*counts, *windows):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1")
 
