@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Nothing else of the package is imported here: each command imports what it uses when it runs, so that
 # `bouncekeeper classify` (or a pipe that starts one process per bounce) never pays for redis, asyncio or
-# the HTTP server (issue 13, "Start fast"). tests/test_cli_imports.py checks it.
+# the HTTP server (docs/classify-cost.md, "Start-up"). tests/test_cli_imports.py checks it.
 
 Handler = Callable[[argparse.Namespace, config.Settings], int]
 

@@ -227,7 +227,7 @@ class ScoringSettings:
     breaker_freeze_hours: int = 24
     # Score only bounces that arrive at an authentic VERP address naming the failed recipient; the
     # others (no envelope recipient, a plain address) are recorded in the stream only, never scored:
-    # anyone can write a bounce naming anyone (issue 14). false opts in to scoring them.
+    # anyone can write a bounce naming anyone (docs/security.md). false opts in to scoring them.
     require_verp: bool = True
 
     def __post_init__(self) -> None:

@@ -90,7 +90,7 @@ class Triaged:
 
     The VERP recipient changes only the end: which failure is attributed to it (`_attribute_to_verp`),
     and that a report naming no recipient is not guessed at (Stage.RETURNED) when VERP names one. So a
-    message to many recipients costs one classification, not one per recipient (issue 14: 2,000 RCPTs
+    message to many recipients costs one classification, not one per recipient (docs/hostile.md: 2,000 RCPTs
     made 2,000 classifications). The triage runs at the first `for_verp`; nothing here raises."""
 
     def __init__(self, raw: bytes, *, envelope_sender: str | None = None) -> None:

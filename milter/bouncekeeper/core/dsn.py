@@ -24,7 +24,7 @@ HEADERS_TYPES = frozenset(
     {"text/rfc822-headers", "message/rfc822-headers", "text/global-headers", "message/global-headers"}
 )
 MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
-# Work caps (issue 13): a delivery-status part is read up to MAX_CHARS characters (a report on 1,000
+# Work caps (docs/classify-cost.md): a delivery-status part is read to MAX_CHARS characters (a report on 1,000
 # recipients is ~300 KB; what follows is not read, and DeliveryStatus.cut says so), and each field value
 # up to MAX_FIELD_CHARS (the longest real Diagnostic-Code is a multi-line reply of a few hundred).
 MAX_CHARS = 1024 * 1024

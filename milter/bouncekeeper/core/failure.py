@@ -200,7 +200,7 @@ def _user_unknown_by_stage(
     - refused at MAIL FROM: the text is about the sender (`rejected`);
     - refused at RCPT, or the report does not say at which command: the text stands, a dead address.
       Most servers refuse an unknown mailbox at RCPT, and a report that names no command ("550 unknown
-      user <a@b>" relayed by a gateway, "No such user") is read by its words (issue 13: the stage rule
+      user <a@b>" relayed by a gateway, "No such user") is read by its words (docs/accuracy.md: the stage rule
       applies only when the report places the refusal after DATA). A 4xx stays temporary (_kind).
     """
     if not _stage_decides(reason, status_code):

@@ -26,7 +26,7 @@ MAX_EXPLAIN_CHARS = 2000
 # Failed or delayed recipients read from one message: RFC 5321 section 4.5.3.1.8 asks servers to accept
 # 100 recipients per message, and a report lists at most those one message had. Past this many, the
 # rest are not read (Classification.limits says "recipients"): the work per message stays bounded
-# whatever a stranger sends (issue 13: a DSN naming 20,000 recipients took 2.5 s).
+# whatever a stranger sends (docs/classify-cost.md: a DSN naming 20,000 recipients took 2.5 s).
 MAX_RECIPIENTS = 1000
 
 

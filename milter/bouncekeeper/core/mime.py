@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-# Work caps (issue 13): nesting, parts and header blocks past these are not read, and parse() says so
+# Work caps (docs/classify-cost.md): nesting, parts and header blocks past these are not read; parse() says so
 # in `cut` ("mime", "headers"), which the classifier reports in Classification.limits. Real bounces nest
 # three levels and hold a handful of parts; a header block of a real message is a few KiB.
 MAX_DEPTH = 8

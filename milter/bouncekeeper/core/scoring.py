@@ -18,8 +18,8 @@ The rules (defaults from the issue; all configurable):
 - Reasons that say nothing about the address (blocked, spam, policy, size, rate ...), auto-replies,
   feedback reports, success and delay notices, forged VERP and failures of unknown kind are recorded,
   never scored.
-- Evidence first (issue 14; docs/security.md): a failure the bounce names without an authentic VERP
-  address for it is never scored unless `[policy] require_verp = false` (service.py), and one signed
+- Evidence first (docs/security.md): a failure the bounce names without an authentic VERP
+  address for it is never scored unless `[policy] require_verp = false` (service/bounces.py), and one signed
   VERP address scores an address once within `replay_window` (record.lua's replay key, outside `step`).
 - **per-domain circuit breaker** (`trip`): when `breaker_addresses` distinct addresses of one domain get a
   scored failure within `breaker_window`, the domain scores nothing for `breaker_freeze` (docs/redis.md,
@@ -64,7 +64,7 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
 
 
-# Reasons that describe the message, the sender or the path, not the recipient's address (issue 3:
+# Reasons that describe the message, the sender or the path, not the recipient's address (the requirement:
 # "blocked, spam/content/policy/virus filtered, DMARC/auth failures, message too large, rate limits").
 # `rejected` is Sisimai's "the *sender* was rejected"; `norelaying` and `syntaxerror` are our own MTA's
 # configuration problems; `exceedlimit` is a size limit.

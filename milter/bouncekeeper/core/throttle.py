@@ -1,4 +1,4 @@
-"""Guessing VERP tags: how many forged bounce addresses a client may try (issue 14, the RCPT oracle).
+"""Guessing VERP tags: how many forged bounce addresses a client may try (the RCPT oracle, docs/hostile.md).
 
 In enforce mode a forged bounce address is refused at RCPT and a valid one accepted: each RCPT is one
 guess at the tag. Two bounds make guessing hopeless whatever the tag length:

@@ -2,7 +2,7 @@
 
 The stdlib's `ThreadingHTTPServer` starts a thread per connection without a cap and times out each read
 on its own: 300 clients that send nothing, or one byte every 29 seconds, held 301 threads indefinitely
-(issue 14). This keeps the stdlib's request parser and handler shape and bounds what a client can hold:
+(docs/hostile.md). This keeps the stdlib's request parser and handler shape and bounds what a client can hold:
 
 - A new connection gets no thread until its first byte: it waits in a room (one selector, one thread
   for all) for at most `idle_timeout`; ROOM_PER_THREAD * max_connections may wait, the longest-waiting
@@ -54,7 +54,7 @@ from bouncekeeper.log import get_logger
 
 log = get_logger("bouncekeeper.httpserver")  # as before the folders: log filters use it
 
-SERVER_NAME = "bouncekeeper"  # the Server header: never a version (issue 14)
+SERVER_NAME = "bouncekeeper"  # the Server header: never a version (docs/hostile.md)
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; a browser sends 1-2 KB
 LOG_EVERY = 10.0
 ROOM_PER_THREAD = 4  # connections that may wait for their first byte, per thread (max_connections)

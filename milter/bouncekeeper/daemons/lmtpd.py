@@ -12,7 +12,7 @@ only translates: the RCPT check is `Service.check_rcpt` (a pure VERP decode), th
   we answer 451 4.3.0 (the MTA keeps the message and retries).
 - Plain SMTP has one reply for all recipients: 250 when every one was stored, else 451 4.3.0.
 
-Against hostile clients (issue 14) every session is bounded: the message is classified once whatever
+Against hostile clients (docs/hostile.md) every session is bounded: the message is classified once whatever
 the number of recipients (duplicates are answered from the one result); `max_recipients` per
 transaction (452 4.5.3 beyond); a command line is read at most `COMMAND_LINE_LIMIT` octets at a time
 and answered 500 when longer (never buffered whole); `max_connections` sessions (421 4.3.2 beyond); an

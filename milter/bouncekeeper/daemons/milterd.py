@@ -249,9 +249,9 @@ class Runtime:
     policy: MilterPolicy
     service: ServicePort
     signer: Signer | None
-    # Forged bounce addresses per SMTP client, across its connections (the RCPT oracle, issue 14).
+    # Forged bounce addresses per SMTP client, across its connections (the RCPT oracle, docs/hostile.md).
     forgery: throttle.ForgeryLimit = field(default_factory=throttle.ForgeryLimit)
-    # Bounces of one SMTP client processed at a time (issue 14: eight sessions of one client).
+    # Bounces of one SMTP client processed at a time (docs/hostile.md: eight sessions of one client).
     share: throttle.ClientShare = field(default_factory=throttle.ClientShare)
 
 
@@ -586,7 +586,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
         raw = self._raw_headers() + b"\r\n" + b"".join(msg.body)
         sender = addresses.normalise(msg.raw_sender) if msg.raw_sender else None
-        # Classified once for all its bounce recipients (issue 14: once per recipient before).
+        # Classified once for all its bounce recipients, not once per recipient (docs/hostile.md).
         classified = service.triage(raw, envelope_sender=sender)
         # One client's bounces take their turn; mail our own Postfix passes on (internal, after the
         # queue) is everyone's, and goes at once.

@@ -17,7 +17,7 @@ The decision needs no Redis (a VERP signature is an HMAC), so mail never waits o
 connection per smtpd process, kept open by Postfix for many requests; each gets its own thread.
 
 Bounded against clients that are not Postfix, and against SMTP clients guessing VERP tags through it
-(issue 14, docs/hostile.md): `max_connections` at a time (a further one is closed at once), an idle
+(docs/hostile.md): `max_connections` at a time (a further one is closed at once), an idle
 timeout and a whole-connection deadline, 64 KiB per request; a recipient of the bounce domain with
 control, bidi or undecodable characters is `550 5.1.3`; in enforce mode the third forged bounce address
 in a run of requests about one client, or the tenth from a client in an hour, is `421 4.7.0`, after

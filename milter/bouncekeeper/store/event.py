@@ -12,7 +12,7 @@ operator looks (Store.view), so an idle tracked address stays under 300 bytes
 
 Every text field is cut to `FIELD_MAX` octets when the event is made, and control and bidi characters
 become `?` (a bounce is written by a stranger, and these fields reach logs, terminals and webhooks): a
-stream entry is at most `ENTRY_MAX_BYTES`, whatever the bounce held (issue 14; docs/security.md).
+stream entry is at most `ENTRY_MAX_BYTES`, whatever the bounce held (docs/security.md).
 """
 
 from __future__ import annotations

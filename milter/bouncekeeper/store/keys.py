@@ -17,7 +17,7 @@ SOFT = "soft"  # string counter, TTL = soft window after the last soft failure
 # when no score is live), then the history lines (store/event.py), newest first, capped at history_size.
 # One key per tracked address, not a score key and a history key: on Redis 7.0 (no per-field expiry) a
 # key with a TTL costs about 150 bytes before its value, so two keys alone would spend the 300 bytes an
-# idle tracked address may cost (issue 3; docs/redis.md, "Store throughput and memory"). Its TTL: while a
+# idle tracked address may cost (docs/redis.md, "Store throughput and memory"). Its TTL: while a
 # score is live, the quiet period after the last rise (the score resets by Redis TTL, taking the history with
 # it); without one, history_days after the last event. The full events stay in the global stream.
 TRACK = "track"

@@ -8,7 +8,7 @@ from bouncekeeper.core.model import Reason
 
 PATTERNS: tuple[tuple[Reason, str], ...] = (
     # iCloud's "inactive email address" is left to the generic tiers: an inactive account is `suspend`
-    # (issue 13), whatever status accompanies it.
+    # (docs/accuracy.md, "Kind by meaning"), whatever status accompanies it.
     (Reason.USERUNKNOWN, r"unknown or illegal alias"),
     (Reason.HASMOVED, r"recipient no longer on server"),
     (Reason.AUTHFAILURE, r"blocked for failing both spf and dkim"),

@@ -305,7 +305,7 @@ def find_recipients(text: str, *, exclude: set[str], cut: list[str] | None = Non
     One pass, linear in the text: what depends on the line (its bounds, its failure words, a header
     field at its start) is computed once per line, and what depends on the words before an address is
     read backwards from the address, never from the line's start (a 184 KB line of 45,900 addresses took
-    5.3 s when each address re-read its line: issue 13).
+    5.3 s when each address re-read its line: docs/classify-cost.md).
     """
     found: dict[str, str] = {}
     scan = _Scan(text)

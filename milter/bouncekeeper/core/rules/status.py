@@ -55,7 +55,7 @@ GENERIC: dict[str, Reason] = {
     # RFC 7505 null MX, but Exchange Online uses 5.1.10 for "recipient not found": the text decides.
     "1.10": Reason.NOTACCEPT,
     "1.0": Reason.USERUNKNOWN,
-    # Not listed, so that the text or nothing decides (issue 13: an undefined cause stays `unknown`):
+    # Not listed, so that the text or nothing decides (an undefined cause stays `unknown`):
     # x.1.4 "destination mailbox address ambiguous" and x.2.0 "other or undefined mailbox status",
     # which RFC 3463 says of a mailbox that exists.
     "3.0": Reason.SYSTEMERROR,

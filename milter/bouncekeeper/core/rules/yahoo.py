@@ -25,7 +25,7 @@ PATTERNS: tuple[tuple[Reason, str], ...] = (
     # inactivity (its error list), which it may give out again: held, not an unknown user.
     (Reason.SUSPEND, r"\bdd \S+ is no longer valid"),
     # "This account has been disabled or discontinued": the owner's account is closed or on hold, which
-    # says nothing certain about the address for good (issue 13: suspend, never a dead address).
+    # says nothing certain about the address for good (suspend, never a dead address: docs/accuracy.md).
     (Reason.SUSPEND, r"account (?:is |has been )?(?:disabled|inactive|deactivated|discontinued)"),
 )
 
