@@ -7,7 +7,7 @@ The first form builds every message of tests/support/hostile_mail.py at each siz
 nesting, header floods, 20,000-recipient DSNs, encoded-word soup, 10 MB attachments, one 184 KB line of
 45,900 addresses ...), classifies each once in this process and prints its CPU time (time.process_time:
 other load on a shared machine does not count), what the result says was cut (Classification.limits), and
-the worst time with the message that took it. Goal (issue 13): no message up to 10 MB over 1 s. The
+the worst time with the message that took it. Goal: no message up to 10 MB over 1 s. The
 baseline in the same run: the time to parse the same bytes with the stdlib's email parser, a cost no one
 calls hostile. A message still running after --limit seconds is stopped and reported as such.
 

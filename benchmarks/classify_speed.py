@@ -8,7 +8,7 @@ alternate between the two so that CPU frequency drift hits both alike; the best 
 (the least disturbed by other processes). Time is this process's CPU time (time.process_time), so that
 other load on a shared machine does not count as ours or flufl's. One process, one core.
 
-Then whole processes, start-up included (issue 13's "Start fast"): `bouncekeeper classify --jsonl` given
+Then whole processes, start-up included (docs/classify-cost.md): `bouncekeeper classify --jsonl` given
 every corpus file P times (4 by default) against a Python script that does what a user of flufl.bounce
 would (import it, and for each file read it, parse it, run `all_failures`, print one JSON line). Each side
 runs --rounds times, alternating, and its best is kept; time is the child's CPU time (user + system, from

@@ -9,7 +9,7 @@ VERP address, or a policy request about one) and times each from connect to answ
 --seconds, and so does the baseline (the same legitimate requests without an attack), in the same run. It
 prints, per listener and attack, the worst and median latency of the legitimate requests, the ratio of
 the worst to the baseline's worst, how many were answered as they should be, and the memory the attack
-cost the daemon (peak RSS during the attack minus RSS before it). The goal (issue 14): a legitimate
+cost the daemon (peak RSS during the attack minus RSS before it). The goal (docs/hostile.md): a legitimate
 bounce answered within 1 s while 8 hostile sessions run.
 
 - lmtp: `bouncekeeper lmtp`, the legitimate bounces on its unix socket (the MTA: trusted), the attackers

@@ -8,9 +8,9 @@ authenticated `GET /suppressions` after another for --seconds, each on a new con
 connect to the whole answer, while the attack's clients run in a process of their own:
 
 - big-body: --big clients POST /bounces without a token, announcing a 10 MiB body (max_body) and
-  streaming it as fast as loopback takes it, reconnecting whenever the server closes (issue 14: 20 of
+  streaming it as fast as loopback takes it, reconnecting whenever the server closes (docs/hostile.md: 20 of
   them took the server from 40 MB to 245 MB when it read bodies before authenticating);
-- slow-header: --clients clients send a request line, then one header byte a second (issue 14: 300
+- slow-header: --clients clients send a request line, then one header byte a second (docs/hostile.md: 300
   held 301 threads indefinitely);
 - idle: --clients clients connect and send nothing (the same for idle keep-alive).
 

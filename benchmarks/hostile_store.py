@@ -1,4 +1,4 @@
-"""What a stranger's bounce costs Redis (issue 14): used_memory growth and keys added per hostile DSN,
+"""What a stranger's bounce costs Redis (docs/security.md): used_memory growth and keys added per hostile DSN,
 through the Service and the real classifier, into a redis-server this script starts.
 
 Cases (tests/support/dsn.py hostile_dsn, all to the plain bounce address, no VERP):

@@ -17,7 +17,7 @@ Starts its own redis-server on a unix socket under a temp dir (the embedded defa
 5. capacity (docs/capacity.md): redis-server's own CPU time per event during the store run (so events per
    second one Redis core can take, however fast the clients are), and the stream's bytes per entry.
 
-Goals (issue 3): >= 5,000 events/s, <= 300 bytes per idle tracked address.
+Goals: >= 5,000 events/s, <= 300 bytes per idle tracked address.
 Usage: python benchmarks/store_throughput.py [--workers 4] [--events 20000] [--addresses 20000]
 """
 

@@ -1,4 +1,4 @@
-"""What each short-lived command imports (issue 13, "Start fast"): `bouncekeeper classify` must not load
+"""What each short-lived command imports (docs/classify-cost.md): `bouncekeeper classify` must not load
 the store, asyncio or any listener, and the commands on the bounce state no listener. Checked in a fresh
 interpreter, from sys.modules after the command ran: a test that fails when a top-level import comes back,
 whatever the machine's speed."""

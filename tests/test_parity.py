@@ -1,4 +1,4 @@
-"""One set of cases through every adapter (issue 15, "How it is checked"): the same verdict, reason and
+"""One set of cases through every adapter (docs/decisions.md): the same verdict, reason and
 recorded event whichever way a bounce arrives.
 
 The adapters, each on the same settings and the same real Redis: the milter (Milter.testctx.TestCtx), the
@@ -43,7 +43,7 @@ PROTECTED = "app-in@example.org"
 TOKEN = "parity-token-0123456789abcdef"
 ALICE, CAROL, DAVE = "alice@example.com", "carol@example.com", "dave@example.com"
 # An SMTP-time refusal, and the same reply as a remote server writes it into a DSN: one the two status
-# tables judged differently before issue 15 (5.7.25: authfailure at SMTP time, blocked in a bounce).
+# tables judged differently before they were one (5.7.25: authfailure at SMTP time, blocked in a bounce).
 REFUSAL = (550, "5.7.25", "Reverse DNS validation failed")
 
 

@@ -110,7 +110,7 @@ BOUNCES: dict[str, tuple[MessageType, dict[str, tuple[BounceKind, Reason]]]] = {
     # "550 unknown user" answered DATA: a content filter's refusal, not a dead address.
     "sisimai-bsd-lhost-mfilter-01.eml": (MessageType.BOUNCE, {"kijitora@example.com": (T, Reason.FILTERED)}),
     # SurfControl: "550 ... No such user" with Status 5.0.0 and no stage named: the report does not
-    # place the refusal after DATA, so the words stand (issue 13): a dead address.
+    # place the refusal after DATA, so the words stand: a dead address.
     "sisimai-bsd-lhost-surfcontrol-01.eml": (
         MessageType.BOUNCE,
         {"kijitora@example.com": (P, Reason.USERUNKNOWN)},
@@ -374,7 +374,7 @@ def test_an_fml_notice_needs_fmls_own_headers() -> None:
 
 
 def test_the_returned_messages_headers_name_no_recipient_when_the_report_names_one() -> None:
-    # Issue 13: the returned original's To/Cc are who the sender wrote to, not who failed; they are
+    # The returned original's To/Cc are who the sender wrote to, not who failed; they are
     # read only for a report that names nobody (Stage.RETURNED).
     raw = (
         b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.com\nSubject: Mail delivery failed\n"

@@ -1,4 +1,4 @@
-"""Bounded work per message (issue 13, "Any input, bounded time"): every cap the classifier reaches is named
+"""Bounded work per message (docs/classify-cost.md): every cap the classifier reaches is named
 in Classification.limits, what was read is still classified right, and hostile or mutated input never
 breaks the result. Timing is benchmarks/adversarial.py's business; these tests check behaviour only."""
 
@@ -97,7 +97,7 @@ def test_the_limits_reach_classify_jsonl() -> None:
 
 
 # The sender positions find_recipients and only_as_sender skip, as one regular expression over the words
-# before an address (what both did before they became one pass: issue 13). The one-pass reading must agree.
+# before an address (what both did before they became one pass). The one-pass reading must agree.
 _SENDER_BEFORE = re.compile(
     r"^[\s>*]*(?:from|sender|reply-to|return-path|message-?id|in-reply-to|references|x-sender|resent-from|"
     r"errors-to|list-\w+)\s*:[^:]*$|"

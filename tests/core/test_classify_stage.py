@@ -2,7 +2,7 @@
 
 A refusal at RCPT TO, one with a status that names the mailbox (x.1.1), or one the report does not place
 at any command, says the address is dead; a "user unknown" the report places after DATA is what content
-filters say, and is `filtered` (never scored). Issue 13: the stage rule applies only when the report says
+filters say, and is `filtered` (never scored). The stage rule applies only when the report says
 the refusal came after the message was sent. Real messages for each case are in test_classify.py's table.
 """
 

@@ -1,5 +1,5 @@
 """The RCPT verdict on a bounce-domain address, the one the milter, the listener and the policy service
-translate (issue 15). The adapters' own tests check each translation; tests/test_parity.py the whole."""
+translate (docs/decisions.md). The adapters' tests check each translation; tests/test_parity.py the whole."""
 
 from __future__ import annotations
 

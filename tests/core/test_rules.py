@@ -287,7 +287,7 @@ def test_without_switches_a_dialect_off_and_back_on() -> None:
     ],
 )
 def test_a_closed_or_held_account_is_suspend_not_a_dead_address(text: str) -> None:
-    # Issue 13: "disabled", "discontinued", "inactive" and "suspended" say the owner's account is on
+    # "disabled", "discontinued", "inactive" and "suspended" say the owner's account is on
     # hold or closed by the provider, not that the address never existed: suspend, temporary.
     reason = rules.reason_for(text, "5.0.0", 550)
     assert reason is Reason.SUSPEND

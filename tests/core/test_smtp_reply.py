@@ -1,5 +1,5 @@
 """An SMTP-time failure (`bouncekeeper record`, `POST /smtp-failures`) and the same reply inside a bounce
-are judged by one function, so they get the same kind and reason (issue 15)."""
+are judged by one function, so they get the same kind and reason (docs/decisions.md)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from tests.daemons.test_httpd import Api, api, serve_api, service, store
 
 __all__ = ["api", "serve_api", "service", "store"]  # the fixtures, shared with test_httpd
 
-# --- hostile clients (issue 14): each attack against the real server, and the bound it meets -----------
+# --- hostile clients (docs/hostile.md): each attack against the real server, and the bound it meets -----
 
 
 def talk(port: int, data: bytes, *, slowly: bytes = b"", wait: float = 5.0) -> tuple[bytes, bool]:

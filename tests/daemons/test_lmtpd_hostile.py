@@ -1,4 +1,4 @@
-"""The LMTP listener against hostile clients (issue 14): each attack reproduced against the real listener
+"""The LMTP listener against hostile clients (docs/hostile.md): each attack run against the real listener
 writing to a real Redis, and its bound asserted (counts and sizes, never times)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The milter against hostile SMTP clients (issue 14), driven by pymilter's TestCtx against the real
+"""The milter against hostile SMTP clients (docs/hostile.md), driven by pymilter's TestCtx against the real
 Service and a real redis-server: bounds asserted as counts, never times."""
 
 from __future__ import annotations

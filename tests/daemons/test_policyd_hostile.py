@@ -1,4 +1,4 @@
-"""The policy service against clients that are not Postfix and SMTP clients guessing VERP tags (issue 14):
+"""The policy service against clients that are not Postfix and SMTP clients guessing tags (docs/hostile.md):
 a real server on a real socket; bounds asserted as counts, never times."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The milter through a real Postfix: a private instance built from postfix/*.snippet, smtp-sink as the
-remote MX, `bouncekeeper milter` on unix sockets, a real redis-server (scenarios 1-6 of issue 4).
+remote MX, `bouncekeeper milter` on unix sockets, a real redis-server.
 
 One Postfix instance for the module, with these listeners:
 - `smtp`: the MX for the bounce domain and the protected address (the enforce milter, from the snippet);
@@ -212,7 +212,7 @@ def test_a_forged_verp_address_is_refused_in_enforce_mode(mta_clean: Mta) -> Non
 
 
 def test_the_third_forged_verp_address_ends_the_smtp_session(mta_clean: Mta) -> None:
-    """The RCPT oracle (issue 14): the milter answers 421 at the third guess and Postfix disconnects."""
+    """The RCPT oracle (docs/hostile.md): the milter answers 421 at the third guess, Postfix disconnects."""
     mta = mta_clean
     with smtplib.SMTP("127.0.0.1", mta.postfix.port, timeout=30) as smtp:
         smtp.ehlo("guesser.example")

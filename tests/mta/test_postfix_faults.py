@@ -1,4 +1,4 @@
-"""The fault test (issue 12): Redis killed in the middle of traffic, then the milter, through the Postfix
+"""The fault test: Redis killed in the middle of traffic, then the milter, through the Postfix
 configuration `bouncekeeper setup postfix` wrote (installed by docs/postfix.md's commands), inline and
 routed (`--routed`).
 

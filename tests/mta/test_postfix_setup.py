@@ -1,4 +1,4 @@
-"""The deployment rehearsal (issue 12): bouncekeeper installed on a Postfix that already works, by the
+"""The deployment rehearsal: bouncekeeper installed on a Postfix that already works, by the
 commands docs/postfix.md shows (read from that file), then undone by its undo commands.
 
 The operator's Postfix (tests/support/postfix_setup.py) has another milter that adds a header (standing

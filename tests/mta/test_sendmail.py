@@ -1,6 +1,6 @@
 """The milter through a real Sendmail 8.17 (Debian's binary, unpacked by scripts/fetch-sendmail.sh, never
-installed) configured with the shipped sendmail/bouncekeeper.mc: outbound VERP rewrite and bounce capture
-(scenarios 1 and 3 of issue 4)."""
+installed) configured with the shipped sendmail/bouncekeeper.mc: outbound VERP rewrite and bounce
+capture."""
 
 from __future__ import annotations
 

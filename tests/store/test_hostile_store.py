@@ -1,4 +1,4 @@
-"""Issue 14, what a stranger's bounce can make Redis store and score: each attack of the security review
+"""What a stranger's bounce can make Redis store and score: each attack of the security review
 reproduced through the Service with the real classifier against a real redis-server, and its bound asserted.
 
 The bounds (docs/security.md): Redis grows by at most GROWTH_FACTOR times the size of a hostile message;

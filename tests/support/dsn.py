@@ -52,7 +52,7 @@ def hostile_dsn(
     terse: bool = False,
 ) -> bytes:
     """A DSN an attacker can write: one per-recipient group for each of `rcpts`, each with its own
-    Remote-MTA, and a returned message whose Message-ID is `message_id_octets` long (issue 14: one 91 KB
+    Remote-MTA, and a returned message whose Message-ID is `message_id_octets` long (docs/security.md: a 91 KB
     DSN naming 200 recipients with a 64 KB Message-ID raised Redis's used_memory by 16.6 MB). `terse`:
     the fewest octets per recipient (no Remote-MTA or Diagnostic-Code), the most recipients per octet."""
     extra = (

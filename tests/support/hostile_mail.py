@@ -1,4 +1,4 @@
-"""Hostile messages for the classifier (issue 13, "Any input, bounded time"), shared by
+"""Hostile messages for the classifier (docs/classify-cost.md), shared by
 benchmarks/adversarial.py and the tests: messages built to make a parser or a scanner work hard, and
 seeded mutations of real bounces (the corpus) for fuzzing.
 
@@ -43,12 +43,12 @@ def _report(recipient_blocks: bytes, human: bytes = b"Your message could not be 
 
 
 def one_line_of_dotted_addresses(size: int) -> bytes:
-    """Issue 13's case: one line of `x@y.` repeated (184 KB of it took 5.3 s)."""
+    """The case that made the reading linear: one line of `x@y.` repeated (184 KB of it took 5.3 s)."""
     return _plain(b"Delivery failed: " + b"x@y." * (size // 4) + b"\n")
 
 
 def one_line_without_failure_words(size: int) -> bytes:
-    """A line of short addresses and nothing else on it; the failure words on the next line (issue 13's
+    """A line of short addresses and nothing else on it; the failure words on the next line (the
     45,900 addresses in 184 KB: each address re-read its line)."""
     return _plain(b"Hello\n" + b"a@b.co " * (size // 7) + b"\nuser unknown\n")
 
@@ -66,7 +66,7 @@ def many_address_lines(size: int) -> bytes:
 
 
 def dsn_recipients(size: int) -> bytes:
-    """A DSN whose delivery-status part names ~size/150 recipients (issue 13: 20,000 took 2.5 s)."""
+    """A DSN whose delivery-status part names ~size/150 recipients (20,000 took 2.5 s before the cap)."""
     block = (
         b"Final-Recipient: rfc822; u%d@example.org\nAction: failed\nStatus: 5.0.0\n"
         b"Diagnostic-Code: smtp; 550\n\n"
