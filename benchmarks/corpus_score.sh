@@ -2,7 +2,7 @@
 # Reproduce the classifier's accuracy on the shared labelled corpus (docs/accuracy.md).
 #   benchmarks/corpus_score.sh [CORPUS_DIR]
 # Runs `bouncekeeper classify --jsonl` over every email from inside the corpus folder (so each "file"
-# matches labels.jsonl), scores it with the corpus's own score.py, then scores the two halves of a fixed
+# matches labels.jsonl), scores it with CORPUS_DIR/score.py, then scores the two halves of a fixed
 # split (sha1 of the file name, even/odd) to show how evenly the rules carry across files, and finally
 # the per-family and leave-one-family-out figures (what they measure: benchmarks/generalisation.py).
 set -eu

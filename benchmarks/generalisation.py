@@ -24,10 +24,10 @@ notice reader, the Postfix/Sendmail/Exim report layouts in core/rules/bodies.py)
 structure, which is what generalises.
 
 Figures per family: detection recall, recipient precision/recall, kind accuracy against the label
-(score.py's own functions, on the subset). The ALL rows use every family; `own off` there classifies each
-message with its own family's modules off. The last line gives kind accuracy over the recipients whose
-label is not `filtered`, the one label where Sisimai's expectations and issue 13's stage rule disagree
-(kind_outside), and the very last the recipients found when each text part is re-encoded in base64 or
+(CORPUS_DIR/score.py's own functions, on the subset). The ALL rows use every family; `own off` there
+classifies each message with its own family's modules off. The last line gives kind accuracy over the
+recipients whose label is not `filtered`, the one label where Sisimai's expectations and our stage rule
+disagree (kind_outside), and the very last the recipients found when each text part is re-encoded in base64 or
 quoted-printable, or the line ends made CRLF: a reader tuned to the samples' own encodings would lose
 recipients there (flufl.bounce, our fallback, reads undecoded text).
 """
@@ -188,10 +188,10 @@ def encodings(corpus: pathlib.Path, files: list[str], score: ModuleType, labels:
 
 
 def kind_outside(peer: dict[str, Any], labels: dict[str, Any], reason: str) -> float:
-    """Kind accuracy as score.py counts it, over the recipients whose label's reason is not `reason`.
+    """Kind accuracy as the corpus scorer counts it, over the recipients whose label's reason is not `reason`.
 
     For `filtered`: Sisimai's labels call an "unknown user" reply `filtered` whenever the report does not
-    name RCPT as the stage; issue 13's rule reads it as a dead address unless the report places it after
+    name RCPT as the stage; our stage rule reads it as a dead address unless the report places it after
     DATA. Where the two disagree no change can raise both figures, so this row shows how the rest moved.
     """
     right = total = 0

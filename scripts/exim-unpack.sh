@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Unpack Debian's Exim 4.96 binary into a private folder for the tests (never installed as the system MTA,
-# see ../shared/MTA-NOTES.md). Prints the path of the exim4 binary. Idempotent: quick when unpacked.
+# Unpack Debian's Exim 4.96 binary into a private folder for the tests (never installed as the system MTA).
+# Prints the path of the exim4 binary. Idempotent: quick when unpacked.
 #   EXIM_ROOT  where to unpack (default: var/mta/exim4 in the repository, which git ignores)
 set -euo pipefail
 

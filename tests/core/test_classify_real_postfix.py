@@ -1,4 +1,4 @@
-"""Bounces written by a real Postfix 3.7, classified (MTA-NOTES.md: a private instance on 127.0.0.1).
+"""Bounces written by a real Postfix 3.7, classified (a private instance on 127.0.0.1).
 
 Postfix relays to smtp-sink instances that refuse RCPT with chosen replies; Postfix then writes its own
 DSN (bounce(8)) or delay warning to the sender, which a third smtp-sink captures byte for byte. No
@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.mta,
     pytest.mark.skipif(
         shutil.which("postfix") is None or shutil.which("smtp-sink") is None or os.geteuid() != 0,
-        reason="needs Postfix, smtp-sink and root (MTA-NOTES.md)",
+        reason="needs Postfix, smtp-sink and root",
     ),
 ]
 
@@ -90,7 +90,7 @@ maximal_backoff_time = 2s
         (etc / "master.cf").write_text(_master_cf(self.port))
 
     def _postfix(self, action: str) -> None:
-        # postfix prints its errors only to a terminal (MTA-NOTES.md): `script` gives it one.
+        # postfix prints its errors only to a terminal: `script` gives it one.
         subprocess.run(
             ["script", "-qec", f"postfix -c {self.dir}/etc {action}", "/dev/null"],
             check=True,

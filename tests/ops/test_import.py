@@ -135,17 +135,17 @@ FILES = {
         },
         indent=2,
     ),
-    # Mailman 3's `mailman members` (mailman/commands/cli_members.py): one
+    # Mailman 3's `mailman members` (mailman.commands.cli_members): one
     # email.utils.formataddr((display_name, original_email)) a line, so a name with a comma is quoted
     # and a non-ASCII one is an RFC 2047 encoded word.
     "mailman-members.txt": (
         "Anne Person <anne@list.example>\nbart@list.example\n\nNobody At All\n"
         '"Person, Cora" <cora@list.example>\n=?utf-8?b?w4VzYQ==?= <asa@list.example>\n'
     ),
-    # Mailman 3's REST members (mailman/rest/members.py, _MemberBase._resource_as_dict, API 3.1): a
+    # Mailman 3's REST members (mailman.rest.members, _MemberBase._resource_as_dict, API 3.1): a
     # collection {"entries", "http_etag", "start", "total_size"}; each member has no delivery status, so
     # an exporter adds the delivery_status of GET /3.1/members/ID/preferences (enabled, by_user,
-    # by_bounces, by_moderator, unknown: mailman/interfaces/member.py DeliveryStatus).
+    # by_bounces, by_moderator, unknown: mailman.interfaces.member.DeliveryStatus).
     "mailman-roster.json": json.dumps(
         {
             "entries": [
@@ -481,7 +481,7 @@ def test_parse_date(text: str, epoch: float) -> None:
 
 
 def test_mailman_members_of_an_empty_roster_is_no_row(tmp_path: pathlib.Path) -> None:
-    # cli_members.py prints "$mlist.list_id has no members" rather than nothing for an empty roster.
+    # mailman.commands.cli_members prints "$mlist.list_id has no members", not nothing, for an empty roster.
     path = tmp_path / "members.txt"
     path.write_text("ant.list.example has no members\n")
     assert list(importer.rows(path, "mailman3", State.DISABLED_BOUNCES)) == []

@@ -1,7 +1,7 @@
 """A private Exim 4.96 (Debian's binary, unpacked by scripts/exim-unpack.sh) and smtp-sink, on 127.0.0.1.
 
 Exim runs from a wrapper config that defines the macros and `.include`s exim/exim4.conf.example, so
-the tests exercise the shipped file itself. See ../shared/MTA-NOTES.md for the facts this relies on.
+the tests exercise the shipped file itself.
 """
 
 from __future__ import annotations

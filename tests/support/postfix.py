@@ -3,7 +3,7 @@
 The instance is configured FROM the shipped files: `postfix/main.cf.snippet` is applied line by line with
 `postconf -e` and the `-o` overrides of `postfix/master.cf.snippet` with `postconf -P`, exactly as the
 docs tell an operator to; only the sandboxing (queue dir, ports, relayhost, chroot off) comes from
-here. Facts behind the details: /work/shared/MTA-NOTES.md (postfix needs root; errors go to a tty only).
+here. `postfix` needs root, and prints its errors only to a terminal.
 """
 
 from __future__ import annotations

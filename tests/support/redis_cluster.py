@@ -1,7 +1,7 @@
 """A private Redis Cluster of three masters on free 127.0.0.1 ports, started and stopped by the tests.
 
 Three `redis-server --cluster-enabled yes` processes joined with `redis-cli --cluster create ...
---cluster-replicas 0 --cluster-yes` (shared/MTA-NOTES.md); with `replicas=1`, six, and each master gets
+--cluster-replicas 0 --cluster-yes`; with `replicas=1`, six, and each master gets
 a replica that takes its slots over when it dies. Stopped by PID.
 """
 

@@ -2,8 +2,8 @@
 
 `scripts/fetch-sendmail.sh` unpacks the binary; the config is built with m4 from a small test .mc that
 `include`s the shipped `sendmail/bouncekeeper.mc` (socket path adapted), so the tested snippet is the one
-an operator pastes. Facts behind the details: /work/shared/MTA-NOTES.md (dotted hostname in a private UTS
-namespace, no world-writable socket folder, `swaks --pipe` for -bs).
+an operator pastes. What Sendmail needs here: a dotted hostname (in a private UTS namespace), a socket
+folder that is not world-writable, and `swaks --pipe` for -bs.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ class BounceKind(StrEnum):
 
     PERMANENT only when the address itself is dead (unknown user, unknown host, moved, not accepting mail
     with a 5xx). A 5.x.x rejection for spam, policy, size or a full mailbox is TEMPORARY: it says nothing
-    about the address (see shared/corpus/README.md, "recipient-specific notion").
+    about the address, and counting it would disable a good one (the labelled corpus reads kind so).
     """
 
     PERMANENT = "permanent"

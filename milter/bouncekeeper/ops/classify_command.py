@@ -1,7 +1,7 @@
 """`bouncekeeper classify [--jsonl] [--rcpt ENVELOPE_RCPT] FILE...`: run the classifier on message files.
 
-Human-readable by default; `--jsonl` writes one JSON object per file in the format the corpus's score.py
-reads, with `file` exactly as given on the command line. `-` reads standard input.
+Human-readable by default; `--jsonl` writes one JSON object per file in the format the labelled corpus's
+scorer reads, with `file` exactly as given on the command line. `-` reads standard input.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def failure_record(failure: Failure) -> dict[str, object]:
 
 
 def as_record(name: str, result: Classification) -> dict[str, object]:
-    """The JSON object for one file (score.py reads `file` and `failures`)."""
+    """The JSON object for one file (the corpus's scorer reads `file` and `failures`)."""
     return {
         "file": name,
         "is_bounce": result.is_bounce,

@@ -59,7 +59,7 @@ _REASON_COLUMNS = ("reason", "suppressionreason", "error", "type")
 # Where an API page keeps its list, compared without case: SES's SuppressedDestinationSummaries,
 # Postmark's Suppressions (its suppressions dump), Mailgun's items, Mailman 3's REST entries.
 _LIST_KEYS = ("suppresseddestinationsummaries", "suppressions", "items", "entries")
-# Fields every member in Mailman 3's REST representation has (mailman/rest/members.py); its delivery
+# Fields every member in Mailman 3's REST representation has (mailman.rest.members); its delivery
 # status is not one of them: that lives in the member's preferences resource.
 _MAILMAN_MEMBER = ("member_id", "list_id")
 
