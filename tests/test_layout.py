@@ -107,21 +107,59 @@ def test_core_imports_and_calls_nothing_impure() -> None:
         assert impurities(path.read_text(encoding="utf-8")) == [], path.relative_to(ROOT)
 
 
-def _top_level_modules() -> set[str]:
-    package = ROOT / "milter" / "bouncekeeper"
+def _top_level_modules(package: pathlib.Path = ROOT / "milter" / "bouncekeeper") -> set[str]:
+    """Each module and folder right under the package, as import-linter names them."""
     modules = {f"bouncekeeper.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
     return modules | {f"bouncekeeper.{p.parent.name}" for p in package.glob("*/__init__.py")}
 
 
+LAYERS = "Layers: cli > ops > daemons > service > store > foundation > core"
+ONLY_THE_STORE = "Only the store imports redis"
+
+
+def uncovered(modules: set[str], contracts: dict[str, dict[str, list[str]]]) -> list[str]:
+    """What keeps the contracts from covering `modules` exactly: a module in no layer, or not a source of
+    the redis ban; a listed module that does not exist. Empty when each module is in each contract."""
+    layered = {m.strip() for layer in contracts[LAYERS]["layers"] for m in layer.split("|")}
+    sources = set(contracts[ONLY_THE_STORE]["source_modules"])
+    return sorted(
+        [f"{m}: in no layer" for m in modules - layered]
+        + [f"{m}: may import redis" for m in modules - sources - {"bouncekeeper.store"}]
+        + [f"{m}: listed, but no such module" for m in (layered | sources) - modules]
+    )
+
+
+def _contracts() -> dict[str, dict[str, list[str]]]:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return {c["name"]: c for c in tomllib.load(f)["tool"]["importlinter"]["contracts"]}
+
+
+def test_a_module_or_folder_added_to_the_package_is_seen(tmp_path: pathlib.Path) -> None:
+    for path in ("__init__.py", "cli.py", "store/__init__.py", "store/keys.py", "share/x.toml"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).touch()
+    assert _top_level_modules(tmp_path) == {"bouncekeeper.cli", "bouncekeeper.store"}
+
+
+def test_the_contract_check_fails_for_a_module_added_without_being_listed() -> None:
+    contracts, modules = _contracts(), _top_level_modules()
+    assert uncovered(modules | {"bouncekeeper.newmodule"}, contracts) == [
+        "bouncekeeper.newmodule: in no layer",
+        "bouncekeeper.newmodule: may import redis",
+    ]
+    assert uncovered(modules - {"bouncekeeper.log"}, contracts) == [
+        "bouncekeeper.log: listed, but no such module"
+    ]
+    # Listed in the layers only: still free to import redis.
+    contracts[LAYERS]["layers"] = [*contracts[LAYERS]["layers"], "bouncekeeper.newmodule"]
+    assert uncovered(modules | {"bouncekeeper.newmodule"}, contracts) == [
+        "bouncekeeper.newmodule: may import redis"
+    ]
+
+
 def test_the_import_contracts_name_every_module() -> None:
     # A module missing from these lists would escape the contracts: adding one means listing it.
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        contracts = {c["name"]: c for c in tomllib.load(f)["tool"]["importlinter"]["contracts"]}
-    modules = _top_level_modules()
-    layers = contracts["Layers: cli > ops > daemons > service > store > foundation > core"]["layers"]
-    assert {m.strip() for layer in layers for m in layer.split("|")} == modules
-    redis_sources = set(contracts["Only the store imports redis"]["source_modules"])
-    assert redis_sources == modules - {"bouncekeeper.store"}
+    assert uncovered(_top_level_modules(), _contracts()) == []
 
 
 def test_the_layers_are_folders_that_show_them() -> None:
