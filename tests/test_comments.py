@@ -30,6 +30,8 @@ CORE = PACKAGE / "core"
         "# bounded (issue 14)",
         "# Issue 13's case",
         "# see issue #12",
+        "# milter/bouncekeeper/{config,nosuchmodule}.py",
+        "# `redis-cli --scan --pattern 'bk:nosuchkey:*'`",
     ],
 )
 def test_the_checker_finds_a_seeded_bad_reference(text: str) -> None:
@@ -49,6 +51,8 @@ def test_the_checker_finds_a_seeded_bad_reference(text: str) -> None:
         "# `{prefix}{outbox}:dead`, `{prefix}{address}:seen:{id}`, `bk:{alice@example.org}:hard`",
         "# `{prefix}domain:{example.org}:frozen`, bk:events, `{prefix}+{rcpt_local}={rcpt_domain}`",
         "# Exchange's #550 5.1.1 and #5.0.0: statuses, not issues",
+        "# milter/bouncekeeper/{config,log}.py, `redis-cli --scan --pattern 'bk:imap:*'`, bk:*lock",
+        "# `bk:imap:{USER@SERVER/FOLDER}:cursor`",
     ],
 )
 def test_the_checker_passes_what_exists(text: str) -> None:

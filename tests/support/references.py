@@ -34,13 +34,15 @@ _FILE_KINDS = (
 )
 # A path names a file (with a kind above) or starts with a folder of the repository's root.
 _TOP_FOLDERS = "|".join(sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name[0] != "."))
+# One character of a path's name, or a placeholder: <dialect>, {name}, {config,log} (each one of these).
+_C = r"(?:[\w.<>*-]|\{[^{}\s]*\})"
 _PATH = re.compile(
     rf"""(?<![\w/.:@$%{{-])          # not the middle of a word, a URL, an address or a variable
     (?P<path>
         (?:\.\./|~/|/)?              # relative to a parent, a home or the root
-        (?:[\w.<>{{}}*-]+/)+[\w.<>{{}}*-]*   # with folders: any name
-      | [\w<>{{}}*-][\w.<>{{}}*-]*\.(?:{_OWN_KINDS})   # a bare name: the repository's own kinds
-    )""",
+        (?:{_C}+/)+{_C}*             # with folders: any name
+      | {_C}+\.(?:{_OWN_KINDS})      # a bare name: the repository's own kinds
+    )(?![\w])""",
     re.VERBOSE,
 )
 # Top-level directories of the Filesystem Hierarchy Standard: an absolute path under one of them is the
@@ -69,20 +71,34 @@ _SYSTEM_ROOTS = frozenset(
     }
 )
 # A Redis key written with the configured prefix as `{prefix}` or the default one, `bk:`.
-_KEY = re.compile(r"(?:\{prefix\}|(?<![\w:])bk:)(?P<key>[\w{][\w{}<>*:@.-]*)")
+_KEY = re.compile(r"(?:\{prefix\}|(?<![\w:])bk:)(?P<key>[\w{*][\w{}<>*:@./-]*)")
 # "#550" is Exchange's, "#5.0.0" a status: only the word says it is an issue.
 _ISSUE = re.compile(r"\bissues?\s*#?\d+", re.IGNORECASE)
 
 
 def problems(text: str, folder: pathlib.Path) -> list[str]:
     """What `text` (a comment or a docstring of a file in `folder`) names that does not exist."""
-    found = [f"names {m.group(0)!r}: a number means nothing to a reader" for m in _ISSUE.finditer(text)]
-    for path in _paths(text):
-        if not _exists(path, folder):
-            found.append(f"names {path!r}: not a file of the repository")
+    return issue_numbers(text) + missing_files(text, folder) + unknown_keys(text)
+
+
+def issue_numbers(text: str) -> list[str]:
+    return [f"names {m.group(0)!r}: a number means nothing to a reader" for m in _ISSUE.finditer(text)]
+
+
+def missing_files(text: str, folder: pathlib.Path) -> list[str]:
+    return [f"names {p!r}: not a file of the repository" for p in _paths(text) if not _exists(p, folder)]
+
+
+def unknown_keys(text: str) -> list[str]:
+    found = []
     for m in _KEY.finditer(text):
         key = m.group("key").rstrip(".:")
-        if not any(shape.fullmatch(key) for shape in _key_shapes()):
+        # A SCAN pattern (`bk:imap:*`, `bk:{alice@example.org}:seen:*`) matches a key that is built.
+        pattern = re.compile(".*".join(re.escape(part) for part in key.split("*")))
+        known = any(shape.fullmatch(key.replace("*", "x")) for shape in _key_shapes()) or (
+            "*" in key and any(pattern.fullmatch(k) for k in _built_keys("x"))
+        )
+        if not known:
             found.append(f"names the Redis key {m.group(0).rstrip('.:')!r}: store/keys.py builds none such")
     return found
 
@@ -98,6 +114,10 @@ def _paths(text: str) -> Iterator[str]:
 
 
 def _exists(path: str, folder: pathlib.Path) -> bool:
+    alternatives = re.search(r"\{([^{}]*,[^{}]*)\}", path)
+    if alternatives:  # {config,log}.py: each of them
+        head, tail = path[: alternatives.start()], path[alternatives.end() :]
+        return all(_exists(head + one + tail, folder) for one in alternatives.group(1).split(","))
     if path.startswith("/"):
         return path.split("/")[1] in _SYSTEM_ROOTS
     if path.startswith("~/"):
@@ -130,12 +150,18 @@ def _repository_files() -> tuple[pathlib.Path, ...]:
 
 @cache
 def _key_shapes() -> tuple[re.Pattern[str], ...]:
-    """Every key store/keys.py builds, after the prefix, as a pattern: each argument matches any text.
-
-    Read from the `Keys` class itself (each property, and each method called with a marker for every
-    argument; a `suffix` takes each suffix the module defines), so a key added there is known here.
-    """
+    """Every key store/keys.py builds, after the prefix, as a pattern: each argument matches any text."""
     marker = "\x00"
+    return tuple(re.compile(re.escape(k).replace(re.escape(marker), ".+")) for k in _built_keys(marker))
+
+
+@cache
+def _built_keys(argument: str) -> tuple[str, ...]:
+    """Every key store/keys.py builds, after the prefix, with `argument` for each argument.
+
+    Read from the `Keys` class itself (each property, and each method called with `argument` for every
+    parameter; a `suffix` takes each suffix the module defines), so a key added there is known here.
+    """
     suffixes = [v for n, v in vars(keys).items() if n.isupper() and isinstance(v, str)]
     schema = keys.Keys(prefix="")
     built: list[str] = []
@@ -148,11 +174,11 @@ def _key_shapes() -> tuple[re.Pattern[str], ...]:
         if not inspect.isfunction(member):
             continue  # the `prefix` field
         params = list(inspect.signature(member).parameters)[1:]
-        for suffix in suffixes if "suffix" in params else [marker]:
-            args = [suffix if p == "suffix" else marker for p in params]
+        for suffix in suffixes if "suffix" in params else [argument]:
+            args = [suffix if p == "suffix" else argument for p in params]
             result = getattr(schema, name)(*args)
             built += [result] if isinstance(result, str) else list(result)
-    return tuple(re.compile(re.escape(k).replace(re.escape(marker), ".+")) for k in sorted(set(built)))
+    return tuple(sorted(set(built)))
 
 
 def python_texts(path: pathlib.Path) -> Iterator[tuple[int, str]]:
