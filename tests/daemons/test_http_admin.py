@@ -156,8 +156,8 @@ def test_the_session_is_kept_in_redis_by_digest_and_ends_with_its_ttl(api: Api, 
     value = cookie.partition("=")[2]
     (key,) = [k for k in keys(store) if ":session:" in k]
     assert value not in key  # a copy of the database does not hold a live cookie
-    assert 0 < store.client.ttl(key) <= http_admin.SESSION_SECONDS
-    store.client.delete(key)  # as its TTL would
+    assert 0 < store._client.ttl(key) <= http_admin.SESSION_SECONDS
+    store._client.delete(key)  # as its TTL would
     assert b"API token" in api.request("GET", "/", token=None, headers={"Cookie": cookie})[2]
 
 

@@ -125,7 +125,7 @@ def disable_by_bounces(store: Store, address: str, reason: str = "userunknown") 
 
 
 def keys(store: Store) -> list[str]:
-    return sorted(store.client.keys("*"))
+    return sorted(store._client.keys("*"))
 
 
 # --- authentication and bad input --------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_disable_get_enable_round_trip(api: Api, store: Store) -> None:
     assert (status, body["state"], body["previous"]) == (200, "active", "disabled-admin")
     assert not store.is_suppressed("dave@example.org")
     # Both changes went to the application's outbox.
-    types_ = [f["type"] for _, f in store.client.xrange(store.keys.outbox)]
+    types_ = [f["type"] for _, f in store._client.xrange(store.keys.outbox)]
     assert types_ == ["disabled", "enabled"]
 
 
@@ -339,7 +339,7 @@ def test_metrics_in_prometheus_text_format(api: Api, store: Store) -> None:
     assert re.search(r'bouncekeeper_store_seconds_count\{operation="view"\} [1-9]', text)
     assert api.request("GET", "/metrics", token=None)[0] == 401
     # The notifier (another process) keeps its counts in Redis; /metrics reads them on each scrape.
-    store.client.hincrby(store.keys.outbox_stats, "delivered:app/url", 3)
+    store._client.hincrby(store.keys.outbox_stats, "delivered:app/url", 3)
     text = api.request("GET", "/metrics")[2].decode()
     assert 'bouncekeeper_notifications_total{target="app/url",result="delivered"} 3' in text
 

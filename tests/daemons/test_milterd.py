@@ -460,7 +460,7 @@ def test_observe_leaves_outbound_mail_as_it_came_and_logs_the_would_be_sender(
     # Several recipients: no token is registered (nothing in Redis), the mail keeps its sender.
     assert h.feed(raw, APP, "a@example.net", "b@example.net") == Milter.ACCEPT
     assert not h.ctx._envfromchanged
-    assert not list(h.store.client.scan_iter("*token*"))
+    assert not list(h.store._client.scan_iter("*token*"))
     h.store.close()
 
 

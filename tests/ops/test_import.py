@@ -515,7 +515,7 @@ def test_parse_state_words() -> None:
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
     url = request.getfixturevalue("redis_db" if request.param == "single" else "redis_cluster").url
     s = Store.from_settings(RedisSettings(url=url))
-    s.client.flushall()
+    s._client.flushall()
     yield s
     s.close()
 

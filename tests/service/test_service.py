@@ -221,7 +221,7 @@ def test_token_mode_scores_only_the_tokens_recipients(parts: tuple[Service, Cloc
     assert [(d.address, d.scored) for d in outcome.recorded] == [("b@example.org", True)]
     # The stranger is in the stream, with no key of its own.
     assert outcome.unvouched == ("stranger@example.org",)
-    assert not service.store.client.keys("*stranger*")
+    assert not service.store._client.keys("*stranger*")
     assert service.store.view("b@example.org").events[0]["context"] == "c1"
 
 
@@ -323,7 +323,7 @@ def test_require_verp_scores_only_bounces_at_an_authentic_verp_address(
     assert scored("bounces@example.net", 3) == unscored  # a plain, non-VERP bounce address
     # Unscored, they made no key: one stream entry per message, which names them and says why.
     # The stream, the stats counters and a dedup mark per message (store/keys.py `unvouched`).
-    assert service.store.client.dbsize() == 2 + 3
+    assert service.store._client.dbsize() == 2 + 3
     entries = [f for _, f in service.store.recent(10)]
     assert [f["kind"] for f in entries] == ["unvouched"] * 3
     assert {f["note"] for f in entries} == {

@@ -138,7 +138,7 @@ def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     service = Service.open(settings)
     listener = ListenerThread(service, settings).start()
     milter = MilterHarness(settings)
-    victim = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
+    victim = int(service.store._client.get_node_from_key(service.store.keys.stream).port)
     where = listener.lmtp_address
     assert isinstance(where, tuple)
     ordinary: list[int] = []
@@ -153,7 +153,7 @@ def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
         traffic = failover.run(where, RCPTS, kill, kill_after=BOUNCES // 3)
         counts = _recorded_once(service, RCPTS)
         print(failover.report("cluster", traffic, sum(1 for c in counts.values() if c == 1)))
-        stream_owner = int(service.store.client.get_node_from_key(service.store.keys.stream).port)
+        stream_owner = int(service.store._client.get_node_from_key(service.store.keys.stream).port)
     finally:
         listener.stop()
         service.close()
@@ -198,9 +198,9 @@ def test_wait_replicas_on_a_cluster_waits_on_each_master_a_bounce_writes_to(
             assert [r.score for r in store.record(two, now=T0, rules=ENFORCE)] == [1, 1]
             for address in ("a@example.org", "b@example.org"):
                 key = store.keys.address(address, "track")
-                replica = _replica_of(cluster, int(store.client.get_node_from_key(key).port))
+                replica = _replica_of(cluster, int(store._client.get_node_from_key(key).port))
                 assert _on_replica(replica).exists(key)
-            stream = _replica_of(cluster, int(store.client.get_node_from_key(store.keys.stream).port))
+            stream = _replica_of(cluster, int(store._client.get_node_from_key(store.keys.stream).port))
             assert _on_replica(stream).xlen(store.keys.stream) == 2
 
             counter = RoundTrips(monkeypatch)
@@ -209,7 +209,7 @@ def test_wait_replicas_on_a_cluster_waits_on_each_master_a_bounce_writes_to(
             monkeypatch.undo()
 
             address = "d@example.org"
-            master = int(store.client.get_node_from_key(store.keys.address(address, "track")).port)
+            master = int(store._client.get_node_from_key(store.keys.address(address, "track")).port)
             replica = _replica_of(cluster, master)
             cluster.kill_port(replica)
             bounce = [item(address, at=T0)]

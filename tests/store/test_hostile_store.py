@@ -77,7 +77,7 @@ def vaddr(rcpt: str, now: float) -> str:
 def used_memory(store: Store) -> int:
     """Redis's used_memory less what its clients' buffers hold at the moment (they come and go with the
     last command and reply; the listener's connections hold some): what the bounces left in Redis."""
-    info = store.client.info("memory")
+    info = store._client.info("memory")
     return int(info["used_memory"]) - int(info["mem_clients_normal"])
 
 
@@ -123,7 +123,7 @@ def test_redis_grows_within_a_small_factor_of_a_hostile_bounce(
     growth = grow(s, messages)
     assert growth <= GROWTH_FACTOR[require_verp] * size, (growth, size)
     # And the stream's entries are within their cap, the Message-ID cut to 256 octets.
-    entries = s.store.client.xrevrange(s.store.keys.stream, count=50)
+    entries = s.store._client.xrevrange(s.store.keys.stream, count=50)
     assert max(len(fields["event"].encode()) for _, fields in entries) <= ENTRY_MAX_BYTES
     assert {len(parse_entry(fields).get("message_id", "")) for _, fields in entries} <= set(range(257))
 
@@ -133,7 +133,7 @@ def test_a_forged_dsn_naming_thousands_adds_no_key_per_address_and_opens_no_brea
 ) -> None:
     _clock, service = make
     s = service()
-    keys = s.store.client.dbsize()
+    keys = s.store._client.dbsize()
     raw = hostile_dsn([f"user{i}@provider.example" for i in range(20_000)], to=PLAIN, terse=True)
     outcome = s.process_bounce(Arrival(raw, envelope_rcpt=PLAIN, envelope_sender="", source=Source.LMTP))
     assert not outcome.recorded
@@ -142,9 +142,9 @@ def test_a_forged_dsn_naming_thousands_adds_no_key_per_address_and_opens_no_brea
     named = len(outcome.classification.failures)
     assert outcome.cut == named - MAX_RECIPIENTS > 0
     # The stream, the stats counters and the message's own dedup mark: no per-address key, no breaker.
-    assert s.store.client.dbsize() - keys == 3
-    assert not s.store.client.keys("*provider.example*")
-    assert s.store.client.xlen(s.store.keys.stream) <= MAX_RECIPIENTS + 2
+    assert s.store._client.dbsize() - keys == 3
+    assert not s.store._client.keys("*provider.example*")
+    assert s.store._client.xlen(s.store.keys.stream) <= MAX_RECIPIENTS + 2
     counters = s.store.counters()
     assert (counters["events:unvouched"], counters["cut:recipients"]) == (1, named - MAX_RECIPIENTS)
     ((_, entry),) = s.store.recent(1)
@@ -238,7 +238,7 @@ def test_a_token_bounce_scores_the_recipients_its_report_names_once_each(make: t
     assert sorted(d.address for d in outcome.recorded if d.scored) == ["a@example.org", "b@example.org"]
     assert outcome.unvouched == ("z@example.org",)
     assert s.store.view("c@example.org").hits == 0
-    assert not s.store.client.keys("*z@example.org*")
+    assert not s.store._client.keys("*z@example.org*")
     # Replayed (a new DSN to the same token address, an hour later): nothing more scores.
     clock.now += 3600
     again = hostile_dsn(["a@example.org", "b@example.org"], to=address, n=2)
@@ -254,7 +254,7 @@ def test_the_issues_dsn_through_the_real_lmtp_listener_grows_redis_within_the_bo
     store = listener.service.store
     plain = f"bounces@{BOUNCE_DOMAIN}"  # the bounce domain, no signature
     deliver(listener.lmtp_address, [plain], postfix_dsn("warm@example.org", to=plain, n=0))
-    before, keys = used_memory(store), store.client.dbsize()
+    before, keys = used_memory(store), store._client.dbsize()
     size = 0
     for n in range(1, 6):
         raw = hostile_dsn([f"u{n}x{i}@provider.example" for i in range(200)], to=plain,
@@ -263,7 +263,7 @@ def test_the_issues_dsn_through_the_real_lmtp_listener_grows_redis_within_the_bo
         rcpt, data = deliver(listener.lmtp_address, [plain], raw)
         assert [code for code, _ in rcpt + data] == [250, 250]
     assert used_memory(store) - before <= GROWTH_FACTOR[True] * size
-    assert store.client.dbsize() == keys + 5  # a dedup mark per message, no key per address named
+    assert store._client.dbsize() == keys + 5  # a dedup mark per message, no key per address named
     assert not store.frozen_domains()
     assert [f["kind"] for _, f in store.recent(5)] == ["unvouched"] * 5
 
@@ -281,6 +281,6 @@ def test_one_message_to_many_spellings_of_the_plain_address_is_one_stream_entry(
     rcpt, data = deliver(listener.lmtp_address, spellings, raw)
     assert {code for code, _ in rcpt + data} == {250}
     deliver(listener.lmtp_address, spellings[:1], raw)  # and delivered again
-    assert store.client.xlen(store.keys.stream) == 1
+    assert store._client.xlen(store.keys.stream) == 1
     assert used_memory(store) - before <= GROWTH_FACTOR[True] * len(raw)
     assert store.counters()["duplicates"] == 100

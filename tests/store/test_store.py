@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from bouncekeeper import config
 from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.scoring import DAY, AddressState, Breaker, Effect, Mode, Rule, Rules, State, step, trip
-from bouncekeeper.store import Outbox, Store, StoreUnavailable, batch
+from bouncekeeper.store import Outbox, Store, StoreUnavailable, attach, batch, connect
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.event import ENTRY_MAX_BYTES, FIELD_MAX, Event, EventKind, Source
 from bouncekeeper.store.model import Item
@@ -41,7 +42,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
         url = cluster.url
     s = Store.from_settings(RedisSettings(url=url, history_size=5))
-    s.client.flushall()
+    s._client.flushall()
     yield s
     s.close()
 
@@ -144,7 +145,7 @@ def test_lua_step_matches_the_pure_policy(store: Store, steps: list[tuple[Effect
     rules = Rules(mode=Mode.ENFORCE, rule=rule, day_length=3600, soft_threshold=3, hard_threshold=4,
                   soft_window=5 * 3600, quiet=6 * 3600, count_threshold=4, count_window=4 * 3600,
                   breaker_addresses=0)  # fmt: skip
-    store.client.flushall()
+    store._client.flushall()
     model = AddressState()
     now = T0
     for effect, gap in steps:
@@ -156,7 +157,7 @@ def test_lua_step_matches_the_pure_policy(store: Store, steps: list[tuple[Effect
             (k.HITS, len(model.hits), len(aged.hits)),
         ):
             if before and not after:
-                store.client.delete(store.keys.address(ADDRESS, suffix))
+                store._client.delete(store.keys.address(ADDRESS, suffix))
         expected = step(model, effect, now, rules)
         got = store.record([item(effect=effect, at=now)], now=now, rules=rules)[0]
         model = expected.state
@@ -193,13 +194,13 @@ def test_counters_reset_by_redis_ttl(store: Store) -> None:
 def test_disabled_state_has_no_ttl(store: Store) -> None:
     rules = Rules(mode=Mode.ENFORCE, hard_threshold=1, quiet=1, breaker_addresses=0)
     store.record([item()], now=T0, rules=rules)
-    assert store.client.ttl(store.keys.address(ADDRESS, k.STATE)) == -1
+    assert store._client.ttl(store.keys.address(ADDRESS, k.STATE)) == -1
     time.sleep(1.1)
     view = store.view(ADDRESS)
     assert view.state is State.DISABLED_BOUNCES
     # ... and the events that disabled it outlive the quiet period too.
     assert [e["kind"] for e in view.events] == ["permanent"]
-    assert store.client.ttl(store.keys.address(ADDRESS, k.TRACK)) == -1
+    assert store._client.ttl(store.keys.address(ADDRESS, k.TRACK)) == -1
 
 
 def test_same_bounce_delivered_twice_counts_once(store: Store) -> None:
@@ -296,10 +297,10 @@ def test_admin_disable_enable_reset_with_audit_events(store: Store) -> None:
     )
     assert store.is_suppressed(ADDRESS)
     track = store.keys.address(ADDRESS, k.TRACK)
-    assert store.client.ttl(track) == -1  # a disabled address keeps its history as long as its state
+    assert store._client.ttl(track) == -1  # a disabled address keeps its history as long as its state
     enable = Event(at=T0 + 2, kind=EventKind.ENABLED, source=Source.CLI, address=ADDRESS)
     assert store.admin(ADDRESS, "enable", enable) == (State.DISABLED_ADMIN, State.ACTIVE)
-    assert store.client.ttl(track) > 0
+    assert store._client.ttl(track) > 0
     view = store.view(ADDRESS)
     assert (view.state, view.soft_count) == (State.ACTIVE, 0)
     assert [e["kind"] for e in view.events] == ["enabled", "disabled", "temporary"]
@@ -314,13 +315,13 @@ def test_listing_finds_tracked_addresses(store: Store) -> None:
 def test_token_round_trip_with_ttl(store: Store) -> None:
     store.put_token("abc123", {"recipients": "a@x.org\nb@y.org", "sender": "app@z.org"}, ttl=100)
     assert store.get_token("abc123") == {"recipients": "a@x.org\nb@y.org", "sender": "app@z.org"}
-    assert 0 < store.client.ttl(store.keys.token("abc123")) <= 100
+    assert 0 < store._client.ttl(store.keys.token("abc123")) <= 100
     assert store.get_token("nope") is None
 
 
 def test_scripts_forgotten_by_redis_are_reloaded_without_double_writes(store: Store) -> None:
     store.record([item()], now=T0, rules=ENFORCE)
-    store.client.script_flush()
+    store._client.script_flush()
     r = store.record([item(at=T0 + DAY)], now=T0 + DAY, rules=ENFORCE)[0]
     assert r.score == 2
     assert len(store.recent(10)) == 2
@@ -352,6 +353,13 @@ def test_store_unavailable_when_nothing_listens() -> None:
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
         s.ping()
+    # What probes and `bouncekeeper health` read and write, through the store's own methods now.
+    with pytest.raises(StoreUnavailable):
+        s.probes(ADDRESS, 10)
+    with pytest.raises(StoreUnavailable):
+        s.add_probe(ADDRESS, "{}", keep=10)
+    with pytest.raises(StoreUnavailable):
+        Outbox(s).backlog()
     assert time.monotonic() - started < 5
     assert isinstance(StoreUnavailable("x"), Exception)
     assert not isinstance(StoreUnavailable("x"), redis.RedisError)
@@ -362,7 +370,7 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     s.record([item()], now=T0, rules=ENFORCE)
     assert s.view(ADDRESS).hard_score == 1
     assert s.view(ADDRESS).events == []
-    assert s.client.get(s.keys.address(ADDRESS, k.TRACK)) == f"1\t{ENFORCE.day(T0)}"  # the score alone
+    assert s._client.get(s.keys.address(ADDRESS, k.TRACK)) == f"1\t{ENFORCE.day(T0)}"  # the score alone
     assert len(s.recent(5)) == 1
     s.close()
 
@@ -370,11 +378,11 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
 def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
     off = Store.from_settings(RedisSettings(url=redis_db.url))
     off.record([item(id="r1")], now=T0, rules=ENFORCE, raw=b"raw bounce")
-    assert not off.client.exists(off.keys.raw("r1"))
+    assert not off._client.exists(off.keys.raw("r1"))
     on = Store.from_settings(RedisSettings(url=redis_db.url, raw_days=2, raw_max_bytes=3))
     on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
-    assert on.client.get(on.keys.raw("r2")) == "raw"
-    assert 0 < on.client.ttl(on.keys.raw("r2")) <= 2 * 86_400
+    assert on._client.get(on.keys.raw("r2")) == "raw"
+    assert 0 < on._client.ttl(on.keys.raw("r2")) <= 2 * 86_400
     off.close()
     on.close()
 
@@ -419,13 +427,13 @@ def test_one_round_trip_per_bounce_on_a_single_server(redis_db: RedisServer) -> 
 def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int, int]]) -> None:
     rules = Rules(mode=Mode.ENFORCE, hard_threshold=10**6, breaker_addresses=3, breaker_window=600,
                   breaker_freeze=1000)  # fmt: skip
-    store.client.flushall()
+    store._client.flushall()
     model = Breaker()
     now = T0
     for who, gap in steps:
         now += gap
         if model.open_until is not None and not model.is_open(now):
-            store.client.delete(store.keys.frozen("d.example"))  # its TTL, on the synthetic clock
+            store._client.delete(store.keys.frozen("d.example"))  # its TTL, on the synthetic clock
         expected = trip(model, f"u{who}@d.example", now, rules)
         model = expected.breaker
         got = store.record([item(f"u{who}@d.example", at=now)], now=now, rules=rules)[0]
@@ -435,8 +443,16 @@ def test_lua_breaker_matches_the_pure_policy(store: Store, steps: list[tuple[int
 
 
 def test_store_unavailable_when_no_cluster_node_answers() -> None:
+    redis_settings = RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0)
     with pytest.raises(StoreUnavailable):
-        Store.from_settings(RedisSettings(url="redis+cluster://127.0.0.1:1", connect_timeout=0.2, retries=0))
+        Store.from_settings(redis_settings)
+    # A Cluster client connects as it is made: connect() and attach() say StoreUnavailable too, not
+    # redis-py's RedisClusterException.
+    settings = config.Settings(redis=redis_settings)
+    with pytest.raises(StoreUnavailable):
+        connect(settings)
+    with pytest.raises(StoreUnavailable):
+        attach(settings)
 
 
 class RoundTrips:
@@ -467,7 +483,7 @@ def test_two_round_trips_per_bounce_on_a_cluster(
     redis_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = Store.from_settings(RedisSettings(url=redis_cluster.url))
-    s.client.flushall()
+    s._client.flushall()
     assert s.cluster
     rules = Rules(mode=Mode.ENFORCE, hard_threshold=3, breaker_addresses=100)
     s.record([item()], now=T0, rules=rules)  # connections opened, scripts loaded on every node
@@ -498,15 +514,15 @@ def test_the_redis_py_internals_of_the_cluster_wait_are_there(
     drops or renames one fails here, not as a 451 for every bounce of a cluster with wait_replicas."""
     s = Store.from_settings(RedisSettings(url=redis_cluster.url))
     try:
-        assert batch.missing_internals(s.client) == []
-        pipe = s.pipeline()
+        assert batch.missing_internals(s._client) == []
+        pipe = s._pipeline()
         pipe.set("{x}a", "1")
         pipe.get("{x}b")
         assert [c.args[0] for c in batch.queued(pipe)] == ["SET", "GET"]
         pipe.reset()
         # And the check sees one go.
-        monkeypatch.delattr(type(s.client.nodes_manager), "_request_refresh")
-        assert batch.missing_internals(s.client) == ["NodesManager._request_refresh"]
+        monkeypatch.delattr(type(s._client.nodes_manager), "_request_refresh")
+        assert batch.missing_internals(s._client) == ["NodesManager._request_refresh"]
     finally:
         s.close()
 
@@ -517,8 +533,8 @@ def test_history_keeps_short_lines_and_the_view_joins_the_stream_entry(store: St
     event = dataclasses.replace(item().event, diagnostic=diagnostic, client="192.0.2.7", note=note)
     store.record([Item(ADDRESS, Effect.HARD, event)], now=T0, rules=ENFORCE)
     key = store.keys.address(ADDRESS, k.TRACK)
-    assert store.client.type(key) == "string"
-    value = store.client.get(key)
+    assert store._client.type(key) == "string"
+    value = store._client.get(key)
     header, line = value.split("\n")
     assert header == f"1\t{ENFORCE.day(T0)}"
     # Only what explains the state: no address (the key has it), no Message-ID, diagnostic or client.
@@ -538,7 +554,7 @@ def test_history_keeps_short_lines_and_the_view_joins_the_stream_entry(store: St
     assert streamed["diagnostic"] == diagnostic
 
     # Trimmed from the stream: the history's own fields stay, and the entry says the rest is gone.
-    store.client.xtrim(store.keys.stream, maxlen=0)
+    store._client.xtrim(store.keys.stream, maxlen=0)
     (entry,) = store.view(ADDRESS).events
     assert entry["trimmed"] is True
     assert (entry["kind"], entry["status"], entry["reason"], entry["scored"]) == (
@@ -577,8 +593,8 @@ def test_a_live_score_keeps_its_reset_time_while_other_events_arrive(store: Stor
 def test_history_alone_lives_history_days(store: Store) -> None:
     store.record([item(effect=Effect.NONE)], now=T0, rules=ENFORCE)
     key = store.keys.address(ADDRESS, k.TRACK)
-    assert store.client.get(key).startswith("0\t\n")  # no live score
-    assert 89 * DAY < store.client.ttl(key) <= 90 * DAY
+    assert store._client.get(key).startswith("0\t\n")  # no live score
+    assert 89 * DAY < store._client.ttl(key) <= 90 * DAY
     assert store.view(ADDRESS).hard_ttl is None
 
 
@@ -588,7 +604,7 @@ def test_admin_acts_keep_the_history_while_disabled_and_clear_the_score_on_enabl
     key = store.keys.address(ADDRESS, k.TRACK)
     audit = Event(at=T0 + 1, kind=EventKind.DISABLED, source=Source.CLI, address=ADDRESS, note="by admin")
     store.admin(ADDRESS, "disable", audit, state=State.DISABLED_ADMIN)
-    assert store.client.ttl(key) == -1  # disabled: the history stays with the state
+    assert store._client.ttl(key) == -1  # disabled: the history stays with the state
     view = store.view(ADDRESS)
     assert view.hard_score == 1
     assert view.events[0]["note"] == "by admin"
@@ -598,20 +614,20 @@ def test_admin_acts_keep_the_history_while_disabled_and_clear_the_score_on_enabl
     store.admin(
         ADDRESS, "enable", Event(at=T0 + 2, kind=EventKind.ENABLED, source=Source.CLI, address=ADDRESS)
     )
-    assert store.client.get(key).startswith("0\t\n")
-    assert store.client.ttl(key) > 1000  # history_days now
+    assert store._client.get(key).startswith("0\t\n")
+    assert store._client.ttl(key) > 1000  # history_days now
 
 
 def test_a_store_of_the_earlier_layout_is_read_and_its_score_moved(store: Store) -> None:
     hard = store.keys.address(ADDRESS, k.LEGACY_HARD)
     history = store.keys.address(ADDRESS, k.LEGACY_HISTORY)
     day = ENFORCE.day(T0)
-    store.client.hset(hard, mapping={"score": 3, "day": day - 1})
-    store.client.expire(hard, 5000)
+    store._client.hset(hard, mapping={"score": 3, "day": day - 1})
+    store._client.expire(hard, 5000)
     old_line = "\t".join([repr(T0 - DAY), "permanent", "milter", "old1", "<old@example.net>", "5.1.1",
                           "userunknown", "smtp; 550 no such user", "", "", "", "", "", "hard", "",
                           "1", "active", "3", "0"])  # fmt: skip
-    store.client.set(history, old_line, ex=5000)
+    store._client.set(history, old_line, ex=5000)
     view = store.view(ADDRESS)
     assert (view.hard_score, view.hard_day) == (3, day - 1)
     assert view.hard_ttl is not None
@@ -624,7 +640,7 @@ def test_a_store_of_the_earlier_layout_is_read_and_its_score_moved(store: Store)
     )
     # The next event moves the score into the track key, keeping its reset time when it does not rise.
     store.record([item(effect=Effect.NONE)], now=T0, rules=ENFORCE)
-    assert not store.client.exists(hard)
+    assert not store._client.exists(hard)
     view = store.view(ADDRESS)
     assert view.hard_score == 3
     assert view.hard_ttl is not None
@@ -642,7 +658,7 @@ def test_a_verp_id_scores_an_address_once_however_often_replayed(store: Store) -
     # Another signed address (another day's mail) scores; the first one again after its window.
     other = dataclasses.replace(item(at=T0 + 5), verp_id="v2")
     assert store.record([other], now=T0 + 5, rules=rules)[0].disabled
-    assert 0 < store.client.ttl(store.keys.replay(ADDRESS, "v1")) <= 60
+    assert 0 < store._client.ttl(store.keys.replay(ADDRESS, "v1")) <= 60
 
 
 def test_a_failure_that_is_not_authentic_obeys_the_breaker_but_never_opens_it(store: Store) -> None:

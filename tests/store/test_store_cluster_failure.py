@@ -45,7 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSe
 
 
 def _owner(store: Store, key: str) -> int:
-    port: int = store.client.get_node_from_key(key).port
+    port: int = store._client.get_node_from_key(key).port
     return port
 
 
@@ -69,7 +69,7 @@ def test_a_dead_master_fails_its_slots_only_until_the_cluster_marks_it_failed(
     cluster: RedisClusterServers, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = Store.from_settings(_settings(cluster))
-    store.client.flushall()
+    store._client.flushall()
     globals_at = {_owner(store, store.keys.stream), _owner(store, store.keys.stats)}
     victim = next(n for n, port in enumerate(cluster.ports) if port not in globals_at)
     dead = {a for a in ADDRESSES if _owner(store, store.keys.address(a, k.TRACK)) == cluster.ports[victim]}
@@ -108,7 +108,7 @@ def _node_timeout(cluster: RedisClusterServers, milliseconds: int) -> None:
 
 def test_the_master_holding_the_global_stream_stops_every_bounce(cluster: RedisClusterServers) -> None:
     store = Store.from_settings(_settings(cluster))
-    store.client.flushall()
+    store._client.flushall()
     # This test reads the live masters while one is dead: with the module's 1 s node timeout a loaded
     # machine let the cluster declare itself down mid-test (CLUSTERDOWN on every read, as the test above
     # shows). A production-like timeout keeps the window open for the whole test.

@@ -79,13 +79,13 @@ def test_supervisor_restarts_a_redis_server_that_died(state_dir: pathlib.Path) -
         assert record(store, 0) == 1
         time.sleep(1.2)  # appendfsync everysec
         embedded = EmbeddedRedis(state_dir, allow_root=True)
-        pid = int(store.client.info("server")["process_id"])
+        pid = int(store._client.info("server")["process_id"])
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while not embedded.alive():
             assert time.monotonic() < deadline, "not restarted"
             time.sleep(0.05)
-        assert int(store.client.info("server")["process_id"]) != pid
+        assert int(store._client.info("server")["process_id"]) != pid
         assert store.view("a@example.org").hard_score == 1  # replayed from the append-only file
     finally:
         store.close()
@@ -113,8 +113,8 @@ def test_an_orphaned_server_is_adopted_not_duplicated(state_dir: pathlib.Path) -
 def test_fsync_always_is_passed_to_the_server(state_dir: pathlib.Path) -> None:
     store = connect(_settings(state_dir, embedded_fsync="always"))
     try:
-        assert store.client.config_get("appendfsync") == {"appendfsync": "always"}
-        assert store.client.config_get("appendonly") == {"appendonly": "yes"}
+        assert store._client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert store._client.config_get("appendonly") == {"appendonly": "yes"}
     finally:
         store.close()
 

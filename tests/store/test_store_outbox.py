@@ -37,7 +37,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
         url = cluster.url
     s = Store.from_settings(RedisSettings(url=url, prefix=PREFIX))
-    s.client.flushall()
+    s._client.flushall()
     yield s
     s.close()
 
@@ -66,7 +66,7 @@ def item(address: str = "alice@example.org", effect: Effect = Effect.HARD, **eve
 def outbox(store: Store) -> list[dict[str, str]]:
     """The outbox stream's entries (after the cluster relay, which is a no-op on one server)."""
     Outbox(store).relay_pending(1_000_000)
-    return [dict(fields) for _id, fields in store.client.xrange(store.keys.outbox)]
+    return [dict(fields) for _id, fields in store._client.xrange(store.keys.outbox)]
 
 
 def test_disabling_puts_one_entry_with_its_fields(store: Store) -> None:
@@ -169,6 +169,6 @@ def test_a_disable_reaches_the_application_through_the_notifier(store: Store) ->
             now=float(request.headers[webhook.TIMESTAMP_HEADER]),
         )
         notifier.run_once()
-        assert store.client.xlen(store.keys.outbox) == 0
+        assert store._client.xlen(store.keys.outbox) == 0
     finally:
         receiver.stop()

@@ -121,7 +121,7 @@ def test_the_store_records_over_rediss_with_the_configured_ca_and_client_certifi
     tls_port: int, pki: Pki
 ) -> None:
     store = Store.from_settings(_settings(tls_port, pki.ca, pki))
-    store.client.flushall()
+    store._client.flushall()
     (result,) = store.record([_item("t1")], now=T0, rules=RULES)
     assert (result.score, result.duplicate) == (1, False)
     assert store.record([_item("t1")], now=T0, rules=RULES)[0].duplicate

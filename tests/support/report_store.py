@@ -60,6 +60,6 @@ def populate(conf: str, capsys: pytest.CaptureFixture[str]) -> None:
             Event(at=now, kind=EventKind.FORGED, source=Source.LMTP, address="z@b.example")
         )
         service.store.log_event(Event(at=now, kind=EventKind.LOOP, source=Source.MILTER))
-        service.store.client.xadd("bk:{outbox}:dead", {"type": "disabled", "address": "ops@b.example"})
+        service.store._client.xadd("bk:{outbox}:dead", {"type": "disabled", "address": "ops@b.example"})
     finally:
         service.close()

@@ -25,7 +25,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
@@ -33,7 +32,6 @@ from bouncekeeper.core.scoring import State
 from bouncekeeper.log import get_logger
 from bouncekeeper.service.bounces import Service
 from bouncekeeper.store import StoreUnavailable
-from bouncekeeper.store.keys import PROBES
 from bouncekeeper.store.keys import STATE as STATE_SUFFIX
 from bouncekeeper.store.runlock import Busy, RunLock
 
@@ -76,14 +74,9 @@ class Status:
     bounced: bool
 
 
-def history_key(service: Service, address: str) -> str:
-    return service.store.keys.address(address, PROBES)
-
-
 def history(service: Service, address: str) -> list[Status]:
     """The address's probes, newest first, each with whether a bounce came back for it."""
-    raw: list[Any] = service.store.client.lrange(history_key(service, address), 0, HISTORY_SIZE - 1)
-    probes = [Probe(**json.loads(r)) for r in raw]
+    probes = [Probe(**json.loads(r)) for r in service.store.probes(address, HISTORY_SIZE)]
     view = service.store.view(address, events=service.store.settings.history_size)
     bounce_times = sorted(float(e["at"]) for e in view.events if e.get("context") == CONTEXT)
     out = []
@@ -184,11 +177,7 @@ def run(service: Service, send: Send, *, now: float | None = None, dry_run: bool
             msg.set_content(body)
             result = send(envelope, address, msg.as_bytes())
             probe = Probe(moment, message_id, envelope, result)
-            key = history_key(service, address)
-            pipe = service.store.client.pipeline(transaction=False)
-            pipe.lpush(key, json.dumps(asdict(probe)))
-            pipe.ltrim(key, 0, HISTORY_SIZE - 1)
-            pipe.execute()
+            service.store.add_probe(address, json.dumps(asdict(probe)), keep=HISTORY_SIZE)
             log.info("probes: %s probe to %s from %s (%s)", result, address, envelope, message_id)
             report.sent.append(address)
     return report

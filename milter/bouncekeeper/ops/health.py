@@ -16,13 +16,9 @@ import json
 import socket
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from bouncekeeper import config
-from bouncekeeper.daemons import notify
-from bouncekeeper.store import EmbeddedRedis
-from bouncekeeper.store.client import make_client
-from bouncekeeper.store.outbox import GROUP
+from bouncekeeper.store import Outbox, attach
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -79,26 +75,6 @@ def check_service(service: str, settings: config.Settings) -> Check:
     return Check(service, OK, f"{spec} answers")
 
 
-def _client(settings: config.Settings) -> Any:
-    if settings.redis.url:
-        return make_client(settings.redis)
-    embedded = EmbeddedRedis(settings.state_dir)
-    if not embedded.alive():
-        raise ConnectionError(f"the embedded redis-server is not running ({embedded.socket})")
-    return make_client(settings.redis, embedded.url)
-
-
-def _backlog(client: Any, prefix: str) -> int:
-    """Entries the notifiers have not delivered: not yet read by the group, plus read but unacknowledged."""
-    key = notify.outbox_key(prefix)
-    groups = [g for g in client.xinfo_groups(key) if g.get("name") in (GROUP, GROUP.encode())]
-    if not groups:
-        return int(client.xlen(key))  # no notifier ever ran: everything is waiting
-    group = groups[0]
-    lag = group.get("lag")
-    return int(group.get("pending") or 0) + int(lag if lag is not None else client.xlen(key))
-
-
 def _limit(name: str, value: int, warn: int, crit: int) -> Check:
     status = CRITICAL if value >= crit else WARNING if value >= warn else OK
     return Check(name, status, f"{value} (warning at {warn}, critical at {crit})", value)
@@ -107,17 +83,17 @@ def _limit(name: str, value: int, warn: int, crit: int) -> Check:
 def run_checks(args: argparse.Namespace, settings: config.Settings) -> list[Check]:
     checks: list[Check] = []
     try:
-        client = _client(settings)
+        st = attach(settings)
         try:
-            client.ping()
+            st.ping()
             checks.append(Check("store", OK, "answers"))
             if settings.notify.targets:
-                prefix = settings.redis.prefix
-                checks.append(_limit("outbox", _backlog(client, prefix), args.outbox_warn, args.outbox_crit))
-                dead = int(client.xlen(notify.dead_key(prefix)))
+                outbox = Outbox(st)
+                checks.append(_limit("outbox", outbox.backlog(), args.outbox_warn, args.outbox_crit))
+                dead = outbox.depth()["dead"]
                 checks.append(_limit("dead-letters", dead, args.dead_warn, args.dead_crit))
         finally:
-            client.close()
+            st.close()
     except Exception as exc:  # noqa: BLE001 - any failure to reach the store is what this check reports
         checks.append(Check("store", CRITICAL, f"unreachable: {exc}"))
     checks.extend(check_service(service, settings) for service in args.service)

@@ -26,7 +26,7 @@ class Batch:
 
     def __init__(self, store: Connection, *, replicated: bool = False) -> None:
         self.store = store
-        self.pipe: Any = store.pipeline()
+        self.pipe: Any = store._pipeline()
         self.calls: dict[int, tuple[str, list[str], list[Any]]] = {}
         # WAIT after the writes, on the same connection (a pipeline's), and its answer checked.
         self.replicated = replicated
@@ -47,7 +47,7 @@ class Batch:
         missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
         if missing:
             self.store._load_scripts()
-            again: Any = self.store.pipeline()
+            again: Any = self.store._pipeline()
             for i in missing:
                 name, keys, args = self.calls[i]
                 self.store._evalsha(again, name, keys, args)
@@ -83,7 +83,7 @@ class Batch:
         and a slot map that changed while the batch was routed (another thread refreshed it) is not
         trusted. Either is an outage (451); the topology is refreshed for the MTA's retry.
         """
-        client = self.store.client
+        client = self.store._client
         run_requested_refresh(client)  # redis-py runs it as the batch starts: here, before routing
         writes = queued(pipe)
         routed = _nodes(client, writes)

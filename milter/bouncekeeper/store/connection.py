@@ -32,7 +32,7 @@ class Connection:
         self.outbox_maxlen = outbox_maxlen
         # Any: redis-py's annotations type replies as bytes | str whatever decode_responses says; ours
         # are always str (decode_responses=True in make_client).
-        self.client: Any = client
+        self._client: Any = client
         self.settings = settings or RedisSettings()
         self.keys = k.Keys(self.settings.prefix)
         self.cluster = isinstance(client, RedisCluster)
@@ -41,7 +41,7 @@ class Connection:
         self._shas = {name: sha1(source) for name, source in self._sources.items()}
 
     def close(self) -> None:
-        close_client(self.client)
+        close_client(self._client)
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
@@ -50,13 +50,13 @@ class Connection:
 
     def _load_scripts(self) -> None:
         for name, source in self._sources.items():
-            self.client.script_load(source)
+            self._client.script_load(source)
             log.debug("loaded %s.lua", name)
 
-    def pipeline(self) -> Any:
+    def _pipeline(self) -> Any:
         """A non-transactional pipeline; on a Cluster it routes EVALSHA by its keys without asking first
         (redis-py 8.2 hands it the client's policy resolver, client.py's _ScriptPolicies)."""
-        return self.client.pipeline(transaction=False)
+        return self._client.pipeline(transaction=False)
 
     def _batch(self, *, replicated: bool = False) -> Batch:
         return Batch(self, replicated=replicated)
@@ -73,10 +73,10 @@ class Connection:
 
     def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return self._evalsha(self.client, name, keys, args)
+            return self._evalsha(self._client, name, keys, args)
         except redis.exceptions.NoScriptError:
             self._load_scripts()
-            return self._evalsha(self.client, name, keys, args)
+            return self._evalsha(self._client, name, keys, args)
 
     # --- what the write paths share ---
 

@@ -31,12 +31,12 @@ class FolderCursor:
     def load(self) -> tuple[int, int]:
         """(UIDVALIDITY, last UID done); (0, 0) for a folder never scanned."""
         with guard("read imap cursor"):
-            raw: Any = self.store.client.hgetall(self.key)
+            raw: Any = self.store._client.hgetall(self.key)
         data = {_text(k): _text(v) for k, v in raw.items()}
         return int(data.get("uidvalidity", "0")), int(data.get("last_uid", "0"))
 
     def save(self, uidvalidity: int, last_uid: int) -> None:
         with guard("save imap cursor"):
-            self.store.client.hset(
+            self.store._client.hset(
                 self.key, mapping={"uidvalidity": str(uidvalidity), "last_uid": str(last_uid)}
             )

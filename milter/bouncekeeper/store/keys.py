@@ -1,7 +1,7 @@
 """The Redis key schema: the one place key names are made and parsed.
 
 Every key starts with the configured prefix (default `bk:`). Per-address keys carry the normalised address
-inside braces, `bk:{alice@example.org}:hard`: readable with redis-cli, and a Redis Cluster hash tag, so
+inside braces, `bk:{alice@example.org}:state`: readable with redis-cli, and a Redis Cluster hash tag, so
 every key of one address lives in one slot and one Lua script can update them atomically. Domain keys use
 the domain as their tag. The "Redis keys" table in docs/redis.md documents each key; keep it in step.
 """

@@ -43,7 +43,7 @@ def record(
     with guard("record bounce"):
         results = bounce.split(items) if store.cluster else bounce.single(items)
         if raw is not None and s.raw_days > 0 and not all(r.duplicate for r in results):
-            store.client.set(store.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
+            store._client.set(store.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
     for r in results:
         if r.disabled:
             log.info("address disabled by bounces: %s score=%s/%s", r.address, r.score, rules.threshold)

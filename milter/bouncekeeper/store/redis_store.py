@@ -55,8 +55,8 @@ class Store(Connection):
         delivered at the same instant may both write one."""
         key = self.keys.unvouched(event.id)
         with guard("log event"):
-            if self.client.exists(key):
-                self.client.hincrby(self.keys.stats, "duplicates", 1)
+            if self._client.exists(key):
+                self._client.hincrby(self.keys.stats, "duplicates", 1)
                 return None
         ref = self.log_events([event], counters=counters, mark=key)
         return ref[0]
@@ -69,7 +69,7 @@ class Store(Connection):
         stats counters to add to in the same round trip; `mark`: a key set with the dedup window's TTL in
         the same round trip (log_once's). Returns the entries' IDs."""
         with guard("log event"):
-            pipe = self.pipeline()
+            pipe = self._pipeline()
             at = [self._xadd(pipe, e.kind.value, e.address or "", e.to_json()) for e in events]
             counts = dict(counters or {})
             for e in events:
@@ -102,7 +102,7 @@ class Store(Connection):
         a = self.keys.address
         per = 10 if events > 0 else 9  # the legacy history only when events are wanted
         with guard("read address"):
-            pipe = self.pipeline()
+            pipe = self._pipeline()
             for address in addresses:
                 pipe.hgetall(a(address, k.STATE))
                 pipe.get(a(address, k.SOFT))
@@ -167,7 +167,7 @@ class Store(Connection):
             return
         try:
             with guard("read stream"):
-                pipe = self.pipeline()
+                pipe = self._pipeline()
                 for e in wanted:
                     pipe.xrange(self.keys.stream, e["ref"], e["ref"], count=1)
                 replies = pipe.execute()
@@ -219,14 +219,14 @@ class Store(Connection):
                 )
             except redis.exceptions.RedisError:
                 with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                    self.client.xdel(self.keys.stream, ref)
+                    self._client.xdel(self.keys.stream, ref)
                 raise
         return State(reply.previous), State(reply.state)
 
     def states(self, addresses: Sequence[str]) -> list[State]:
         """Each address's state now, one round trip."""
         with guard("read state"):
-            pipe = self.pipeline()
+            pipe = self._pipeline()
             for address in addresses:
                 pipe.hget(self.keys.address(address, k.STATE), "state")
             replies = pipe.execute()
@@ -261,7 +261,7 @@ class Store(Connection):
             # Set meanwhile by another process: its state stays, and this import's event goes.
             raced = [ref for ref, reply in zip(refs, replies, strict=True) if reply != State.ACTIVE.value]
             if raced:
-                self.client.xdel(self.keys.stream, *raced)
+                self._client.xdel(self.keys.stream, *raced)
         held = iter(State(r) for r in replies)
         return [next(held) if state is State.ACTIVE else state for state in before]
 
@@ -271,7 +271,7 @@ class Store(Connection):
         cursor = f"{max(int(start * 1000), 0)}-0"
         while True:
             with guard("read stream"):
-                entries = self.client.xrange(self.keys.stream, min=cursor, count=batch)
+                entries = self._client.xrange(self.keys.stream, min=cursor, count=batch)
             for _entry_id, fields in entries:
                 yield parse_entry(fields)
             if len(entries) < batch:
@@ -280,7 +280,7 @@ class Store(Connection):
 
     def is_suppressed(self, address: str) -> bool:
         with guard("read state"):
-            state = self.client.hget(self.keys.address(address, k.STATE), "state")
+            state = self._client.hget(self.keys.address(address, k.STATE), "state")
         return state is not None and state != State.ACTIVE.value
 
     def addresses(
@@ -291,7 +291,7 @@ class Store(Connection):
         seen: set[str] = set()
         with guard("scan addresses"):
             for suffix in suffixes:
-                for key in self.client.scan_iter(match=self.keys.address_pattern(suffix), count=1000):
+                for key in self._client.scan_iter(match=self.keys.address_pattern(suffix), count=1000):
                     address = self.keys.parse_address(key)
                     if address is not None and address not in seen:
                         seen.add(address)
@@ -300,18 +300,18 @@ class Store(Connection):
     def frozen_domains(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         with guard("scan breakers"):
-            for key in self.client.scan_iter(match=self.keys.frozen_pattern(), count=1000):
+            for key in self._client.scan_iter(match=self.keys.frozen_pattern(), count=1000):
                 domain = self.keys.parse_domain(key)
                 if domain is not None:
-                    info: dict[str, Any] = dict(self.client.hgetall(key))
-                    info["ttl"] = int(self.client.ttl(key))
+                    info: dict[str, Any] = dict(self._client.hgetall(key))
+                    info["ttl"] = int(self._client.ttl(key))
                     out[domain] = info
         return out
 
     def counters(self) -> dict[str, int]:
         with guard("read stats"):
-            raw = self.client.hgetall(self.keys.stats)
-            length = self.client.xlen(self.keys.stream)
+            raw = self._client.hgetall(self.keys.stats)
+            length = self._client.xlen(self.keys.stream)
         out = {key: int(value) for key, value in raw.items()}
         out["stream:length"] = int(length)
         return out
@@ -319,7 +319,7 @@ class Store(Connection):
     def recent(self, count: int = 20) -> list[tuple[str, dict[str, Any]]]:
         """The newest stream entries: (entry id, the event's fields)."""
         with guard("read stream"):
-            entries = self.client.xrevrange(self.keys.stream, count=count)
+            entries = self._client.xrevrange(self.keys.stream, count=count)
         return [(str(i), parse_entry(f)) for i, f in entries]
 
     # --- token mode (several recipients behind one VERP address) ---
@@ -328,34 +328,51 @@ class Store(Connection):
         """Store a token's data for `ttl` seconds (the VERP validity). Tokens are random: 80 bits."""
         key = self.keys.token(token)
         with guard("store token"):
-            pipe = self.pipeline()
+            pipe = self._pipeline()
             pipe.hset(key, mapping=fields)
             pipe.expire(key, ttl)
             pipe.execute()
 
     def get_token(self, token: str) -> dict[str, str] | None:
         with guard("read token"):
-            data = self.client.hgetall(self.keys.token(token))
+            data = self._client.hgetall(self.keys.token(token))
         return dict(data) if data else None
+
+    # --- probes (daemons/probes.py): the probe records of an address, newest first ---
+
+    def probes(self, address: str, count: int) -> list[str]:
+        """The newest `count` probe records (JSON) sent to an address."""
+        with guard("read probes"):
+            records: list[str] = self._client.lrange(self.keys.address(address, k.PROBES), 0, count - 1)
+        return records
+
+    def add_probe(self, address: str, record: str, *, keep: int) -> None:
+        """A probe record first in the address's list, which keeps the newest `keep`; one round trip."""
+        key = self.keys.address(address, k.PROBES)
+        with guard("save probe"):
+            pipe = self._pipeline()
+            pipe.lpush(key, record)
+            pipe.ltrim(key, 0, keep - 1)
+            pipe.execute()
 
     # --- admin page sessions (httpd.py): server-side, so that logging out ends them ---
 
     def put_session(self, digest: str, fingerprint: str, ttl: int) -> None:
         with guard("store session"):
-            self.client.set(self.keys.session(digest), fingerprint, ex=ttl)
+            self._client.set(self.keys.session(digest), fingerprint, ex=ttl)
 
     def get_session(self, digest: str) -> str | None:
         with guard("read session"):
-            value = self.client.get(self.keys.session(digest))
+            value = self._client.get(self.keys.session(digest))
         return str(value) if value is not None else None
 
     def drop_session(self, digest: str) -> None:
         with guard("drop session"):
-            self.client.delete(self.keys.session(digest))
+            self._client.delete(self.keys.session(digest))
 
     def ping(self) -> None:
         with guard("ping"):
-            self.client.ping()
+            self._client.ping()
 
 
 def _ttl(value: int) -> int | None:

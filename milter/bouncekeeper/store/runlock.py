@@ -28,13 +28,13 @@ class RunLock:
 
     def acquire(self) -> None:
         with guard("take run lock"):
-            taken = self.store.client.set(self.key, self.token, nx=True, ex=self.ttl)
+            taken = self.store._client.set(self.key, self.token, nx=True, ex=self.ttl)
         if not taken:
             raise Busy(f"another run holds {self.key}")
 
     def release(self) -> None:
         with guard("release run lock"):
-            self.store.client.eval(_RELEASE, 1, self.key, self.token)
+            self.store._client.eval(_RELEASE, 1, self.key, self.token)
 
     def __enter__(self) -> RunLock:
         self.acquire()
