@@ -122,7 +122,7 @@ def _nodes(client: Any, commands: list[Any]) -> list[Any]:
 # a ClusterPipeline (its public send_cluster_commands takes them, but only its private execution strategy
 # holds them), and running or requesting the topology refresh that its own command loops run before they
 # route. They are used here only; `missing_internals` names any that a redis-py upgrade took away, and
-# tests/store/test_store_cluster_failure.py fails loudly on it.
+# tests/store/test_store.py (test_the_redis_py_internals_of_the_cluster_wait_are_there) fails loudly on it.
 
 
 def queued(pipe: Any) -> list[Any]:
