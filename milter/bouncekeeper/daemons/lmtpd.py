@@ -28,6 +28,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -44,7 +45,7 @@ from bouncekeeper import config, log
 from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.daemons import metrics
-from bouncekeeper.service.bounces import Arrival, Classified, Service
+from bouncekeeper.service.bounces import Arrival, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 
@@ -144,32 +145,41 @@ class Handler:
     ) -> str:
         if getattr(server, "_closing", False):
             return FORGED_CLOSE  # a command pipelined after our 421: not looked at, never answered
+        limited = self._limited(session, envelope, address)
+        if limited is not None:
+            return limited
+        local, _, domain = address.lower().rpartition("@")
+        if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
+            _DECIDED["reject"].inc()
+            return NOT_OURS.format(address)
+        return self._bounce_rcpt(session, envelope, address, plain=local == self.plain_local)
+
+    def _limited(self, session: Any, envelope: Any, address: str) -> str | None:
+        """The answer to a recipient refused before its address is looked at (None when it is not):
+        characters no address has, or one recipient too many."""
         if addresses.unsafe(address):
             # Also what bytes that are not UTF-8 become (surrogateescape): an answer, not a traceback.
             logger.info("refused rcpt=%r: control, bidi or undecodable characters", address)
             _LIMITED["bad-address"].inc()
             _DECIDED["reject"].inc()
             return BAD_ADDRESS
-        if len(envelope.rcpt_tos) >= self.max_recipients:
-            state = _state(envelope)
-            state.over += 1
-            _LIMITED["recipients"].inc()
-            if state.over == 1:  # one line per transaction, not per RCPT
-                logger.warning(
-                    "recipients over max_recipients=%d from %s", self.max_recipients, _peer(session)
-                )
-            if state.over > self.max_recipients and not self._trusted(session):
-                # A client that goes on after as many 452s as it had recipients is not sending mail:
-                # each RCPT still costs aiosmtpd's address parser (benchmarks/hostile.py).
-                logger.warning(
-                    "client %s sent %d recipients over the limit, closing", _peer(session), state.over
-                )
-                return TOO_MANY_CLOSE
-            return TOO_MANY_RCPTS
-        local, _, domain = address.lower().rpartition("@")
-        if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
-            _DECIDED["reject"].inc()
-            return NOT_OURS.format(address)
+        if len(envelope.rcpt_tos) < self.max_recipients:
+            return None
+        state = _state(envelope)
+        state.over += 1
+        _LIMITED["recipients"].inc()
+        if state.over == 1:  # one line per transaction, not per RCPT
+            logger.warning("recipients over max_recipients=%d from %s", self.max_recipients, _peer(session))
+        if state.over > self.max_recipients and not self._trusted(session):
+            # A client that goes on after as many 452s as it had recipients is not sending mail:
+            # each RCPT still costs aiosmtpd's address parser (benchmarks/hostile.py).
+            logger.warning("client %s sent %d recipients over the limit, closing", _peer(session), state.over)
+            return TOO_MANY_CLOSE
+        return TOO_MANY_RCPTS
+
+    def _bounce_rcpt(self, session: Any, envelope: Any, address: str, *, plain: bool) -> str:
+        """RCPT to an address of the bounce domain: the core's verdict (core/rcpt.py) in LMTP's words;
+        `plain`: the address is the plain bounce address (`local_prefix`@bounce_domain)."""
         guarded = self.enforce and not self._trusted(session)
         if guarded and self.forgery.blocked(_peer(session), time.monotonic()):
             # The same answer whatever the address: while blocked, RCPT says nothing about a guess.
@@ -177,7 +187,7 @@ class Handler:
             _LIMITED["forged-client"].inc()
             return FORGED_CLOSE
         verdict = bounce_rcpt(self.service.check_rcpt(address), enforce=self.enforce, guarded=guarded)
-        if verdict.answer is Answer.NOT_VERP and local != self.plain_local:
+        if verdict.answer is Answer.NOT_VERP and not plain:
             # The plain bounce address (bounces@bounce_domain) is ours too: its bounces are classified
             # from their content alone. Anything else at the domain is not an address we gave out.
             _DECIDED["reject"].inc()
@@ -185,9 +195,7 @@ class Handler:
         if verdict.answer is Answer.REFUSE:
             logger.info("refused rcpt=%s verp=%s", address, verdict.status)
             _DECIDED["reject"].inc()
-            if verdict.guess:
-                return self._forged(session, address, verdict)
-            return _refusal(address, verdict)
+            return self._forged(session, address, verdict) if verdict.guess else _refusal(address, verdict)
         envelope.rcpt_tos.append(address)
         # Observe mode takes a forged or expired address: recorded as forged, never scored.
         _state(envelope).verdicts[address] = verdict
@@ -214,11 +222,17 @@ class Handler:
         raw: bytes = envelope.original_content or b""
         sender = (envelope.mail_from or "").strip()
         sender = "" if sender in ("<>", "") else sender.strip("<>")
-        qid = uuid.uuid4().hex[:12]  # one id per message, on every log line about it
         # Classified once for all its recipients; a recipient named twice is processed once and
         # answered twice from the one result (RFC 2033: one reply per accepted RCPT).
         classified = self.service.triage(raw, envelope_sender=sender)
-        answers: dict[str, str] = {}
+        message = Arrival(
+            raw,
+            Source.LMTP,
+            envelope_sender=sender,
+            client_addr=_peer(session),
+            queue_id=uuid.uuid4().hex[:12],  # one id per message, on every log line about it
+            classified=classified,
+        )
         self.in_flight += 1
         self.idle.clear()
         # Clients other than the MTA in front share half the workers: however heavy their messages,
@@ -226,7 +240,7 @@ class Handler:
         slot = contextlib.nullcontext() if self._trusted(session) else self.untrusted
         try:
             async with slot:
-                await self._each(envelope, classified, answers, sender=sender, peer=_peer(session), qid=qid)
+                answers = await self._each(envelope, message)
             if classified.limits:
                 _LIMITED["classification"].inc()  # once per message; the service logged which caps
             replies = [answers[rcpt] for rcpt in envelope.rcpt_tos]
@@ -240,30 +254,14 @@ class Handler:
         # store counts a redelivered bounce once (its dedup window).
         return STORED_ALL if all(r.startswith("2") for r in replies) else TEMPFAIL_ALL
 
-    async def _each(
-        self,
-        envelope: Any,
-        classified: Classified,
-        answers: dict[str, str],
-        *,
-        sender: str,
-        peer: str,
-        qid: str,
-    ) -> None:
-        """Process the message for each distinct recipient; `answers` gets each one's reply."""
+    async def _each(self, envelope: Any, message: Arrival) -> dict[str, str]:
+        """Process the message for each distinct recipient, with its verdict at RCPT: each one's reply."""
+        answers: dict[str, str] = {}
         verdicts = _state(envelope).verdicts
         for rcpt in dict.fromkeys(envelope.rcpt_tos):
-            verdict = verdicts[rcpt]
-            ok = await self._process(
-                classified.raw,
-                rcpt,
-                sender=sender,
-                peer=peer,
-                qid=qid,
-                verdict=verdict,
-                classified=classified,
-            )
+            ok = await self._process(dataclasses.replace(message, envelope_rcpt=rcpt, verdict=verdicts[rcpt]))
             answers[rcpt] = STORED.format(rcpt) if ok else TEMPFAIL.format(rcpt)
+        return answers
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer 500: an internal error must never bounce mail: 451, retried.
@@ -271,33 +269,15 @@ class Handler:
         _DECIDED["tempfail"].inc()
         return TEMPFAIL_ALL
 
-    async def _process(
-        self,
-        raw: bytes,
-        rcpt: str,
-        *,
-        sender: str,
-        peer: str,
-        qid: str,
-        verdict: RcptVerdict,
-        classified: Classified,
-    ) -> bool:
+    async def _process(self, arrival: Arrival) -> bool:
+        """The message recorded for one recipient, in a worker thread: whether it was (250) or not (451)."""
+        rcpt = arrival.envelope_rcpt
+
         def work() -> bool:
-            log.queue_id.set(qid)
+            log.queue_id.set(arrival.queue_id or "-")
             try:
                 with metrics.timed("process_bounce"):
-                    outcome = self.service.process_bounce(
-                        Arrival(
-                            raw,
-                            envelope_rcpt=rcpt,
-                            envelope_sender=sender,
-                            source=Source.LMTP,
-                            client_addr=peer,
-                            queue_id=qid,
-                            classified=classified,
-                            verdict=verdict,
-                        )
-                    )
+                    outcome = self.service.process_bounce(arrival)
             except StoreUnavailable as exc:
                 logger.warning("store unavailable, answering 451 rcpt=%s: %s", rcpt, exc)
                 _DECIDED["tempfail"].inc()
