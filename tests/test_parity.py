@@ -142,7 +142,9 @@ def via_policy(site: Site, raw: bytes, rcpt: str) -> str:
     service = Service.open(site.settings)
     try:
         request = {"request": "smtpd_access_policy", "recipient": rcpt, "sender": ""}
-        action, _judged = policyd.verdict(request, milterd.policy_rules(site.settings), service.check_rcpt)
+        action, _judged = policyd.verdict(
+            request, milterd.recipient_routing(site.settings), service.check_rcpt
+        )
         if not action.startswith("FILTER"):
             return action
         return via_milter(site, raw, rcpt)
@@ -292,7 +294,7 @@ def test_a_loop_to_a_protected_address_is_named_in_one_vocabulary(
     )
     service = Service.open(site.settings)
     request = {"request": "smtpd_access_policy", "recipient": PROTECTED, "sender": "vacation@remote.example"}
-    action, _judged = policyd.verdict(request, milterd.policy_rules(site.settings), service.check_rcpt)
+    action, _judged = policyd.verdict(request, milterd.recipient_routing(site.settings), service.check_rcpt)
     assert action.startswith("FILTER")  # the policy service sends it to the milter's listener
     h = Harness(site.settings)
     h.connect(INBOUND_IP)

@@ -74,7 +74,7 @@ def _request(rcpt: str, **extra: str) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["observe", "enforce"])
 def test_decisions(tmp_path: pathlib.Path, mode: str) -> None:
     settings = _settings(tmp_path, mode)
-    rules = milterd.policy_rules(settings)
+    routing = milterd.recipient_routing(settings)
     v = Verp(settings)
     valid = v.address("alice@example.net")
     forged = valid.replace("alice", "alica")
@@ -83,7 +83,7 @@ def test_decisions(tmp_path: pathlib.Path, mode: str) -> None:
     assert v.check(expired).status == "expired"
 
     def decide(rcpt: str) -> str:
-        return policyd.decide(_request(rcpt), rules, v.check)
+        return policyd.decide(_request(rcpt), routing, v.check)
 
     assert decide(valid) == f"FILTER {FILTER}"
     assert decide(valid.upper()) == f"FILTER {FILTER}"  # MTAs may change the case of a local part
@@ -95,7 +95,7 @@ def test_decisions(tmp_path: pathlib.Path, mode: str) -> None:
     assert decide(f"postmaster@{BOUNCE_DOMAIN}") == "DUNNO"
     assert decide("someone@example.org") == "DUNNO"
     assert decide("not an address") == "DUNNO"
-    assert policyd.decide({"request": "junk", "recipient": valid}, rules, v.check) == "DUNNO"
+    assert policyd.decide({"request": "junk", "recipient": valid}, routing, v.check) == "DUNNO"
 
 
 @pytest.mark.parametrize("family", ["unix", "inet"])
@@ -105,7 +105,7 @@ def test_the_protocol_on_a_real_socket(tmp_path: pathlib.Path, family: str) -> N
     path = tmp_path / "policy.sock"
     port = free_port()
     spec = f"unix:{path}" if family == "unix" else f"inet:{port}@127.0.0.1"
-    server = policyd.PolicyServer(spec, milterd.policy_rules(settings), mode=0o660)
+    server = policyd.PolicyServer(spec, milterd.recipient_routing(settings), mode=0o660)
     if family == "unix":
         assert oct(path.stat().st_mode & 0o777) == "0o660"
     server.start(v.check)
@@ -134,7 +134,7 @@ def test_the_protocol_on_a_real_socket(tmp_path: pathlib.Path, family: str) -> N
 
 def test_an_internal_error_is_a_4xx_never_a_5xx(tmp_path: pathlib.Path) -> None:
     settings = _settings(tmp_path)
-    server = policyd.PolicyServer(f"unix:{tmp_path}/p.sock", milterd.policy_rules(settings))
+    server = policyd.PolicyServer(f"unix:{tmp_path}/p.sock", milterd.recipient_routing(settings))
 
     def broken(_address: str) -> verp.VerpResult:
         raise RuntimeError("boom")

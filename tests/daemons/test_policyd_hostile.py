@@ -54,8 +54,8 @@ class Running:
         self.path = tmp_path / "policy.sock"
         self.server = policyd.PolicyServer(
             f"unix:{self.path}",
-            milterd.policy_rules(settings),
-            **limits,  # type: ignore[arg-type]
+            milterd.recipient_routing(settings),
+            limits=policyd.ConnectionLimits(**limits),  # type: ignore[arg-type]
         )
         self.server.start(self.verp.check)
         self.clients: list[Client] = []

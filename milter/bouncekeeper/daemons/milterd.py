@@ -885,9 +885,9 @@ def socket_path(spec: str) -> pathlib.Path | None:
     return None
 
 
-def policy_rules(settings: config.Settings) -> policyd.PolicyRules:
+def recipient_routing(settings: config.Settings) -> policyd.RecipientRouting:
     policy = MilterPolicy.from_settings(settings)
-    return policyd.PolicyRules(
+    return policyd.RecipientRouting(
         bounce_domain=policy.bounce_domain,
         protected_recipients=policy.protected_recipients,
         enforce=policy.enforce,
@@ -993,7 +993,7 @@ def _install_reloader(settings: config.Settings, policy_server: policyd.PolicySe
         # One assignment each: a new connection sees either the old runtime or the new one, never a mix.
         BounceMilter.runtime = runtime
         if policy_server is not None:
-            policy_server.rules = policy_rules(fresh)
+            policy_server.routing = recipient_routing(fresh)
             policy_server.check_rcpt = runtime.service.check_rcpt
         running[0] = fresh
         keys = runtime.signer.keyring.key_ids if runtime.signer is not None else ()
@@ -1023,11 +1023,9 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
     policy_server = (
         policyd.PolicyServer(
             settings.milter.policy_socket,
-            policy_rules(settings),
+            recipient_routing(settings),
             mode=mode,
-            idle_timeout=settings.milter.policy_timeout,
-            session_timeout=settings.milter.policy_session_timeout,
-            max_connections=settings.milter.policy_max_connections,
+            limits=policyd.ConnectionLimits.from_settings(settings),
         )
         if settings.milter.policy_socket
         else None

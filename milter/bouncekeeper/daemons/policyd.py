@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bouncekeeper import log
+from bouncekeeper import config, log
 from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult
@@ -49,6 +49,7 @@ _DECIDED = metrics.decisions("policy")
 _LIMITED = metrics.limited("policy")
 # A request is a few hundred octets (about 30 attributes); a peer that sends more is not Postfix.
 MAX_REQUEST = 64 * 1024
+DUNNO = "DUNNO"  # access(5): no opinion, Postfix goes on with its other restrictions
 _TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
 BAD_ADDRESS = "550 5.1.3 Bad recipient address syntax"
 # access(5): after a 421 action Postfix disconnects the SMTP client.
@@ -56,8 +57,11 @@ FORGED_CLOSE = "421 4.7.0 Too many invalid bounce addresses, closing connection"
 
 
 @dataclass(frozen=True)
-class PolicyRules:
-    """What the service decides from, read once at start-up (a subset of the milter's policy)."""
+class RecipientRouting:
+    """Which recipients the service sends through the after-queue filter, and how it answers a bounce
+    address, read once at start-up (a subset of the milter's settings): the bounce domain's VERP
+    addresses (refused when forged or expired in enforce mode) and the protected recipients go to
+    `filter`; every other recipient is left to Postfix (DUNNO)."""
 
     bounce_domain: str
     protected_recipients: frozenset[str]
@@ -65,14 +69,30 @@ class PolicyRules:
     filter: str
 
 
-def decide(request: Mapping[str, str], rules: PolicyRules, check_rcpt: Callable[[str], VerpResult]) -> str:
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may take: an idle read, the whole connection, and how many at a time."""
+
+    idle_timeout: float = 330.0
+    session_timeout: float = 1200.0
+    max_connections: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: config.Settings) -> ConnectionLimits:
+        milter = settings.milter
+        return cls(milter.policy_timeout, milter.policy_session_timeout, milter.policy_max_connections)
+
+
+def decide(
+    request: Mapping[str, str], routing: RecipientRouting, check_rcpt: Callable[[str], VerpResult]
+) -> str:
     """The `action=` value for one request. Pure but for check_rcpt (itself pure: an HMAC, no Redis)."""
-    return verdict(request, rules, check_rcpt)[0]
+    return verdict(request, routing, check_rcpt)[0]
 
 
 def verdict(
     request: Mapping[str, str],
-    rules: PolicyRules,
+    routing: RecipientRouting,
     check_rcpt: Callable[[str], VerpResult],
     *,
     guarded: bool = True,
@@ -81,28 +101,33 @@ def verdict(
     `guarded`: whether the forgery limits apply to the client."""
     rcpt = request.get("recipient", "")
     if request.get("request") != "smtpd_access_policy" or not rcpt:
-        return "DUNNO", None
+        return DUNNO, None
     if addresses.unsafe(rcpt):
         # Judged only in the bounce domain: any other recipient is not ours to refuse.
-        return (BAD_ADDRESS if _in_bounce_domain(rcpt, rules) else "DUNNO"), None
+        return (BAD_ADDRESS if _in_bounce_domain(rcpt, routing) else DUNNO), None
     address = addresses.normalise(rcpt)
-    if address is None:
-        return "DUNNO", None
-    if rules.bounce_domain and addresses.domain_of(address) == rules.bounce_domain:
-        judged = bounce_rcpt(check_rcpt(address), enforce=rules.enforce, guarded=guarded)
-        if judged.answer is Answer.REFUSE:
-            return " ".join(judged.refusal()), judged
+    if (
+        address is not None
+        and routing.bounce_domain
+        and addresses.domain_of(address) == routing.bounce_domain
+    ):
+        judged = bounce_rcpt(check_rcpt(address), enforce=routing.enforce, guarded=guarded)
         if judged.answer is not Answer.NOT_VERP:
-            # Valid, or forged/expired in observe mode (recorded as forged after the queue).
-            return f"FILTER {rules.filter}", judged
-    if address in rules.protected_recipients:
-        return f"FILTER {rules.filter}", None
-    return "DUNNO", None
+            return _action(judged, routing), judged
+    return (f"FILTER {routing.filter}" if address in routing.protected_recipients else DUNNO), None
 
 
-def _in_bounce_domain(rcpt: str, rules: PolicyRules) -> bool:
+def _action(judged: RcptVerdict, routing: RecipientRouting) -> str:
+    """The `action=` for the core's verdict on a VERP address of the bounce domain (core/rcpt.py)."""
+    if judged.answer is Answer.REFUSE:
+        return " ".join(judged.refusal())
+    # Valid, or forged/expired in observe mode (recorded as forged after the queue).
+    return f"FILTER {routing.filter}"
+
+
+def _in_bounce_domain(rcpt: str, routing: RecipientRouting) -> bool:
     domain = rcpt.rpartition("@")[2].strip("<> \t").rstrip(".").lower()
-    return bool(rules.bounce_domain) and domain == rules.bounce_domain
+    return bool(routing.bounce_domain) and domain == routing.bounce_domain
 
 
 def parse_request(lines: list[bytes]) -> dict[str, str]:
@@ -173,18 +198,17 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     def __init__(
         self,
         spec: str,
-        rules: PolicyRules,
+        routing: RecipientRouting,
         mode: int = 0o660,
         *,
-        idle_timeout: float = 330.0,
-        session_timeout: float = 1200.0,
-        max_connections: int = 500,
+        limits: ConnectionLimits | None = None,
     ) -> None:
+        limits = limits or ConnectionLimits()
         self.spec = spec
-        self.rules = rules
-        self.idle_timeout = idle_timeout
-        self.session_timeout = session_timeout
-        self.max_connections = max_connections
+        self.routing = routing
+        self.idle_timeout = limits.idle_timeout
+        self.session_timeout = limits.session_timeout
+        self.max_connections = limits.max_connections
         self.forgery = throttle.ForgeryLimit()
         # Open connections and their deadlines; the reaper thread shuts down those past it.
         self._open: dict[socket.socket, float] = {}
@@ -273,22 +297,22 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
             if self.check_rcpt is None:
                 raise RuntimeError("policy service not ready")
             client = request.get("client_address", "")
-            guarded = self.rules.enforce and bool(client)
+            guarded = self.routing.enforce and bool(client)
             if (
                 guarded
-                and _in_bounce_domain(request.get("recipient", ""), self.rules)
+                and _in_bounce_domain(request.get("recipient", ""), self.routing)
                 and self.forgery.blocked(client, time.monotonic())
             ):
                 # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
                 logger.warning("client %s over the forged-address limit, 421", client)
                 _LIMITED["forged-client"].inc()
                 return FORGED_CLOSE
-            action, judged = verdict(request, self.rules, self.check_rcpt, guarded=guarded)
+            action, judged = verdict(request, self.routing, self.check_rcpt, guarded=guarded)
             if action == BAD_ADDRESS:
                 _LIMITED["bad-address"].inc()
             if judged is not None and judged.guess:
                 action = self._forged(client, session or Session(), action)
-            if action != "DUNNO":
+            if action != DUNNO:
                 _DECIDED["reject" if action[:1] in "45" else "filter"].inc()
                 rcpt = request.get("recipient", "")
                 logger.info(
