@@ -94,3 +94,20 @@ def test_comments_and_docstrings_name_what_exists() -> None:
         for line, text in texts:
             found += [f"{path.relative_to(ROOT)}:{line}: {p}" for p in problems(text, path.parent)]
     assert found == [], "\n".join(found)
+
+
+def test_configuration_comments_name_what_exists() -> None:
+    # The shipped configuration (units, MTA snippets, the sample) and the build files: whole-line `#`
+    # comments, as in a shell script; not the JSON, JavaScript and PHP of contrib/ (no such comments).
+    shipped = [
+        p for f in ("contrib", "postfix", "exim", "sendmail") for p in (ROOT / f).rglob("*") if p.is_file()
+    ]
+    files = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / "bouncekeeper.toml.sample"] + [
+        p for p in shipped if p.suffix not in (".md", ".json", ".mjs", ".php")
+    ]
+    assert len(files) > 20  # the walk found them
+    found = []
+    for path in sorted(files):
+        for line, text in shell_texts(path):
+            found += [f"{path.relative_to(ROOT)}:{line}: {p}" for p in problems(text, path.parent)]
+    assert found == [], "\n".join(found)
