@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bouncekeeper.core import loops, message, mime, rules
 from bouncekeeper.core.addresses import decode, normalise
-from bouncekeeper.core.dsn_stage import Found
 from bouncekeeper.core.dsn_stage import read as read_dsn
 from bouncekeeper.core.failure import Evidence, build, delayed
 from bouncekeeper.core.limits import MAX_EXPLAIN_CHARS, MAX_FLUFL_BYTES, MAX_RECIPIENTS, note
@@ -188,16 +187,13 @@ class _Triage:
 
     def _standard(self, msg: Message) -> Classification | None:
         """The formats that say what they are: RFC 3464 delivery-status parts, an Amazon SES notice."""
-        found = Found()
-        if msg.dsn_parts:
-            read = self._attempt("dsn", lambda: read_dsn(msg, self.limits))
-            if read is not None:
-                found = read
-                self.dsn_groups = read.groups
-        if found.failures or found.delays:
-            return self._verdict(found.failures, found.delays)
-        if found.successes:
-            return self._finish(MessageType.DELIVERED, [], [])
+        found = self._attempt("dsn", lambda: read_dsn(msg, self.limits)) if msg.dsn_parts else None
+        if found is not None:
+            self.dsn_groups = found.groups
+            if found.failures or found.delays:
+                return self._verdict(found.failures, found.delays)
+            if found.successes:
+                return self._finish(MessageType.DELIVERED, [], [])
         notice = self._attempt(
             "amazonses", lambda: amazonses.read(msg.human_text()) if msg.text_parts else None
         )

@@ -72,59 +72,38 @@ def field_blocks(text: str) -> list[dict[str, str]]:
 
     Field names are lower-cased; a repeated field keeps its first value (RFC 3464 allows each once).
     """
-    blocks = _Blocks()
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last: str | None = None
     for line in text.splitlines():
         stripped = line.strip()  # once: each line is tested blank, then read as a field or a fold
         if not stripped:
-            blocks.end()
+            if current:
+                blocks.append(current)
+            current, last = {}, None
             continue
         match = _FIELD.match(stripped)
-        if line[0] in " \t" and blocks.last is not None:
-            # Some MTAs indent every field; an indented "Name: value" of a DSN field name is a field.
-            if match and match.group(1).lower() in _KNOWN_FIELDS:
-                blocks.field(match)
-            else:
-                blocks.fold(stripped)
-        elif match is None:
-            blocks.last = None
-        else:
-            blocks.field(match)
-    blocks.end()
-    return blocks.blocks
-
-
-class _Blocks:
-    """The field blocks read so far, the one being read and its last field (for folded lines)."""
-
-    __slots__ = ("blocks", "current", "last")
-
-    def __init__(self) -> None:
-        self.blocks: list[dict[str, str]] = []
-        self.current: dict[str, str] = {}
-        self.last: str | None = None
-
-    def end(self) -> None:
-        """A blank line: the block being read is done."""
-        if self.current:
-            self.blocks.append(self.current)
-        self.current, self.last = {}, None
-
-    def field(self, match: re.Match[str]) -> None:
+        # Some MTAs indent every field: an indented "Name: value" of a DSN field name is a field, any
+        # other indented line continues the last field.
+        if line[0] in " \t" and last is not None and not (match and match.group(1).lower() in _KNOWN_FIELDS):
+            if len(current[last]) < MAX_FIELD_CHARS:
+                # Past MAX_FIELD_CHARS a folded value's lines are dropped: joining each to a growing
+                # value copies it again, quadratic in the number of lines.
+                current[last] = f"{current[last]} {stripped}"
+            continue
+        if match is None:
+            last = None
+            continue
         name = match.group(1).lower()
-        if name == "final-recipient" and name in self.current:
+        if name == "final-recipient" and name in current:
             # Two recipients with no blank line between them (seen from some appliances).
-            self.blocks.append(self.current)
-            self.current = {}
-        self.current.setdefault(name, match.group(2).strip())
-        self.last = name
-
-    def fold(self, stripped: str) -> None:
-        """A continuation line of the last field."""
-        last = self.last
-        if last is not None and len(self.current[last]) < MAX_FIELD_CHARS:
-            # Past MAX_FIELD_CHARS a folded value's lines are dropped: joining each to a growing
-            # value copies it again, quadratic in the number of lines.
-            self.current[last] = f"{self.current[last]} {stripped}"
+            blocks.append(current)
+            current = {}
+        current.setdefault(name, match.group(2).strip())
+        last = name
+    if current:
+        blocks.append(current)
+    return blocks
 
 
 _KNOWN_FIELDS = frozenset(

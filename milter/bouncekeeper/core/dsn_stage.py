@@ -9,7 +9,6 @@ too little), and, through core.failure, its status, reason and kind.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from bouncekeeper.core import dsn
 from bouncekeeper.core.addresses import normalise
@@ -23,14 +22,16 @@ _FAILED_ACTIONS = ("fail", "undeliver", "bounce", "reject", "error", "deleted", 
 SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
 
 
-@dataclass
 class Found:
     """What the delivery-status parts said."""
 
-    failures: list[Failure] = field(default_factory=list)
-    delays: list[Delay] = field(default_factory=list)
-    successes: int = 0
-    groups: int = 0  # per-recipient groups the parts held, whatever each said
+    __slots__ = ("delays", "failures", "groups", "successes")
+
+    def __init__(self) -> None:
+        self.failures: list[Failure] = []
+        self.delays: list[Delay] = []
+        self.successes = 0
+        self.groups = 0  # per-recipient groups the parts held, whatever each said
 
 
 def read(msg: Message, limits: list[str]) -> Found:

@@ -108,14 +108,16 @@ class Failure:
     smtp_command: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Delay(Failure):
     """One recipient whose delivery is only delayed (Action: delayed, "will keep trying"): a warning that
     the MTA keeps trying, never scored.
 
     It is read from a report as a failure is, so it carries a Failure's fields as the report gave them
     (action "delayed"); the event stream and `classify --jsonl` write both alike. What must tell a delay
-    from a failure reads the type (or Classification.delays), never a field."""
+    from a failure reads the type (or Classification.delays), never a field. No fields of its own, so
+    Failure's dataclass methods serve it (equality and repr by its own class, still frozen)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -531,6 +531,8 @@ def smtp_command(text: str) -> str | None:
     if match is not None:
         word = next(group for group in match.groups() if group).upper()
         return word.split()[0][:4]
+    if ">>>" not in text:
+        return None  # no transcript either
     return sendmail.transcript_command(text)
 
 
