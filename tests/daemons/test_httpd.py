@@ -326,6 +326,13 @@ def test_every_api_route_has_an_openapi_operation_and_every_operation_a_route() 
     assert all(r.auth != "bearer" for r in http_admin.ROUTES)
 
 
+def test_the_admin_page_and_the_api_share_no_path() -> None:
+    # httpd joins the two route tables: a path in both would be served by whichever comes first.
+    for ours, theirs in [(http_admin.ROUTES, http_api.ROUTES), (http_api.ROUTES, http_admin.ROUTES)]:
+        for route in ours:
+            assert not [r.name for r in theirs if r.pattern.match(route.name)], route.name
+
+
 def test_metrics_in_prometheus_text_format(api: Api, store: Store) -> None:
     disable_by_bounces(store, "m@example.org")
     api.json("GET", "/addresses/m@example.org")

@@ -55,6 +55,9 @@ class App:
 
 
 class RequestHandler(httpserver.BoundedHandler):
+    """What every route's handler runs on; the routes' own methods are http_api.ApiRoutes' and
+    http_admin.AdminPages', joined in httpd.Handler."""
+
     app: App  # set on the subclass made by `make_server`
     routes: tuple[Route, ...] = ()  # set on the subclass that joins the API and the admin page
     authenticated = False  # this request's: its body may be read as an accepted request

@@ -47,6 +47,8 @@ ROUTES = (*http_admin.ROUTES, *http_api.ROUTES)
 
 
 class Handler(http_admin.AdminPages, http_api.ApiRoutes):
+    """The admin page's and the API's handlers on one server (no path is in both route tables)."""
+
     routes = ROUTES
 
 
