@@ -103,3 +103,10 @@ class Signer:
             day=self.today(),
             prefix=self.prefix,
         )
+
+
+def load_signer(settings: config.Settings) -> Signer | None:
+    """The signer of a configuration, or None when VERP is off (`[verp] bounce_domain` is empty)."""
+    if not settings.verp.bounce_domain:
+        return None
+    return Signer.from_settings(settings)

@@ -23,7 +23,7 @@ import Milter.testctx
 import pytest
 import redis
 
-from bouncekeeper import cli, config, store
+from bouncekeeper import cli, config, store, verpkeys
 from bouncekeeper.core import loops, verp
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import metrics, milterd
@@ -110,7 +110,7 @@ class Harness:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.store = store.connect(settings)
-        self.signer = milterd.signer_from_settings(settings)
+        self.signer = verpkeys.load_signer(settings)
         assert self.signer is not None
         self.runtime = milterd.Runtime(
             milterd.MilterPolicy.from_settings(settings), bounces.Service(settings, self.store), self.signer

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bouncekeeper import config
+from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.daemons import milterd, policyd
 from tests.support.postfix import free_port
@@ -39,7 +39,7 @@ mode = "{mode}"
 
 class Verp:
     def __init__(self, settings: config.Settings) -> None:
-        signer = milterd.signer_from_settings(settings)
+        signer = verpkeys.load_signer(settings)
         assert signer is not None
         self.signer = signer
 

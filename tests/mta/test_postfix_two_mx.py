@@ -23,7 +23,7 @@ import redis
 
 from bouncekeeper import config, store, verpkeys
 from bouncekeeper.core.scoring import State
-from bouncekeeper.daemons import milterd, notify
+from bouncekeeper.daemons import notify
 from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
 from tests.support.lifecycle import running
@@ -121,7 +121,7 @@ def two_mx() -> Iterator[TwoMx]:
                     postfix.relay_port = sink.port
                 with running(*postfixes, *notifiers):
                     settings = config.load(milters[0].config)
-                    signer = milterd.signer_from_settings(settings)
+                    signer = verpkeys.load_signer(settings)
                     assert signer is not None
                     yield TwoMx(*postfixes, redis, settings, signer, receiver, notifiers)
         finally:

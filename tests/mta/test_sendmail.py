@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from bouncekeeper import config, store, verpkeys
-from bouncekeeper.daemons import milterd
 from tests.support.lmtp import ListenerProcess
 from tests.support.milter import MilterProcess
 from tests.support.mta_config import APP, BOUNCE_DOMAIN, FAST_FAILING, settings_head
@@ -74,7 +73,7 @@ def _running(
         sendmail.start()
         started.append(sendmail)
         settings = config.load(milter.config)
-        signer = milterd.signer_from_settings(settings)
+        signer = verpkeys.load_signer(settings)
         assert signer is not None
         yield sendmail, settings, signer
     finally:

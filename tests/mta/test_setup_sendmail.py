@@ -26,8 +26,7 @@ from typing import Any
 
 import pytest
 
-from bouncekeeper import config, store
-from bouncekeeper.daemons import milterd
+from bouncekeeper import config, store, verpkeys
 from tests.support import docs
 from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running
@@ -165,7 +164,7 @@ def test_the_documented_sendmail_set_up_on_a_live_sendmail_with_a_milter_of_its_
     assert "systemctl restart sendmail" in setup
     shown, _ = _run(setup, site.paths)
     assert "sendmail -bt routes bounces+alice=example.com+1abc@bounce.example.net" in shown.stdout
-    signer = milterd.signer_from_settings(config.load(site.milter.config))
+    signer = verpkeys.load_signer(config.load(site.milter.config))
     assert signer is not None
     built = cf.read_text()
     assert re.search(r"^O InputMailFilters=site, bouncekeeper$", built, re.MULTILINE)

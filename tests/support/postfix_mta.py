@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bouncekeeper import config, store, verpkeys
-from bouncekeeper.daemons import milterd
 from tests.support.lifecycle import running
 from tests.support.milter import MilterProcess
 from tests.support.postfix import Postfix, SmtpSink
@@ -96,6 +95,6 @@ def started(
         )
         with running(postfix):
             settings = config.load(milters[0].config)
-            signer = milterd.signer_from_settings(settings)
+            signer = verpkeys.load_signer(settings)
             assert signer is not None
             yield settings, signer

@@ -15,8 +15,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from bouncekeeper import config
-from bouncekeeper.daemons import milterd
+from bouncekeeper import config, verpkeys
 from tests.support import docs
 from tests.support.header_milter import HeaderMilter
 from tests.support.lifecycle import running
@@ -163,7 +162,7 @@ def operators_host(d: pathlib.Path, *, routed: bool = False) -> Iterator[Deploym
         postfix.relay_port = sink.port
         with running(milter, lmtp, postfix):
             settings = config.load(milter.config)
-            signer = milterd.signer_from_settings(settings)
+            signer = verpkeys.load_signer(settings)
             assert signer is not None
             yield Deployment(
                 postfix, sink, redis, settings, signer, milter, d, milter.config, dead, lmtp, other

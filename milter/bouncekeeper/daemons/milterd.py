@@ -53,7 +53,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import Milter
 
-from bouncekeeper import config, log
+from bouncekeeper import config, log, verpkeys
 from bouncekeeper.core import addresses, loops, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult, VerpUnencodable
@@ -228,17 +228,10 @@ def _in_networks(client_addr: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
-def signer_from_settings(settings: config.Settings) -> Signer | None:
-    """The VERP signer, or None when VERP is off (no bounce domain)."""
-    if not settings.verp.bounce_domain:
-        return None
-    return Signer.from_settings(settings)
-
-
 def check_settings(settings: config.Settings) -> tuple[MilterPolicy, Signer | None]:
     """Everything the daemon would refuse at start-up, as a ConfigError naming file and key."""
     policy = MilterPolicy.from_settings(settings)
-    signer = signer_from_settings(settings)
+    signer = verpkeys.load_signer(settings)
     return policy, signer
 
 
