@@ -47,18 +47,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import Milter
 
 from bouncekeeper import config, log, verpkeys
 from bouncekeeper.core import addresses, loops, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
-from bouncekeeper.core.verp import VerpResult, VerpUnencodable
+from bouncekeeper.core.verp import VerpUnencodable
 from bouncekeeper.daemons import metrics, policyd
-from bouncekeeper.service.bounces import Arrival
+from bouncekeeper.service.bounces import Arrival, Classified, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
 from bouncekeeper.verpkeys import Signer
@@ -96,26 +96,6 @@ REJECT: int = Milter.REJECT
 TEMPFAIL: int = Milter.TEMPFAIL
 DISCARD: int = Milter.DISCARD
 SKIP: int = Milter.SKIP
-
-
-class ServicePort(Protocol):
-    """What the milter needs from `bouncekeeper.service.bounces.Service` (the store behind it may be down)."""
-
-    def check_rcpt(self, address: str) -> VerpResult: ...
-
-    def process_bounce(self, arrival: Arrival) -> Any: ...
-
-    def triage(self, raw: bytes, *, envelope_sender: str | None) -> Any: ...
-
-    def record_loop(self, arrival: Arrival, *, signals: tuple[str, ...]) -> None: ...
-
-    def is_suppressed(self, address: str) -> bool: ...
-
-    def register_token(
-        self, recipients: Sequence[str], *, message_id: str | None, sender: str, context: str
-    ) -> str: ...
-
-    def reconfigured(self, settings: config.Settings) -> ServicePort: ...
 
 
 @dataclass(frozen=True)
@@ -240,7 +220,8 @@ class Runtime:
     """Everything a connection needs, shared by all connections (read-only after start-up)."""
 
     policy: MilterPolicy
-    service: ServicePort
+    # The real Service, as every adapter takes it (tests subclass it for faults); its store may be down.
+    service: Service
     signer: Signer | None
     # Forged bounce addresses per SMTP client, across its connections (the RCPT oracle, docs/hostile.md).
     forgery: throttle.ForgeryLimit = field(default_factory=throttle.ForgeryLimit)
@@ -607,12 +588,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         return None
 
     @staticmethod
-    def _count_caps(classified: Any) -> None:
+    def _count_caps(classified: Classified) -> None:
         """Once per message: a classification cut at its work caps (the service logged which)."""
         if classified.limits:
             _LIMITED["classification"].inc()
 
-    def _record_bounces(self, raw: bytes, classified: Any, sender: str | None) -> None:
+    def _record_bounces(self, raw: bytes, classified: Classified, sender: str | None) -> None:
         """The message for each of its bounce addresses, from its one classification. Raises
         StoreUnavailable."""
         msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
