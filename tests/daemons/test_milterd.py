@@ -25,6 +25,7 @@ import redis
 
 from bouncekeeper import cli, config, store, verpkeys
 from bouncekeeper.core import loops, verp
+from bouncekeeper.core.routing import MilterRouting
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import metrics, milterd
 from bouncekeeper.service import bounces
@@ -113,7 +114,7 @@ class Harness:
         self.signer = verpkeys.load_signer(settings)
         assert self.signer is not None
         self.runtime = milterd.Runtime(
-            milterd.MilterPolicy.from_settings(settings), bounces.Service(settings, self.store), self.signer
+            milterd.routing_from_settings(settings), bounces.Service(settings, self.store), self.signer
         )
         Milter.factory = lambda: milterd.BounceMilter(self.runtime)
         self.ctx = Ctx()
@@ -432,13 +433,13 @@ def test_no_sender_listed_means_no_sender_is_rewritten(tmp_path: pathlib.Path, r
 
 
 def test_startup_says_which_senders_are_rewritten_and_what_observe_does() -> None:
-    off = milterd.MilterPolicy(senders=()).startup_lines(verp_on=True)
+    off = milterd.startup_lines(MilterRouting(senders=()), verp_on=True)
     assert "[verp] senders lists no sender, no sender is rewritten" in off[0]
     assert "mode=observe: the mail flow is left unchanged" in off[1]
-    on = milterd.MilterPolicy(senders=("app@example.org",), enforce=True).startup_lines(verp_on=True)
+    on = milterd.startup_lines(MilterRouting(senders=("app@example.org",), enforce=True), verp_on=True)
     assert on[0] == "VERP for the senders matching app@example.org"
     assert on[1].startswith("mode=enforce")
-    assert "bounce_domain is empty" in milterd.MilterPolicy().startup_lines(verp_on=False)[0]
+    assert "bounce_domain is empty" in milterd.startup_lines(MilterRouting(), verp_on=False)[0]
 
 
 def test_observe_leaves_outbound_mail_as_it_came_and_logs_the_would_be_sender(

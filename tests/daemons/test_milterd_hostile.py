@@ -90,7 +90,7 @@ def test_a_recipient_with_bad_characters_is_550_5_1_3(harness: Harness, local: s
     before = limited("bad-address")
     harness.connect(INBOUND_IP)
     harness.ctx._envfrom("<>")
-    assert harness.ctx._envrcpt(f"<{local}@{harness.runtime.policy.bounce_domain}>") == Milter.REJECT
+    assert harness.ctx._envrcpt(f"<{local}@{harness.runtime.routing.bounce_domain}>") == Milter.REJECT
     assert harness.ctx._reply[:2] == ("550", "5.1.3")
     assert limited("bad-address") - before == 1
 

@@ -33,7 +33,6 @@ the after-queue listener's daemon name (`after_queue_daemons`) makes that mail i
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import gc
 import grp
@@ -49,13 +48,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import Milter
 
 from bouncekeeper import config, log, verpkeys
 from bouncekeeper.core import addresses, loops, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
+from bouncekeeper.core.routing import MilterRouting, watched_domains
 from bouncekeeper.core.verp import VerpUnencodable
 from bouncekeeper.daemons import metrics, policyd
 from bouncekeeper.service.bounces import Arrival, Classified, Service
@@ -98,128 +98,78 @@ DISCARD: int = Milter.DISCARD
 SKIP: int = Milter.SKIP
 
 
-@dataclass(frozen=True)
-class MilterPolicy:
-    """The settings the milter reads, parsed once at start-up."""
-
-    bounce_domain: str = ""
-    local_prefix: str = "bounces"
-    senders: tuple[str, ...] = ()
-    multi_recipient: Literal["token", "split"] = "token"
-    context_header: str = ""
-    originating_networks: tuple[Network, ...] = ()
-    originating_daemons: frozenset[str] = frozenset()
-    internal_daemons: frozenset[str] = frozenset()
-    after_queue_daemons: frozenset[str] = frozenset()
-    protected_recipients: frozenset[str] = frozenset()
-    loop_action: Literal["discard", "reject", "tag"] = "discard"
-    suppression: Literal["off", "observe", "enforce"] = "off"
-    bounce_action: Literal["discard", "accept"] = "discard"
-    accept_early: bool = True
-    enforce: bool = False
-    # Domains whose recipients concern an inbound message (bounce domain, protected addresses' domains,
-    # in Unicode and A-label form): any other inbound recipient is passed without parsing it.
-    watched_domains: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_settings(cls, settings: config.Settings) -> MilterPolicy:
-        m, v = settings.milter, settings.verp
-        networks = []
-        for index, text in enumerate(m.originating_networks):
-            try:
-                networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError as exc:
-                raise config.ConfigError(
-                    settings.source, f"milter.originating_networks[{index}]", str(exc)
-                ) from exc
-        protected = set()
-        for index, text in enumerate(m.protected_recipients):
-            address = addresses.normalise(text)
-            if address is None:
-                raise config.ConfigError(
-                    settings.source, f"milter.protected_recipients[{index}]", f"not an address: {text!r}"
-                )
-            protected.add(address)
-        watched = {v.bounce_domain} if v.bounce_domain else set()
-        for address in protected:
-            domain = addresses.domain_of(address)
-            watched.add(domain)
-            with contextlib.suppress(UnicodeError):
-                watched.add(domain.encode("idna").decode("ascii"))
-        return cls(
-            bounce_domain=v.bounce_domain,
-            local_prefix=v.local_prefix,
-            senders=tuple(p.lower() for p in v.senders),
-            multi_recipient=v.multi_recipient,
-            context_header=v.context_header,
-            originating_networks=tuple(networks),
-            originating_daemons=frozenset(m.originating_daemons),
-            internal_daemons=frozenset(m.internal_daemons),
-            after_queue_daemons=frozenset(m.after_queue_daemons),
-            protected_recipients=frozenset(protected),
-            loop_action=m.loop_action,
-            suppression=m.suppression,
-            bounce_action=m.bounce_action,
-            accept_early=m.accept_early,
-            enforce=settings.policy.mode == "enforce",
-            watched_domains=frozenset(watched),
-        )
-
-    def is_originating(self, client_addr: str | None) -> bool:
-        if not client_addr:
-            return False
-        return _in_networks(client_addr, self.originating_networks)
-
-    def concerns(self, rcpt: str) -> bool:
-        """Whether an inbound RCPT may be a bounce or a protected address (cheap: no parsing)."""
-        domain = rcpt.rpartition("@")[2].rstrip(">. \t").lower()
-        return domain in self.watched_domains
-
-    def wants_verp(self, sender: str) -> bool:
-        # Opt in: no listed sender, no rewriting. On a shared host "originating" includes every local
-        # user, cron and webmail; their mail must keep its sender unless the operator names it.
-        return any(fnmatch.fnmatchcase(sender, pattern) for pattern in self.senders)
-
-    def startup_lines(self, verp_on: bool) -> list[str]:
-        """What the operator must read at start-up: which senders are rewritten, and the mode."""
-        if not verp_on:
-            verp_line = "VERP off: [verp] bounce_domain is empty, no sender is rewritten"
-        elif not self.senders:
-            verp_line = "VERP off for outbound mail: [verp] senders lists no sender, no sender is rewritten"
-        else:
-            verp_line = "VERP for the senders matching " + ", ".join(self.senders)
-        if self.enforce:
-            mode_line = "mode=enforce: senders rewritten, bounces and loops dropped after they are recorded"
-        else:
-            mode_line = (
-                "mode=observe: the mail flow is left unchanged; what enforce would do is recorded and"
-                ' logged as "would ..." ([policy] mode = "enforce" acts on it)'
+def routing_from_settings(settings: config.Settings) -> MilterRouting:
+    """The milter's routing settings, parsed once at start-up; a ConfigError names file and key."""
+    m, v = settings.milter, settings.verp
+    networks = []
+    for index, text in enumerate(m.originating_networks):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise config.ConfigError(
+                settings.source, f"milter.originating_networks[{index}]", str(exc)
+            ) from exc
+    protected = set()
+    for index, text in enumerate(m.protected_recipients):
+        address = addresses.normalise(text)
+        if address is None:
+            raise config.ConfigError(
+                settings.source, f"milter.protected_recipients[{index}]", f"not an address: {text!r}"
             )
-        return [verp_line, mode_line]
+        protected.add(address)
+    return MilterRouting(
+        bounce_domain=v.bounce_domain,
+        local_prefix=v.local_prefix,
+        senders=tuple(p.lower() for p in v.senders),
+        multi_recipient=v.multi_recipient,
+        context_header=v.context_header,
+        originating_networks=tuple(networks),
+        originating_daemons=frozenset(m.originating_daemons),
+        internal_daemons=frozenset(m.internal_daemons),
+        after_queue_daemons=frozenset(m.after_queue_daemons),
+        protected_recipients=frozenset(protected),
+        loop_action=m.loop_action,
+        suppression=m.suppression,
+        bounce_action=m.bounce_action,
+        accept_early=m.accept_early,
+        enforce=settings.policy.mode == "enforce",
+        watched_domains=watched_domains(v.bounce_domain, protected),
+    )
 
 
-@functools.lru_cache(maxsize=4096)
-def _in_networks(client_addr: str, networks: tuple[Network, ...]) -> bool:
-    """Cached: parsing an address costs more than the rest of an ordinary message's work here."""
-    try:
-        ip = ipaddress.ip_address(client_addr.removeprefix("IPv6:"))
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-def check_settings(settings: config.Settings) -> tuple[MilterPolicy, Signer | None]:
+def check_settings(settings: config.Settings) -> tuple[MilterRouting, Signer | None]:
     """Everything the daemon would refuse at start-up, as a ConfigError naming file and key."""
-    policy = MilterPolicy.from_settings(settings)
-    signer = verpkeys.load_signer(settings)
-    return policy, signer
+    return routing_from_settings(settings), verpkeys.load_signer(settings)
+
+
+def startup_lines(routing: MilterRouting, *, verp_on: bool) -> list[str]:
+    """What the operator must read at start-up: which senders are rewritten, and the mode."""
+    if not verp_on:
+        verp_line = "VERP off: [verp] bounce_domain is empty, no sender is rewritten"
+    elif not routing.senders:
+        verp_line = "VERP off for outbound mail: [verp] senders lists no sender, no sender is rewritten"
+    else:
+        verp_line = "VERP for the senders matching " + ", ".join(routing.senders)
+    if routing.enforce:
+        mode_line = "mode=enforce: senders rewritten, bounces and loops dropped after they are recorded"
+    else:
+        mode_line = (
+            "mode=observe: the mail flow is left unchanged; what enforce would do is recorded and"
+            ' logged as "would ..." ([policy] mode = "enforce" acts on it)'
+        )
+    return [verp_line, mode_line]
+
+
+def _log_startup(runtime: Runtime) -> None:
+    for line in startup_lines(runtime.routing, verp_on=runtime.signer is not None):
+        logger.info("%s", line)
 
 
 @dataclass
 class Runtime:
     """Everything a connection needs, shared by all connections (read-only after start-up)."""
 
-    policy: MilterPolicy
+    routing: MilterRouting
     # The real Service, as every adapter takes it (tests subclass it for faults); its store may be down.
     service: Service
     signer: Signer | None
@@ -348,7 +298,6 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     @_noreply_guarded
     @_symlist("{daemon_name}")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        policy = self.runtime.policy
         simulated = False
         if family in (socket.AF_INET, socket.AF_INET6):
             # libmilter gives (ip, port[, flow, scope]); some harnesses give the bare ip.
@@ -357,21 +306,10 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # (checked with Postfix 3.7): no real TCP client has port 0.
             simulated = isinstance(hostaddr, tuple) and len(hostaddr) > 1 and hostaddr[1] == 0
         self.daemon_name = self.getsymval("{daemon_name}")
-        # The daemon name set on the cleanup service (postfix/master.cf.snippet) is the explicit mark of
-        # Postfix's non-SMTP path; the simulated client is the safety net when that snippet is missing.
-        marked_internal = self.daemon_name in policy.internal_daemons or simulated
-        # Without a client address the milter cannot tell where the mail comes from: it refuses nothing
-        # (the non-SMTP rules), but it does not treat the mail as outbound either: rewriting the sender
-        # of inbound mail would be worse than missing a VERP.
-        self.internal = marked_internal or not self.client_addr
-        # The after-queue listener's client is our own Postfix (127.0.0.1, in originating_networks by
-        # default): its daemon name says the mail came from outside.
-        self.after_queue = self.daemon_name in policy.after_queue_daemons
-        self.originating = not self.after_queue and (
-            marked_internal
-            or policy.is_originating(self.client_addr)
-            or self.daemon_name in policy.originating_daemons
-        )
+        origin = self.runtime.routing.origin(self.client_addr, self.daemon_name, simulated=simulated)
+        self.internal = origin.internal
+        self.after_queue = origin.after_queue
+        self.originating = origin.originating
         logger.debug(
             "connect client=%s daemon=%s internal=%s after_queue=%s originating=%s",
             self.client_addr,
@@ -395,7 +333,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if self.broken and not self.broken.startswith("connect"):
             self.broken = None  # a failure of the previous message; a connect failure stays
         self._update_queue_id()
-        policy = self.runtime.policy
+        routing = self.runtime.routing
         raw = _strip_brackets(mailfrom)
         self.msg.raw_sender = raw
         self.msg.null_sender = not raw
@@ -409,8 +347,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             self.msg.outbound
             and self.runtime.signer is not None
             and sender is not None
-            and not self._is_bounce_address(sender)
-            and policy.wants_verp(sender)
+            and not routing.is_bounce_address(sender)
+            and routing.wants_verp(sender)
         )
         return CONTINUE
 
@@ -420,10 +358,10 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self._update_queue_id()
         if self.broken:
             return self.internal_error("envrcpt", self.broken)
-        policy, msg = self.runtime.policy, self.msg
-        if not msg.outbound and not policy.concerns(to):
+        routing, msg = self.runtime.routing, self.msg
+        if not msg.outbound and not routing.concerns(to):
             # The common case of an MX: ordinary inbound mail.
-            if policy.accept_early and not (msg.bounces or msg.protected or msg.ordinary):
+            if routing.accept_early and not (msg.bounces or msg.protected or msg.ordinary):
                 # Its first recipient is in no watched domain: step aside now. After ACCEPT here Postfix
                 # sends this milter nothing more for the message, does not hand it to cleanup (smtpd's
                 # milter_send runs after the first RCPT event and skips accepted milters) and does not
@@ -444,18 +382,18 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         address = addresses.normalise(_strip_brackets(to))
         if address is None:
             return CONTINUE
-        if self._is_bounce_address(address):
+        if routing.is_bounce_address(address):
             rc = self._bounce_rcpt(to, address)
             if rc is not None:
                 return rc
             # not_verp: postmaster@ or another ordinary address of the bounce domain.
-        if address in policy.protected_recipients:
+        if address in routing.protected_recipients:
             msg.protected.append((to, address))
             return CONTINUE
         if msg.outbound:
-            if policy.suppression != "off" and self._suppressed(address):
+            if routing.suppression != "off" and self._suppressed(address):
                 _DECIDED["suppressed"].inc()
-                if policy.suppression == "enforce" and policy.enforce and not self.internal:
+                if routing.suppression == "enforce" and routing.enforce and not self.internal:
                     logger.info("recipient suppressed rcpt=%s action=reject", address)
                     _DECIDED["reject"].inc()
                     self.setreply(
@@ -466,8 +404,8 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     return REJECT
                 logger.info("recipient suppressed rcpt=%s action=observe", address)
                 msg.suppressed_seen.append(address)
-            split = msg.verp and policy.multi_recipient == "split" and msg.ordinary and not self.internal
-            if split and policy.enforce:
+            split = msg.verp and routing.multi_recipient == "split" and msg.ordinary and not self.internal
+            if split and routing.enforce:
                 # chgfrom changes the sender of the whole transaction: one recipient per transaction
                 # (RFC 5321 section 4.5.3.1.10: a client must handle 452 by sending the rest later).
                 _DECIDED["split"].inc()
@@ -501,7 +439,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         msg = self.msg
         msg.headers.append((name, value))
         lname = name.lower()
-        if lname == self.runtime.policy.context_header.lower():
+        if lname == self.runtime.routing.context_header.lower():
             msg.context_values.append(value.strip())
         elif lname == "message-id" and msg.message_id is None:
             msg.message_id = value.strip()
@@ -557,7 +495,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         return "".join(lines).encode("utf-8", "surrogateescape")
 
     def _eom_bounce(self, removed: list[str]) -> int | None:
-        msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
+        msg, routing, service = self.msg, self.runtime.routing, self.runtime.service
         raw = self._raw_headers() + b"\r\n" + b"".join(msg.body)
         sender = addresses.normalise(msg.raw_sender) if msg.raw_sender else None
         # Classified once for all its bounce recipients, not once per recipient (docs/hostile.md).
@@ -570,7 +508,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 self._record_bounces(raw, classified, sender)
         except StoreUnavailable as exc:
             self._count_caps(classified)
-            if not policy.enforce:
+            if not routing.enforce:
                 # Observe changes nothing in the mail flow: the bounce goes on to where it went before.
                 logger.warning("store unavailable, bounce passed on unrecorded (observe): %s", exc)
                 return ACCEPT
@@ -583,7 +521,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             self.setreply("451", "4.3.0", "Bounce store unavailable, please try again later")
             return TEMPFAIL
         self._count_caps(classified)
-        if policy.bounce_action == "discard" and policy.enforce:
+        if routing.bounce_action == "discard" and routing.enforce:
             removed.extend(b.rcpt for b in msg.bounces)
         return None
 
@@ -596,7 +534,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
     def _record_bounces(self, raw: bytes, classified: Classified, sender: str | None) -> None:
         """The message for each of its bounce addresses, from its one classification. Raises
         StoreUnavailable."""
-        msg, policy, service = self.msg, self.runtime.policy, self.runtime.service
+        msg, routing, service = self.msg, self.runtime.routing, self.runtime.service
         for bounce in msg.bounces:
             with metrics.timed("process_bounce"):
                 outcome = service.process_bounce(
@@ -612,13 +550,13 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     )
                 )
             metrics.observe(Source.MILTER.value, outcome)
-            if policy.enforce:
-                logger.info("%s action=%s", outcome.summary(), policy.bounce_action)
+            if routing.enforce:
+                logger.info("%s action=%s", outcome.summary(), routing.bounce_action)
             else:
-                logger.info("%s action=accept would=%s", outcome.summary(), policy.bounce_action)
+                logger.info("%s action=accept would=%s", outcome.summary(), routing.bounce_action)
 
     def _eom_loop(self, removed: list[str]) -> int | None:
-        msg, policy = self.msg, self.runtime.policy
+        msg, routing = self.msg, self.runtime.routing
         signals = loops.header_signals(msg.headers, envelope_sender=msg.raw_sender)
         if not loops.is_loop(signals):
             return None
@@ -636,14 +574,14 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                     )
                     self.runtime.service.record_loop(arrival, signals=signals)
             except StoreUnavailable as exc:
-                if not self.internal and policy.enforce:
+                if not self.internal and routing.enforce:
                     # The decision is kept by deferring: the sender retries and we record it then.
                     logger.warning("store unavailable, loop message deferred with 451 4.3.0: %s", exc)
                     self.setreply("451", "4.3.0", _TEMPFAIL_TEXT)
                     return TEMPFAIL
                 logger.warning("store unavailable, loop event not recorded (logged only): %s", exc)
-        action = policy.loop_action
-        if not policy.enforce:
+        action = routing.loop_action
+        if not routing.enforce:
             logger.info(
                 "loop would be %s (observe: passed on) rcpt=%s signals=%s",
                 _LOOP_DONE[action],
@@ -671,14 +609,14 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         return None
 
     def _eom_outbound(self) -> None:
-        msg, policy = self.msg, self.runtime.policy
-        if not policy.enforce:
+        msg, routing = self.msg, self.runtime.routing
+        if not routing.enforce:
             self._observe_outbound()
             return
         # Remove every copy of the context header: it is for us, not for the recipient. chgheader with
         # an empty value deletes; indexes are 1-based per header name, so delete from the last.
         for index in range(len(msg.context_values), 0, -1):
-            self.chgheader(policy.context_header, index, "")
+            self.chgheader(routing.context_header, index, "")
         if msg.suppressed_seen:
             self.addheader(SUPPRESSED_HEADER, ", ".join(msg.suppressed_seen))
         if not msg.verp or self.runtime.signer is None:
@@ -748,9 +686,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
 
     def _bounce_rcpt(self, to: str, address: str) -> int | None:
         """RCPT to the bounce domain: the answer, or None for an address of it that is not VERP."""
-        policy, msg = self.runtime.policy, self.msg
+        routing, msg = self.runtime.routing, self.msg
         may_refuse = self._may_refuse()
-        guarded = policy.enforce and may_refuse and self.client_addr is not None
+        guarded = routing.enforce and may_refuse and self.client_addr is not None
         if guarded and self.runtime.forgery.blocked(self.client_addr or "", time.monotonic()):
             # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
             logger.warning("client %s over the forged-address limit, 421", self.client_addr)
@@ -769,7 +707,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             return TEMPFAIL
         verdict = bounce_rcpt(
             self.runtime.service.check_rcpt(address),
-            enforce=policy.enforce,
+            enforce=routing.enforce,
             may_refuse=may_refuse,
             guarded=guarded,
         )
@@ -806,10 +744,6 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         """Whether a 5xx reaches the client that sent the mail (the smtpd path before any queue)."""
         return not (self.internal or self.after_queue)
 
-    def _is_bounce_address(self, address: str) -> bool:
-        domain = self.runtime.policy.bounce_domain
-        return bool(domain) and addresses.domain_of(address) == domain
-
     def _suppressed(self, address: str) -> bool:
         try:
             with metrics.timed("is_suppressed"):
@@ -826,7 +760,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             log.queue_id.set(value)
 
     def internal_error(self, stage: str, problem: object) -> int:
-        if self.internal or not self.runtime.policy.enforce:
+        if self.internal or not self.runtime.routing.enforce:
             # Postfix's non-SMTP path must never be refused; observe mode changes nothing in the flow.
             logger.error("internal error in %s, message passed on unchanged: %r", stage, problem)
             return _decided(ACCEPT) if stage != "envrcpt" else CONTINUE
@@ -860,11 +794,11 @@ def socket_path(spec: str) -> pathlib.Path | None:
 
 
 def recipient_routing(settings: config.Settings) -> policyd.RecipientRouting:
-    policy = MilterPolicy.from_settings(settings)
+    routing = routing_from_settings(settings)
     return policyd.RecipientRouting(
-        bounce_domain=policy.bounce_domain,
-        protected_recipients=policy.protected_recipients,
-        enforce=policy.enforce,
+        bounce_domain=routing.bounce_domain,
+        protected_recipients=routing.protected_recipients,
+        enforce=routing.enforce,
         filter=settings.milter.policy_filter,
     )
 
@@ -950,9 +884,9 @@ def reread(current: config.Settings) -> config.Settings:
 
 
 def reconfigured(runtime: Runtime, settings: config.Settings) -> Runtime:
-    """A new runtime on the same store: policy, VERP signer and service built from `settings`."""
-    policy, signer = check_settings(settings)
-    return Runtime(policy, runtime.service.reconfigured(settings), signer)
+    """A new runtime on the same store: routing, VERP signer and service built from `settings`."""
+    routing, signer = check_settings(settings)
+    return Runtime(routing, runtime.service.reconfigured(settings), signer)
 
 
 def _install_reloader(settings: config.Settings, policy_server: policyd.PolicyServer | None) -> None:
@@ -972,8 +906,7 @@ def _install_reloader(settings: config.Settings, policy_server: policyd.PolicySe
         running[0] = fresh
         keys = runtime.signer.keyring.key_ids if runtime.signer is not None else ()
         logger.info("SIGHUP: configuration and keys re-read from %s (key ids %s)", fresh.source, keys)
-        for line in runtime.policy.startup_lines(runtime.signer is not None):
-            logger.info("%s", line)
+        _log_startup(runtime)
 
     _reloader = reload
 
@@ -1037,8 +970,7 @@ def serve(settings: config.Settings, make_runtime: Callable[[], tuple[Runtime, C
         # Everything built so far (classifier tables, the store, modules) lives until exit: keep it out
         # of the cyclic collector's scans, which every connection's few objects would otherwise trigger.
         gc.freeze()
-        for line in runtime.policy.startup_lines(runtime.signer is not None):
-            logger.info("%s", line)
+        _log_startup(runtime)
         logger.info("listening on %s (pid %d)", spec, os.getpid())
         try:
             libmilter.main()  # returns after smfi_stop (SIGTERM, SIGINT: see _stop_on_signals)
