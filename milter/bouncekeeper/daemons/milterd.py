@@ -358,61 +358,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self._update_queue_id()
         if self.broken:
             return self.internal_error("envrcpt", self.broken)
-        routing, msg = self.runtime.routing, self.msg
-        if not msg.outbound and not routing.concerns(to):
-            # The common case of an MX: ordinary inbound mail.
-            if routing.accept_early and not (msg.bounces or msg.protected or msg.ordinary):
-                # Its first recipient is in no watched domain: step aside now. After ACCEPT here Postfix
-                # sends this milter nothing more for the message, does not hand it to cleanup (smtpd's
-                # milter_send runs after the first RCPT event and skips accepted milters) and does not
-                # wait for a DATA reply; that halves the milter's cost per message
-                # (benchmarks/postfix_throughput.py). Config: [milter] accept_early says what is given up.
-                _DECIDED["accept"].inc()
-                return ACCEPT
-            msg.others += 1
-            return CONTINUE
-        if not msg.outbound and addresses.unsafe(to):
-            if not self._may_refuse():
-                return CONTINUE  # never refused after the queue; normalise gives such an address nothing
-            logger.info("refused rcpt=%r: control, bidi or undecodable characters", to)
-            _LIMITED["bad-address"].inc()
-            _DECIDED["reject"].inc()
-            self.setreply("550", "5.1.3", "Bad recipient address syntax")
-            return REJECT
-        address = addresses.normalise(_strip_brackets(to))
-        if address is None:
-            return CONTINUE
-        if routing.is_bounce_address(address):
-            rc = self._bounce_rcpt(to, address)
+        if not self.msg.outbound:
+            rc = self._inbound_screen(to)
             if rc is not None:
                 return rc
-            # not_verp: postmaster@ or another ordinary address of the bounce domain.
-        if address in routing.protected_recipients:
-            msg.protected.append((to, address))
-            return CONTINUE
-        if msg.outbound:
-            if routing.suppression != "off" and self._suppressed(address):
-                _DECIDED["suppressed"].inc()
-                if routing.suppression == "enforce" and routing.enforce and not self.internal:
-                    logger.info("recipient suppressed rcpt=%s action=reject", address)
-                    _DECIDED["reject"].inc()
-                    self.setreply(
-                        "550",
-                        "5.1.1",
-                        f"<{address}>: recipient disabled after repeated bounces (bouncekeeper)",
-                    )
-                    return REJECT
-                logger.info("recipient suppressed rcpt=%s action=observe", address)
-                msg.suppressed_seen.append(address)
-            split = msg.verp and routing.multi_recipient == "split" and msg.ordinary and not self.internal
-            if split and routing.enforce:
-                # chgfrom changes the sender of the whole transaction: one recipient per transaction
-                # (RFC 5321 section 4.5.3.1.10: a client must handle 452 by sending the rest later).
-                _DECIDED["split"].inc()
-                self.setreply("452", "4.5.3", "Too many recipients: one recipient per message, please")
-                return TEMPFAIL
-        msg.ordinary.append((to, address))
-        return CONTINUE
+        address = addresses.normalise(_strip_brackets(to))
+        return CONTINUE if address is None else self._sort_rcpt(to, address)
 
     @_guarded
     @_symlist("i")
@@ -683,6 +634,73 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         )
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _inbound_screen(self, to: str) -> int | None:
+        """The answer to an inbound RCPT that concerns nobody here or that nobody can have; None to go on."""
+        if not self.runtime.routing.concerns(to):
+            # The common case of an MX: ordinary inbound mail.
+            return self._unwatched_rcpt()
+        if addresses.unsafe(to):
+            if not self._may_refuse():
+                return CONTINUE  # never refused after the queue; normalise gives such an address nothing
+            logger.info("refused rcpt=%r: control, bidi or undecodable characters", to)
+            _LIMITED["bad-address"].inc()
+            _DECIDED["reject"].inc()
+            self.setreply("550", "5.1.3", "Bad recipient address syntax")
+            return REJECT
+        return None
+
+    def _unwatched_rcpt(self) -> int:
+        msg = self.msg
+        if self.runtime.routing.accept_early and not (msg.bounces or msg.protected or msg.ordinary):
+            # Its first recipient is in no watched domain: step aside now. After ACCEPT here Postfix
+            # sends this milter nothing more for the message, does not hand it to cleanup (smtpd's
+            # milter_send runs after the first RCPT event and skips accepted milters) and does not
+            # wait for a DATA reply; that halves the milter's cost per message
+            # (benchmarks/postfix_throughput.py). Config: [milter] accept_early says what is given up.
+            _DECIDED["accept"].inc()
+            return ACCEPT
+        msg.others += 1
+        return CONTINUE
+
+    def _sort_rcpt(self, to: str, address: str) -> int:
+        """File a recipient with the message's bounce, protected or ordinary ones; or the refusal."""
+        routing, msg = self.runtime.routing, self.msg
+        if routing.is_bounce_address(address):
+            rc = self._bounce_rcpt(to, address)
+            if rc is not None:
+                return rc
+            # not_verp: postmaster@ or another ordinary address of the bounce domain.
+        if address in routing.protected_recipients:
+            msg.protected.append((to, address))
+            return CONTINUE
+        rc = self._outbound_rcpt(address) if msg.outbound else None
+        if rc is None:
+            msg.ordinary.append((to, address))
+        return CONTINUE if rc is None else rc
+
+    def _outbound_rcpt(self, address: str) -> int | None:
+        """Suppression and split mode for one outbound recipient: a refusal, or None to take it."""
+        routing, msg = self.runtime.routing, self.msg
+        if routing.suppression != "off" and self._suppressed(address):
+            _DECIDED["suppressed"].inc()
+            if routing.suppression == "enforce" and routing.enforce and not self.internal:
+                logger.info("recipient suppressed rcpt=%s action=reject", address)
+                _DECIDED["reject"].inc()
+                self.setreply(
+                    "550", "5.1.1", f"<{address}>: recipient disabled after repeated bounces (bouncekeeper)"
+                )
+                return REJECT
+            logger.info("recipient suppressed rcpt=%s action=observe", address)
+            msg.suppressed_seen.append(address)
+        split = msg.verp and routing.multi_recipient == "split" and msg.ordinary and not self.internal
+        if split and routing.enforce:
+            # chgfrom changes the sender of the whole transaction: one recipient per transaction
+            # (RFC 5321 section 4.5.3.1.10: a client must handle 452 by sending the rest later).
+            _DECIDED["split"].inc()
+            self.setreply("452", "4.5.3", "Too many recipients: one recipient per message, please")
+            return TEMPFAIL
+        return None
 
     def _bounce_rcpt(self, to: str, address: str) -> int | None:
         """RCPT to the bounce domain: the answer, or None for an address of it that is not VERP."""
