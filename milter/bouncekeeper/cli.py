@@ -48,16 +48,16 @@ def _cmd_config_check(args: argparse.Namespace, settings: config.Settings) -> in
 
 def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
     from bouncekeeper import store  # noqa: PLC0415 - lazily: see the imports above
-    from bouncekeeper.daemons import milterd  # noqa: PLC0415 - lazily: see the imports above
+    from bouncekeeper.daemons import milter_adapter, milterd  # noqa: PLC0415 - lazily: see the imports above
     from bouncekeeper.service import bounces  # noqa: PLC0415 - lazily: see the imports above
 
     # A relative state_dir (contrib/dev.toml's ".state") is taken from the current folder, once: the
     # embedded redis-server changes its own folder and would resolve it again from there.
     settings = dataclasses.replace(settings, state_dir=os.path.abspath(settings.state_dir))
     # Everything that can be wrong in the config fails here, before the socket is opened.
-    policy, signer = milterd.check_settings(settings)
+    routing, signer = milterd.check_settings(settings)
 
-    def make_runtime() -> tuple[milterd.Runtime, Callable[[], None]]:
+    def make_runtime() -> tuple[milter_adapter.Runtime, Callable[[], None]]:
         # After the privileges are dropped: an embedded redis-server runs as the milter's user.
         st = store.connect(settings, supervise=True)
         try:
@@ -70,7 +70,7 @@ def _cmd_milter(args: argparse.Namespace, settings: config.Settings) -> int:
             stop_metrics()
             st.close()
 
-        return milterd.Runtime(policy, bounces.Service(settings, st), signer), shutdown
+        return milter_adapter.Runtime(routing, bounces.Service(settings, st), signer), shutdown
 
     return milterd.serve(settings, make_runtime)
 

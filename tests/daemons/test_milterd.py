@@ -27,7 +27,7 @@ from bouncekeeper import cli, config, store, verpkeys
 from bouncekeeper.core import loops, verp
 from bouncekeeper.core.routing import MilterRouting
 from bouncekeeper.core.scoring import State
-from bouncekeeper.daemons import metrics, milterd
+from bouncekeeper.daemons import metrics, milter_adapter, milter_eom, milterd
 from bouncekeeper.service import bounces
 from bouncekeeper.store.event import Event, EventKind, Source
 from tests.support.exim import free_port, wait_for_port
@@ -113,10 +113,10 @@ class Harness:
         self.store = store.connect(settings)
         self.signer = verpkeys.load_signer(settings)
         assert self.signer is not None
-        self.runtime = milterd.Runtime(
+        self.runtime = milter_adapter.Runtime(
             milterd.routing_from_settings(settings), bounces.Service(settings, self.store), self.signer
         )
-        Milter.factory = lambda: milterd.BounceMilter(self.runtime)
+        Milter.factory = lambda: milter_adapter.BounceMilter(self.runtime)
         self.ctx = Ctx()
 
     def connect(self, ip: str, daemon_name: str = "MTA") -> int:
@@ -283,7 +283,7 @@ def test_suppressed_recipient_gets_a_header_in_observe_mode(
     _disable(h, "dead@example.net")
     h.connect(LOCAL_IP)
     assert h.feed(ORDINARY, APP, "dead@example.net") == Milter.ACCEPT
-    assert h.ctx._msg[milterd.SUPPRESSED_HEADER] == "dead@example.net"
+    assert h.ctx._msg[milter_eom.SUPPRESSED_HEADER] == "dead@example.net"
     h.store.close()
 
 
@@ -456,7 +456,7 @@ def test_observe_leaves_outbound_mail_as_it_came_and_logs_the_would_be_sender(
     assert f"verp would rewrite sender={APP} new={h.verp_for('alice@example.net', 'news')}" in caplog.text
     # A disabled recipient under suppression = "enforce": not refused, not marked, only logged.
     assert h.feed(raw, APP, "dead@example.net") == Milter.ACCEPT
-    assert h.ctx._msg[milterd.SUPPRESSED_HEADER] is None
+    assert h.ctx._msg[milter_eom.SUPPRESSED_HEADER] is None
     assert "would mark suppressed recipients: dead@example.net" in caplog.text
     # Several recipients: no token is registered (nothing in Redis), the mail keeps its sender.
     assert h.feed(raw, APP, "a@example.net", "b@example.net") == Milter.ACCEPT
@@ -594,7 +594,7 @@ def test_loop_action_tag_delivers_with_a_header(tmp_path: pathlib.Path, redis_db
         h.feed(b"Precedence: junk\r\nSubject: x\r\n\r\nbody\r\n", "a@remote.example", PROTECTED)
         == Milter.ACCEPT
     )
-    assert h.ctx._msg[milterd.LOOP_HEADER] == "precedence:junk"
+    assert h.ctx._msg[milter_eom.LOOP_HEADER] == "precedence:junk"
     h.store.close()
 
 
@@ -623,11 +623,11 @@ def test_a_vacation_subject_alone_is_delivered_and_an_x_autoreply_is_held(
     h = _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"\n[milter]\nloop_action = "tag"')
     h.connect(INBOUND_IP)
     assert h.feed(b"Subject: Vacation photos\r\n\r\nbody\r\n", "a@remote.example", PROTECTED) == Milter.ACCEPT
-    assert milterd.LOOP_HEADER not in h.ctx._msg
+    assert milter_eom.LOOP_HEADER not in h.ctx._msg
     h.connect(INBOUND_IP)
     raw = b"X-Autoreply: yes\r\nSubject: Out of office\r\n\r\nbody\r\n"
     assert h.feed(raw, "a@remote.example", PROTECTED) == Milter.ACCEPT
-    assert h.ctx._msg[milterd.LOOP_HEADER] == "x-autoreply vacation-subject"
+    assert h.ctx._msg[milter_eom.LOOP_HEADER] == "x-autoreply vacation-subject"
     h.store.close()
 
 
