@@ -1,5 +1,5 @@
 """Where a message the milter sees belongs (core/routing.py): pure decisions, no milter needed. The
-adapter's tests (tests/daemons/test_milterd.py) drive the same decisions through pymilter."""
+adapter's tests (tests/daemons/test_milter_adapter.py) drive the same decisions through pymilter."""
 
 from __future__ import annotations
 

@@ -35,12 +35,12 @@ from bouncekeeper.core.scoring import DAY
 from bouncekeeper.service.bounces import Service
 from bouncekeeper.store import Store, StoreUnavailable, connect
 from bouncekeeper.store.event import Event, EventKind, Source
-from tests.daemons.test_milterd import INBOUND_IP
-from tests.daemons.test_milterd import Harness as MilterHarness
 from tests.store.test_store import ENFORCE, T0, RoundTrips, item
 from tests.support import failover
 from tests.support.http_receiver import Receiver
 from tests.support.lmtp import ListenerThread, settings_for
+from tests.support.milter_harness import INBOUND_IP
+from tests.support.milter_harness import Harness as MilterHarness
 from tests.support.notify_process import NotifyProcess
 from tests.support.redis_cluster import RedisClusterServers, free_port
 from tests.support.redis_sentinel import RedisSentinels

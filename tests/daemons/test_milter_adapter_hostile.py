@@ -12,11 +12,11 @@ import pytest
 
 from bouncekeeper.core import throttle
 from bouncekeeper.daemons import metrics
-from tests.daemons.test_milterd import FIXTURES, INBOUND_IP, Harness, _harness, harness
+from tests.support.milter_harness import FIXTURES, INBOUND_IP, Harness, harness, make_harness
 from tests.support.redis_server import RedisServer
 from tests.support.triage_spy import count_triages
 
-__all__ = ["harness"]  # the fixture, shared with test_milterd
+__all__ = ["harness"]  # the fixture
 
 BOUNCE = (FIXTURES / "gmail-userunknown.eml").read_bytes()
 
@@ -32,7 +32,7 @@ def forged(h: Harness, rcpt: str) -> str:
 
 @pytest.fixture
 def enforcing(tmp_path: pathlib.Path, redis_db: RedisServer) -> Harness:
-    return _harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
+    return make_harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
 
 
 def test_a_bounce_to_many_verp_addresses_is_classified_once(
