@@ -167,3 +167,42 @@ def test_the_layers_are_folders_that_show_them() -> None:
     package = ROOT / "milter" / "bouncekeeper"
     for layer in ("core", "store", "service", "daemons", "ops"):
         assert (package / layer / "__init__.py").is_file(), layer
+
+
+# Rooms a newcomer can hold in mind. A function may run longer only with its reason written on the line
+# above it, as a comment starting "# long:"; a file has no such escape: split it.
+MAX_FUNCTION_LINES = 60
+MAX_FILE_LINES = 620
+
+
+def overlong(source: str, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """The functions of `source` longer than `limit` lines, decorators included, with no "# long:" reason
+    on the line above their first line."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            length = (node.end_lineno or node.lineno) - first + 1
+            reason = first >= 2 and lines[first - 2].strip().startswith("# long:")
+            if length > limit and not reason:
+                found.append(f"{node.name} (l.{first}, {length} lines)")
+    return found
+
+
+def test_the_length_check_counts_what_a_reader_reads() -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(4))
+    assert overlong(f"@decorated\ndef f():\n{body}", limit=5) == ["f (l.1, 6 lines)"]
+    assert overlong(f"def f():\n{body}", limit=5) == []
+    assert overlong(f"# long: a table the reader scans\ndef f():\n{body}    y = 1\n", limit=5) == []
+
+
+def test_no_function_is_longer_than_60_lines_without_a_reason() -> None:
+    for path in sorted((ROOT / "milter").rglob("*.py")):
+        assert overlong(path.read_text(encoding="utf-8")) == [], path.relative_to(ROOT)
+
+
+def test_no_module_is_longer_than_about_600_lines() -> None:
+    for path in sorted((ROOT / "milter").rglob("*.py")):
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        assert count <= MAX_FILE_LINES, f"{path.relative_to(ROOT)}: {count} lines"

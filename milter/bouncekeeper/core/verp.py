@@ -137,7 +137,7 @@ def signed_data(day: int | str, body: str) -> str:
     return f"{day}:{body}"
 
 
-def encode(  # noqa: PLR0913, RUF100 - keyword-only: the keyring, domain, day, context, prefix it signs
+def encode(  # noqa: PLR0913 - keyword-only: the keyring, domain, day, context, prefix it signs
     recipient: str,
     *,
     keyring: Keyring,
@@ -173,7 +173,7 @@ def encode_token(
     return _assemble(TOKEN_MARK + token, keyring=keyring, bounce_domain=bounce_domain, day=day, prefix=prefix)
 
 
-def decode(  # noqa: PLR0911, PLR0913, RUF100 - keyword-only as encode; a return per VerpStatus check
+def decode(  # noqa: PLR0911, PLR0913 - keyword-only as encode; a return per VerpStatus check
     address: str,
     *,
     keyring: Keyring,

@@ -143,7 +143,7 @@ Sender = Callable[[str, bytes, Mapping[str, str], float], Attempt]
 
 
 class Notifier:
-    def __init__(  # noqa: PLR0913, RUF100 - keyword-only: from_settings' values; tests' sender and clock
+    def __init__(  # noqa: PLR0913 - keyword-only: from_settings' values; tests' sender and clock
         self,
         store: Store,
         settings: config.NotifySettings,

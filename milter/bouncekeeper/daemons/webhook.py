@@ -37,7 +37,7 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def verify(  # noqa: PLR0913, RUF100 - a receiver's one call: the four signed parts, the clock, a leeway
+def verify(  # noqa: PLR0913 - a receiver's one call: the four signed parts, the clock, a leeway
     secret: bytes, timestamp: str, body: bytes, signature: str, *, now: float, tolerance: float = 300
 ) -> bool:
     """What a receiver runs: the signature matches and the timestamp is recent (constant-time compare)."""

@@ -449,7 +449,7 @@ class Service:
         )
 
 
-def record_smtp_failure(  # noqa: PLR0913, RUF100 - the applications' API (docs/redis.md): the reply as SMTP gave it, then options
+def record_smtp_failure(  # noqa: PLR0913 - the applications' API (docs/redis.md): the reply as SMTP gave it, then options
     address: str,
     code: int,
     status: str | None = None,
