@@ -294,3 +294,36 @@ def test_imap_command_runs_from_cron(
     # Wrong password: a clean failure cron can retry (75), nothing half done.
     (tmp_path / "imap.pw").write_text("wrong\n")
     assert cli.main(["--config", str(conf), "imap"]) == 75
+
+
+def test_the_envelope_address_is_decoded_once_and_a_forged_one_recorded_as_forged(
+    tmp_path: pathlib.Path, redis_db: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = config.Settings(
+        verp=config.VerpSettings(bounce_domain=DOMAIN),
+        redis=config.RedisSettings(url=redis_db.url, prefix=PREFIX),
+    )
+    service = Service(settings, Store.from_settings(settings.redis), keyring=verp.Keyring.from_secrets([KEY]))
+    decoded: list[str] = []
+    check_rcpt = service.check_rcpt
+
+    def counting(address: str) -> verp.VerpResult:
+        decoded.append(address)
+        return check_rcpt(address)
+
+    monkeypatch.setattr(service, "check_rcpt", counting)
+    process = imap.service_process(service, settings.verp.local_prefix)
+    try:
+        valid = verp_address("xena@example.org")
+        forged = valid.replace("xena", "xana")
+        handled = process(postfix_dsn("xena@example.org", to=valid, n=1), [forged, valid])
+        assert decoded == [forged, valid]  # each candidate once, the picked one not again
+        assert handled.is_bounce
+        assert service.store.view("xena@example.org").hard_score == 1
+        decoded.clear()
+        handled = process(postfix_dsn("xana@example.org", to=forged, n=2), [forged])
+        assert decoded == [forged]
+        assert not handled.is_bounce
+        assert "forged bounce recorded" in handled.summary
+    finally:
+        service.close()

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -166,6 +166,25 @@ def test_a_failure_inside_is_451_for_that_recipient_only_never_500(harness: Harn
     _, data = deliver(listener.lmtp_address, rcpts, PERMANENT)
     assert [code for code, _ in data] == [250, 451, 250]
     assert data[1][1].startswith(b"4.3.0")
+
+
+class CountsDecodes(Service):
+    """Records each VERP decode (the RCPT check) the listener asks for."""
+
+    decoded: ClassVar[list[str]] = []
+
+    def check_rcpt(self, address: str) -> verp.VerpResult:
+        CountsDecodes.decoded.append(address)
+        return super().check_rcpt(address)
+
+
+def test_each_recipient_is_decoded_once_at_rcpt_and_not_again_after_data(harness: Harness) -> None:
+    CountsDecodes.decoded = []
+    listener = harness.start(service_class=CountsDecodes)
+    rcpts = [vaddr("alice@example.org"), vaddr("bob@example.org")]
+    _, data = deliver(listener.lmtp_address, rcpts, PERMANENT)
+    assert [code for code, _ in data] == [250, 250]
+    assert CountsDecodes.decoded == rcpts
 
 
 class BrokenCheck(Service):

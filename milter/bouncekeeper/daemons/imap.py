@@ -29,7 +29,8 @@ from typing import Any, TextIO
 from bouncekeeper import config
 from bouncekeeper.core.addresses import normalise
 from bouncekeeper.core.model import MessageType
-from bouncekeeper.core.verp import VerpStatus
+from bouncekeeper.core.rcpt import received
+from bouncekeeper.core.verp import VerpResult, VerpStatus
 from bouncekeeper.daemons import metrics
 from bouncekeeper.log import get_logger
 from bouncekeeper.service.bounces import Arrival, Service
@@ -301,10 +302,11 @@ def service_process(service: Service, local_prefix: str) -> Process:
     """The scanner's `process` on the real service: the VERP envelope address from the headers."""
 
     def process(raw: bytes, candidates: Sequence[str]) -> Handled:
-        rcpt = _pick_envelope(service, candidates, local_prefix)
-        outcome = service.process_bounce(
-            Arrival(raw, envelope_rcpt=rcpt, envelope_sender=None, source=Source.IMAP)
-        )
+        rcpt, checked = _pick_envelope(service, candidates, local_prefix)
+        # No RCPT stage here: the verdict of a message already in the mailbox (core/rcpt.py), from the
+        # decode the pick made, so that the address is decoded once.
+        verdict = received(checked) if checked is not None else None
+        outcome = service.process_bounce(Arrival(raw, Source.IMAP, envelope_rcpt=rcpt, verdict=verdict))
         metrics.observe("imap", outcome)
         c = outcome.classification
         recognised = not outcome.forged and c.message_type in (MessageType.BOUNCE, MessageType.DELAY)
@@ -313,15 +315,22 @@ def service_process(service: Service, local_prefix: str) -> Process:
     return process
 
 
-def _pick_envelope(service: Service, candidates: Sequence[str], local_prefix: str) -> str | None:
-    # The first header address that decodes as valid VERP; else the first VERP-shaped one (so that a
-    # forged one is recorded as forged); else none: the classifier reads the DSN on its own.
+def _pick_envelope(
+    service: Service, candidates: Sequence[str], local_prefix: str
+) -> tuple[str | None, VerpResult | None]:
+    """The envelope address and its decode: the first header address that decodes as valid VERP; else
+    the first VERP-shaped one (so that a forged one is recorded as forged); else none: the classifier
+    reads the DSN on its own."""
     addresses = [a for a in (normalise(c) for c in candidates) if a]
     shaped = [a for a in addresses if is_verp_shaped(a, local_prefix)]
+    first: VerpResult | None = None
     for address in shaped:
-        if service.check_rcpt(address).status is VerpStatus.VALID:
-            return address
-    return shaped[0] if shaped else None
+        checked = service.check_rcpt(address)
+        if checked.status is VerpStatus.VALID:
+            return address, checked
+        if first is None:
+            first = checked
+    return (shaped[0], first) if shaped else (None, None)
 
 
 def command(args: argparse.Namespace, settings: config.Settings) -> int:
