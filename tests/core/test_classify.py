@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from bouncekeeper.core import classify as classify_module
+from bouncekeeper.core import message, mime
 from bouncekeeper.core.classify import classify
 from bouncekeeper.core.model import BounceKind, Delay, Failure, MessageType, Reason, Stage
 
@@ -199,6 +201,45 @@ def test_a_delay_is_typed_as_one_and_a_failure_never_is() -> None:
             assert [type(d) for d in result.delays] == [Delay] * len(result.delays), path.name
             stages.update(d.stage for d in result.delays)
     assert {Stage.DSN, Stage.RULES, Stage.VERP} <= stages
+
+
+# Bounce-shaped, but no rule of ours reads it: it reaches flufl.bounce's stage.
+_FOR_FLUFL = b"From: MAILER-DAEMON@example.net\nSubject: Undeliverable: hello\n\nask postmaster@example.net\n"
+
+
+def test_each_message_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One parse of the message's bytes (core.message) serves every stage; the stdlib parses it again only
+    # for flufl.bounce's detectors, which read an email.message.Message of their own.
+    parsed: list[bytes] = []
+    stdlib: list[bytes] = []
+    detected: list[object] = []
+    real_parse, real_stdlib, real_flufl = (
+        mime.parse,
+        classify_module._stdlib_parse,
+        classify_module.all_failures,
+    )
+
+    def parse(raw: bytes, cut: list[str] | None = None) -> mime.Part:
+        parsed.append(raw)
+        return real_parse(raw, cut)
+
+    def stdlib_parse(data: bytes) -> object:
+        stdlib.append(data)
+        return real_stdlib(data)
+
+    def all_failures(msg: object) -> object:
+        detected.append(msg)
+        return real_flufl(msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mime, "parse", parse)
+    monkeypatch.setattr(classify_module, "_stdlib_parse", stdlib_parse)
+    monkeypatch.setattr(classify_module, "all_failures", all_failures)
+    messages = [path.read_bytes() for path in sorted(FIXTURES.parent.rglob("*.eml"))]
+    for raw in [*messages, _FOR_FLUFL]:
+        parsed.clear()
+        classify(raw)
+        assert parsed.count(message.prepare(raw, [])) == 1
+    assert len(stdlib) == len(detected) >= 1
 
 
 def test_every_fixture_has_an_expectation() -> None:
