@@ -7,6 +7,7 @@ recipients with 550 5.1.1 so that Exim writes its own bounce.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from bouncekeeper import config, verpkeys
 from bouncekeeper.core import verp
 from bouncekeeper.store import Store, connect
-from tests.support.exim import ROOT, Exim, SmtpSink, free_port, scratch_dir
+from tests.support.exim import EXIM_USER, ROOT, Exim, SmtpSink, free_port, scratch_dir
 from tests.support.lifecycle import running
 from tests.support.lmtp import ListenerProcess
 from tests.support.redis_server import RedisServer
@@ -66,12 +67,18 @@ class Setup:
         tcp_port = free_port()
         self.tcp_listener = Listener(directory / "bk-tcp", self.key, redis.url, f"127.0.0.1:{tcp_port}")
         routes = f"<; dead.test 127.0.0.1::{self.dead.port} byname ; * 127.0.0.1::{self.sink.port} byname"
+        # The example's own local domains (this host) and its postmaster's mailbox, written by Exim's user.
+        self.mail = directory / "mail"
+        self.mail.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.mail, EXIM_USER)
         common = {
             "BK_KEYFILE": str(self.key),
             "BK_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
             "BK_SENDERS": APP,
-            "BK_LOCAL_DOMAINS": "",
             "BK_RELAY_ROUTES": routes,
+            "BK_POSTMASTER_MAILBOX": str(self.mail / "postmaster"),
+            "BK_MAIL_USER": EXIM_USER,
         }
         (directory / "exim").mkdir()
         (directory / "exim-tcp").mkdir()
@@ -181,3 +188,36 @@ def test_redis_down_makes_exim_keep_the_bounce_and_deliver_it_later(setup: Setup
         events = setup.events(rcpt, timeout=5.0)
     assert events, setup.exim.mainlog()
     assert events[0]["kind"] == "permanent"
+
+
+def test_postmaster_and_abuse_of_the_bounce_domain_reach_the_postmasters_mailbox_not_the_listener(
+    setup: Setup,
+) -> None:
+    # RFC 5321 section 4.5.1, as `bouncekeeper setup exim` does it: accepted at RCPT from a remote client
+    # (-bh: the ACLs, nothing delivered), where any other non-VERP name there is refused.
+    for rcpt, reply in (
+        (f"postmaster@{BOUNCE_DOMAIN}", "250 Accepted"),
+        (f"abuse@{BOUNCE_DOMAIN}", "250 Accepted"),
+        (f"nobody@{BOUNCE_DOMAIN}", "550 not a bounce address"),
+        (_vaddr("alice@example.com"), "250 Accepted"),
+    ):
+        session = f"EHLO mx.remote.example\r\nMAIL FROM:<>\r\nRCPT TO:<{rcpt}>\r\nQUIT\r\n"
+        out = setup.exim.run("-bh", "192.0.2.1", stdin=session).stdout
+        assert re.search(rf"^{reply}$", out, re.MULTILINE), out
+    # Delivered: into the postmaster's mailbox at this host, the listener not involved.
+    for name in ("postmaster", "abuse"):
+        msg = EmailMessage()
+        msg["From"] = "someone@remote.example"
+        msg["To"] = f"{name}@{BOUNCE_DOMAIN}"
+        msg["Subject"] = f"for the {name}"
+        msg.set_content("a person should read this\n")
+        with smtplib.SMTP("127.0.0.1", setup.exim.port, timeout=10) as smtp:
+            smtp.send_message(msg, from_addr="someone@remote.example", to_addrs=[f"{name}@{BOUNCE_DOMAIN}"])
+        setup.exim.wait_for_log(
+            rf"=> {name} <{name}@{re.escape(BOUNCE_DOMAIN)}> .*R=postmaster T=postmaster_mailbox"
+        )
+    mailbox = (setup.mail / "postmaster").read_text()
+    for name in ("postmaster", "abuse"):
+        assert f"Envelope-to: {name}@{BOUNCE_DOMAIN}\n" in mailbox
+        assert f"Subject: for the {name}\n" in mailbox
+    assert not re.search(r"=> (postmaster|abuse) .*T=bouncekeeper_lmtp", setup.exim.mainlog())

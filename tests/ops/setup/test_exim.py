@@ -218,9 +218,6 @@ def test_undo_without_an_earlier_apply_says_so_and_touches_nothing(tmp_path: Pat
 # written out for operators who merge by hand. These tests hold the two in step, option for option.
 
 SHIPPED = Path(__file__).resolve().parents[3] / "exim"
-# Only the installer answers postmaster@ and abuse@ the bounce domain (docs/exim.md); the shipped files
-# refuse them as any other non-VERP address there (tests/mta/test_exim_confd.py checks that).
-INSTALLER_ONLY = {"bouncekeeper_postmaster"}
 
 
 def _preprocess(text: str, defined: set[str]) -> list[str]:
@@ -275,22 +272,69 @@ LISTENERS = {
 }
 
 
-@pytest.mark.parametrize("macro", sorted(LISTENERS))
-def test_the_installers_routers_and_transports_are_the_shipped_ones(macro: str) -> None:
+def _differences(generated: str, shipped: str, macro: str) -> list[str]:
+    """How bouncekeeper's routers and transports in `shipped` differ from the installer's `generated`:
+    names missing or extra, their order (Exim tries routers in order: postmaster@ the bounce domain must
+    be redirected before bouncekeeper_unknown fails it), and each one's options. Drivers of the site's
+    own (the example's dnslookup, remote_smtp) are not bouncekeeper's business."""
+    ours = _drivers(_preprocess(generated, set()))
+    theirs = {
+        name: options
+        for name, options in _drivers(_preprocess(shipped, {macro})).items()
+        if name.startswith("bouncekeeper_")
+    }
+    found = [f"{name} missing" for name in ours if name not in theirs]
+    found += [f"{name} is not the installer's" for name in theirs if name not in ours]
+    if not found and list(theirs) != list(ours):
+        found.append(f"order {list(theirs)}, the installer's {list(ours)}")
+    found += [f"{name} differs" for name in ours if name in theirs and theirs[name] != ours[name]]
+    return found
+
+
+def _installer(macro: str) -> str:
     route = dataclasses.replace(ROUTE, listener=LISTENERS[macro])
-    generated = _drivers(_preprocess(exim.routers(route) + exim.transports(route), set()))
+    return exim.routers(route) + exim.transports(route)
+
+
+def _shipped_drivers() -> dict[str, str]:
     example = (SHIPPED / "exim4.conf.example").read_text()
-    shipped = {
+    return {
         "conf.d": (SHIPPED / "conf.d/router/170_bouncekeeper").read_text()
         + (SHIPPED / "conf.d/transport/30_bouncekeeper").read_text(),
         "exim4.conf.example": _section(example, "routers") + _section(example, "transports"),
     }
-    for where, text in shipped.items():
-        drivers = _drivers(_preprocess(text, {macro}))
-        for name, options in generated.items():
-            if name not in INSTALLER_ONLY:
-                assert drivers.get(name) == options, f"{name} differs in {where}"
-    assert set(generated) - INSTALLER_ONLY == set(_drivers(_preprocess(shipped["conf.d"], {macro})))
+
+
+@pytest.mark.parametrize("macro", sorted(LISTENERS))
+def test_the_installers_routers_and_transports_are_the_shipped_ones(macro: str) -> None:
+    for where, text in _shipped_drivers().items():
+        assert _differences(_installer(macro), text, macro) == [], where
+
+
+def test_a_shipped_router_missing_moved_or_changed_is_a_difference() -> None:
+    # The defect this check once let through: the shipped files without bouncekeeper_postmaster (it was
+    # exempted by name), so they refused postmaster@ the bounce domain while the installer accepted it.
+    shipped = _shipped_drivers()["conf.d"]
+    block = re.search(r"^bouncekeeper_postmaster:\n(  .*\n)+", shipped, re.MULTILINE)
+    assert block is not None
+    without = shipped.replace(block.group(0), "")
+    assert _differences(_installer("BK_LMTP_SOCKET"), without, "BK_LMTP_SOCKET") == [
+        "bouncekeeper_postmaster missing"
+    ]
+    moved = without.replace("bouncekeeper_verp:\n", block.group(0) + "\nbouncekeeper_verp:\n")
+    assert _differences(_installer("BK_LMTP_SOCKET"), moved, "BK_LMTP_SOCKET") == [
+        "order ['bouncekeeper_bounces', 'bouncekeeper_unknown', 'bouncekeeper_postmaster', "
+        "'bouncekeeper_verp', 'bouncekeeper_lmtp'], the installer's ['bouncekeeper_bounces', "
+        "'bouncekeeper_postmaster', 'bouncekeeper_unknown', 'bouncekeeper_verp', 'bouncekeeper_lmtp']"
+    ]
+    changed = shipped.replace("local_parts = postmaster : abuse", "local_parts = postmaster")
+    assert _differences(_installer("BK_LMTP_SOCKET"), changed, "BK_LMTP_SOCKET") == [
+        "bouncekeeper_postmaster differs"
+    ]
+    extra = shipped + "bouncekeeper_other:\n  driver = accept\n"
+    assert _differences(_installer("BK_LMTP_SOCKET"), extra, "BK_LMTP_SOCKET") == [
+        "bouncekeeper_other is not the installer's"
+    ]
 
 
 def _from(lines: list[str], first: str, last: str) -> list[str]:

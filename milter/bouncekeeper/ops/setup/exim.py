@@ -13,7 +13,8 @@ Two layouts, as Debian ships them:
 The functions over texts are pure; `build` reads the files and `check` runs Exim on a staged copy.
 What the pieces do and why (errors_to rather than return_path, the one regex for the day) is in
 docs/exim.md; the routers, transports, VERP recipe and loop guard are the ones exim/ ships
-(exim4.conf.example, conf.d/), which tests/ops/setup/test_exim.py holds in step with these texts.
+(exim4.conf.example, conf.d/), which tests/ops/setup/test_exim.py holds in step with these texts (every
+router and transport, in order, option for option).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ bouncekeeper_bounces:
   local_parts = \\N^BK_PREFIX\\+.+\\+[0-9]+[0-9a-f]{{12}}$\\N
   transport = {transport}
 
-# RFC 5321 section 4.5.1: postmaster (and abuse) of the bounce domain reach this host's postmaster.
+# RFC 5321 section 4.5.1: postmaster@ (and abuse@) the bounce domain reach a person, as the same local
+# part at this host (your local routers deliver it; Debian's /etc/aliases sends both to root).
 bouncekeeper_postmaster:
   driver = redirect
   domains = +bounce_domains
