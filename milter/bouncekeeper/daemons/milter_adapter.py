@@ -44,6 +44,7 @@ from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.routing import MilterRouting
 from bouncekeeper.daemons import metrics, milter_eom
+from bouncekeeper.daemons import milter_replies as replies
 from bouncekeeper.service.bounces import Arrival, Classified, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
@@ -59,7 +60,6 @@ MAX_BOUNCE_BYTES = 2 * 1024 * 1024
 # Bounce addresses per message: beyond, 452 4.5.3; beyond twice as many, 421 (the MTA disconnects). A
 # bounce answers one envelope; a message to many bounce addresses is made up (docs/hostile.md).
 MAX_BOUNCE_RCPTS = 100
-_FORGED_CLOSE_TEXT = "Too many invalid bounce addresses, closing connection"
 _LIMITED = metrics.limited(Source.MILTER.value)
 # bouncekeeper_decisions_total{source="milter"}: label values checked once, so that ordinary mail pays
 # one uncontended lock and one dict update for its "accept" (metrics.BoundCounter).
@@ -382,7 +382,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
                 logger.warning("store unavailable, internal bounce passed on undecided: %s", exc)
                 return ACCEPT
             logger.warning("store unavailable, bounce deferred with 451 4.3.0: %s", exc)
-            self.setreply("451", "4.3.0", "Bounce store unavailable, please try again later")
+            self.setreply(*replies.STORE_DOWN)
             return TEMPFAIL
         self._count_caps(classified)
         if routing.bounce_action == "discard" and routing.enforce:
@@ -457,7 +457,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             logger.info("refused rcpt=%r: control, bidi or undecodable characters", to)
             _LIMITED["bad-address"].inc()
             _DECIDED["reject"].inc()
-            self.setreply("550", "5.1.3", "Bad recipient address syntax")
+            self.setreply(*replies.BAD_ADDRESS)
             return REJECT
         return None
 
@@ -498,9 +498,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             if routing.suppression == "enforce" and routing.enforce and not self.internal:
                 logger.info("recipient suppressed rcpt=%s action=reject", address)
                 _DECIDED["reject"].inc()
-                self.setreply(
-                    "550", "5.1.1", f"<{address}>: recipient disabled after repeated bounces (bouncekeeper)"
-                )
+                self.setreply(*replies.suppressed(address))
                 return REJECT
             logger.info("recipient suppressed rcpt=%s action=observe", address)
             msg.suppressed_seen.append(address)
@@ -509,7 +507,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # chgfrom changes the sender of the whole transaction: one recipient per transaction
             # (RFC 5321 section 4.5.3.1.10: a client must handle 452 by sending the rest later).
             _DECIDED["split"].inc()
-            self.setreply("452", "4.5.3", "Too many recipients: one recipient per message, please")
+            self.setreply(*replies.ONE_PER_MESSAGE)
             return TEMPFAIL
         return None
 
@@ -522,7 +520,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
             logger.warning("client %s over the forged-address limit, 421", self.client_addr)
             _LIMITED["forged-client"].inc()
-            self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)  # Postfix disconnects on a 421
+            self.setreply(*replies.FORGED_CLOSE)  # Postfix disconnects on a 421
             return TEMPFAIL
         msg.bounce_rcpts += 1
         if msg.bounce_rcpts > MAX_BOUNCE_RCPTS and may_refuse:
@@ -530,9 +528,9 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             _LIMITED["recipients"].inc()
             if msg.bounce_rcpts > 2 * MAX_BOUNCE_RCPTS:
                 logger.warning("client %s sent %d bounce addresses, 421", self.client_addr, msg.bounce_rcpts)
-                self.setreply("421", "4.5.3", "Too many recipients, closing connection")
+                self.setreply(*replies.TOO_MANY_CLOSE)
             else:
-                self.setreply("452", "4.5.3", "Too many recipients")
+                self.setreply(*replies.TOO_MANY)
             return TEMPFAIL
         verdict = bounce_rcpt(
             self.runtime.service.check_rcpt(address),
@@ -546,7 +544,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             logger.info("bounce refused rcpt=%s verp=%s action=reject", address, verdict.status)
             _DECIDED["reject"].inc()
             if verdict.guess and self._guessing():
-                self.setreply("421", "4.7.0", _FORGED_CLOSE_TEXT)
+                self.setreply(*replies.FORGED_CLOSE)
                 return TEMPFAIL
             self.setreply(*verdict.refusal())
             return REJECT
@@ -597,7 +595,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         _DECIDED["tempfail"].inc()
         logger.debug("traceback", exc_info=isinstance(problem, BaseException))
         try:
-            self.setreply("451", "4.3.0", milter_eom.TEMPFAIL_TEXT)
+            self.setreply(*replies.TEMPFAIL)
         except Exception:  # no context (tests) or reply refused: TEMPFAIL alone is enough
             logger.debug("setreply failed", exc_info=True)
         return TEMPFAIL

@@ -30,6 +30,7 @@ from bouncekeeper.core import loops
 from bouncekeeper.core.routing import MilterRouting
 from bouncekeeper.core.verp import VerpUnencodable
 from bouncekeeper.daemons import metrics
+from bouncekeeper.daemons import milter_replies as replies
 from bouncekeeper.service.bounces import Arrival, Service
 from bouncekeeper.store import StoreUnavailable
 from bouncekeeper.store.event import Source
@@ -38,7 +39,6 @@ from bouncekeeper.verpkeys import Signer
 logger = log.get_logger("bouncekeeper.milterd")  # the milter's lines, under the name log filters use
 LOOP_HEADER = "X-Bouncekeeper-Loop"
 SUPPRESSED_HEADER = "X-Bouncekeeper-Suppressed"
-TEMPFAIL_TEXT = "Temporary local problem, please try again later"
 # What a loop action did, as the log line says it.
 _LOOP_DONE = {"discard": "dropped", "reject": "refused", "tag": "tagged"}
 _DECIDED = metrics.decisions(Source.MILTER.value)
@@ -104,7 +104,7 @@ def hold_loop(
             if not message.internal and routing.enforce:
                 # The decision is kept by deferring: the sender retries and we record it then.
                 logger.warning("store unavailable, loop message deferred with 451 4.3.0: %s", exc)
-                editor.setreply("451", "4.3.0", TEMPFAIL_TEXT)
+                editor.setreply(*replies.TEMPFAIL)
                 return _TEMPFAIL
             logger.warning("store unavailable, loop event not recorded (logged only): %s", exc)
     action = routing.loop_action
@@ -123,7 +123,7 @@ def hold_loop(
         action = "discard"
     logger.info("loop %s rcpt=%s signals=%s", _LOOP_DONE[action], rcpts, ",".join(signals))
     if action == "reject":
-        editor.setreply("550", "5.7.1", "Automatic message to an address that does not accept them")
+        editor.setreply(*replies.LOOP_REFUSED)
         return _REJECT
     if action == "tag":
         editor.addheader(LOOP_HEADER, " ".join(signals))
