@@ -232,6 +232,18 @@ socket_mode = 0o660
             redis.stop()
 
 
+def test_the_bounce_domains_postmaster_is_this_hosts_and_every_other_address_there_the_listeners(
+    dsn: Dsn,
+) -> None:
+    # RFC 5321 section 4.5.1, as `bouncekeeper setup sendmail` routes it: postmaster@ reaches a person
+    # (the local mailer, this host's aliases), not the listener, which would refuse it with 550 5.1.1.
+    verp = dsn.signer.address_for("x@example.com", "")
+    mailers = dsn.sendmail.address_test(
+        f"postmaster@{BOUNCE_DOMAIN}", f"Postmaster@{BOUNCE_DOMAIN}.", verp, f"nobody@{BOUNCE_DOMAIN}"
+    )
+    assert mailers == ["local", "local", "bouncekeeper", "bouncekeeper"], dsn.explain()
+
+
 def _outbound(subject: str, rcpt: str) -> bytes:
     return f"From: {APP}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
 

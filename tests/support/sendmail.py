@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -149,6 +150,13 @@ DAEMON_OPTIONS(`Port={self.port}, Addr=127.0.0.1, Name=MTA')dnl
             "sh",
             str(binary),
         ]
+
+    def address_test(self, *addresses: str) -> list[str]:
+        """The mailer each address resolves to in Sendmail's address test (-bt, rulesets 3 and 0)."""
+        probe = "".join(f"3,0 {address}\n" for address in addresses)
+        argv = [*self.command(), "-C", str(self.directory / "sendmail.cf"), "-bt"]
+        out = subprocess.run(argv, input=probe, capture_output=True, text=True, check=False, timeout=60)
+        return re.findall(r"^parse +returns: \$# (\w+)", out.stdout, re.MULTILINE)
 
     def run_queue(self) -> subprocess.CompletedProcess[str]:
         """One queue run in the foreground (`sendmail -q`), every queued message retried now."""
