@@ -202,13 +202,20 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
     first_end = text.find("\n", position)
     if first_end < 0:
         return text[start:].strip()[:1200]
-    lines = [text[start:first_end]]
+    lines = _block(text[start:first_end], text[first_end + 1 : first_end + 3000], address)
+    return "\n".join(lines).strip()[:1200]
+
+
+def _block(first: str, rest: str, address: str) -> list[str]:
+    """The address's line (`first`) and the lines of `rest` that belong to its block: up to another
+    recipient's report, another session's transcript or the returned original."""
+    lines = [first]
     # A block ends with the remote server's reply (a reply or status code); until one is seen, blank
     # lines inside the block are skipped (Gmail puts "The error that the other server returned was:"
     # two paragraphs below the address).
-    seen_reason = _has_code(lines[0])
+    seen_reason = _has_code(first)
     blanks = 0
-    for line in text[first_end + 1 : first_end + 3000].split("\n", 40):
+    for line in rest.split("\n", 40):
         if len(lines) >= 12:
             break
         if not line.strip():
@@ -216,25 +223,19 @@ def context_for(text: str, address: str, raw: str | None = None) -> str:
             if seen_reason or blanks > 2:
                 break
             continue
-        if _opens_another(line, address):
+        if "@" in line and not line.lstrip().startswith("<<<"):  # a remote's reply may name anyone
+            leading = _LEADING_ADDRESS.match(line)
+            if leading and normalise(leading.group(1)) not in (address, None):
+                break  # the next recipient's block
+        if sendmail.SESSION_LINE.match(line):
+            break  # the transcript of another session (Sendmail's)
+        # Matched at the line's start only: cheaper than any search for a hint of one first (a
+        # case-blind hint search cost six times the match).
+        if _ORIGINAL_MARKER.match(ascii_lower(line)):
             break
         lines.append(line)
         seen_reason = seen_reason or _has_code(line)
-    return "\n".join(lines).strip()[:1200]
-
-
-def _opens_another(line: str, address: str) -> bool:
-    """Whether a line opens another recipient's report, another session's transcript or the returned
-    original: the end of the lines about `address`."""
-    if "@" in line and not line.lstrip().startswith("<<<"):  # a remote's reply may name anyone
-        leading = _LEADING_ADDRESS.match(line)
-        if leading and normalise(leading.group(1)) not in (address, None):
-            return True  # the next recipient's block
-    if sendmail.SESSION_LINE.match(line):
-        return True  # the transcript of another session (Sendmail's)
-    # Matched at the line's start only: cheaper than any search for a hint of one first (a case-blind
-    # hint search cost six times the match).
-    return _ORIGINAL_MARKER.match(ascii_lower(line)) is not None
+    return lines
 
 
 def _has_code(line: str) -> bool:
