@@ -270,6 +270,22 @@ def test_broken_mime_to_a_verp_address_is_never_a_5xx(harness: Harness) -> None:
     assert harness.events(listener.service) or listener.service.store.view("alice@example.org").events
 
 
+def test_an_8_bit_message_id_is_recorded_once_not_tempfailed_on_every_retry(harness: Harness) -> None:
+    # compat32 hands an 8-bit header value back as a Header, not a string: the dedup id once raised on it,
+    # and the listener answered 451 to every retry of the bounce.
+    listener = harness.start()
+    bounce = re.sub(
+        rb"(?mi)^Message-ID:[^\r\n]*", b"Message-ID: <caf\xc3\xa9\xe9@mx.example>", PERMANENT, count=1
+    )
+    assert b"\xc3\xa9" in bounce
+    address = vaddr("alice@example.org")
+    for _ in range(2):  # delivered again, as an MTA retries: one record
+        _, data = deliver(listener.lmtp_address, [address], bounce)
+        assert [code for code, _ in data] == [250]
+    (event,) = listener.service.store.view("alice@example.org").events
+    assert event["kind"] == "permanent"
+
+
 def test_a_message_over_the_size_limit_gets_552_once_per_recipient(harness: Harness) -> None:
     listener = harness.start(lmtp="max_message_size = 2000")
     rcpts = [vaddr("alice@example.org"), vaddr("bob@example.org")]

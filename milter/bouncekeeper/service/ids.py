@@ -37,7 +37,14 @@ def message_id(raw: bytes) -> str:
     folded value and decodes 8-bit bytes its own way, and the ids made from this must stay the ones the
     store already holds."""
     head = _split(raw)[0]
-    return (_HEADERS.parsebytes(head + b"\n\n").get("Message-ID") or "").strip()
+    # raw_items, not get(): compat32 wraps a value with 8-bit bytes in a Header, which is no string
+    # (`strip` raised, and every retry of such a bounce got 451). raw_items gives the first field as
+    # get() would, its 8-bit bytes kept as surrogates: UTF-8 ones are read as UTF-8, others as U+FFFD,
+    # so the id is stable and the text safe to store. A 7-bit value is the same string get() gave.
+    for name, value in _HEADERS.parsebytes(head + b"\n\n").raw_items():
+        if name.lower() == "message-id":
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
+    return ""
 
 
 def smtp_time_id(own_message_id: str | None, code: int, status: str | None) -> str:
