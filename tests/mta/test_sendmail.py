@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import re
 import smtplib
 import tempfile
 import time
@@ -242,6 +243,29 @@ def test_the_bounce_domains_postmaster_is_this_hosts_and_every_other_address_the
         f"postmaster@{BOUNCE_DOMAIN}", f"Postmaster@{BOUNCE_DOMAIN}.", verp, f"nobody@{BOUNCE_DOMAIN}"
     )
     assert mailers == ["local", "local", "bouncekeeper", "bouncekeeper"], dsn.explain()
+
+
+class _NoOpenRelay(Sendmail):
+    def relay_mc(self) -> str:
+        return ""  # Sendmail's default, as on a real site: from outside, only its own and relay domains
+
+
+def test_the_shipped_snippet_takes_remote_bounces_for_the_bounce_domain_on_a_sendmail_that_is_no_open_relay(
+    tmp_path: pathlib.Path,
+) -> None:
+    tree = unpacked()
+    if tree is None:
+        pytest.skip("needs root and Sendmail (scripts/fetch-sendmail.sh)")
+    sendmail = _NoOpenRelay(tmp_path, tree, relay_port=25, milter_socket=f"unix:{tmp_path}/milter.sock")
+    sendmail.configure()
+    out = sendmail.test_mode(
+        ".D{client_addr}192.0.2.1\n.D{client_name}mx.remote.example\n"
+        "check_rcpt <bounces+x=example.com+1abc@bounces.example.org>\ncheck_rcpt <y@other.example>\n"
+    )
+    verdicts = re.findall(r"^check_rcpt +returns: (.*)$", out, re.MULTILINE)
+    assert len(verdicts) == 2, out
+    assert "$# error" not in verdicts[0], out
+    assert "Relaying denied" in verdicts[1], out
 
 
 def _outbound(subject: str, rcpt: str) -> bytes:

@@ -92,17 +92,17 @@ def test_the_route_and_relay_domain_come_from_the_toml_values() -> None:
 
 
 def test_the_installers_mailer_and_route_are_the_shipped_ones() -> None:
-    # sendmail/bouncekeeper.mc spells out what the installer merges: the same mailer line and the same
-    # ruleset 0 rules, in order (postmaster@ the bounce domain before the catch-all route), the domain
-    # written through its BOUNCEKEEPER_DOMAIN macro there.
+    # sendmail/bouncekeeper.mc spells out what the installer merges: the same relay domain, mailer line
+    # and ruleset 0 rules, in order (postmaster@ the bounce domain before the catch-all route), the
+    # domain written through its BOUNCEKEEPER_DOMAIN macro there.
     shipped = (ROOT / "sendmail" / "bouncekeeper.mc").read_text()
     shipped = shipped.replace("BOUNCEKEEPER_DOMAIN", ROUTE.bounce_domain)
 
     def rules(text: str) -> list[str]:
-        return [line for line in text.splitlines() if re.match(r"R[$a-z]|Mbouncekeeper,", line)]
+        return [line for line in text.splitlines() if re.match(r"R[$a-z]|RELAY_DOMAIN|Mbouncekeeper,", line)]
 
     assert rules(sendmail.merge_mc(SITE, TARGET)) == rules(shipped)
-    assert len(rules(shipped)) == 5
+    assert len(rules(shipped)) == 6
 
 
 def test_a_mc_without_mailer_lines_gets_the_block_at_its_end() -> None:
