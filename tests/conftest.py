@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 
+from tests.support.dovecot import Dovecot
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
 
@@ -57,3 +58,13 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
             yield cluster
         finally:
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """One Dovecot IMAP server for the session (tests/support/dovecot.py); each test module scans its own
+    folders of the one mailbox."""
+    with tempfile.TemporaryDirectory(prefix="bk-dovecot-") as directory:
+        server = Dovecot(pathlib.Path(directory)).start()
+        yield server
+        server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import imaplib
 import io
 import pathlib
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
@@ -21,14 +20,6 @@ from tests.support.dsn import postfix_dsn
 from tests.support.redis_server import RedisServer
 
 PREFIX = "bk:"
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    with tempfile.TemporaryDirectory(prefix="bk-dovecot-") as directory:
-        server = Dovecot(pathlib.Path(directory)).start()
-        yield server
-        server.stop()
 
 
 def options(dovecot: Dovecot, *, tls: str = "none", folder: str = "INBOX") -> imap.Options:
