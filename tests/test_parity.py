@@ -3,14 +3,19 @@ recorded event whichever way a bounce arrives.
 
 The adapters, each on the same settings and the same real Redis: the milter (Milter.testctx.TestCtx), the
 LMTP listener (a real server on 127.0.0.1), the policy service's decision, the HTTP API (`POST /bounces`,
-`POST /smtp-failures`, a real server) and the CLI (`ingest`, `record`, `classify`). Redis is emptied
-between adapters, so each records the case afresh. Where the adapters differ by design, the test says so:
-only the RCPT-time adapters can refuse a forged address (the HTTP API and the CLI record it as forged),
-and an operator's `ingest` vouches for an expired signature that the network refuses.
+`POST /smtp-failures`, a real server), the CLI (`ingest`, `record`, `classify`) and the IMAP scanner
+(`bouncekeeper imap` over a real Dovecot on 127.0.0.1, one for the session, its two folders reused).
+Redis is emptied between adapters, so each records the case afresh. Where the adapters differ by design,
+the test says so: only the RCPT-time adapters can refuse a forged address (the HTTP API, the CLI and the
+IMAP scanner record it as forged, and the scanner leaves it in its folder); an operator's `ingest` vouches
+for an expired signature that the network refuses; and the loop case is the milter's alone, as the loop
+guard holds a message back before it is delivered, which the scanner of a delivered mailbox cannot.
 """
 
 from __future__ import annotations
 
+import functools
+import imaplib
 import json
 import pathlib
 import smtplib
@@ -27,11 +32,12 @@ import redis
 
 from bouncekeeper import cli, config, verpkeys
 from bouncekeeper.core import verp
-from bouncekeeper.daemons import httpd, milterd, policyd
+from bouncekeeper.daemons import httpd, imap, milterd, policyd
 from bouncekeeper.daemons.http_backend import ServiceBackend
 from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service.bounces import Service
 from tests.daemons.test_lmtpd import forge
+from tests.support.dovecot import Dovecot
 from tests.support.dsn import postfix_dsn
 from tests.support.lmtp import ListenerThread
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
@@ -45,6 +51,9 @@ ALICE, CAROL, DAVE = "alice@example.com", "carol@example.com", "dave@example.com
 # An SMTP-time refusal, and the same reply as a remote server writes it into a DSN: one the two status
 # tables judged differently before they were one (5.7.25: authfailure at SMTP time, blocked in a bounce).
 REFUSAL = (550, "5.7.25", "Reverse DNS validation failed")
+FOLDER, FOUND = "Parity", "Parity Found"  # the IMAP scanner's folder and backup folder
+
+Deliver = Callable[[bytes, str], str]  # one message to one envelope recipient: what the adapter answered
 
 
 @dataclass
@@ -178,6 +187,44 @@ def cli_json(site: Site, capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.fixture
+def scanner(site: Site, dovecot: Dovecot, tmp_path: pathlib.Path) -> Iterator[Deliver]:
+    """The IMAP scanner: the message APPENDed to the scanned folder as a local delivery leaves it, with the
+    envelope recipient in X-Original-To (the first of imap.ENVELOPE_HEADERS), then one `bouncekeeper imap`
+    run. It answers "accept" when the run moved the message to the backup folder (a recognised bounce) and
+    "left" when it left it in the folder. The two folders are emptied before each case, and reused."""
+    password = tmp_path / "imap.pw"
+    password.write_text(dovecot.password + "\n")
+    argv = ["--config", str(site.path), "imap", "--server", "127.0.0.1", "--port", str(dovecot.imap_port),
+            "--tls", "none", "--user", dovecot.user, "--password-file", str(password),
+            "--folder", FOLDER, "--backup-folder", FOUND]  # fmt: skip
+    conn = imaplib.IMAP4("127.0.0.1", dovecot.imap_port, timeout=10)
+    conn.login(dovecot.user, dovecot.password)
+    for folder in (FOLDER, FOUND):
+        conn.create(imap.quote(folder))  # NO when an earlier test made it: the same folder, reused
+
+    def scan(raw: bytes, rcpt: str) -> str:
+        for folder in (FOLDER, FOUND):
+            if _count(conn, folder):
+                conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+                conn.expunge()
+        typ, data = conn.append(imap.quote(FOLDER), "", None, f"X-Original-To: {rcpt}\r\n".encode() + raw)
+        assert typ == "OK", data
+        assert cli.main(argv) == 0
+        moved, left = _count(conn, FOUND), _count(conn, FOLDER)
+        assert moved + left == 1
+        return "accept" if moved else "left"
+
+    yield scan
+    conn.logout()
+
+
+def _count(conn: imaplib.IMAP4, folder: str) -> int:
+    typ, data = conn.select(imap.quote(folder))
+    assert typ == "OK", data
+    return int(data[0] or 0)
+
+
 # -- the cases -----------------------------------------------------------------------------------------
 
 
@@ -188,11 +235,33 @@ ADAPTERS: dict[str, Callable[[Site, bytes, str], str]] = {
 }
 
 
-def test_valid_forged_expired_and_token_bounces_through_every_adapter(
+@pytest.fixture
+def ways(
     site: Site,
     http: Callable[[str, str, bytes], tuple[int, Any]],
+    scanner: Deliver,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
+) -> dict[str, Deliver]:
+    """Every way in: the RCPT-time adapters, the HTTP API (`POST /bounces`), the CLI (`ingest`) and the
+    IMAP scanner, each delivering one message to one envelope recipient."""
+
+    def via_http(raw: bytes, rcpt: str) -> str:
+        status, _body = http(f"/bounces?rcpt={quote(rcpt)}", "message/rfc822", raw)
+        return "accept" if status == 200 else str(status)
+
+    def via_cli(raw: bytes, rcpt: str) -> str:
+        mail = tmp_path / "ingest.eml"
+        mail.write_bytes(raw)
+        cli_json(site, capsys, "ingest", str(mail), "--rcpt", rcpt, "--json")
+        return "accept"
+
+    at_rcpt = {name: functools.partial(way, site) for name, way in ADAPTERS.items()}
+    return {**at_rcpt, "http": via_http, "cli": via_cli, "imap": scanner}
+
+
+def test_valid_forged_expired_and_token_bounces_through_every_adapter(
+    site: Site, ways: dict[str, Deliver]
 ) -> None:
     service = Service.open(site.settings)
     token = "parity0token0abc"
@@ -211,26 +280,16 @@ def test_valid_forged_expired_and_token_bounces_through_every_adapter(
     for n, (case, (rcpt, failed)) in enumerate(cases.items()):
         assert RcptKind(service, rcpt) == case
         raw = postfix_dsn(failed, to=rcpt, n=n)
-        mail = tmp_path / f"{case}.eml"
-        mail.write_bytes(raw)
         results: dict[str, tuple[str, list[Any]]] = {}
-        for name in (*ADAPTERS, "http", "cli"):
+        for name, deliver in ways.items():
             site.flush()  # each adapter records the case afresh (the store counts one bounce once)
             service.store.put_token(token, token_fields, ttl=86_400)
-            if name == "http":
-                status, _body = http(f"/bounces?rcpt={quote(rcpt)}", "message/rfc822", raw)
-                answer = "accept" if status == 200 else str(status)
-            elif name == "cli":
-                cli_json(site, capsys, "ingest", str(mail), "--rcpt", rcpt, "--json")
-                answer = "accept"
-            else:
-                answer = ADAPTERS[name](site, raw, rcpt)
-            results[name] = (answer, _events(service))
+            results[name] = (deliver(raw, rcpt), _events(service))
         seen[case] = results
 
     alice = ("permanent", ALICE, "userunknown", "5.1.1", "hard")
     carol = ("permanent", CAROL, "userunknown", "5.1.1", "hard")  # the token vouches for the one named
-    for name in (*ADAPTERS, "http", "cli"):
+    for name in ways:
         assert seen["valid"][name] == ("accept", [alice]), name
         assert seen["token"][name] == ("accept", [carol]), name
     for case in ("forged", "expired"):
@@ -243,6 +302,11 @@ def test_valid_forged_expired_and_token_bounces_through_every_adapter(
     assert [e[:2] for e in seen["forged"]["cli"][1]] == [("forged", None)]
     # An operator ingesting old bounces from files vouches for an expired signature (process_bounce).
     assert seen["expired"]["cli"][1] == [alice]
+    # Nor can the IMAP scanner refuse what is already in the mailbox: it records what the HTTP API records
+    # (core/rcpt.received, no vouching from the network) and, as that is no bounce it recognises, leaves
+    # the message in the folder instead of moving it to the backup folder.
+    for case in ("forged", "expired"):
+        assert seen[case]["imap"] == ("left", seen[case]["http"][1]), case
     service.close()
 
 
@@ -253,25 +317,19 @@ def RcptKind(service: Service, rcpt: str) -> str:
 
 def test_an_smtp_time_refusal_and_the_same_refusal_inside_a_dsn_record_the_same_event(
     site: Site,
+    ways: dict[str, Deliver],
     http: Callable[[str, str, bytes], tuple[int, Any]],
-    tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     service = Service.open(site.settings)
     code, status, text = REFUSAL
     rcpt = site.address(ALICE)
     raw = postfix_dsn(ALICE, to=rcpt, status=status, reply=str(code), text=text)
-    mail = tmp_path / "refusal.eml"
-    mail.write_bytes(raw)
     recorded: dict[str, list[Any]] = {}
-    for name in (*ADAPTERS, "http", "cli", "http smtp-time", "cli smtp-time"):
+    for name in (*ways, "http smtp-time", "cli smtp-time"):
         site.flush()
-        if name in ADAPTERS:
-            assert ADAPTERS[name](site, raw, rcpt) == "accept"
-        elif name == "http":
-            assert http(f"/bounces?rcpt={quote(rcpt)}", "message/rfc822", raw)[0] == 200
-        elif name == "cli":
-            cli_json(site, capsys, "ingest", str(mail), "--rcpt", rcpt, "--json")
+        if name in ways:
+            assert ways[name](raw, rcpt) == "accept", name
         elif name == "http smtp-time":
             body = json.dumps({"address": ALICE, "code": code, "status": status, "text": text}).encode()
             assert http("/smtp-failures", "application/json", body)[0] == 200
@@ -288,6 +346,9 @@ def test_an_smtp_time_refusal_and_the_same_refusal_inside_a_dsn_record_the_same_
 def test_a_loop_to_a_protected_address_is_named_in_one_vocabulary(
     site: Site, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Not through the IMAP scanner: it reads bounces from a mailbox after delivery, too late to hold back a
+    # loop, and takes an auto-reply there for what the HTTP API and `ingest` take it for (an `autoreply`
+    # event naming no address, left in the folder), since neither knows `protected_recipients`.
     raw = (
         b"From: vacation@remote.example\r\nTo: app-in@example.org\r\nSubject: Out of office\r\n"
         b"Auto-Submitted: auto-replied\r\nX-Autoreply: yes\r\nPrecedence: bulk\r\n\r\nI am away.\r\n"
