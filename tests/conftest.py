@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 
+from bouncekeeper import log
 from tests.support.dovecot import Dovecot
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
@@ -22,6 +23,13 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.load_profile("bouncekeeper")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cut_lines() -> None:
+    """Each test starts with an empty budget of lines about cuts (log.QueueIdAdapter.cut): the table
+    is the process's, and lines an earlier test caused must not hold back the ones this test reads."""
+    log.cut_lines.configure()
 
 
 @pytest.fixture(scope="session")

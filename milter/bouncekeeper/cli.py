@@ -380,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"bouncekeeper: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG (sysexits.h): what init systems and operators expect for a bad config
-    log.setup(settings.log.level, settings.log.target, settings.log.facility)
+    log.setup(
+        settings.log.level,
+        settings.log.target,
+        settings.log.facility,
+        burst=settings.log.limited_burst,
+        interval=settings.log.limited_interval,
+    )
     try:
         return handlers[args.command](args, settings)
     except config.ConfigError as exc:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bouncekeeper import tomlschema
+from bouncekeeper.core import throttle
 from bouncekeeper.core.model import Reason
 from bouncekeeper.core.scoring import DEFAULT_NON_SCORING
 from bouncekeeper.tomlschema import FileMode
@@ -46,6 +47,13 @@ class LogSettings:
     # "stderr" or "syslog" (to /dev/log, with the facility below).
     target: Literal["stderr", "syslog"] = "stderr"
     facility: str = "mail"
+    # Lines about cuts a client can cause at will (docs/hostile.md): this many of a kind per interval
+    # (seconds), then one line with how many were held back; the metrics count every cut.
+    limited_burst: int = throttle.LINE_BURST
+    limited_interval: float = throttle.LINE_INTERVAL
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "limited_burst", "limited_interval")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 The adapters set `queue_id` (a ContextVar) when they learn it (Postfix's {i} macro, the LMTP session
 id); every logger obtained through `get_logger` prefixes it, so one grep follows one message through
 milter, classifier and store.
+
+`QueueIdAdapter.cut` writes the lines about cuts a stranger can cause at will (docs/hostile.md): a few
+of each kind per interval, then one line saying how many were held back (core/throttle.LineLimit).
 """
 
 from __future__ import annotations
@@ -11,10 +14,34 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
+from bouncekeeper.core import throttle
+
 queue_id: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="-")
+
+
+class _CutLines:
+    """The process's one LineLimit and its clock (a test passes its own)."""
+
+    def __init__(self) -> None:
+        self.limit = throttle.LineLimit()
+        self.clock: Callable[[], float] = time.monotonic
+
+    def configure(
+        self,
+        burst: int = throttle.LINE_BURST,
+        interval: float = throttle.LINE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """A fresh table: every kind starts a new window."""
+        self.limit = throttle.LineLimit(burst=burst, interval=interval)
+        self.clock = clock
+
+
+cut_lines = _CutLines()
 
 
 class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -22,6 +49,26 @@ class QueueIdAdapter(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         return f"{queue_id.get()}: {msg}", kwargs
+
+    def cut(self, kind: str, msg: str, *args: object, level: int = logging.WARNING) -> None:
+        """Log a line about a cut (a limit a client ran into), rate-limited per logger and `kind`.
+
+        `kind` is a fixed word of the caller's, never anything the client chose: the table of kinds
+        must not be what a flood fills. A level that is off costs nothing of the budget.
+        """
+        if not self.isEnabledFor(level):
+            return
+        lines = cut_lines.limit.admit((self.logger.name, kind), cut_lines.clock())
+        if lines.suppressed:
+            self.log(
+                level,
+                "%s: %d similar lines suppressed in the last %.0f s",
+                kind,
+                lines.suppressed,
+                lines.span,
+            )
+        if lines.write:
+            self.log(level, msg, *args)
 
 
 class _CurrentStderr(logging.StreamHandler[TextIO]):
@@ -39,6 +86,30 @@ class _CurrentStderr(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
+class _LibraryCuts(logging.Filter):
+    """Rate-limits the WARNING and ERROR lines of a library's logger, each of its format strings a kind
+    (a constant of the library's, not the client's text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # only logged at DEBUG, which the operator asked for
+        lines = cut_lines.limit.admit((record.name, str(record.msg)), cut_lines.clock())
+        if lines.write and lines.suppressed:
+            message = record.getMessage()
+            record.msg = "%s (and %d similar lines suppressed in the last %.0f s)"
+            record.args = (message, lines.suppressed, lines.span)
+        return lines.write
+
+
+def limit_library(name: str, *, debug: bool) -> None:
+    """A library logger that logs what a client does (aiosmtpd's "mail.log": every command line, at
+    INFO): its INFO lines only when the operator logs at DEBUG, its warnings rate-limited as cuts."""
+    library = logging.getLogger(name)
+    library.setLevel(logging.NOTSET if debug else logging.WARNING)
+    if not any(isinstance(f, _LibraryCuts) for f in library.filters):
+        library.addFilter(_LibraryCuts())
+
+
 def get_logger(name: str) -> QueueIdAdapter:
     return QueueIdAdapter(logging.getLogger(name), {})
 
@@ -54,8 +125,17 @@ def under_journald() -> bool:
     return f"{st.st_dev}:{st.st_ino}" == f"{device}:{inode}"
 
 
-def setup(level: str = "INFO", target: str = "stderr", facility: str = "mail") -> None:
-    """Configure the root logger once, for a daemon or a CLI command."""
+def setup(
+    level: str = "INFO",
+    target: str = "stderr",
+    facility: str = "mail",
+    *,
+    burst: int = throttle.LINE_BURST,
+    interval: float = throttle.LINE_INTERVAL,
+) -> None:
+    """Configure the root logger once, for a daemon or a CLI command; `burst` lines about cuts of a
+    kind per `interval` seconds (QueueIdAdapter.cut)."""
+    cut_lines.configure(burst, interval)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from bouncekeeper.core.throttle import ClientShare, ForgeryLimit, client_key
+from bouncekeeper.core.throttle import ClientShare, ForgeryLimit, LineLimit, Lines, client_key
 
 
 def test_a_client_is_blocked_after_its_budget_and_freed_after_the_window() -> None:
@@ -71,3 +71,54 @@ def test_a_client_gets_its_share_and_waits_for_more_while_others_go_on() -> None
         t.join(10)
     assert len(entered) == 6
     assert len(share) == 0  # no client left in the table once its messages are done
+
+
+def test_lines_of_a_kind_pass_up_to_the_burst_then_the_count_comes_with_the_next_window() -> None:
+    limit = LineLimit(burst=3, interval=60)
+    kind = ("bouncekeeper.lmtpd", "bad-address")
+    assert [limit.admit(kind, t).write for t in (0, 1, 2, 3, 4, 59)] == [True] * 3 + [False] * 3
+    # The first line of the next window reports the three held back, over the window's real span.
+    assert limit.admit(kind, 70) == Lines(write=True, suppressed=3, span=70)
+    assert limit.admit(kind, 71) == Lines(write=True)  # reported once
+    assert [limit.admit(kind, 72).write for _ in range(3)] == [True, False, False]
+    assert limit.admit(kind, 200) == Lines(write=True, suppressed=2, span=130)
+
+
+def test_a_window_with_nothing_held_back_reports_nothing() -> None:
+    limit = LineLimit(burst=2, interval=10)
+    kind = ("bouncekeeper.policyd", "session")
+    assert [limit.admit(kind, t) for t in (0, 1, 30)] == [Lines(write=True)] * 3
+
+
+def test_each_kind_and_logger_has_its_own_budget() -> None:
+    limit = LineLimit(burst=1, interval=60)
+    assert limit.admit(("a", "idle"), 0).write
+    assert not limit.admit(("a", "idle"), 1).write
+    assert limit.admit(("a", "session"), 1).write
+    assert limit.admit(("b", "idle"), 1).write
+
+
+def test_the_table_of_kinds_is_bounded_the_least_recently_seen_forgotten_first() -> None:
+    limit = LineLimit(burst=1, interval=60, max_kinds=3)
+    for n in range(100):
+        limit.admit(("log", f"kind{n}"), 0)
+    assert len(limit) == 3
+    assert limit.admit(("log", "kind99"), 1) == Lines(write=False)  # remembered: over its burst
+    assert limit.admit(("log", "kind0"), 1) == Lines(write=True)  # forgotten: a fresh window
+
+
+def test_concurrent_lines_pass_exactly_the_burst() -> None:
+    limit = LineLimit(burst=50, interval=60)
+    written: list[bool] = []
+
+    def flood() -> None:
+        for _ in range(1000):
+            written.append(limit.admit(("log", "kind"), 0).write)
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert written.count(True) == 50
+    assert limit.admit(("log", "kind"), 60) == Lines(write=True, suppressed=3950, span=60)

@@ -4,6 +4,7 @@ writing to a real Redis, and its bound asserted (counts and sizes, never times).
 from __future__ import annotations
 
 import contextlib
+import logging
 import pathlib
 import smtplib
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bouncekeeper import log
 from bouncekeeper.core import throttle
 from bouncekeeper.core.limits import MAX_RECIPIENTS
 from bouncekeeper.daemons import metrics
@@ -145,6 +147,50 @@ def test_a_recipient_with_bad_bytes_is_550_5_1_3_not_a_traceback(harness: Harnes
         assert local not in reply  # the bad address is not echoed back
         assert limited("bad-address") - before == 1
         assert wire.send(b"NOOP").startswith(b"250")  # the session goes on
+
+
+def test_two_thousand_bad_addresses_write_a_burst_of_lines_and_one_count(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    log.cut_lines.configure(burst=10, interval=60, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="bouncekeeper.lmtpd")
+    rcpt = b"RCPT TO:<al\x00ice@" + BOUNCE_DOMAIN.encode() + b">\r\n"
+    with connected(harness) as wire:
+        start_transaction(wire)
+        before = limited("bad-address")
+        for batch in (100,) * 19 + (99,):  # pipelined, read back batch by batch
+            wire.sock.sendall(rcpt * batch)
+            assert all(wire.reply().startswith(b"550 5.1.3") for _ in range(batch))
+        now[0] = 61.0  # the interval is over: the next line reports how many were held back
+        assert wire.send(rcpt[:-2]).startswith(b"550 5.1.3")
+    assert limited("bad-address") - before == 2000  # the metric counts every one
+    lines = [r.getMessage().partition(": ")[2] for r in caplog.records if r.name == "bouncekeeper.lmtpd"]
+    refused = [line for line in lines if "refused rcpt=" in line]
+    assert len(refused) == 11  # ten in the first interval, the first of the next
+    assert [line for line in lines if "suppressed" in line] == [
+        "bad-address: 1989 similar lines suppressed in the last 61 s"
+    ]
+
+
+def test_aiosmtpds_lines_about_a_client_are_held_back_too(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    log.cut_lines.configure(burst=10, interval=60, clock=lambda: 0.0)
+    caplog.set_level(logging.INFO)
+    address = harness.start(lmtp="trusted_clients = []").lmtp_address
+    assert isinstance(address, tuple)
+    for _ in range(20):  # aiosmtpd says goodbye after five unknown commands
+        wire = Wire(address)
+        try:
+            replies = [wire.send(b"XBOGUS")[:3] for _ in range(5)]
+            assert replies == [b"500"] * 4 + [b"502"]
+        finally:
+            wire.close()
+    library = [r for r in caplog.records if r.name == "mail.log"]
+    assert not [r for r in library if r.levelno < logging.WARNING]  # its per-command lines: DEBUG only
+    assert sum("unrecognised" in r.getMessage() for r in library) == 10  # of 100
+    assert sum("too many bogus" in r.getMessage() for r in library) == 10  # of 20
 
 
 def test_the_greeting_names_no_software_or_version(harness: Harness) -> None:

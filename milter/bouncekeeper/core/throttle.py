@@ -13,6 +13,10 @@ An expired signature is authentic (a late bounce, not a guess) and is not counte
 is bounded (`MAX_CLIENTS`, the least recently seen forgotten first); an IPv6 client is its /64, which one
 host usually holds whole. Pure: the caller passes the time; thread-safe (the milter's and the policy
 service's connections each have a thread).
+
+The same window bounds the log: a stranger causes a cut as often as he likes, and a line for each would
+let him fill the disk. `LineLimit` passes the first `LINE_BURST` lines of a kind per `LINE_INTERVAL`
+seconds and then says how many it held back (log.py writes them; the metrics count every cut).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import ipaddress
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PER_SESSION = 3
 PER_CLIENT = 10
@@ -30,6 +35,11 @@ WINDOW = 3600.0
 MAX_CLIENTS = 10_000
 # Bounces of one client processed at the same time by the milter (ClientShare).
 PER_CLIENT_MESSAGES = 2
+# Lines about cuts: per kind and interval, as syslog-ng's and rsyslog's rate limits do ([log] limited_*).
+LINE_BURST = 10
+LINE_INTERVAL = 60.0
+# Kinds are fixed words of the code (a few dozen), never what a client sent: this bound is a guard.
+MAX_LINE_KINDS = 256
 
 
 def client_key(client: str) -> str:
@@ -92,6 +102,48 @@ class ForgeryLimit:
             while len(self._clients) > self.max_clients:
                 self._clients.popitem(last=False)
             return seen.count >= self.per_client
+
+
+class Lines(NamedTuple):
+    """What to write for one line of a kind: `suppressed` lines were held back in the window that
+    ended `span` seconds after it began (0: nothing to report), then the line itself if `write`."""
+
+    write: bool
+    suppressed: int = 0
+    span: float = 0.0
+
+
+class LineLimit:
+    """Lines per kind over a fixed window: the first `burst` pass, the rest are counted and reported
+    with the first line of a later window. At most `max_kinds` kinds, the least recently seen
+    forgotten first (with its count, which the metrics still hold)."""
+
+    def __init__(
+        self, *, burst: int = LINE_BURST, interval: float = LINE_INTERVAL, max_kinds: int = MAX_LINE_KINDS
+    ) -> None:
+        self.burst = burst
+        self.interval = interval
+        self.max_kinds = max_kinds
+        self._kinds: collections.OrderedDict[tuple[str, str], _Window] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def admit(self, kind: tuple[str, str], now: float) -> Lines:
+        """Count one line of `kind` at `now`: whether to write it, and what was held back before it."""
+        with self._lock:
+            seen = self._kinds.pop(kind, None)
+            held = Lines(write=True)
+            if seen is None or now - seen.start >= self.interval:
+                if seen is not None and seen.count > self.burst:
+                    held = Lines(True, seen.count - self.burst, now - seen.start)
+                seen = _Window(now, 0)
+            seen.count += 1
+            self._kinds[kind] = seen  # most recently seen last
+            while len(self._kinds) > self.max_kinds:
+                self._kinds.popitem(last=False)
+            return held if seen.count <= self.burst else Lines(write=False)
 
 
 class ClientShare:

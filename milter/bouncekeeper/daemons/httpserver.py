@@ -28,8 +28,8 @@ One connection's deadlines, phase, header budget and socket streams are in http_
 waiting room, the threads and their eviction, the handler base and the daemons' /metrics are here.
 
 What is cut is counted in `bouncekeeper_limited_total{listener,limit}` (listener "http" or "metrics",
-the limits in metrics.HTTP_LIMITS) and logged (one line per limit and listener per LOG_EVERY seconds,
-with the count of the others, so a flood cannot flood the log).
+the limits in metrics.HTTP_LIMITS) and logged (a few lines per limit and listener per interval, then
+how many were held back, so a flood cannot flood the log: [log] limited_burst, limited_interval).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ log = get_logger("bouncekeeper.httpserver")  # as before the folders: log filter
 
 SERVER_NAME = "bouncekeeper"  # the Server header: never a version (docs/hostile.md)
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; a browser sends 1-2 KB
-LOG_EVERY = 10.0
 ROOM_PER_THREAD = 4  # connections that may wait for their first byte, per thread (max_connections)
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: bouncekeeper\r\nContent-Type: text/plain\r\n"
@@ -65,30 +64,18 @@ BUSY = (
 
 
 class _CutLog:
-    """Counts every cut; logs the first of each reason per LOG_EVERY seconds and how many followed."""
+    """Counts every cut and logs it, a few lines per reason and interval (log.QueueIdAdapter.cut)."""
 
     def __init__(self, server: str) -> None:
         self.server = server
-        self._lock = threading.Lock()
-        self._windows: dict[str, tuple[float, int]] = {}
 
     def __call__(self, reason: str, peer: str) -> None:
         metrics.LIMITED.inc(self.server, reason)
-        now = time.monotonic()
-        with self._lock:
-            start, more = self._windows.get(reason, (0.0, 0))
-            if now - start < LOG_EVERY:
-                self._windows[reason] = (start, more + 1)
-                return
-            self._windows[reason] = (now, 0)
         # An idle keep-alive connection closed is routine (an application's connection pool); the
         # rest is a client too slow, too big or too many.
         level = logging.DEBUG if reason == "idle" else logging.WARNING
-        if more:
-            log.log(
-                level, "%s: cut %d more connections (%s) in %.0f s", self.server, more, reason, now - start
-            )
-        log.log(level, "%s: cut a connection from %s: %s", self.server, peer, reason)
+        message = "%s: cut a connection from %s: %s"
+        log.cut(f"{self.server} {reason}", message, self.server, peer, reason, level=level)
 
 
 class _WaitingRoom:

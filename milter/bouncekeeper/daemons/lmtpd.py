@@ -30,6 +30,7 @@ import contextlib
 import contextvars
 import dataclasses
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -159,7 +160,12 @@ class Handler:
         characters no address has, or one recipient too many."""
         if addresses.unsafe(address):
             # Also what bytes that are not UTF-8 become (surrogateescape): an answer, not a traceback.
-            logger.info("refused rcpt=%r: control, bidi or undecodable characters", address)
+            logger.cut(
+                "bad-address",
+                "refused rcpt=%r: control, bidi or undecodable characters",
+                address,
+                level=logging.INFO,
+            )
             _LIMITED["bad-address"].inc()
             _DECIDED["reject"].inc()
             return BAD_ADDRESS
@@ -169,11 +175,18 @@ class Handler:
         state.over += 1
         _LIMITED["recipients"].inc()
         if state.over == 1:  # one line per transaction, not per RCPT
-            logger.warning("recipients over max_recipients=%d from %s", self.max_recipients, _peer(session))
+            logger.cut(
+                "recipients", "recipients over max_recipients=%d from %s", self.max_recipients, _peer(session)
+            )
         if state.over > self.max_recipients and not self._trusted(session):
             # A client that goes on after as many 452s as it had recipients is not sending mail:
             # each RCPT still costs aiosmtpd's address parser (benchmarks/hostile.py).
-            logger.warning("client %s sent %d recipients over the limit, closing", _peer(session), state.over)
+            logger.cut(
+                "recipients-close",
+                "client %s sent %d recipients over the limit, closing",
+                _peer(session),
+                state.over,
+            )
             return TOO_MANY_CLOSE
         return TOO_MANY_RCPTS
 
@@ -183,7 +196,7 @@ class Handler:
         guarded = self.enforce and not self._trusted(session)
         if guarded and self.forgery.blocked(_peer(session), time.monotonic()):
             # The same answer whatever the address: while blocked, RCPT says nothing about a guess.
-            logger.warning("client %s over the forged-address limit, closing", _peer(session))
+            logger.cut("forged-client", "client %s over the forged-address limit, closing", _peer(session))
             _LIMITED["forged-client"].inc()
             return FORGED_CLOSE
         verdict = bounce_rcpt(self.service.check_rcpt(address), enforce=self.enforce, guarded=guarded)
@@ -211,7 +224,7 @@ class Handler:
         count = getattr(session, "bouncekeeper_forged", 0) + 1
         session.bouncekeeper_forged = count
         if count >= throttle.PER_SESSION or blocked:
-            logger.warning("client %s sent %d forged bounce addresses, closing", peer, count)
+            logger.cut("forged-close", "client %s sent %d forged bounce addresses, closing", peer, count)
             _LIMITED["forged-session" if not blocked else "forged-client"].inc()
             return FORGED_CLOSE
         return _refusal(address, verdict)
@@ -325,7 +338,12 @@ class _Protocol:
         if len(self.sessions) > self.max_connections and not _trusted(peer, self.event_handler.trusted):
             # Over the cap: refused before any session exists. The MTA in front is never refused, so
             # that a flood of idle connections cannot keep its bounces out.
-            logger.warning("connection from %s over max_connections=%d refused", peer, self.max_connections)
+            logger.cut(
+                "connections",
+                "connection from %s over max_connections=%d refused",
+                peer,
+                self.max_connections,
+            )
             _LIMITED["connections"].inc()
             self._refused = True
             assert isinstance(transport, asyncio.WriteTransport)
@@ -338,7 +356,7 @@ class _Protocol:
 
     def _over(self) -> None:
         if self.transport is not None and not self._closing:
-            logger.warning("session open for %.0f s, closing", self.session_timeout)
+            logger.cut("session", "session open for %.0f s, closing", self.session_timeout)
             _LIMITED["session"].inc()
             self._close_after(SESSION_OVER)
 
@@ -396,7 +414,7 @@ class _Protocol:
             self._close_after(status)
             return
         if isinstance(status, str) and status.startswith("500 Command line too long"):
-            logger.warning("command line over %d octets, refused", COMMAND_LINE_LIMIT)
+            logger.cut("command-line", "command line over %d octets, refused", COMMAND_LINE_LIMIT)
             _LIMITED["command-line"].inc()
         if isinstance(status, str):
             if status.startswith("552 Error: Too much mail data"):
@@ -439,7 +457,7 @@ def _tcp(listen: str) -> tuple[str, int]:
 RESTART_ONLY = (
     "state_dir", "redis", "lmtp.listen", "lmtp.smtp_listen", "lmtp.socket_mode", "lmtp.workers",
     "lmtp.metrics_listen", "lmtp.max_message_size", "lmtp.timeout", "lmtp.hostname", "lmtp.session_timeout",
-    "lmtp.max_connections",
+    "lmtp.max_connections", "log.limited_burst", "log.limited_interval",
 )  # fmt: skip
 
 
@@ -452,6 +470,8 @@ class Listener:
             max_workers=settings.lmtp.workers, thread_name_prefix="bk-lmtp"
         )
         self.handler = Handler(service, settings, self.pool)
+        # aiosmtpd logs two INFO lines per command ("mail.log"): a client would write our log at its pace.
+        log.limit_library("mail.log", debug=settings.log.level == "DEBUG")
         self.servers: list[asyncio.Server] = []
         self.sessions: set[Any] = set()
         self.unix_path: str | None = None

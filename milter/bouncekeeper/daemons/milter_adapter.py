@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -454,7 +455,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if addresses.unsafe(to):
             if not self._may_refuse():
                 return CONTINUE  # never refused after the queue; normalise gives such an address nothing
-            logger.info("refused rcpt=%r: control, bidi or undecodable characters", to)
+            logger.cut(
+                "bad-address",
+                "refused rcpt=%r: control, bidi or undecodable characters",
+                to,
+                level=logging.INFO,
+            )
             _LIMITED["bad-address"].inc()
             _DECIDED["reject"].inc()
             self.setreply(*replies.BAD_ADDRESS)
@@ -518,7 +524,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         guarded = routing.enforce and may_refuse and self.client_addr is not None
         if guarded and self.runtime.forgery.blocked(self.client_addr or "", time.monotonic()):
             # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
-            logger.warning("client %s over the forged-address limit, 421", self.client_addr)
+            logger.cut("forged-client", "client %s over the forged-address limit, 421", self.client_addr)
             _LIMITED["forged-client"].inc()
             self.setreply(*replies.FORGED_CLOSE)  # Postfix disconnects on a 421
             return TEMPFAIL
@@ -527,7 +533,12 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
             # A bounce answers one envelope: this many bounce addresses in one message are made up.
             _LIMITED["recipients"].inc()
             if msg.bounce_rcpts > 2 * MAX_BOUNCE_RCPTS:
-                logger.warning("client %s sent %d bounce addresses, 421", self.client_addr, msg.bounce_rcpts)
+                logger.cut(
+                    "recipients-close",
+                    "client %s sent %d bounce addresses, 421",
+                    self.client_addr,
+                    msg.bounce_rcpts,
+                )
                 self.setreply(*replies.TOO_MANY_CLOSE)
             else:
                 self.setreply(*replies.TOO_MANY)
@@ -560,8 +571,11 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         self.forged_rcpts += 1
         blocked = self.runtime.forgery.forged(self.client_addr or "", time.monotonic())
         if blocked or self.forged_rcpts >= throttle.PER_SESSION:
-            logger.warning(
-                "client %s sent %d forged bounce addresses, 421", self.client_addr, self.forged_rcpts
+            logger.cut(
+                "forged-close",
+                "client %s sent %d forged bounce addresses, 421",
+                self.client_addr,
+                self.forged_rcpts,
             )
             _LIMITED["forged-client" if blocked else "forged-session"].inc()
             return True

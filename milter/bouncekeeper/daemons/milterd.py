@@ -194,7 +194,7 @@ _reloader: Callable[[], None] | None = None
 # Settings a running daemon cannot take over on SIGHUP: its sockets, its user, its store connection.
 RESTART_ONLY = (
     "state_dir", "redis", "milter.socket", "milter.socket_mode", "milter.user", "milter.pid_file",
-    "milter.metrics_listen", "milter.policy_socket",
+    "milter.metrics_listen", "milter.policy_socket", "log.limited_burst", "log.limited_interval",
 )  # fmt: skip
 
 

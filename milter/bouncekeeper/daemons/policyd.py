@@ -162,7 +162,7 @@ class _Handler(socketserver.StreamRequestHandler):
             try:
                 lines = self._read()
             except TimeoutError:
-                logger.warning("policy connection idle for %.0f s, closed", self.server.idle_timeout)
+                logger.cut("idle", "policy connection idle for %.0f s, closed", self.server.idle_timeout)
                 _LIMITED["idle"].inc()
                 return
             if lines is None:
@@ -181,7 +181,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 return None  # Postfix closed the connection (idle or ttl limit), or our deadline
             size += len(line)
             if size > MAX_REQUEST:
-                logger.warning("policy request over %d octets, connection closed", MAX_REQUEST)
+                logger.cut("request-size", "policy request over %d octets, connection closed", MAX_REQUEST)
                 _LIMITED["request-size"].inc()
                 return None
             if line in (b"\n", b"\r\n"):
@@ -256,7 +256,9 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
                 full = False
                 self._open[request] = time.monotonic() + self.session_timeout
         if full:
-            logger.warning("policy connection over max_connections=%d closed", self.max_connections)
+            logger.cut(
+                "connections", "policy connection over max_connections=%d closed", self.max_connections
+            )
             _LIMITED["connections"].inc()
         return not full
 
@@ -268,7 +270,7 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
             for conn in over:
                 self._open[conn] = float("inf")  # once
         for conn in over:
-            logger.warning("policy connection open for %.0f s, closed", self.session_timeout)
+            logger.cut("session", "policy connection open for %.0f s, closed", self.session_timeout)
             _LIMITED["session"].inc()
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
@@ -304,7 +306,7 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
                 and self.forgery.blocked(client, time.monotonic())
             ):
                 # Valid or not, the same answer: while blocked, RCPT tells nothing about a guess.
-                logger.warning("client %s over the forged-address limit, 421", client)
+                logger.cut("forged-client", "client %s over the forged-address limit, 421", client)
                 _LIMITED["forged-client"].inc()
                 return FORGED_CLOSE
             action, judged = verdict(request, self.routing, self.check_rcpt, guarded=guarded)
@@ -339,7 +341,7 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         blocked = self.forgery.forged(client, time.monotonic())
         if not blocked and session.forged < throttle.PER_SESSION:
             return action
-        logger.warning("client %s sent %d forged bounce addresses, 421", client, session.forged)
+        logger.cut("forged-close", "client %s sent %d forged bounce addresses, 421", client, session.forged)
         _LIMITED["forged-client" if blocked else "forged-session"].inc()
         return FORGED_CLOSE
 

@@ -167,7 +167,8 @@ class Classified:
             if not self._memo and found.limits:
                 # Once per message: the verdict covers the part read, and an operator who sees the line
                 # knows a stranger sent something large or strange (core.limits: the classifier's work caps).
-                log.warning(
+                log.cut(
+                    "classification",
                     "classification cut short at work caps: %s (%d bytes)",
                     ",".join(found.limits),
                     len(self.raw),
