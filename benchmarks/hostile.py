@@ -9,8 +9,11 @@ VERP address, or a policy request about one) and times each from connect to answ
 --seconds, and so does the baseline (the same legitimate requests without an attack), in the same run. It
 prints, per listener and attack, the worst and median latency of the legitimate requests, the ratio of
 the worst to the baseline's worst, how many were answered as they should be, and the memory the attack
-cost the daemon (peak RSS during the attack minus RSS before it). The goal (docs/hostile.md): a legitimate
-bounce answered within 1 s while 8 hostile sessions run.
+cost the daemon (peak RSS during the attack minus RSS before it) and the bytes its log grew meanwhile
+(at --log-level, INFO by default as operators run it; the baseline row is the legitimate requests' own
+lines). The goal (docs/hostile.md): a legitimate bounce answered within 1 s while 8 hostile sessions run,
+and a log that an attack cannot grow faster than the limit on lines about cuts ([log] limited_burst).
+--source runs another build's package (a checkout's milter/ directory), to compare before and after.
 
 - lmtp: `bouncekeeper lmtp`, the legitimate bounces on its unix socket (the MTA: trusted), the attackers
   on its SMTP listener (`smtp_listen`, TCP, `trusted_clients = []`: the internet), enforce mode;
@@ -74,6 +77,8 @@ class Context:
     directory: pathlib.Path
     redis_url: str
     seconds: float
+    source: pathlib.Path = ROOT / "milter"  # the directory holding the bouncekeeper package to run
+    log_level: str = "INFO"
 
 
 @dataclasses.dataclass
@@ -86,6 +91,7 @@ class Row:
     attackers: str = ""
     threads: int = 0  # the daemon's peak thread count during the attack
     cuts: float | None = None  # connections a bound cut per second, where the section can read it
+    log_kb: float | None = None  # what the daemon's log grew during the attack, where the section has it
 
 
 class EventLike(Protocol):
@@ -125,6 +131,7 @@ class Target:
     probe: Probe
     pid: int
     seconds: float
+    log: pathlib.Path | None = None  # the daemon's log file (its stderr)
 
 
 def run_all(target: Target, attacks: Iterable[tuple[str, list[Attacker]]]) -> list[Row]:
@@ -140,6 +147,7 @@ def measure(target: Target, attack: str, attackers: list[Attacker]) -> Row:
     stop = threading.Event()
     before = rss_kb(pid)
     peak = [before, rss_kb(pid, "Threads")]
+    logged = target.log.stat().st_size if target.log else 0
 
     def sample() -> None:
         while not stop.wait(0.05):
@@ -172,7 +180,10 @@ def measure(target: Target, attack: str, attackers: list[Attacker]) -> Row:
     if attacking.is_alive():
         attacking.kill()
     sampler.join(5)
-    return Row(target.listener, attack, latencies, answered, peak[0] - before, f"{len(attackers)}", peak[1])
+    row = Row(target.listener, attack, latencies, answered, peak[0] - before, f"{len(attackers)}", peak[1])
+    if target.log:
+        row.log_kb = (target.log.stat().st_size - logged) / 1024
+    return row
 
 
 def _attack(attackers: list[Attacker], halt: EventLike) -> None:
@@ -324,15 +335,15 @@ def _config(directory: pathlib.Path, ctx: Context, tail: str) -> pathlib.Path:
     key.write_text(SECRET + "\n")
     conf = directory / "bk.toml"
     conf.write_text(
-        f'state_dir = "{directory}/state"\n[log]\nlevel = "ERROR"\n[policy]\nmode = "enforce"\n'
+        f'state_dir = "{directory}/state"\n[log]\nlevel = "{ctx.log_level}"\n[policy]\nmode = "enforce"\n'
         f'[verp]\nbounce_domain = "{DOMAIN}"\nsecret_files = ["{key}"]\n'
         f'[redis]\nurl = "{ctx.redis_url}"\n{tail}'
     )
     return conf
 
 
-def _daemon(conf: pathlib.Path, command: str, log: pathlib.Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+def _daemon(ctx: Context, conf: pathlib.Path, command: str, log: pathlib.Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ctx.source)}
     argv = [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), command]
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
@@ -358,14 +369,16 @@ def lmtp_section(ctx: Context) -> list[Row]:
     conf = _config(
         d, ctx, f'[lmtp]\nlisten = "unix:{sock}"\nsmtp_listen = "127.0.0.1:{port}"\ntrusted_clients = []\n'
     )
-    proc = _daemon(conf, "lmtp", d / "lmtp.log")
+    proc = _daemon(ctx, conf, "lmtp", d / "lmtp.log")
 
     def probe(n: int) -> bool:
         return deliver_bounce(smtplib.LMTP(str(sock), timeout=30), n)
 
     try:
         _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close(), proc, "lmtp")
-        return run_all(Target("lmtp", probe, proc.pid, ctx.seconds), attacks(("127.0.0.1", port)))
+        return run_all(
+            Target("lmtp", probe, proc.pid, ctx.seconds, d / "lmtp.log"), attacks(("127.0.0.1", port))
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -388,7 +401,7 @@ def policy_section(ctx: Context) -> list[Row]:
     conf = _config(
         d, ctx, f'[milter]\nsocket = "unix:{d}/milter.sock"\npolicy_socket = "inet:{port}@127.0.0.1"\n'
     )
-    proc = _daemon(conf, "milter", d / "milter.log")
+    proc = _daemon(ctx, conf, "milter", d / "milter.log")
     address = ("127.0.0.1", port)
     _wait(lambda: socket.create_connection(address, timeout=1).close(), proc, "policy service")
     legit = socket.create_connection(address, timeout=30)
@@ -412,7 +425,7 @@ def policy_section(ctx: Context) -> list[Row]:
             sock.recv(1024)
 
     try:
-        target = Target("policy", probe, proc.pid, ctx.seconds)
+        target = Target("policy", probe, proc.pid, ctx.seconds, d / "milter.log")
         return run_all(
             target,
             [
@@ -442,7 +455,7 @@ def milter_section(ctx: Context) -> list[Row]:
     conf = _config(
         d, ctx, f'[milter]\nsocket = "unix:{sock}"\nsocket_mode = "0666"\noriginating_networks = []\n'
     )
-    proc = _daemon(conf, "milter", d / "milter.log")
+    proc = _daemon(ctx, conf, "milter", d / "milter.log")
     _wait(sock.stat, proc, "milter")
     postfix = Postfix(
         d / "postfix",
@@ -465,7 +478,9 @@ def milter_section(ctx: Context) -> list[Row]:
 
     try:
         # Idle connections: Postfix's own smtpd process limit (100) bounds them before the milter.
-        return run_all(Target("milter", probe, proc.pid, ctx.seconds), attacks(address, idle_count=90))
+        return run_all(
+            Target("milter", probe, proc.pid, ctx.seconds, d / "milter.log"), attacks(address, idle_count=90)
+        )
     finally:
         postfix.stop()
         proc.kill()
@@ -475,7 +490,7 @@ def milter_section(ctx: Context) -> list[Row]:
 def http_section(ctx: Context) -> list[Row]:
     from benchmarks import hostile_http  # noqa: PLC0415 - it imports this module (as benchmarks.hostile)
 
-    return [Row(**dataclasses.asdict(row)) for row in hostile_http.http_section(ctx)]
+    return [Row(**dataclasses.asdict(row)) for row in hostile_http.http_section(ctx, source=ctx.source)]
 
 
 SECTIONS: list[tuple[str, Section]] = [
@@ -488,7 +503,7 @@ SECTIONS: list[tuple[str, Section]] = [
 
 def report(rows: list[Row]) -> None:
     print(f"{'listener':<8} {'attack':<46} {'n':>4} {'ok':>4} {'worst s':>8} {'median s':>9} "
-          f"{'worst/base':>10} {'RSS +MB':>8} {'threads':>8} {'cuts/s':>7}")  # fmt: skip
+          f"{'worst/base':>10} {'RSS +MB':>8} {'threads':>8} {'cuts/s':>7} {'log KB':>8}")  # fmt: skip
     base: dict[str, float] = {}
     for row in rows:
         worst = max(row.latencies) if row.latencies else float("nan")
@@ -499,7 +514,8 @@ def report(rows: list[Row]) -> None:
         print(
             f"{row.listener:<8} {row.attack:<46} {len(row.latencies):>4} {row.answered:>4} {worst:>8.3f} "
             f"{median:>9.3f} {ratio:>9.1f}x {row.rss_kb / 1024:>8.1f} {row.threads:>8} "
-            f"{'-' if row.cuts is None else f'{row.cuts:.0f}':>7}"
+            f"{'-' if row.cuts is None else f'{row.cuts:.0f}':>7} "
+            f"{'-' if row.log_kb is None else f'{row.log_kb:.1f}':>8}"
         )
 
 
@@ -507,6 +523,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per attack, and for the baseline")
     parser.add_argument("--only", default="", help="comma-separated section names")
+    parser.add_argument("--log-level", default="INFO", help="the daemons' [log] level")
+    parser.add_argument(
+        "--source", type=pathlib.Path, default=ROOT / "milter", help="the bouncekeeper package's directory"
+    )
     args = parser.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     load_before = os.getloadavg()[0]
@@ -519,7 +539,7 @@ def main() -> int:
         try:
             for name, section in SECTIONS:
                 if not wanted or name in wanted:
-                    rows += section(Context(directory, redis.url, args.seconds))
+                    rows += section(Context(directory, redis.url, args.seconds, args.source, args.log_level))
         finally:
             redis.stop()
     print(f"{args.seconds:.0f} s per attack; {os.cpu_count()} CPUs; load average before/after: "
