@@ -86,6 +86,10 @@ class _CurrentStderr(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
+# The library loggers limit_library took in: set_level keeps them in step with `[log] level`.
+_LIMITED_LIBRARIES: set[str] = set()
+
+
 class _LibraryCuts(logging.Filter):
     """Rate-limits the WARNING and ERROR lines of a library's logger, each of its format strings a kind
     (a constant of the library's, not the client's text)."""
@@ -104,10 +108,19 @@ class _LibraryCuts(logging.Filter):
 def limit_library(name: str, *, debug: bool) -> None:
     """A library logger that logs what a client does (aiosmtpd's "mail.log": every command line, at
     INFO): its INFO lines only when the operator logs at DEBUG, its warnings rate-limited as cuts."""
+    _LIMITED_LIBRARIES.add(name)
     library = logging.getLogger(name)
     library.setLevel(logging.NOTSET if debug else logging.WARNING)
     if not any(isinstance(f, _LibraryCuts) for f in library.filters):
         library.addFilter(_LibraryCuts())
+
+
+def set_level(level: str) -> None:
+    """`[log] level` at start and again on SIGHUP (it is not restart-only): the root logger's level, and
+    the libraries limited here follow it (their INFO lines only at DEBUG)."""
+    logging.getLogger().setLevel(level)
+    for name in _LIMITED_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
 
 
 def get_logger(name: str) -> QueueIdAdapter:

@@ -540,3 +540,41 @@ def test_sighup_re_reads_the_keys_without_dropping_a_session(
     client = redis_db.client()
     assert client.exists("bk:{kim@example.net}:track")
     client.close()
+
+
+def test_sighup_applies_a_new_log_level(tmp_path: pathlib.Path, redis_db: RedisServer) -> None:
+    # [log] level is not restart-only: at DEBUG, aiosmtpd's per-command lines ("mail.log") come back.
+    port = free_port()
+    conf = tmp_path / "bk.toml"
+    key = tmp_path / "verp.key"
+    key.write_text(SECRET + "\n")
+    body = (
+        f'state_dir = "{tmp_path}"\n[redis]\nurl = "{redis_db.url}"\n'
+        f'[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\nsecret_files = ["{key}"]\n'
+        f'[lmtp]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    conf.write_text(body)
+    listener = ListenerProcess(conf, f"127.0.0.1:{port}", tmp_path / "lmtp.log").start()
+
+    def session() -> None:
+        with smtplib.LMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("mta.example.test")
+            client.noop()
+
+    try:
+        session()
+        assert " mail.log: " not in listener.log()
+        conf.write_text(body + '[log]\nlevel = "DEBUG"\n')
+        assert listener.proc is not None
+        listener.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while "SIGHUP: configuration and keys re-read" not in listener.log():
+            assert time.monotonic() < deadline, listener.log()
+            time.sleep(0.05)
+        session()
+        deadline = time.monotonic() + 15
+        while " mail.log: " not in listener.log():
+            assert time.monotonic() < deadline, listener.log()
+            time.sleep(0.05)
+    finally:
+        listener.stop()

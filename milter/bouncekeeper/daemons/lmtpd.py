@@ -547,6 +547,7 @@ class Listener:
         for key in changed:
             logger.warning("SIGHUP: %s changed: it takes effect at the next restart", key)
         self.settings = fresh
+        log.set_level(fresh.log.level)
         logger.info("SIGHUP: configuration and keys re-read from %s", fresh.source)
 
     async def stop(self) -> None:

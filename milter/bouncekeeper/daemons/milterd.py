@@ -16,7 +16,6 @@ import gc
 import grp
 import importlib
 import ipaddress
-import logging
 import os
 import pathlib
 import pwd
@@ -233,7 +232,7 @@ def _install_reloader(settings: config.Settings, policy_server: policyd.PolicySe
     def reload() -> None:
         fresh = reread(running[0])
         runtime = reconfigured(BounceMilter.runtime, fresh)
-        logging.getLogger().setLevel(fresh.log.level)
+        log.set_level(fresh.log.level)
         # One assignment each: a new connection sees either the old runtime or the new one, never a mix.
         BounceMilter.runtime = runtime
         if policy_server is not None:
