@@ -284,7 +284,7 @@ BREAKERS_OPENED = REGISTRY.collected(
 )
 LIMITED = REGISTRY.counter(
     "bouncekeeper_limited_total",
-    "Connections, commands and recipients cut by a bound (issue 14), by listener and limit.",
+    "Connections, commands and recipients cut by a bound against hostile clients, by listener and limit.",
     ("listener", "limit"),
 )
 HTTP_REQUESTS = REGISTRY.counter(
