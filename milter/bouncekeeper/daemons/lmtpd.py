@@ -30,7 +30,6 @@ import contextlib
 import contextvars
 import dataclasses
 import ipaddress
-import logging
 import os
 import signal
 import socket
@@ -160,14 +159,7 @@ class Handler:
         characters no address has, or one recipient too many."""
         if addresses.unsafe(address):
             # Also what bytes that are not UTF-8 become (surrogateescape): an answer, not a traceback.
-            logger.cut(
-                "bad-address",
-                "refused rcpt=%r: control, bidi or undecodable characters",
-                address,
-                level=logging.INFO,
-            )
-            _LIMITED["bad-address"].inc()
-            _DECIDED["reject"].inc()
+            metrics.bad_address(logger, _LIMITED, _DECIDED, address)
             return BAD_ADDRESS
         if len(envelope.rcpt_tos) < self.max_recipients:
             return None

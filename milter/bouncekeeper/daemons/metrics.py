@@ -11,6 +11,7 @@ collectors, called on each scrape.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only for the annotations: metrics must stay importable by everything
     from http.server import ThreadingHTTPServer
 
+    from bouncekeeper.log import QueueIdAdapter
     from bouncekeeper.service.bounces import Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -354,6 +356,18 @@ def limited(listener: str) -> dict[str, BoundCounter]:
 def decisions(source: str) -> dict[str, BoundCounter]:
     """DECISIONS for one adapter, its label values checked once (hot paths call `.inc()` only)."""
     return {name: DECISIONS.labels(source, name) for name in ADAPTER_DECISIONS}
+
+
+def bad_address(
+    logger: QueueIdAdapter, limited: dict[str, BoundCounter], decided: dict[str, BoundCounter], address: str
+) -> None:
+    """A recipient refused for characters no address has (550 5.1.3), reported as every listener reports
+    it: one rate-limited line (a stranger chooses how many), counted as cut and as a rejection."""
+    logger.cut(
+        "bad-address", "refused rcpt=%r: control, bidi or undecodable characters", address, level=logging.INFO
+    )
+    limited["bad-address"].inc()
+    decided["reject"].inc()
 
 
 @contextlib.contextmanager

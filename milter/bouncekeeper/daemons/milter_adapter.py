@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import socket
 import time
 from collections.abc import Callable
@@ -455,14 +454,7 @@ class BounceMilter(Milter.Base):  # type: ignore[misc]  # pymilter is untyped
         if addresses.unsafe(to):
             if not self._may_refuse():
                 return CONTINUE  # never refused after the queue; normalise gives such an address nothing
-            logger.cut(
-                "bad-address",
-                "refused rcpt=%r: control, bidi or undecodable characters",
-                to,
-                level=logging.INFO,
-            )
-            _LIMITED["bad-address"].inc()
-            _DECIDED["reject"].inc()
+            metrics.bad_address(logger, _LIMITED, _DECIDED, to)
             self.setreply(*replies.BAD_ADDRESS)
             return REJECT
         return None
