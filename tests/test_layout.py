@@ -83,7 +83,12 @@ def impurities(source: str) -> list[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        found += [f"import {n} (l.{node.lineno})" for n in names if n.split(".")[0] in IMPURE_MODULES][:1]
+        # Only the Import/ImportFrom statements above give names, and a statement has a line number.
+        found += [
+            f"import {n} (l.{getattr(node, 'lineno', '?')})"
+            for n in names
+            if n.split(".")[0] in IMPURE_MODULES
+        ][:1]
         if isinstance(node, ast.Call):
             called = _dotted(node.func)
             if called in IMPURE_CALLS or any(called.endswith("." + c) for c in IMPURE_CALLS):

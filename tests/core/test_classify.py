@@ -193,7 +193,7 @@ def test_delay_warning_is_no_failure(name: str) -> None:
 def test_a_delay_is_typed_as_one_and_a_failure_never_is() -> None:
     # Every stage that finds a delayed recipient (a DSN's Action, a plain-text delay notice, the VERP
     # attribution) gives a Delay, and no failure is one, with or without a VERP recipient.
-    stages = set()
+    stages: set[Stage] = set()
     for path in sorted(FIXTURES.parent.rglob("*.eml")):
         for verp in (None, "someone@example.org"):
             result = classify(path.read_bytes(), verp_recipient=verp)

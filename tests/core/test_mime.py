@@ -44,7 +44,7 @@ _LINES = st.sampled_from(
 @given(st.lists(_LINES, max_size=8).map("\n".join))
 def test_a_returned_header_read_by_name_is_the_field_a_full_parse_finds(text: str) -> None:
     lazy = mime.Part(None, b"", _head=text)
-    parsed = {}
+    parsed: dict[str, str] = {}
     for name, value in mime._fields_of(text):
         parsed.setdefault(name, value)
     assert lazy.get("message-id") == parsed.get("message-id")

@@ -245,7 +245,7 @@ def test_store_outage_is_503_with_retry_after_on_every_route_that_needs_the_stor
     cookie = {"Cookie": session_cookie(api)}
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     redis_db.stop()
-    bearer = [
+    bearer: list[tuple[str, str, bytes | str | None]] = [
         ("POST", "/bounces", postfix_dsn("k@example.org", to="x@example.org")),
         ("POST", "/smtp-failures", json.dumps({"address": "k@example.org", "code": 550})),
         ("GET", "/suppressions", None),
@@ -253,7 +253,7 @@ def test_store_outage_is_503_with_retry_after_on_every_route_that_needs_the_stor
         ("POST", "/addresses/k@example.org/enable", None),
         ("POST", "/addresses/k@example.org/disable", None),
     ]
-    admin = [
+    admin: list[tuple[str, str, str | None, dict[str, str]]] = [
         ("GET", "/", None, cookie),
         ("GET", "/charts", None, cookie),
         ("POST", "/login", f"token={TOKEN}", form),

@@ -43,6 +43,7 @@ def mailbox(dovecot: Dovecot) -> Iterator[imaplib.IMAP4]:
     for name in ("FoundBounces", "Bounces In"):
         conn.delete(imap.quote(name))
     _, count = conn.select("INBOX")
+    assert count[0] is not None
     if int(count[0]):
         conn.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
         conn.expunge()
@@ -82,6 +83,7 @@ def subjects(conn: imaplib.IMAP4, folder: str) -> list[str]:
     out = []
     for num in found[0].split():
         _, data = conn.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert isinstance(data[0], tuple)
         out.append(data[0][1].decode().strip().removeprefix("Subject: "))
     return sorted(out)
 

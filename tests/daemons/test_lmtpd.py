@@ -368,7 +368,9 @@ def test_shutdown_lets_a_message_being_processed_finish_and_answers_it(harness: 
 
 def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness: Harness) -> None:
     listener = harness.start()
-    host, port = listener.lmtp_address  # type: ignore[misc]
+    address = listener.lmtp_address
+    assert isinstance(address, tuple)
+    host, port = address
     client = smtplib.LMTP(host, port)
     client.ehlo("mta.example.test")
     client.mail("<>")
@@ -382,7 +384,9 @@ def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness:
 
 def test_an_idle_session_is_closed_after_the_timeout(harness: Harness) -> None:
     listener = harness.start(lmtp="timeout = 0.3")
-    host, port = listener.lmtp_address  # type: ignore[misc]
+    address = listener.lmtp_address
+    assert isinstance(address, tuple)
+    host, port = address
     with smtplib.LMTP(host, port, timeout=10) as client:
         assert client.ehlo("mta.example.test")[0] == 250
         time.sleep(0.8)

@@ -68,9 +68,9 @@ class Wire:
 
 
 @contextlib.contextmanager
-def connected(harness: Harness, **start: str) -> Iterator[Wire]:
+def connected(harness: Harness, *, mode: str = "observe", lmtp: str = "") -> Iterator[Wire]:
     """A listener started with `start`, and a raw TCP client of it."""
-    address = harness.start(**start).lmtp_address
+    address = harness.start(mode=mode, lmtp=lmtp).lmtp_address
     assert isinstance(address, tuple)
     wire = Wire(address)
     try:
@@ -346,7 +346,9 @@ def test_the_mta_in_front_is_not_limited(harness: Harness) -> None:
 
 def test_a_bounce_still_flows_from_the_mta_with_plain_smtplib(harness: Harness) -> None:
     listener = harness.start(lmtp="max_recipients = 2")
-    host, port = listener.lmtp_address  # type: ignore[misc]
+    address = listener.lmtp_address
+    assert isinstance(address, tuple)
+    host, port = address
     with smtplib.LMTP(host, port, timeout=10) as client:
         client.ehlo("mta.example.test")
         client.mail("<>")

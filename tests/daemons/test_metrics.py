@@ -19,7 +19,7 @@ def serve() -> Iterator[Callable[..., str]]:
         server = metrics.serve(listen, refresh)
         servers.append(server)
         host, port = server.server_address[:2]
-        return f"http://{'[' + str(host) + ']' if ':' in str(host) else host}:{port}"
+        return f"http://{'[' + str(host) + ']' if ':' in str(host) else str(host)}:{port}"
 
     yield start
     for server in servers:

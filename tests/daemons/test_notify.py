@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ import redis
 from bouncekeeper import cli, config
 from bouncekeeper.daemons import notify, webhook
 from bouncekeeper.store import Outbox, Store
+from bouncekeeper.store.outbox import GROUP
 from tests.support.http_receiver import Receiver, Request
 from tests.support.redis_server import RedisServer
 
@@ -187,7 +189,7 @@ def test_every_notification_arrives_once_after_the_receiver_recovers(
     for request in delivered:
         assert_signed(request)
     assert {r.path for r in delivered} == {f"/emails/{a}/suspend" for a in addresses}
-    assert client.xpending(notify.outbox_key(PREFIX), notify.GROUP)["pending"] == 0
+    assert client.xpending(notify.outbox_key(PREFIX), GROUP)["pending"] == 0
     assert client.xlen(notify.dead_key(PREFIX)) == 0
     assert client.keys(notify.state_key(PREFIX, "*")) == []
     assert delivery_counts(client) == {("app", "retry"): 5, ("app", "delivered"): 8}
@@ -443,6 +445,6 @@ def test_dead_letters_cli_lists_and_replays(
     assert cli.main(["--config", str(conf), "notify", "dead-letters", "replay"]) == 64
     assert cli.main(["--config", str(conf), "notify", "dead-letters", "replay", "--all"]) == 0
     assert client.xlen(notify.dead_key(PREFIX)) == 0
-    (entry,) = client.xrange(notify.outbox_key(PREFIX))
+    (entry,) = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(notify.outbox_key(PREFIX)))
     assert entry[1][b"only_target"] == b"app/url"
     assert entry[1][b"address"] == b"x@example.org"

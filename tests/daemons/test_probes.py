@@ -11,6 +11,7 @@ import email.policy
 import pathlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,7 +187,7 @@ def test_probes_cli_run_and_history(
     settings = make_settings(redis_db.url, sink[1], tmp_path)
     service = Service(settings, Store.from_settings(settings.redis), keyring=KEYRING)
     try:
-        disable(service, "eve@example.org", now=probes.time.time())
+        disable(service, "eve@example.org", now=time.time())
     finally:
         service.close()
     conf = tmp_path / "bk.toml"

@@ -24,6 +24,7 @@ import redis
 from bouncekeeper import config, store, verpkeys
 from bouncekeeper.core.scoring import State
 from bouncekeeper.daemons import notify
+from bouncekeeper.store.outbox import GROUP
 from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
 from tests.support.lifecycle import running
@@ -123,7 +124,7 @@ def two_mx() -> Iterator[TwoMx]:
                     settings = config.load(milters[0].config)
                     signer = verpkeys.load_signer(settings)
                     assert signer is not None
-                    yield TwoMx(*postfixes, redis, settings, signer, receiver, notifiers)
+                    yield TwoMx(postfixes[0], postfixes[1], redis, settings, signer, receiver, notifiers)
         finally:
             receiver.stop()
             redis.stop()
@@ -176,7 +177,7 @@ def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
             assert all(n.proc is not None and n.proc.poll() is None for n in two_mx.notifiers)
             time.sleep(0.1)
         # Both notifiers are consumers of the one group: the outbox was shared, not served twice.
-        consumers = client.xinfo_consumers(notify.outbox_key(PREFIX), notify.GROUP)
+        consumers = client.xinfo_consumers(notify.outbox_key(PREFIX), GROUP)
     finally:
         client.close()
     delivered = Counter(
@@ -191,6 +192,6 @@ def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
 def _consumers(client: redis.Redis) -> set[str]:
     """The consumer names of the outbox's group (none while the notifiers have not created it)."""
     try:
-        return {c["name"].decode() for c in client.xinfo_consumers(notify.outbox_key(PREFIX), notify.GROUP)}
+        return {c["name"].decode() for c in client.xinfo_consumers(notify.outbox_key(PREFIX), GROUP)}
     except redis.ResponseError:
         return set()

@@ -214,6 +214,7 @@ def sendmail_batch() -> Iterator[Batch]:
     tree = sendmail.unpacked()
     if tree is None or shutil.which("m4") is None:
         pytest.skip("needs Sendmail unpacked (scripts/fetch-sendmail.sh) and m4")
+    root: pathlib.Path = tree  # the narrowing, for the methods below
 
     class Instance(sendmail.Sendmail):
         """The harness's Sendmail without the milter, with tiny queue timeouts and a mailertable."""
@@ -234,7 +235,7 @@ def sendmail_batch() -> Iterator[Batch]:
         def after_compile(self, cf: pathlib.Path) -> None:
             table = self.directory / "mailertable"
             with table.open("rb") as source:  # makemap reads the .cf (-C) for TrustedUser
-                makemap = [str(tree / "usr/sbin/makemap"), "-C", str(cf)]
+                makemap = [str(root / "usr/sbin/makemap"), "-C", str(cf)]
                 subprocess.run([*makemap, "hash", str(table)], stdin=source, check=True, timeout=30)
 
         def start(self) -> Instance:
@@ -242,7 +243,7 @@ def sendmail_batch() -> Iterator[Batch]:
             # As the harness starts it, plus -q1s: a queue run every second retries the deferred mail.
             argv = [
                 "unshare", "--uts", "--", "sh", "-c", 'hostname mta.example.test && exec "$@"', "sh",
-                str(tree / "usr/libexec/sendmail/sendmail"), "-C", str(cf), "-bD", "-q1s",
+                str(root / "usr/libexec/sendmail/sendmail"), "-C", str(cf), "-bD", "-q1s",
                 "-X", str(self.directory / "traffic.log"),
             ]  # fmt: skip
             self.proc = subprocess.Popen(

@@ -8,11 +8,13 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from bouncekeeper import cli
 from bouncekeeper.daemons import notify
+from bouncekeeper.store.outbox import GROUP
 from tests.support.exim import free_port
 from tests.support.redis_server import RedisServer
 
@@ -66,9 +68,9 @@ def test_outbox_backlog_and_dead_letters_against_their_limits(
     assert "outbox warning: 3 (warning at 3, critical at 5)" in out
     assert out.rstrip().endswith("| outbox=3 dead-letters=0")
     # A notifier that read one and acknowledged it: two left (one read, unacknowledged, counts too).
-    client.xgroup_create(notify.outbox_key("bk:"), notify.GROUP, id="0")
-    got = client.xreadgroup(notify.GROUP, "n1", {notify.outbox_key("bk:"): ">"}, count=2)
-    client.xack(notify.outbox_key("bk:"), notify.GROUP, got[0][1][0][0])
+    client.xgroup_create(notify.outbox_key("bk:"), GROUP, id="0")
+    got: Any = client.xreadgroup(GROUP, "n1", {notify.outbox_key("bk:"): ">"}, count=2)
+    client.xack(notify.outbox_key("bk:"), GROUP, got[0][1][0][0])
     client.xadd(notify.dead_key("bk:"), {"target": "app/url"})
     code, out = _health(capsys, config, "--outbox-warn", "3", "--json")
     report = json.loads(out)

@@ -261,7 +261,7 @@ FILES = {
         indent=2,
     ),
 }
-EXPECTED = {
+EXPECTED: dict[str, tuple[dict[str, tuple[str, str | None, str]], set[str], int]] = {
     "own.csv": (
         {
             "alice@example.org": ("disabled-bounces", "2026-01-02T03:04:05Z", "bounces"),

@@ -125,6 +125,7 @@ def test_disable_list_export_enable(conf: str, capsys: pytest.CaptureFixture[str
     assert isinstance(out, dict)
     assert out["state"] == "active"
     exported = run_json(conf, capsys, "export")
+    assert isinstance(exported, list)
     assert exported == [
         {
             "address": "c@other.example",
@@ -132,7 +133,7 @@ def test_disable_list_export_enable(conf: str, capsys: pytest.CaptureFixture[str
             "since": exported[0]["since"],
             "by": "admin",
         }
-    ]  # type: ignore[index]
+    ]
     shown = run_json(conf, capsys, "show", "b@example.org")
     assert isinstance(shown, dict)
     assert [e["kind"] for e in shown["events"]] == ["enabled", "disabled"]

@@ -179,7 +179,7 @@ def _replica_of(cluster: RedisClusterServers, master: int) -> int:
 def _on_replica(port: int) -> redis.Redis:
     """A connection that reads a Cluster replica's own data (READONLY) instead of being redirected."""
     client = redis.Redis(port=port, single_connection_client=True)
-    client.execute_command("READONLY")
+    client.execute_command("READONLY")  # type: ignore[no-untyped-call]  # unannotated in redis-py
     return client
 
 

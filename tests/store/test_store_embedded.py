@@ -39,7 +39,8 @@ def state_dir() -> Iterator[pathlib.Path]:
 def record(store: object, n: int) -> int:
     event = Event(at=T0, kind=EventKind.PERMANENT, source=Source.CLI, address="a@example.org", id=f"e{n}")
     (result,) = store.record([Item("a@example.org", Effect.HARD, event)], now=T0 + n * 86_400, rules=RULES)  # type: ignore[attr-defined]
-    return result.score
+    score: int = result.score
+    return score
 
 
 def test_counters_survive_a_restart_of_the_embedded_server(state_dir: pathlib.Path) -> None:

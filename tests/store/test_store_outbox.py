@@ -60,7 +60,7 @@ def item(address: str = "alice@example.org", effect: Effect = Effect.HARD, **eve
         address,
         effect,
         Event(at=T0, kind=kind, source=Source.CLI, address=address, id=f"e{next(_ids)}", **values),
-    )  # type: ignore[arg-type]
+    )
 
 
 def outbox(store: Store) -> list[dict[str, str]]:

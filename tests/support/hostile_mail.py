@@ -372,7 +372,8 @@ def problems(result: Classification) -> list[str]:
     exceptions are its own, contained by design), or a field of the wrong type or shape."""
     found = [error for error in result.errors if not error.startswith("flufl:")]
     if not isinstance(result.message_type, MessageType):
-        found.append(f"message_type {result.message_type!r}")
+        # A wrong type is what this guard is for: the annotations say it cannot happen.
+        found.append(f"message_type {result.message_type!r}")  # type: ignore[unreachable]
     if result.failures and result.message_type is not MessageType.BOUNCE:
         found.append(f"failures in a {result.message_type.value}")
     if not all(isinstance(limit, str) and limit for limit in result.limits):
@@ -384,7 +385,7 @@ def problems(result: Classification) -> list[str]:
         elif len(address.encode("utf-8")) > 254 or any(c.isspace() for c in address):
             found.append(f"recipient {address[:80]!r}")
         if not isinstance(failure.kind, BounceKind) or not isinstance(failure.reason, Reason):
-            found.append(f"kind/reason {failure.kind!r} {failure.reason!r}")
+            found.append(f"kind/reason {failure.kind!r} {failure.reason!r}")  # type: ignore[unreachable]
         if failure.status is not None and not _STATUS.fullmatch(failure.status):
             found.append(f"status {failure.status!r}")
         if len(failure.diagnostic) > 1000:

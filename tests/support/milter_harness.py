@@ -101,7 +101,7 @@ class Ctx(Milter.testctx.TestCtx):  # type: ignore[misc]
         self._priv = None
         self._opts = list(self.offer)
         self._symlist = [None] * 7  # a new connection: macro lists are negotiated afresh
-        self._stage = -1
+        self._stage: int | None = -1  # None after a callback, as Milter.testctx's own callbacks leave it
         rc = int(Milter.negotiate_callback(self, self._opts))
         self._protocol = self._opts[1]
         return rc

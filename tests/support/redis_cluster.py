@@ -95,7 +95,7 @@ class RedisClusterServers:
         masters: set[str] = set()
         for n in range(10_000):
             key = f"bk-warm-up-{n}"
-            node = cluster.get_node_from_key(key)
+            node = cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             if node.name in masters:
                 continue
             masters.add(node.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bouncekeeper.core import classify
+from bouncekeeper.core.model import Classification
 
 
 def count_triages(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
@@ -12,7 +13,7 @@ def count_triages(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     runs: list[bytes] = []
     real = classify._Triage.run
 
-    def counted(self: classify._Triage) -> classify.Classification:
+    def counted(self: classify._Triage) -> Classification:
         runs.append(self.raw)
         return real(self)
 

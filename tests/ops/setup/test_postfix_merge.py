@@ -292,7 +292,10 @@ def test_routed_appends_one_line_to_the_application_listener_and_adds_the_after_
     assert merged.parameters["bouncekeeper_milters"] == f"inet:127.0.0.1:8891, {OURS}"
     assert "\nbouncekeeper unix - - n - 10 smtp\n" in merged.master_cf
     assert "\n127.0.0.1:10027 inet n - n - 10 smtpd\n" in merged.master_cf
-    services = (*DEBIAN_SERVICES, postfix.Service("bouncekeeper", "unix", False, "smtp"))
+    services: tuple[postfix.Service, ...] = (
+        *DEBIAN_SERVICES,
+        postfix.Service("bouncekeeper", "unix", False, "smtp"),
+    )
     services += (postfix.Service("127.0.0.1:10027", "inet", False, "smtpd"),)
     again = postfix.merge(current({}, master_cf=merged.master_cf.encode(), services=services), ROUTED)
     assert again.master_cf == merged.master_cf

@@ -13,7 +13,8 @@ import pytest
 from bouncekeeper import config
 from bouncekeeper.ops.setup import sendmail
 from bouncekeeper.ops.setup.route import BounceRoute, Listener, SetupError
-from tests.support.sendmail import ROOT, unpacked
+from tests.support.postfix import ROOT
+from tests.support.sendmail import unpacked
 
 ROUTE = BounceRoute(
     source="bk.toml",
