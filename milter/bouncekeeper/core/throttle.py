@@ -61,6 +61,36 @@ class _Window:
     count: int
 
 
+class _Windows:
+    """A fixed window per key, counting events, at most `size` keys: the least recently counted key is
+    forgotten first, so a stranger who invents keys costs a bounded table. Callers hold their own lock."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._table: collections.OrderedDict[object, _Window] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def current(self, key: object, now: float, length: float) -> _Window | None:
+        """The window of `key` if it is still open at `now`."""
+        seen = self._table.get(key)
+        return seen if seen is not None and now - seen.start < length else None
+
+    def count(self, key: object, now: float, length: float) -> tuple[_Window | None, _Window]:
+        """Count one event of `key` at `now`: the window that had ended (None when none had), and the
+        open one after counting."""
+        seen = self._table.pop(key, None)
+        ended = None
+        if seen is None or now - seen.start >= length:
+            ended, seen = seen, _Window(now, 0)
+        seen.count += 1
+        self._table[key] = seen  # most recently counted last
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
+        return ended, seen
+
+
 class ForgeryLimit:
     """Forged bounce addresses per client over a fixed window, for one process."""
 
@@ -69,8 +99,7 @@ class ForgeryLimit:
     ) -> None:
         self.per_client = per_client
         self.window = window
-        self.max_clients = max_clients
-        self._clients: collections.OrderedDict[str, _Window] = collections.OrderedDict()
+        self._clients = _Windows(max_clients)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -78,29 +107,20 @@ class ForgeryLimit:
 
     def blocked(self, client: str, now: float) -> bool:
         """Whether every bounce address from `client` is to be deferred now."""
-        with self._lock:
-            seen = self._clients.get(client_key(client))
-            return seen is not None and now - seen.start < self.window and seen.count >= self.per_client
+        return self.blocked_for(client, now) > 0
 
     def blocked_for(self, client: str, now: float) -> float:
         """Seconds until `client` is no longer blocked; 0 when it is not (for a Retry-After)."""
         with self._lock:
-            seen = self._clients.get(client_key(client))
-            if seen is None or now - seen.start >= self.window or seen.count < self.per_client:
+            seen = self._clients.current(client_key(client), now, self.window)
+            if seen is None or seen.count < self.per_client:
                 return 0.0
             return self.window - (now - seen.start)
 
     def forged(self, client: str, now: float) -> bool:
         """Count one forged address from `client`; True when it is blocked from now on."""
-        key = client_key(client)
         with self._lock:
-            seen = self._clients.pop(key, None)
-            if seen is None or now - seen.start >= self.window:
-                seen = _Window(now, 0)
-            seen.count += 1
-            self._clients[key] = seen  # most recently seen last
-            while len(self._clients) > self.max_clients:
-                self._clients.popitem(last=False)
+            _, seen = self._clients.count(client_key(client), now, self.window)
             return seen.count >= self.per_client
 
 
@@ -123,8 +143,7 @@ class LineLimit:
     ) -> None:
         self.burst = burst
         self.interval = interval
-        self.max_kinds = max_kinds
-        self._kinds: collections.OrderedDict[tuple[str, str], _Window] = collections.OrderedDict()
+        self._kinds = _Windows(max_kinds)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -133,17 +152,12 @@ class LineLimit:
     def admit(self, kind: tuple[str, str], now: float) -> Lines:
         """Count one line of `kind` at `now`: whether to write it, and what was held back before it."""
         with self._lock:
-            seen = self._kinds.pop(kind, None)
-            held = Lines(write=True)
-            if seen is None or now - seen.start >= self.interval:
-                if seen is not None and seen.count > self.burst:
-                    held = Lines(True, seen.count - self.burst, now - seen.start)
-                seen = _Window(now, 0)
-            seen.count += 1
-            self._kinds[kind] = seen  # most recently seen last
-            while len(self._kinds) > self.max_kinds:
-                self._kinds.popitem(last=False)
-            return held if seen.count <= self.burst else Lines(write=False)
+            ended, seen = self._kinds.count(kind, now, self.interval)
+        if seen.count > self.burst:
+            return Lines(write=False)
+        if ended is not None and ended.count > self.burst:
+            return Lines(True, ended.count - self.burst, now - ended.start)
+        return Lines(write=True)
 
 
 class ClientShare:
