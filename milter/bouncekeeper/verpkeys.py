@@ -24,11 +24,14 @@ def load_keyring(settings: config.Settings) -> Keyring:
     files = settings.verp.secret_files
     if not files:
         raise config.ConfigError(settings.source, "verp.secret_files", "no key file: VERP needs at least one")
-    secrets = [
-        config.read_secret(path, f"verp.secret_files[{index}]", settings.source)
-        for index, path in enumerate(files)
-    ]
-    return Keyring.from_secrets(secrets)
+    return _read_keyring(files, "verp.secret_files", settings.source)
+
+
+def _read_keyring(files: Sequence[str], setting: str, source: str) -> Keyring:
+    """The keyring of these key files, each read by `config.read_secret` (the first signs)."""
+    return Keyring.from_secrets(
+        [config.read_secret(path, f"{setting}[{i}]", source) for i, path in enumerate(files)]
+    )
 
 
 def require_bounce_domain(settings: config.Settings) -> str:
@@ -75,11 +78,8 @@ class Signer:
     def from_key_files(cls, key_files: Sequence[str], bounce_domain: str, prefix: str = "bounces") -> Signer:
         """A signer from key files read as bouncekeeper reads them (the first signs); ConfigError when one
         is unreadable or shorter than 16 bytes."""
-        secrets = [
-            config.read_secret(path, f"key_files[{index}]", "Signer.from_key_files")
-            for index, path in enumerate(key_files)
-        ]
-        return cls(Keyring.from_secrets(secrets), bounce_domain.lower().rstrip("."), prefix)
+        # The domain as given: core.verp lower-cases it and drops a final dot, as for the settings'.
+        return cls(_read_keyring(key_files, "key_files", "Signer.from_key_files"), bounce_domain, prefix)
 
     def today(self) -> int:
         return today(self.clock())
