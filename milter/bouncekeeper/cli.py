@@ -124,26 +124,24 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.verp_command == "keyid":
         print(json.dumps({"signing_key_id": keyring.signing_key_id, "key_ids": list(keyring.key_ids)}))
         return 0
-    domain = verpkeys.require_bounce_domain(settings)
-    prefix = settings.verp.local_prefix
+    signer = verpkeys.Signer(keyring, verpkeys.require_bounce_domain(settings), settings.verp.local_prefix)
     if args.verp_command == "encode" and args.address == "-":
-        signer = verpkeys.Signer(keyring, domain, prefix)
-        return _encode_stream(signer, args.context, args.day)
+        # Without --day the clock runs on: a long list signs each recipient with its own day.
+        return _encode_stream(signer if args.day is None else _on_day(signer, args.day), args.context)
     if args.verp_command == "encode":
-        day = verpkeys.today() if args.day is None else args.day
+        # One day for the address and the "day" printed beside it, even across midnight.
+        signer = _on_day(signer, verpkeys.today() if args.day is None else args.day)
         try:
-            address = verp.encode(
-                args.address,
-                keyring=keyring,
-                bounce_domain=domain,
-                day=day,
-                context=args.context,
-                prefix=prefix,
-            )
+            address = signer.address_for(args.address, args.context)
         except verp.VerpUnencodable as exc:
             print(f"bouncekeeper: {exc}", file=sys.stderr)
             return 65  # EX_DATAERR (sysexits.h)
-        out = {"address": address, "context": args.context, "day": day, "key_id": keyring.signing_key_id}
+        out = {
+            "address": address,
+            "context": args.context,
+            "day": signer.today(),
+            "key_id": keyring.signing_key_id,
+        }
         print(json.dumps(out, ensure_ascii=False))
         return 0
     today = verpkeys.today() if args.today is None else args.today
@@ -152,7 +150,14 @@ def _cmd_verp(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0 if result.status is verp.VerpStatus.VALID else 1
 
 
-def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> int:
+def _on_day(signer: verpkeys.Signer, day: int) -> verpkeys.Signer:
+    """`signer` with its clock stopped on `day` (days since the epoch)."""
+    from bouncekeeper import verpkeys  # noqa: PLC0415 - lazily: see the imports above
+
+    return dataclasses.replace(signer, clock=lambda: day * verpkeys.SECONDS_PER_DAY)
+
+
+def _encode_stream(signer: verpkeys.Signer, context: str) -> int:
     """`verp encode -`: a recipient a line on stdin (optionally TAB and its own context), a JSON line out
     for each, in order: {"recipient", "address"} or {"recipient", "error"}. Exit 65 if any failed.
 
@@ -160,11 +165,8 @@ def _encode_stream(signer: verpkeys.Signer, context: str, day: int | None) -> in
     each answer before it writes the next recipient should sign in-process instead (docs/verp-spec.md).
     """
 
-    from bouncekeeper import verpkeys  # noqa: PLC0415 - lazily: see the imports above
-    from bouncekeeper.core import verp  # noqa: PLC0415
+    from bouncekeeper.core import verp  # noqa: PLC0415 - lazily: see the imports above
 
-    if day is not None:
-        signer = dataclasses.replace(signer, clock=lambda: day * verpkeys.SECONDS_PER_DAY)
     if isinstance(sys.stdin, io.TextIOWrapper):
         # A line that is not UTF-8 is answered as unencodable (its bytes kept as surrogates, which no
         # VERP address carries) instead of ending the run with a traceback halfway through a list.
