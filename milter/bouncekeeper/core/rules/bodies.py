@@ -398,7 +398,7 @@ class _Scan:
 # "Error-for: a@b", "Failed Recipient: a@b", Postfix's "(expanded from: <a@b>)".
 _NAMED_RECIPIENT = re.compile(
     r"(?:intended recipient|undeliverable address|failed recipient|error-for|originally addressed to|"
-    r"generated from|(?<![\w-])addressed to|expanded from|user's mailbox is full)[ \t]*:?[ \t]*[<'\"(]?[ \t]*"
+    r"generated from|(?<![\w-])addressed to|expanded from)[ \t]*:?[ \t]*[<'\"(]?[ \t]*"
     rf"(?P<address>{_ADDRESS.pattern})",
     re.IGNORECASE,
 )
