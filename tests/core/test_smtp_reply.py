@@ -62,7 +62,8 @@ def test_the_same_reply_inside_a_bounce_gets_the_same_kind_and_reason(
 
 
 @pytest.mark.parametrize(
-    ("code", "status"), [(250, None), (354, None), (600, None), (550, "five"), (550, "5.1")]
+    ("code", "status"),
+    [(250, None), (354, None), (600, None), (550, "five"), (550, "5.1"), (550, "5.1.1.2"), (550, "15.1.1")],
 )
 def test_what_is_no_failure_reply_is_refused(code: int, status: str | None) -> None:
     with pytest.raises(ValueError, match="not"):

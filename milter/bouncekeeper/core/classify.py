@@ -25,12 +25,11 @@ it; core.limits the work caps; core.rules the phrase tables, one module per dial
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
-from bouncekeeper.core import loops, message, mime, rules
+from bouncekeeper.core import dsn, loops, message, mime, rules
 from bouncekeeper.core.addresses import decode, normalise
 from bouncekeeper.core.dsn_stage import read as read_dsn
 from bouncekeeper.core.failure import Evidence, build, delayed
@@ -138,9 +137,6 @@ def classify_each(
     return {v: triaged.for_verp(v) for v in dict.fromkeys(verp_recipients)}
 
 
-_SMTP_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
-
-
 def judge_smtp_reply(address: str, code: int, status_field: str | None, text: str) -> Failure:
     """One recipient's failure from the reply an SMTP server gave at submission time (Launchpad's
     SMTP-time bounces: `bouncekeeper record`, `POST /smtp-failures`), judged exactly as the same reply
@@ -152,12 +148,12 @@ def judge_smtp_reply(address: str, code: int, status_field: str | None, text: st
     if not 400 <= code <= 599:
         raise ValueError(f"not a failure reply code: {code}")
     clean = status_field.strip() if status_field else None
-    if clean and _SMTP_STATUS.match(clean) is None:
+    if clean and dsn.STATUS_RE.fullmatch(clean) is None:  # the DSN reader's own pattern
         raise ValueError(f"not an RFC 3463 status: {status_field!r}")
     reply = " ".join(str(part) for part in (code, clean, text) if part)
     return build(
         Evidence(
-            address, reply, status.normal(clean), Stage.RULES, diagnostic=reply, action=None, retried=False
+            address, reply, dsn.status_of(clean), Stage.RULES, diagnostic=reply, action=None, retried=False
         )
     )
 
