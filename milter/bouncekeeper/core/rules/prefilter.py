@@ -88,12 +88,13 @@ def _element_need(op: Any, arg: Any, minimum: int) -> Need | None:
 
 
 def pieces(pattern: str) -> list[tuple[str, Need | None]]:
-    """alternatives(), each piece with its literals: those of MIN_LITERAL characters, else of two (a
-    row of two CJK characters or "bl" before digits is still screened by them). Each piece is parsed
-    once, for its literals and as the check that it stands on its own, and a piece without a regex
-    metacharacter not at all: it is its own literal. Compiling waits for a text that holds a literal
-    (rules._Row): parsing and compiling every row at import was a quarter of `bouncekeeper classify`'s
-    start-up."""
+    """The top-level alternatives of `pattern` ("a|(b|c)|d" -> "a", "(b|c)", "d"; the pattern itself when
+    it has none or when a piece would not parse on its own), each piece with its literals: those of
+    MIN_LITERAL characters, else of two (a row of two CJK characters or "bl" before digits is still
+    screened by them). Each piece is parsed once, for its literals and as the check that it stands on
+    its own, and a piece without a regex metacharacter not at all: it is its own literal. Compiling
+    waits for a text that holds a literal (rules._Row): parsing and compiling every row at import was a
+    quarter of `bouncekeeper classify`'s start-up."""
     split = _split(pattern)
     try:
         trees = [None if _PLAIN.fullmatch(piece) else _p.parse(piece, re.IGNORECASE) for piece in split]
@@ -107,12 +108,6 @@ def pieces(pattern: str) -> list[tuple[str, Need | None]]:
         else:
             found.append((piece, literals_in(tree) or literals_in(tree, minimum=2)))
     return found
-
-
-def alternatives(pattern: str) -> list[str]:
-    """The top-level alternatives of `pattern` ("a|(b|c)|d" -> ["a", "(b|c)", "d"]); the pattern itself
-    when it has none or when a piece would not parse on its own."""
-    return [piece for piece, _ in pieces(pattern)]
 
 
 # A piece made of ordinary characters only: every match is the piece itself.
