@@ -1,4 +1,4 @@
-"""`classify_each`: one triage for several VERP recipients gives exactly what `classify` gives for each.
+"""`Triaged`: one triage for several VERP recipients gives exactly what `classify` gives for each.
 
 A differential test over every real message in tests/fixtures (provenance in each folder's PROVENANCE.md
 or README), with the VERP recipients that matter: none, each failed recipient the message names, a
@@ -8,13 +8,23 @@ recipient it does not name, and one that is not an address.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterable
 
 import pytest
 
-from bouncekeeper.core.classify import classify, classify_each
+from bouncekeeper.core.classify import Triaged, classify
+from bouncekeeper.core.model import Classification
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
 MESSAGES = sorted(p for p in FIXTURES.rglob("*.eml") if p.is_file())
+
+
+def classify_each(
+    raw: bytes, verp_recipients: Iterable[str | None], *, envelope_sender: str | None = None
+) -> dict[str | None, Classification]:
+    """`classify` for each VERP recipient (duplicates once), from one triage: what service.bounces does."""
+    triaged = Triaged(raw, envelope_sender=envelope_sender)
+    return {v: triaged.for_verp(v) for v in dict.fromkeys(verp_recipients)}
 
 
 def test_there_are_messages_to_compare() -> None:

@@ -25,7 +25,7 @@ it; core.limits the work caps; core.rules the phrase tables, one module per dial
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -127,14 +127,6 @@ class Triaged:
         return replace(
             base, message_type=kind, failures=tuple(failures), delays=tuple(delays), verp_recipient=verp
         )
-
-
-def classify_each(
-    raw: bytes, verp_recipients: Iterable[str | None], *, envelope_sender: str | None = None
-) -> dict[str | None, Classification]:
-    """`classify` for each VERP recipient (duplicates once), from one triage."""
-    triaged = Triaged(raw, envelope_sender=envelope_sender)
-    return {v: triaged.for_verp(v) for v in dict.fromkeys(verp_recipients)}
 
 
 def judge_smtp_reply(address: str, code: int, status_field: str | None, text: str) -> Failure:
