@@ -9,7 +9,6 @@ that is not negative). It knows nothing of bouncekeeper's settings nor of files:
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -76,12 +75,6 @@ def _tuple(hint: Any, value: object, key: str) -> tuple[Any, ...]:
     return tuple(coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
 
 
-def _optional(hint: Any, value: object, key: str) -> object:
-    if value is None and type(None) in get_args(hint):
-        return None
-    return coerce(next(o for o in get_args(hint) if o is not type(None)), value, key)
-
-
 def _float(hint: Any, value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SchemaError(key, f"expected a number, not {value!r}")
@@ -114,13 +107,9 @@ def _file_mode(hint: Any, value: object, key: str) -> FileMode:
 
 
 Check = Callable[[Any, object, str], Any]
-# A generic hint by its origin (Literal["a", "b"], tuple[str, ...], X | None); a plain one by itself.
-_BY_ORIGIN: dict[object, Check] = {
-    Literal: _literal,
-    tuple: _tuple,
-    types.UnionType: _optional,
-    typing.Union: _optional,
-}
+# A generic hint by its origin (Literal["a", "b"], tuple[str, ...]); a plain one by itself. No
+# `X | None`: TOML has no null, a setting's absence is its default.
+_BY_ORIGIN: dict[object, Check] = {Literal: _literal, tuple: _tuple}
 _BY_TYPE: dict[object, Check] = {
     FileMode: _file_mode,
     float: _float,
