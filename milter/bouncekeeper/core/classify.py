@@ -36,7 +36,7 @@ from bouncekeeper.core.failure import Evidence, build, delayed
 from bouncekeeper.core.limits import MAX_EXPLAIN_CHARS, MAX_FLUFL_BYTES, MAX_RECIPIENTS, note
 from bouncekeeper.core.message import Message, is_own_address
 from bouncekeeper.core.model import BounceKind, Classification, Delay, Failure, MessageType, Stage
-from bouncekeeper.core.rules import amazonses, bodies, fml, status
+from bouncekeeper.core.rules import amazonses, bodies, fml
 
 if TYPE_CHECKING:
     import email.message
@@ -234,7 +234,7 @@ class _Triage:
                         Evidence(
                             address,
                             diagnostic,
-                            status.normal(status_field),
+                            dsn.status_of(status_field),
                             Stage.RULES,
                             diagnostic=diagnostic,
                         )

@@ -131,11 +131,3 @@ def reply_code_in(text: str) -> int | None:
     """The first SMTP basic reply code in `text` (`550 5.1.1 ...`, `550-...`)."""
     match = _REPLY.search(text)
     return int(match.group(1)) if match else None
-
-
-def normal(text: str | None) -> str | None:
-    """`5.1.1`-shaped status from a field value, or None."""
-    if not text:
-        return None
-    match = re.search(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b", text)
-    return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}" if match else None
