@@ -109,7 +109,6 @@ class _Table:
     rows: list[_Row]
     by_literal: dict[str, list[int]]
     always: frozenset[int]  # rows without a literal: their regex always runs
-    first: frozenset[int]
     # Two phases: the rows that outrank a specific status code (dialect, STRONG) and those it outranks
     # (ADDRESS, WEAK). A report with a specific code and no strong phrase never scans the second phase's
     # literals.
@@ -150,21 +149,6 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
                 for literal in literals or ():
                     by_literal.setdefault(literal, []).append(index)
     first = frozenset(i for i, row in enumerate(rows) if row.tier in ("dialect", "strong"))
-    phases = tuple(
-        (
-            tuple(
-                sorted(lit for lit, hits in by_literal.items() if any((r in first) is is_first for r in hits))
-            ),
-            tuple(i for i in always if (i in first) is is_first),
-        )
-        for is_first in (True, False)
-    )
-    # Provider texts that name a dead mailbox whatever SMTP command they answered (a dialect's optional
-    # DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's
-    # words, except for these.
-    dead = "|".join(source for module in dialects for source in getattr(module, "DEAD_AT_ANY_STAGE", ()))
-    screens = tuple(_screen(literals) for literals, _ in phases)
-    keys = tuple(frozenset(screen) for screen in screens)
     phase_rows = tuple(
         {
             literal: tuple(r for r in hits if (r in first) is is_first)
@@ -173,11 +157,20 @@ def _compile(dialects: tuple[ModuleType, ...]) -> _Table:
         }
         for is_first in (True, False)
     )
+    phases = tuple(
+        (tuple(sorted(rows_of)), tuple(i for i in always if (i in first) is is_first))
+        for rows_of, is_first in zip(phase_rows, (True, False), strict=True)
+    )
+    # Provider texts that name a dead mailbox whatever SMTP command they answered (a dialect's optional
+    # DEAD_AT_ANY_STAGE): classify's stage policy reads "user unknown" after DATA as a content filter's
+    # words, except for these.
+    dead = "|".join(source for module in dialects for source in getattr(module, "DEAD_AT_ANY_STAGE", ()))
+    screens = tuple(_screen(literals) for literals, _ in phases)
+    keys = tuple(frozenset(screen) for screen in screens)
     return _Table(
         rows,
         by_literal,
         frozenset(always),
-        first,
         phases,
         re.compile(dead or r"(?!)"),
         screens,
