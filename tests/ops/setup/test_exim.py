@@ -155,6 +155,13 @@ def test_the_key_is_trimmed_of_white_space_as_bouncekeeper_trims_it() -> None:
         ),
         ("dc_relay_domains='Bounce.Example.NET'\n", "dc_relay_domains='Bounce.Example.NET'\n"),
         ("dc_other_hostnames='x'", "dc_other_hostnames='x'\ndc_relay_domains='bounce.example.net'\n"),
+        # Sourced as shell: hand-written quoting is merged into too, and the last assignment is the one.
+        ('dc_relay_domains="a.example"\n', 'dc_relay_domains="a.example;bounce.example.net"\n'),
+        ("dc_relay_domains=a.example\n", "dc_relay_domains=a.example:bounce.example.net\n"),
+        (
+            "dc_relay_domains='a.example'\ndc_relay_domains='b.example'\n",
+            "dc_relay_domains='a.example'\ndc_relay_domains='b.example;bounce.example.net'\n",
+        ),
     ],
 )
 def test_the_bounce_domain_is_added_to_debians_relay_domains(before: str, after: str) -> None:

@@ -43,6 +43,8 @@ TRANSPORT_FILE = "conf.d/transport/30_bouncekeeper"
 CHECK_DATA_FILE = "bouncekeeper_check_data"
 DEBCONF_FILE = "update-exim4.conf.conf"
 DATA_HOOK = "CHECK_DATA_LOCAL_ACL_FILE"
+# dc_relay_domains='a:b' as debconf writes it, or "a:b" or a:b by hand (group 2: the list).
+_RELAY_DOMAINS = re.compile(r"^[ \t]*dc_relay_domains=(['\"]?)([^'\"$`\\\n]*)\1[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,20 +284,25 @@ def split_files(route: BounceRoute, operator_hook: bool) -> dict[str, str]:
 
 
 def add_relay_domain(debconf: str, domain: str) -> str:
-    """update-exim4.conf.conf with `domain` in dc_relay_domains (kept as it is when already there)."""
-    match = re.search(r"^dc_relay_domains='([^']*)'[ \t]*$", debconf, re.MULTILINE)
+    """update-exim4.conf.conf with `domain` in dc_relay_domains (kept as it is when already there).
+
+    update-exim4.conf sources the file as shell: the last assignment wins, quoted '...', "..." or bare,
+    so ours is merged into that one; a line appended after it would replace the operator's list."""
+    matches = list(_RELAY_DOMAINS.finditer(debconf))
+    match = matches[-1] if matches else None
     if match is None:
         return (
             debconf
             + ("" if debconf.endswith("\n") or not debconf else "\n")
             + f"dc_relay_domains='{domain}'\n"
         )
-    items = [item.strip() for item in re.split(r"[:;]", match.group(1)) if item.strip()]
+    items = [item.strip() for item in re.split(r"[:;]", match.group(2)) if item.strip()]
     if domain in (item.lower() for item in items):
         return debconf
-    separator = ":" if ":" in match.group(1) else ";"
+    # Semicolons, as debconf asks for them, unless the list has colons or is unquoted (a ; ends it there).
+    separator = ":" if ":" in match.group(2) or not match.group(1) else ";"
     value = separator.join([*items, domain])
-    return debconf[: match.start(1)] + value + debconf[match.end(1) :]
+    return debconf[: match.start(2)] + value + debconf[match.end(2) :]
 
 
 def include_in_hook(text: str) -> str:
