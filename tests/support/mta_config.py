@@ -10,10 +10,23 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from bouncekeeper.ops.setup.route import BounceRoute, Listener
+
 BOUNCE_DOMAIN = "bounces.example.org"
 APP = "app@example.org"
 # A store that answers "unavailable" within a second, for tests that stop Redis on purpose.
 FAST_FAILING = "socket_timeout = 0.5\nconnect_timeout = 0.5\nretries = 0\n"
+# The route `bouncekeeper setup` computes from a TOML file (route.from_settings), for the merge tests over
+# configuration texts (tests/ops/setup/); each varies it with dataclasses.replace.
+SETUP_ROUTE = BounceRoute(
+    source="/etc/bouncekeeper/bouncekeeper.toml",
+    bounce_domain="bounce.example.net",
+    prefix="bounces",
+    key_file="/etc/bouncekeeper/verp.key",
+    senders=("app@example.org",),
+    protected=("app@example.org",),
+    listener=Listener(socket="/run/bouncekeeper/lmtp.sock"),
+)
 
 
 def settings_head(

@@ -12,18 +12,9 @@ import pytest
 
 from bouncekeeper import cli, config
 from bouncekeeper.ops.setup import exim
-from bouncekeeper.ops.setup.route import BounceRoute, Listener, SetupError, from_settings
+from bouncekeeper.ops.setup.route import Listener, SetupError, from_settings
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
-
-ROUTE = BounceRoute(
-    source="/etc/bouncekeeper/bouncekeeper.toml",
-    bounce_domain="bounce.example.net",
-    prefix="bounces",
-    key_file="/etc/bouncekeeper/verp.key",
-    senders=("app@example.org",),
-    protected=("app@example.org",),
-    listener=Listener(socket="/run/bouncekeeper/lmtp.sock"),
-)
+from tests.support.mta_config import SETUP_ROUTE as ROUTE
 
 SITE = """primary_hostname = mx.example.org
 domainlist local_domains = @ : example.org

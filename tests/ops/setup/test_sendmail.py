@@ -12,19 +12,11 @@ import pytest
 
 from bouncekeeper import config
 from bouncekeeper.ops.setup import sendmail
-from bouncekeeper.ops.setup.route import BounceRoute, Listener, SetupError
+from bouncekeeper.ops.setup.route import Listener, SetupError
+from tests.support.mta_config import SETUP_ROUTE as ROUTE
 from tests.support.postfix import ROOT
 from tests.support.sendmail import unpacked
 
-ROUTE = BounceRoute(
-    source="bk.toml",
-    bounce_domain="bounce.example.net",
-    prefix="bounces",
-    key_file="/k",
-    senders=("app@example.org",),
-    protected=(),
-    listener=Listener(socket="/run/bouncekeeper/lmtp.sock"),
-)
 TARGET = sendmail.Sendmail(milter_socket="unix:/run/bouncekeeper/milter.sock", route=ROUTE)
 
 SITE = """divert(-1)dnl
