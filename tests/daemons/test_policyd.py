@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from bouncekeeper import config, verpkeys
+from bouncekeeper import config
 from bouncekeeper.core import verp
 from bouncekeeper.daemons import milterd, policyd
+from tests.support.milter_harness import BOUNCE_DOMAIN, Verp
 from tests.support.postfix import free_port
 
-BOUNCE_DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"
 FILTER = "bouncekeeper:[127.0.0.1]:10027"
 
@@ -35,29 +35,6 @@ protected_recipients = ["{PROTECTED}"]
 mode = "{mode}"
 """
     )
-
-
-class Verp:
-    def __init__(self, settings: config.Settings) -> None:
-        signer = verpkeys.load_signer(settings)
-        assert signer is not None
-        self.signer = signer
-
-    def address(self, rcpt: str, day: int | None = None) -> str:
-        if day is None:
-            return self.signer.address_for(rcpt, "")
-        return verp.encode(
-            rcpt, keyring=self.signer.keyring, bounce_domain=BOUNCE_DOMAIN, day=day, context=""
-        )
-
-    def check(self, address: str) -> verp.VerpResult:
-        return verp.decode(
-            address,
-            keyring=self.signer.keyring,
-            bounce_domain=BOUNCE_DOMAIN,
-            today=self.signer.today(),
-            max_age_days=14,
-        )
 
 
 def _request(rcpt: str, **extra: str) -> dict[str, str]:

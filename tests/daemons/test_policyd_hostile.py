@@ -13,7 +13,8 @@ import pytest
 
 from bouncekeeper.core import throttle
 from bouncekeeper.daemons import metrics, milterd, policyd
-from tests.daemons.test_policyd import BOUNCE_DOMAIN, FILTER, Verp, _request, _settings
+from tests.daemons.test_policyd import FILTER, _request, _settings
+from tests.support.milter_harness import BOUNCE_DOMAIN, Verp
 
 
 def limited(limit: str) -> float:

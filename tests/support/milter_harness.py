@@ -107,14 +107,39 @@ class Ctx(Milter.testctx.TestCtx):  # type: ignore[misc]
         return rc
 
 
+class Verp:
+    """The site's VERP signer, with the tests' two extras: an address signed on a given day, and a decode."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        signer = verpkeys.load_signer(settings)
+        assert signer is not None
+        self.signer = signer
+
+    def address(self, rcpt: str, day: int | None = None, context: str = "") -> str:
+        if day is None:
+            return self.signer.address_for(rcpt, context)
+        return verp.encode(
+            rcpt, keyring=self.signer.keyring, bounce_domain=BOUNCE_DOMAIN, day=day, context=context
+        )
+
+    def check(self, address: str) -> verp.VerpResult:
+        return verp.decode(
+            address,
+            keyring=self.signer.keyring,
+            bounce_domain=BOUNCE_DOMAIN,
+            today=self.signer.today(),
+            max_age_days=14,
+        )
+
+
 class Harness:
     """One TestCtx connection to a BounceMilter built as `bouncekeeper milter` builds it."""
 
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.store = store.connect(settings)
-        self.signer = verpkeys.load_signer(settings)
-        assert self.signer is not None
+        self.verp = Verp(settings)
+        self.signer = self.verp.signer
         self.runtime = milter_adapter.Runtime(
             milterd.routing_from_settings(settings), bounces.Service(settings, self.store), self.signer
         )
@@ -130,12 +155,7 @@ class Harness:
         return int(self.ctx._feedFile(io.BytesIO(raw), sender, *rcpts))
 
     def verp_for(self, rcpt: str, context: str = "", day: int | None = None) -> str:
-        assert self.signer is not None
-        if day is None:
-            return self.signer.address_for(rcpt, context)
-        return verp.encode(
-            rcpt, keyring=self.signer.keyring, bounce_domain=BOUNCE_DOMAIN, day=day, context=context
-        )
+        return self.verp.address(rcpt, day, context)
 
     def disable(self, address: str) -> None:
         """Disable an address as an operator would: the suppression tests' recipient."""
@@ -145,14 +165,7 @@ class Harness:
         self.store.admin(address, "disable", event, state=State.DISABLED_ADMIN)
 
     def decode(self, address: str) -> verp.VerpResult:
-        assert self.signer is not None
-        return verp.decode(
-            address,
-            keyring=self.signer.keyring,
-            bounce_domain=BOUNCE_DOMAIN,
-            today=self.signer.today(),
-            max_age_days=14,
-        )
+        return self.verp.check(address)
 
 
 @pytest.fixture
