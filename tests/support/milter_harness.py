@@ -22,24 +22,9 @@ from bouncekeeper.store.event import Event, EventKind, Source
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "milter"
-
-
-FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "milter"
-BOUNCE_DOMAIN = "bounces.example.org"
-
-
 BOUNCE_DOMAIN = "bounces.example.org"
 PROTECTED = "app-in@example.org"
-
-
-PROTECTED = "app-in@example.org"
 APP = "app@example.org"
-
-
-APP = "app@example.org"
-INBOUND_IP = "192.0.2.25"  # not in originating_networks
-
-
 INBOUND_IP = "192.0.2.25"  # not in originating_networks
 LOCAL_IP = "127.0.0.1"  # in the default originating_networks
 
