@@ -18,7 +18,6 @@ import functools
 import imaplib
 import json
 import pathlib
-import smtplib
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -128,10 +127,7 @@ def via_lmtp(site: Site, raw: bytes, rcpt: str) -> str:
     service = Service.open(site.settings)
     listener = ListenerThread(service, site.settings).start()
     try:
-        address = listener.lmtp_address
-        assert isinstance(address, tuple)
-        host, port = address
-        with smtplib.LMTP(host, port, timeout=10) as client:
+        with listener.lmtp_client() as client:
             client.ehlo("mta.example.test")
             client.mail("<>")
             code, text = client.rcpt(rcpt)

@@ -368,10 +368,7 @@ def test_shutdown_lets_a_message_being_processed_finish_and_answers_it(harness: 
 
 def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness: Harness) -> None:
     listener = harness.start()
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    host, port = address
-    client = smtplib.LMTP(host, port)
+    client = listener.lmtp_client()
     client.ehlo("mta.example.test")
     client.mail("<>")
     assert client.rcpt(vaddr("alice@example.org"))[0] == 250
@@ -384,10 +381,7 @@ def test_shutdown_closes_open_sessions_without_acknowledging_their_mail(harness:
 
 def test_an_idle_session_is_closed_after_the_timeout(harness: Harness) -> None:
     listener = harness.start(lmtp="timeout = 0.3")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    host, port = address
-    with smtplib.LMTP(host, port, timeout=10) as client:
+    with listener.lmtp_client() as client:
         assert client.ehlo("mta.example.test")[0] == 250
         time.sleep(0.8)
         # 421 and closed: the next command reads the 421, and the one after finds the connection gone.

@@ -346,10 +346,7 @@ def test_the_mta_in_front_is_not_limited(harness: Harness) -> None:
 
 def test_a_bounce_still_flows_from_the_mta_with_plain_smtplib(harness: Harness) -> None:
     listener = harness.start(lmtp="max_recipients = 2")
-    address = listener.lmtp_address
-    assert isinstance(address, tuple)
-    host, port = address
-    with smtplib.LMTP(host, port, timeout=10) as client:
+    with listener.lmtp_client() as client:
         client.ehlo("mta.example.test")
         client.mail("<>")
         assert client.rcpt(vaddr("alice@example.org"))[0] == 250

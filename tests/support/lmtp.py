@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import smtplib
 import threading
 import time
 
@@ -94,6 +95,13 @@ class ListenerThread:
     @property
     def lmtp_address(self) -> tuple[str, int] | str:
         return self.listener.addresses[0]
+
+    def lmtp_client(self, timeout: float = 10) -> smtplib.LMTP:
+        """A plain smtplib client on the listener's TCP LMTP address, as the MTA in front connects."""
+        address = self.lmtp_address
+        assert isinstance(address, tuple)
+        host, port = address
+        return smtplib.LMTP(host, port, timeout=timeout)
 
     @property
     def smtp_address(self) -> tuple[str, int]:
