@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import re
 import signal
 import smtplib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +25,6 @@ from tests.support.prometheus import moved, samples, scrape
 from tests.support.redis_server import RedisServer
 
 FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "lmtp"
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 RING = verp.Keyring.from_secrets([SECRET.encode()])
 
 
@@ -390,36 +386,29 @@ def test_an_idle_session_is_closed_after_the_timeout(harness: Harness) -> None:
             client.noop()
 
 
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+def _command_config(tmp_path: pathlib.Path, redis_db: RedisServer, lmtp: str) -> pathlib.Path:
+    """The config file of `bouncekeeper lmtp` on the test site's key and Redis, `lmtp` its [lmtp] table."""
+    settings = settings_for(tmp_path, redis_db.url)
+    conf = tmp_path / "bk.toml"
+    conf.write_text(
+        f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
+        f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
+        f"[lmtp]\n{lmtp}"
+    )
+    return conf
 
 
 def test_bouncekeeper_lmtp_command_serves_until_sigterm(
     redis_db: RedisServer, tmp_path: pathlib.Path
 ) -> None:
     port = free_port()
-    settings = settings_for(tmp_path, redis_db.url)
-    conf = tmp_path / "bk.toml"
-    conf.write_text(
-        f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
-        f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
-        f'[lmtp]\nlisten = "127.0.0.1:{port}"\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "lmtp"], env=env
-    )
+    conf = _command_config(tmp_path, redis_db, f'listen = "127.0.0.1:{port}"\n')
+    listener = ListenerProcess(conf, f"127.0.0.1:{port}", tmp_path / "lmtp.log").start()
     try:
-        wait_for_port(port)
         _, data = deliver(("127.0.0.1", port), [vaddr("erin@example.org")], PERMANENT)
         assert [code for code, _ in data] == [250]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert _wait_exit(proc, 15) == 0
+        assert listener.stop() == 0, listener.log()
     client = redis_db.client()
     assert client.dbsize() > 0
     client.close()
@@ -429,21 +418,13 @@ def test_bouncekeeper_lmtp_serves_metrics_that_count_exactly_what_it_received(
     redis_db: RedisServer, tmp_path: pathlib.Path
 ) -> None:
     port, metrics_port = free_port(), free_port()
-    settings = settings_for(tmp_path, redis_db.url)
-    conf = tmp_path / "bk.toml"
-    conf.write_text(
-        f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
-        f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
-        f'[lmtp]\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
+    conf = _command_config(
+        tmp_path, redis_db, f'listen = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{metrics_port}"\n'
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bouncekeeper.cli", "--config", str(conf), "lmtp"], env=env
-    )
+    listener = ListenerProcess(conf, f"127.0.0.1:{port}", tmp_path / "lmtp.log").start()
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        wait_for_port(port, proc=proc)
-        wait_for_port(metrics_port, proc=proc)
+        wait_for_port(metrics_port, proc=listener.proc)
         status, content_type, text = scrape(url)
         assert status == 200
         assert content_type.startswith("text/plain; version=0.0.4")
@@ -456,8 +437,7 @@ def test_bouncekeeper_lmtp_serves_metrics_that_count_exactly_what_it_received(
         after = samples(scrape(url)[2])
         assert scrape(f"http://127.0.0.1:{metrics_port}/other")[0] == 404
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert _wait_exit(proc, 15) == 0
+        assert listener.stop() == 0, listener.log()
     assert moved(before, after) == {
         'bouncekeeper_bounces_total{source="lmtp",kind="permanent",reason="userunknown"}': 1,
         'bouncekeeper_decisions_total{source="lmtp",decision="recorded"}': 1,
@@ -471,16 +451,12 @@ def test_bouncekeeper_lmtp_serves_metrics_that_count_exactly_what_it_received(
 def test_a_metrics_port_in_use_stops_the_lmtp_command_with_a_config_error(
     redis_db: RedisServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = settings_for(tmp_path, redis_db.url)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        conf = tmp_path / "bk.toml"
-        conf.write_text(
-            f'state_dir = "{tmp_path}"\n[verp]\nbounce_domain = "{BOUNCE_DOMAIN}"\n'
-            f'secret_files = ["{settings.verp.secret_files[0]}"]\n[redis]\nurl = "{redis_db.url}"\n'
-            f'[lmtp]\nlisten = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:{busy}"\n'
+        conf = _command_config(
+            tmp_path, redis_db, f'listen = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:{busy}"\n'
         )
         assert cli.main(["--config", str(conf), "lmtp"]) == 78
     assert "lmtp.metrics_listen" in capsys.readouterr().err

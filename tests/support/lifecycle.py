@@ -10,7 +10,7 @@ from typing import Protocol
 class Startable(Protocol):
     def start(self) -> object: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> object: ...  # some report an exit status; running() needs none
 
 
 @contextlib.contextmanager
