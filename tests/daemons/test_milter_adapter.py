@@ -431,11 +431,7 @@ def test_a_connection_without_client_address_refuses_nothing_and_rewrites_nothin
     tmp_path: pathlib.Path, redis_db: RedisServer
 ) -> None:
     h = make_harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
-    h.ctx._negotiate()
-    h.ctx._setsymval("{daemon_name}", "MTA")
-    h.ctx._stage = Milter.M_CONNECT
-    Milter.connect_callback(h.ctx, "localhost", socket.AF_UNIX, "/some/socket")  # no IP address
-    h.ctx._stage = None
+    h.connect_raw(socket.AF_UNIX, "/some/socket", "MTA")  # no IP address
     h.ctx._envfrom("<someone@remote.example>")
     assert h.ctx._envrcpt(f"<bounces+x=y.example+1234567890abcdef@{BOUNCE_DOMAIN}>") == Milter.CONTINUE
     assert h.ctx._envrcpt("<user@example.net>") == Milter.CONTINUE
@@ -452,17 +448,11 @@ def test_postfix_simulated_client_with_port_0_is_the_non_smtp_path(
     # Postfix's cleanup gives non_smtpd_milters the client ("127.0.0.1", 0): even without the master.cf
     # daemon name, the milter must then never refuse (here a forged VERP address, in enforce mode).
     h = make_harness(tmp_path, redis_db, '[policy]\nmode = "enforce"')
-    h.ctx._negotiate()
-    h.ctx._setsymval("{daemon_name}", "mta.example.test")
-    h.ctx._stage = Milter.M_CONNECT
-    Milter.connect_callback(h.ctx, "localhost", socket.AF_INET, ("127.0.0.1", 0))
-    h.ctx._stage = None
+    h.connect_raw(socket.AF_INET, ("127.0.0.1", 0))
     h.ctx._envfrom("<>")
     assert h.ctx._envrcpt(f"<bounces+x=y.example+1234567890abcdef@{BOUNCE_DOMAIN}>") == Milter.CONTINUE
     assert h.ctx.getpriv().internal
-    h.ctx._stage = Milter.M_CONNECT
-    Milter.connect_callback(h.ctx, "localhost", socket.AF_INET, ("127.0.0.1", 40000))  # a real client
-    h.ctx._stage = None
+    h.connect_raw(socket.AF_INET, ("127.0.0.1", 40000))  # a real client
     assert not h.ctx.getpriv().internal
     h.store.close()
 

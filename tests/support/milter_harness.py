@@ -136,6 +136,17 @@ class Harness:
         self.ctx._setsymval("i", "4QTEST1")
         return int(self.ctx._connect(helo="client.example", ip=ip))
 
+    def connect_raw(
+        self, family: int, hostaddr: str | tuple[str, int], daemon_name: str = "mta.example.test"
+    ) -> None:
+        """A new connection as libmilter reports one that connect() (Milter.testctx's, IP strings only)
+        cannot: a socket path, or an address with its port; the connect callback in the stage it expects."""
+        self.ctx._negotiate()
+        self.ctx._setsymval("{daemon_name}", daemon_name)
+        self.ctx._stage = Milter.M_CONNECT
+        Milter.connect_callback(self.ctx, "localhost", family, hostaddr)
+        self.ctx._stage = None
+
     def feed(self, raw: bytes, sender: str, *rcpts: str) -> int:
         return int(self.ctx._feedFile(io.BytesIO(raw), sender, *rcpts))
 
