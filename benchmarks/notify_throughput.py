@@ -24,6 +24,7 @@ from tests.support.redis_server import RedisServer  # noqa: E402
 from bouncekeeper import config  # noqa: E402 -- after the path set-up
 from bouncekeeper.daemons import notify, webhook  # noqa: E402 -- after the path set-up
 from bouncekeeper.store import Store  # noqa: E402
+from bouncekeeper.store.keys import Keys  # noqa: E402
 
 N = 2000
 SECRET = b"benchmark-secret-0123456789"
@@ -48,7 +49,7 @@ def through_notifier(server: RedisServer, receiver: Receiver, target: config.Not
     for i in range(N):
         entry = dict.fromkeys(notify.FIELDS, "")
         entry.update(type="disabled", address=f"u{i}@example.org", event_id=f"e{i}", sender="app@example.org")
-        client.xadd(notify.outbox_key(prefix), entry)  # type: ignore[arg-type]
+        client.xadd(Keys(prefix).outbox, entry)  # type: ignore[arg-type]
     settings = dataclasses.replace(config.NotifySettings(targets=(target,)), poll=0.05)
     notifier = notify.Notifier(
         Store(client, config.RedisSettings(prefix=prefix)),
@@ -58,7 +59,7 @@ def through_notifier(server: RedisServer, receiver: Receiver, target: config.Not
     )
     notifier.ensure_group()
     start = time.perf_counter()
-    while client.xlen(notify.outbox_key(prefix)):
+    while client.xlen(Keys(prefix).outbox):
         notifier.run_once()
     elapsed = time.perf_counter() - start
     client.close()

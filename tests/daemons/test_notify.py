@@ -21,6 +21,7 @@ import redis
 from bouncekeeper import cli, config
 from bouncekeeper.daemons import notify, webhook
 from bouncekeeper.store import Outbox, Store
+from bouncekeeper.store.keys import Keys
 from bouncekeeper.store.outbox import GROUP
 from tests.support.http_receiver import Receiver, Request
 from tests.support.redis_server import RedisServer
@@ -83,7 +84,7 @@ def enqueue(client: redis.Redis, address: str, kind: str = "disabled", **fields:
         ts="1700000000",
     )
     entry.update(fields)
-    return client.xadd(notify.outbox_key(PREFIX), entry).decode()  # type: ignore[arg-type, union-attr]
+    return client.xadd(Keys(PREFIX).outbox, entry).decode()  # type: ignore[arg-type, union-attr]
 
 
 def drain(notifier: notify.Notifier, done: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -94,7 +95,7 @@ def drain(notifier: notify.Notifier, done: Callable[[], bool], timeout: float = 
 
 
 def outbox_empty(client: redis.Redis) -> bool:
-    return client.xlen(notify.outbox_key(PREFIX)) == 0
+    return client.xlen(Keys(PREFIX).outbox) == 0
 
 
 def store_on(client: redis.Redis) -> Store:
@@ -189,9 +190,9 @@ def test_every_notification_arrives_once_after_the_receiver_recovers(
     for request in delivered:
         assert_signed(request)
     assert {r.path for r in delivered} == {f"/emails/{a}/suspend" for a in addresses}
-    assert client.xpending(notify.outbox_key(PREFIX), GROUP)["pending"] == 0
-    assert client.xlen(notify.dead_key(PREFIX)) == 0
-    assert client.keys(notify.state_key(PREFIX, "*")) == []
+    assert client.xpending(Keys(PREFIX).outbox, GROUP)["pending"] == 0
+    assert client.xlen(Keys(PREFIX).outbox_dead) == 0
+    assert client.keys(Keys(PREFIX).outbox_progress("*")) == []
     assert delivery_counts(client) == {("app", "retry"): 5, ("app", "delivered"): 8}
 
 
@@ -203,7 +204,7 @@ def test_receiver_down_then_up_gets_everything(client: redis.Redis, receiver: Re
     notifier = make_notifier(client, (target(receiver),))
     for _ in range(3):
         notifier.run_once(block=True)  # attempts fail: refused
-    assert client.xlen(notify.outbox_key(PREFIX)) == 3
+    assert client.xlen(Keys(PREFIX).outbox) == 3
     receiver.port = port
     receiver.start()
     drain(notifier, lambda: outbox_empty(client))
@@ -251,7 +252,7 @@ def test_a_4xx_is_dead_lettered_at_once_and_replay_delivers_it(
     assert letter.fields["address"] == "gone@example.org"
 
     (new_id,) = notify.replay(Outbox(store_on(client)), [letter.id])
-    assert client.xlen(notify.dead_key(PREFIX)) == 0
+    assert client.xlen(Keys(PREFIX).outbox_dead) == 0
     drain(notifier, lambda: outbox_empty(client))
     assert [r.json()["event_id"] for r in receiver.delivered()] == ["ev-gone@example.org-disabled"]
     assert receiver.delivered()[0].json()["outbox_id"] == new_id
@@ -407,7 +408,7 @@ def test_notify_command_survives_kill_and_restart(
         assert 0 < before < total
         proc = subprocess.Popen(argv, env=env)
         deadline = time.monotonic() + 30
-        while client.xlen(notify.outbox_key(PREFIX)):
+        while client.xlen(Keys(PREFIX).outbox):
             assert time.monotonic() < deadline
             assert proc.poll() is None
             time.sleep(0.05)
@@ -425,7 +426,7 @@ def test_dead_letters_cli_lists_and_replays(
     tmp_path: pathlib.Path, redis_db: RedisServer, client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client.xadd(
-        notify.dead_key(PREFIX),
+        Keys(PREFIX).outbox_dead,
         {
             "type": "disabled",
             "address": "x@example.org",
@@ -444,7 +445,7 @@ def test_dead_letters_cli_lists_and_replays(
     assert json.loads(capsys.readouterr().out)[0]["fields"]["address"] == "x@example.org"
     assert cli.main(["--config", str(conf), "notify", "dead-letters", "replay"]) == 64
     assert cli.main(["--config", str(conf), "notify", "dead-letters", "replay", "--all"]) == 0
-    assert client.xlen(notify.dead_key(PREFIX)) == 0
-    (entry,) = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(notify.outbox_key(PREFIX)))
+    assert client.xlen(Keys(PREFIX).outbox_dead) == 0
+    (entry,) = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(Keys(PREFIX).outbox))
     assert entry[1][b"only_target"] == b"app/url"
     assert entry[1][b"address"] == b"x@example.org"

@@ -23,7 +23,7 @@ import redis
 
 from bouncekeeper import config, store, verpkeys
 from bouncekeeper.core.scoring import State
-from bouncekeeper.daemons import notify
+from bouncekeeper.store.keys import Keys
 from bouncekeeper.store.outbox import GROUP
 from tests.support.dsn import postfix_dsn
 from tests.support.http_receiver import Receiver
@@ -172,12 +172,12 @@ def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
         for n, rcpt in enumerate(rcpts):
             two_mx.deliver(two_mx.primary if n % 2 else two_mx.backup, rcpt, n=100 + n)
         deadline = time.monotonic() + 30
-        while client.xlen(notify.outbox_key(PREFIX)):
+        while client.xlen(Keys(PREFIX).outbox):
             assert time.monotonic() < deadline, "the notifiers did not empty the outbox"
             assert all(n.proc is not None and n.proc.poll() is None for n in two_mx.notifiers)
             time.sleep(0.1)
         # Both notifiers are consumers of the one group: the outbox was shared, not served twice.
-        consumers = client.xinfo_consumers(notify.outbox_key(PREFIX), GROUP)
+        consumers = client.xinfo_consumers(Keys(PREFIX).outbox, GROUP)
     finally:
         client.close()
     delivered = Counter(
@@ -192,6 +192,6 @@ def test_two_notifiers_deliver_each_outbox_event_once(two_mx: TwoMx) -> None:
 def _consumers(client: redis.Redis) -> set[str]:
     """The consumer names of the outbox's group (none while the notifiers have not created it)."""
     try:
-        return {c["name"].decode() for c in client.xinfo_consumers(notify.outbox_key(PREFIX), GROUP)}
+        return {c["name"].decode() for c in client.xinfo_consumers(Keys(PREFIX).outbox, GROUP)}
     except redis.ResponseError:
         return set()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bouncekeeper import cli
-from bouncekeeper.daemons import notify
+from bouncekeeper.store.keys import Keys
 from bouncekeeper.store.outbox import GROUP
 from tests.support.exim import free_port
 from tests.support.redis_server import RedisServer
@@ -62,16 +62,16 @@ def test_outbox_backlog_and_dead_letters_against_their_limits(
     config = _config(tmp_path, redis_db.url, TARGET)
     client = redis_db.client()
     for n in range(3):
-        client.xadd(notify.outbox_key("bk:"), {"type": "disabled", "address": f"a{n}@example.org"})
+        client.xadd(Keys("bk:").outbox, {"type": "disabled", "address": f"a{n}@example.org"})
     code, out = _health(capsys, config, "--outbox-warn", "3", "--outbox-crit", "5")
     assert code == 1
     assert "outbox warning: 3 (warning at 3, critical at 5)" in out
     assert out.rstrip().endswith("| outbox=3 dead-letters=0")
     # A notifier that read one and acknowledged it: two left (one read, unacknowledged, counts too).
-    client.xgroup_create(notify.outbox_key("bk:"), GROUP, id="0")
-    got: Any = client.xreadgroup(GROUP, "n1", {notify.outbox_key("bk:"): ">"}, count=2)
-    client.xack(notify.outbox_key("bk:"), GROUP, got[0][1][0][0])
-    client.xadd(notify.dead_key("bk:"), {"target": "app/url"})
+    client.xgroup_create(Keys("bk:").outbox, GROUP, id="0")
+    got: Any = client.xreadgroup(GROUP, "n1", {Keys("bk:").outbox: ">"}, count=2)
+    client.xack(Keys("bk:").outbox, GROUP, got[0][1][0][0])
+    client.xadd(Keys("bk:").outbox_dead, {"target": "app/url"})
     code, out = _health(capsys, config, "--outbox-warn", "3", "--json")
     report = json.loads(out)
     assert code == 1

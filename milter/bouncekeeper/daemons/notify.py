@@ -44,7 +44,6 @@ from bouncekeeper.daemons.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, Att
 from bouncekeeper.log import get_logger
 from bouncekeeper.store import Outbox, Store, StoreUnavailable
 from bouncekeeper.store.client import CLUSTER_SCHEMES
-from bouncekeeper.store.keys import Keys
 from bouncekeeper.store.outbox import GROUP
 
 log = get_logger("bouncekeeper.notify")  # as before the folders: log filters use it
@@ -53,18 +52,6 @@ log = get_logger("bouncekeeper.notify")  # as before the folders: log filters us
 FIELDS = ("type", "address", "state", "kind", "reason", "status", "event_id", "sender", "context", "ts")
 # Added by `dead-letters replay`: deliver to this target only.
 ONLY_TARGET = "only_target"
-
-
-def outbox_key(prefix: str) -> str:
-    return Keys(prefix).outbox
-
-
-def dead_key(prefix: str) -> str:
-    return Keys(prefix).outbox_dead
-
-
-def state_key(prefix: str, entry_id: str) -> str:
-    return Keys(prefix).outbox_progress(entry_id)
 
 
 # --- routing ----------------------------------------------------------------------------------------
