@@ -437,12 +437,7 @@ def _parse(listen: str) -> tuple[str, int] | str:
     """ "unix:/path" -> the path; "HOST:PORT" ("[::1]:PORT") -> (host, port)."""
     if listen.startswith("unix:"):
         return listen.removeprefix("unix:")
-    return _tcp(listen)
-
-
-def _tcp(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return metrics.listen_address(listen)
 
 
 # Settings the running listener cannot take over on SIGHUP: its sockets, its pool, its store connection.
@@ -521,7 +516,7 @@ class Listener:
         self.servers.append(server)
         logger.info("lmtp listening on %s", lmtp.listen)
         if lmtp.smtp_listen:
-            host, port = _tcp(lmtp.smtp_listen)  # TCP only: the config refuses "unix:" here
+            host, port = metrics.listen_address(lmtp.smtp_listen)  # TCP only: the config refuses "unix:" here
             smtp = await loop.create_server(self._factory(_SmtpProtocol), host, port)
             self.servers.append(smtp)
             self.addresses.append(smtp.sockets[0].getsockname()[:2])
