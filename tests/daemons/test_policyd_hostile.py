@@ -122,6 +122,7 @@ def test_a_client_that_keeps_guessing_gets_the_same_answer_for_a_valid_address(r
 )
 def test_a_bounce_recipient_with_bad_bytes_is_550_5_1_3(running: Running, local: bytes) -> None:
     before = limited("bad-address")
+    rejected = metrics.DECISIONS.value("policy", "reject")
     client = running.connect()
     client.send(b"request=smtpd_access_policy\nclient_address=192.0.2.25\nrecipient=" + local)
     client.send(b"@" + BOUNCE_DOMAIN.encode() + b"\n\n")
@@ -130,6 +131,7 @@ def test_a_bounce_recipient_with_bad_bytes_is_550_5_1_3(running: Running, local:
         == b"action=550 5.1.3 Bad recipient address syntax\n\n"
     )
     assert limited("bad-address") - before == 1
+    assert metrics.DECISIONS.value("policy", "reject") - rejected == 1  # counted once, as every listener
 
 
 def test_connections_over_the_cap_are_closed_at_once(tmp_path: pathlib.Path) -> None:

@@ -311,7 +311,8 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
                 return FORGED_CLOSE
             action, judged = verdict(request, self.routing, self.check_rcpt, guarded=guarded)
             if action == BAD_ADDRESS:
-                _LIMITED["bad-address"].inc()
+                metrics.bad_address(logger, _LIMITED, _DECIDED, request.get("recipient", ""))
+                return action
             if judged is not None and judged.guess:
                 action = self._forged(client, session or Session(), action)
             if action != DUNNO:
