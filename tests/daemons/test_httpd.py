@@ -258,7 +258,9 @@ def test_store_outage_is_503_with_retry_after_on_every_route_that_needs_the_stor
         ("GET", "/charts", None, cookie),
         ("POST", "/login", f"token={TOKEN}", form),
     ]
+    errors = metrics.STORE_ERRORS.value("process_bounce")
     answers = [(m, p, api.request(m, p, body)) for m, p, body in bearer]
+    assert metrics.STORE_ERRORS.value("process_bounce") - errors == 1  # the outage, counted by operation
     answers += [(m, p, api.request(m, p, body, token=None, headers=h)) for m, p, body, h in admin]
     for method, path, (status, head, data) in answers:
         # The store's StoreUnavailable, never a Redis error of its own (a 500).

@@ -115,15 +115,14 @@ class ServiceBackend:
 
     @contextlib.contextmanager
     def _timed(self, operation: str) -> Iterator[None]:
-        start = time.perf_counter()
+        """metrics.timed, counting only the store's own failure (an ApiError is the client's); the store
+        down is the API's Unavailable."""
         try:
-            yield
+            with metrics.timed(operation, errors=(StoreUnavailable,)):
+                yield
         except StoreUnavailable as exc:
             metrics.DECISIONS.inc("http", "tempfail")
-            metrics.STORE_ERRORS.inc(operation)
             raise Unavailable(str(exc)) from exc
-        finally:
-            metrics.STORE_LATENCY.observe(time.perf_counter() - start, operation)
 
     def submit_bounce(
         self, raw: bytes, *, envelope_rcpt: str | None, envelope_sender: str | None, client_addr: str | None

@@ -371,12 +371,13 @@ def bad_address(
 
 
 @contextlib.contextmanager
-def timed(operation: str) -> Iterator[None]:
-    """Observe STORE_LATENCY for one store call, whether it succeeds or raises."""
+def timed(operation: str, errors: tuple[type[Exception], ...] = (Exception,)) -> Iterator[None]:
+    """Observe STORE_LATENCY for one store call, whether it succeeds or raises; count STORE_ERRORS when
+    it raises one of `errors`."""
     start = time.perf_counter()
     try:
         yield
-    except Exception:
+    except errors:
         STORE_ERRORS.inc(operation)
         raise
     finally:
