@@ -1,7 +1,8 @@
 """The milter's answers to the SMTP client, in one table: (reply code, RFC 3463 enhanced status code, text)
 for each decision the adapter translates (the guards at RCPT, suppression, the loop action, the store's
-outage), sent with `setreply(*REPLY)`. A forged or expired bounce address gets the core's refusal
-(core/rcpt.RcptVerdict.refusal), the same as from the LMTP listener and the policy service."""
+outage), sent with `setreply(*REPLY)`; the policy service (policyd.py) gives the same ones as its actions.
+A forged or expired bounce address gets the core's refusal (core/rcpt.RcptVerdict.refusal), the same as
+from the LMTP listener and the policy service."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ from bouncekeeper.core import addresses, throttle
 from bouncekeeper.core.rcpt import Answer, RcptVerdict, bounce_rcpt
 from bouncekeeper.core.verp import VerpResult
 from bouncekeeper.daemons import metrics
+from bouncekeeper.daemons import milter_replies as replies
 
 logger = log.get_logger("bouncekeeper.policyd")  # as before the folders: log filters use it
 _DECIDED = metrics.decisions("policy")
@@ -50,10 +51,11 @@ _LIMITED = metrics.limited("policy")
 # A request is a few hundred octets (about 30 attributes); a peer that sends more is not Postfix.
 MAX_REQUEST = 64 * 1024
 DUNNO = "DUNNO"  # access(5): no opinion, Postfix goes on with its other restrictions
-_TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
-BAD_ADDRESS = "550 5.1.3 Bad recipient address syntax"
+# The milter's answers (milter_replies.py), as access(5) actions: the MX answers as the milter would.
+_TEMPFAIL = " ".join(replies.TEMPFAIL)
+BAD_ADDRESS = " ".join(replies.BAD_ADDRESS)
 # access(5): after a 421 action Postfix disconnects the SMTP client.
-FORGED_CLOSE = "421 4.7.0 Too many invalid bounce addresses, closing connection"
+FORGED_CLOSE = " ".join(replies.FORGED_CLOSE)
 
 
 @dataclass(frozen=True)
