@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from bouncekeeper.core.routing import MilterRouting, Origin, watched_domains
+from bouncekeeper.core.routing import MilterRouting, Origin
 
 ROUTING = MilterRouting(
     bounce_domain="bounces.example.org",
@@ -16,7 +16,7 @@ ROUTING = MilterRouting(
     originating_daemons=frozenset({"submission"}),
     internal_daemons=frozenset({"postfix-internal"}),
     after_queue_daemons=frozenset({"after-queue"}),
-    watched_domains=watched_domains("bounces.example.org", ["app-in@bücher.example"]),
+    protected_recipients=frozenset({"app-in@bücher.example"}),
 )
 
 

@@ -19,7 +19,7 @@ import fnmatch
 import functools
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bouncekeeper.core import addresses
@@ -59,8 +59,14 @@ class MilterRouting:
     accept_early: bool = True
     enforce: bool = False
     # Domains whose recipients concern an inbound message (bounce domain, protected addresses' domains,
-    # in Unicode and A-label form): any other inbound recipient is passed without parsing it.
-    watched_domains: frozenset[str] = frozenset()
+    # in Unicode and A-label form): any other inbound recipient is passed without parsing it. Derived
+    # from the two, never given: it cannot disagree with them.
+    watched_domains: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "watched_domains", _watched_domains(self.bounce_domain, self.protected_recipients)
+        )
 
     def origin(self, client_addr: str | None, daemon_name: str | None, *, simulated: bool) -> Origin:
         """`simulated`: the client is the one Postfix's cleanup makes up for non-SMTP mail."""
@@ -102,7 +108,7 @@ class MilterRouting:
         return any(fnmatch.fnmatchcase(sender, pattern) for pattern in self.senders)
 
 
-def watched_domains(bounce_domain: str, protected: Iterable[str]) -> frozenset[str]:
+def _watched_domains(bounce_domain: str, protected: Iterable[str]) -> frozenset[str]:
     """The bounce domain and the protected addresses' domains, each also in A-label form."""
     watched = {bounce_domain} if bounce_domain else set()
     for address in protected:

@@ -29,7 +29,7 @@ import Milter
 
 from bouncekeeper import config, log, verpkeys
 from bouncekeeper.core import addresses
-from bouncekeeper.core.routing import MilterRouting, watched_domains
+from bouncekeeper.core.routing import MilterRouting
 from bouncekeeper.daemons import policyd
 from bouncekeeper.daemons.milter_adapter import ACTIONS, BounceMilter, Runtime
 from bouncekeeper.verpkeys import Signer
@@ -77,7 +77,6 @@ def routing_from_settings(settings: config.Settings) -> MilterRouting:
         bounce_action=m.bounce_action,
         accept_early=m.accept_early,
         enforce=settings.policy.mode == "enforce",
-        watched_domains=watched_domains(v.bounce_domain, protected),
     )
 
 
