@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from bouncekeeper.store import Outbox, Store, StoreUnavailable, attach, batch, c
 from bouncekeeper.store import keys as k
 from bouncekeeper.store.event import ENTRY_MAX_BYTES, FIELD_MAX, Event, EventKind, Source
 from bouncekeeper.store.model import Item
+from tests.store.conftest import OpenStore
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer
 
@@ -33,18 +33,9 @@ ENFORCE = Rules(mode=Mode.ENFORCE, breaker_addresses=0)
 ADDRESS = "alice@example.org"
 
 
-@pytest.fixture(params=["single", "cluster"])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    if request.param == "single":
-        server: RedisServer = request.getfixturevalue("redis_db")
-        url = server.url
-    else:
-        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
-        url = cluster.url
-    s = Store.from_settings(RedisSettings(url=url, history_size=5))
-    s._client.flushall()
-    yield s
-    s.close()
+@pytest.fixture
+def store(open_store: OpenStore) -> Store:
+    return open_store(history_size=5)
 
 
 _counter = iter(range(10**9))

@@ -7,20 +7,17 @@ address's pending list in its own slot; the notifier relays it into the stream).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
 from bouncekeeper import config
-from bouncekeeper.config import RedisSettings
 from bouncekeeper.core.scoring import DAY, Effect, Mode, Rules, State
 from bouncekeeper.daemons import notify, webhook
 from bouncekeeper.store import Outbox, Store
 from bouncekeeper.store.event import Event, EventKind, Source
 from bouncekeeper.store.model import Item
+from tests.store.conftest import OpenStore
 from tests.support.http_receiver import Receiver
-from tests.support.redis_cluster import RedisClusterServers
-from tests.support.redis_server import RedisServer
 
 T0 = 1_763_769_600.0
 PREFIX = "bk:"
@@ -28,18 +25,9 @@ ENFORCE = Rules(mode=Mode.ENFORCE, breaker_addresses=0, hard_threshold=2)
 SECRET = b"0123456789abcdef-outbox"
 
 
-@pytest.fixture(params=["single", "cluster"])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    if request.param == "single":
-        server: RedisServer = request.getfixturevalue("redis_db")
-        url = server.url
-    else:
-        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
-        url = cluster.url
-    s = Store.from_settings(RedisSettings(url=url, prefix=PREFIX))
-    s._client.flushall()
-    yield s
-    s.close()
+@pytest.fixture
+def store(open_store: OpenStore) -> Store:
+    return open_store(prefix=PREFIX)
 
 
 _ids = iter(range(10**9))
