@@ -366,16 +366,18 @@ def test_history_can_be_switched_off(redis_db: RedisServer) -> None:
     s.close()
 
 
-def test_raw_bounce_kept_only_when_configured(redis_db: RedisServer) -> None:
-    off = Store.from_settings(RedisSettings(url=redis_db.url))
+def test_raw_bounce_kept_only_when_configured(open_store: OpenStore) -> None:
+    off = open_store()
     off.record([item(id="r1")], now=T0, rules=ENFORCE, raw=b"raw bounce")
     assert not off._client.exists(off.keys.raw("r1"))
-    on = Store.from_settings(RedisSettings(url=redis_db.url, raw_days=2, raw_max_bytes=3))
-    on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    on = open_store(raw_days=2, raw_max_bytes=3)
+    (result,) = on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"raw bounce")
+    assert result.score == 1  # recorded in the same pipeline as the raw bounce
     assert on._client.get(on.keys.raw("r2")) == "raw"
     assert 0 < on._client.ttl(on.keys.raw("r2")) <= 2 * 86_400
-    off.close()
-    on.close()
+    (again,) = on.record([item(id="r2")], now=T0, rules=ENFORCE, raw=b"another")
+    assert again.duplicate
+    assert on._client.get(on.keys.raw("r2")) == "raw"  # a duplicate keeps its first delivery's copy
 
 
 def test_views_read_many_addresses_in_batches(store: Store) -> None:
@@ -411,6 +413,12 @@ def test_one_round_trip_per_bounce_on_a_single_server(redis_db: RedisServer) -> 
     s.record([item("a@x.example"), item("b@y.example")], now=T0, rules=rules)  # two addresses, one pipeline
     assert CountingConnection.writes == 1
     s.close()
+    kept = Store(redis.Redis(connection_pool=pool), RedisSettings(raw_days=1))
+    CountingConnection.writes = 0
+    kept.record([item(id="raw1")], now=T0, rules=rules, raw=b"raw bounce")  # the raw bounce rides along
+    assert CountingConnection.writes == 1
+    assert kept._client.exists(kept.keys.raw("raw1"))
+    kept.close()
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

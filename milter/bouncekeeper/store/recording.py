@@ -7,7 +7,7 @@ the domain's slot), and the event's global stream entry, whose ID the history li
 (a pipeline): record.lua for each address (dedup, counters, state and history, atomically on the
 address's slot), the stats counters, and XDEL of the stream entry of a bounce round trip 1 found already
 recorded. Only the bounce that disables an address (or opens a breaker) costs a third, for the stream
-entry announcing it.
+entry announcing it. The raw bounce, when kept (raw_days), goes in the last of these pipelines.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ def record(
     if not items:
         return []
     s = store.settings
-    bounce = _Recording(store, now=now, rules=rules)
+    keep = raw[: s.raw_max_bytes] if raw is not None and s.raw_days > 0 else None
+    bounce = _Recording(store, now=now, rules=rules, raw=keep)
     with guard("record bounce"):
         results = bounce.split(items) if store.cluster else bounce.single(items)
-        if raw is not None and s.raw_days > 0 and not all(r.duplicate for r in results):
-            store._client.set(store.keys.raw(items[0].event.id), raw[: s.raw_max_bytes], ex=s.raw_days * DAY)
     for r in results:
         if r.disabled:
             log.info("address disabled by bounces: %s score=%s/%s", r.address, r.score, rules.threshold)
@@ -63,12 +62,20 @@ class _Checked:
 class _Recording:
     """One bounce being recorded: the store, the clock and the rules that each of its steps shares."""
 
-    def __init__(self, store: Connection, *, now: float, rules: Rules) -> None:
+    def __init__(self, store: Connection, *, now: float, rules: Rules, raw: bytes | None) -> None:
         self.store = store
         self.keys = store.keys
         self.now = now
         self.rules = rules
         self.day = rules.day(now)
+        self.raw = raw  # the raw bounce to keep (raw_days > 0), already cut to raw_max_bytes
+
+    def _keep_raw(self, pipe: Any, items: Sequence[Item]) -> None:
+        """The raw bounce, in the bounce's last pipeline rather than a round trip of its own. NX: a
+        duplicate leaves the copy its first delivery kept."""
+        if self.raw is not None:
+            s = self.store.settings
+            pipe.set(self.keys.raw(items[0].event.id), self.raw, ex=s.raw_days * DAY, nx=True)
 
     def single(self, items: Sequence[Item]) -> list[Result]:
         """The single-server path: bounce.lua per item, one round trip."""
@@ -99,7 +106,7 @@ class _Recording:
                 domain=domain,
             )
             calls.append((script_keys, bounce.argv()))
-        if len(calls) == 1 and not store.waits:
+        if len(calls) == 1 and not store.waits and self.raw is None:
             # The common case, one address: a plain call is cheaper than a pipeline.
             replies = [store._call("bounce", *calls[0])]
         else:
@@ -107,7 +114,8 @@ class _Recording:
             batch = store._batch(replicated=store.waits)
             for script_keys, args in calls:
                 batch.script("bounce", script_keys, args)
-            replies = batch.execute()
+            self._keep_raw(batch.pipe, items)
+            replies = batch.execute()[: len(calls)]
         results = []
         for item, raw in zip(items, replies, strict=True):
             reply = BounceReply.parse(raw)
@@ -195,6 +203,7 @@ class _Recording:
             self._announce(pipe, "breaker", items[n], note)
             pipe.hincrby(keys.stats, "breaker:opened", 1)
             log.warning("circuit breaker opened for %s: %s addresses failing", domain, count)
+        self._keep_raw(pipe, items)
         second = batch.execute()
         return [
             _result(item, RecordReply.parse(second[calls[n]]), frozen=checked.frozen.get(n, False))
