@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 from tests.support.postfix import ROOT
 
@@ -44,6 +45,21 @@ class CommandProcess:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 15, seen: int = 0) -> None:
+        """Wait until `text` is in the log more than `seen` times; fail with the log after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) <= seen:
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+
+    def reload(self) -> None:
+        """SIGHUP, as the operator reloads, and wait until the daemon says it re-read its configuration."""
+        assert self.proc is not None
+        line = "SIGHUP: configuration and keys re-read"
+        seen = self.log().count(line)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log(line, seen=seen)
 
 
 class NotifyProcess(CommandProcess):
