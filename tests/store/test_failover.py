@@ -17,6 +17,7 @@ the MTA's queue until the old master came back).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import tempfile
@@ -76,6 +77,24 @@ def failover_probe() -> Event:
     return Event(at=T0, kind=EventKind.FORGED, source=Source.CLI, address="probe@example.org")
 
 
+@contextlib.contextmanager
+def _under_traffic(
+    tmp_path: pathlib.Path, url: str
+) -> Iterator[tuple[Service, ListenerThread, MilterHarness]]:
+    """The failover tests' rig on `url`: the service with WAIT for one replica, its LMTP listener and a
+    milter, closed again however the test ends."""
+    settings = settings_for(tmp_path, url, redis=WAIT)
+    service = Service.open(settings)
+    listener = ListenerThread(service, settings).start()
+    milter = MilterHarness(settings)
+    try:
+        yield service, listener, milter
+    finally:
+        listener.stop()
+        service.close()
+        milter.store.close()
+
+
 def _recorded_once(service: Service, rcpts: list[str]) -> dict[str, int]:
     """Each recipient's number of events in its history (1 = recorded, once)."""
     return {view.address: len(view.events) for view in service.store.views(rcpts, events=10)}
@@ -84,32 +103,24 @@ def _recorded_once(service: Service, rcpts: list[str]) -> dict[str, int]:
 def test_a_sentinel_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     sentinels: RedisSentinels, tmp_path: pathlib.Path
 ) -> None:
-    settings = settings_for(tmp_path, sentinels.url, redis=WAIT)
-    service = Service.open(settings)
-    listener = ListenerThread(service, settings).start()
-    milter = MilterHarness(settings)
     old = sentinels.master()
     ordinary: list[int] = []
+    with _under_traffic(tmp_path, sentinels.url) as (service, listener, milter):
 
-    def kill() -> None:
-        sentinels.kill(old)
-        # No master now (the sentinels need down_after_ms to notice): a bounce cannot be recorded, and
-        # ordinary mail through the milter is accepted all the same.
-        with pytest.raises(StoreUnavailable):
-            service.store.ping()
-        ordinary.append(_ordinary(milter))
+        def kill() -> None:
+            sentinels.kill(old)
+            # No master now (the sentinels need down_after_ms to notice): a bounce cannot be recorded, and
+            # ordinary mail through the milter is accepted all the same.
+            with pytest.raises(StoreUnavailable):
+                service.store.ping()
+            ordinary.append(_ordinary(milter))
 
-    where = listener.lmtp_address
-    assert isinstance(where, tuple)
-    try:
+        where = listener.lmtp_address
+        assert isinstance(where, tuple)
         traffic = failover.run(where, RCPTS, kill, kill_after=BOUNCES // 3)
         new = sentinels.wait_for_new_master(old)
         counts = _recorded_once(service, RCPTS)
         print(failover.report("sentinel", traffic, sum(1 for c in counts.values() if c == 1)))
-    finally:
-        listener.stop()
-        service.close()
-        milter.store.close()
     assert new != old
     assert ordinary == [Milter.ACCEPT]
     assert traffic.other == []
@@ -134,30 +145,22 @@ def cluster() -> Iterator[RedisClusterServers]:
 def test_a_cluster_failover_during_traffic_loses_no_bounce_and_counts_each_once(
     cluster: RedisClusterServers, tmp_path: pathlib.Path
 ) -> None:
-    settings = settings_for(tmp_path, cluster.url, redis=WAIT)
-    service = Service.open(settings)
-    listener = ListenerThread(service, settings).start()
-    milter = MilterHarness(settings)
-    victim = int(service.store._client.get_node_from_key(service.store.keys.stream).port)
-    where = listener.lmtp_address
-    assert isinstance(where, tuple)
     ordinary: list[int] = []
+    with _under_traffic(tmp_path, cluster.url) as (service, listener, milter):
+        victim = int(service.store._client.get_node_from_key(service.store.keys.stream).port)
+        where = listener.lmtp_address
+        assert isinstance(where, tuple)
 
-    def kill() -> None:
-        cluster.kill_port(victim)
-        with pytest.raises(StoreUnavailable):
-            service.store.log_event(failover_probe())
-        ordinary.append(_ordinary(milter))
+        def kill() -> None:
+            cluster.kill_port(victim)
+            with pytest.raises(StoreUnavailable):
+                service.store.log_event(failover_probe())
+            ordinary.append(_ordinary(milter))
 
-    try:
         traffic = failover.run(where, RCPTS, kill, kill_after=BOUNCES // 3)
         counts = _recorded_once(service, RCPTS)
         print(failover.report("cluster", traffic, sum(1 for c in counts.values() if c == 1)))
         stream_owner = int(service.store._client.get_node_from_key(service.store.keys.stream).port)
-    finally:
-        listener.stop()
-        service.close()
-        milter.store.close()
     assert ordinary == [Milter.ACCEPT]
     assert stream_owner != victim
     assert cluster.role(stream_owner) == "master"
