@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from bouncekeeper.ops.setup import plan
 
 
@@ -58,3 +60,33 @@ def test_an_unchanged_plan_writes_no_backup(tmp_path: Path) -> None:
     assert plan.diff(change) == ""
     plan.apply(change, tmp_path / "backup")
     assert not (tmp_path / "backup").exists()
+
+
+def test_undo_keeps_files_the_operator_edited_after_apply_unless_forced(tmp_path: Path) -> None:
+    existing, created, change = _plan_for(tmp_path)
+    original = existing.read_bytes()
+    backup = tmp_path / "backup"
+    plan.apply(change, backup)
+    existing.write_bytes(existing.read_bytes() + b"# the operator's own line, added later\n")
+    edited = existing.read_bytes()
+    with pytest.raises(plan.ChangedSinceApply) as refused:
+        plan.undo(backup)
+    assert refused.value.paths == [existing]
+    # Nothing was touched: not the edited file, not the one apply created, not the backup.
+    assert existing.read_bytes() == edited
+    assert created.exists()
+    assert (backup / plan.MANIFEST).exists()
+    assert set(plan.undo(backup, force=True)) == {existing, created}
+    assert existing.read_bytes() == original
+    assert not created.exists()
+
+
+def test_a_backup_from_before_the_digests_is_undone_as_before(tmp_path: Path) -> None:
+    existing, created, change = _plan_for(tmp_path)
+    original = existing.read_bytes()
+    backup = tmp_path / "backup"
+    plan.apply(change, backup)
+    (backup / plan.WRITTEN).unlink()  # what an older bouncekeeper left
+    existing.write_bytes(b"edited\n")
+    assert set(plan.undo(backup)) == {existing, created}
+    assert existing.read_bytes() == original

@@ -73,6 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         mta.add_argument("--apply", action="store_true", help="check the staged result, then write it")
         mta.add_argument("--undo", action="store_true", help="restore the files a previous --apply changed")
         mta.add_argument(
+            "--force",
+            action="store_true",
+            help="with --undo: restore even files edited after --apply wrote them (those edits are lost)",
+        )
+        mta.add_argument(
             "--backup-dir",
             metavar="DIR",
             help="where --apply keeps the originals (default: STATE_DIR/setup-MTA)",
@@ -99,7 +104,14 @@ def command(args: argparse.Namespace, settings: config.Settings) -> int:
 def _undo(module: ModuleType, args: argparse.Namespace, backup_dir: Path) -> None:
     if not (backup_dir / plan.MANIFEST).exists():
         raise SetupError(f"{backup_dir}: no backup of an earlier --apply to undo")
-    for path in plan.undo(backup_dir):
+    try:
+        touched = plan.undo(backup_dir, force=args.force)
+    except plan.ChangedSinceApply as exc:
+        raise SetupError(
+            f"changed since --apply wrote them: {exc}; nothing restored, so your edits stay. The"
+            f" originals are in {backup_dir}; --undo --force restores them and discards those edits"
+        ) from exc
+    for path in touched:
         print(f"restored {path}" if path.exists() else f"removed {path} (--apply created it)")
     for line in module.undo_notes(args):
         print(line)

@@ -4,14 +4,18 @@ The MTA modules compute; this module does the file I/O common to all of them:
 - `diff` renders the change for the operator (nothing is written);
 - `apply` saves each original (or the fact that it did not exist) under a backup folder, then replaces
   each file atomically (write beside it, fsync, rename), keeping its mode and owner;
-- `undo` puts every original back exactly as it was and removes files the plan created.
+- `undo` puts every original back exactly as it was and removes files the plan created, unless a file
+  was changed after the apply wrote it: then it touches nothing and says which (the operator's later edits
+  are theirs; `force` restores anyway).
 
-The backup folder holds one `manifest.json` naming each file, so an undo needs nothing but that folder.
+The backup folder holds one `manifest.json` naming each file and `written.json` with a digest of what the
+last apply wrote to each, so an undo needs nothing but that folder.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+WRITTEN = "written.json"
+
+
+class ChangedSinceApply(Exception):
+    """Files edited after `apply` wrote them: an undo would discard those edits."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        super().__init__(", ".join(map(str, paths)))
+        self.paths = paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +108,28 @@ def apply(plan: Plan, backup_dir: Path) -> None:
             saved = backup_dir / f"{len(manifest):03d}-{edit.path.name}"
             shutil.copy2(edit.path, saved)  # copy2 keeps the mode and times; the bytes are what undo needs
             manifest[key] = saved.name
-    _write_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n", None)
+    _write_atomic(manifest_path, _json(manifest), None)
+    written = _written(backup_dir)
     for edit in edits:
         _write_atomic(edit.path, edit.after, edit.path if edit.before is not None else None)
+        written[str(edit.path)] = _digest(edit.after)
+    _write_atomic(backup_dir / WRITTEN, _json(written), None)
 
 
-def undo(backup_dir: Path) -> list[Path]:
-    """Restore every file named in the backup's manifest; returns the paths it touched."""
+def undo(backup_dir: Path, *, force: bool = False) -> list[Path]:
+    """Restore every file named in the backup's manifest; returns the paths it touched.
+
+    ChangedSinceApply, touching nothing, when a file is no longer what the last apply wrote (unless
+    `force`): restoring it would silently drop the operator's own later edits. A backup from before
+    written.json existed has no digests, and is restored as it always was."""
     manifest_path = backup_dir / MANIFEST
     manifest: dict[str, str | None] = json.loads(manifest_path.read_text())
+    written = _written(backup_dir)
+    changed = [
+        Path(key) for key in sorted(manifest) if key in written and _digest(read(Path(key))) != written[key]
+    ]
+    if changed and not force:
+        raise ChangedSinceApply(changed)
     touched: list[Path] = []
     for key, saved in sorted(manifest.items()):
         path = Path(key)
@@ -113,7 +139,22 @@ def undo(backup_dir: Path) -> list[Path]:
             _write_atomic(path, (backup_dir / saved).read_bytes(), backup_dir / saved)
         touched.append(path)
     manifest_path.unlink()
+    (backup_dir / WRITTEN).unlink(missing_ok=True)
     return touched
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _written(backup_dir: Path) -> dict[str, str | None]:
+    """What the last apply wrote to each file, by digest (empty for a backup made before it was kept)."""
+    path = backup_dir / WRITTEN
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def _write_atomic(path: Path, data: bytes, like: Path | None) -> None:
