@@ -52,6 +52,7 @@ from typing import Protocol
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
+from tests.support.milter_harness import forge  # noqa: E402
 from tests.support.postfix import Postfix, free_port, have_postfix  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
@@ -110,9 +111,7 @@ def vaddr(rcpt: str) -> str:
 
 
 def forged(n: int) -> str:
-    good = vaddr(f"guess{n}@example.org")
-    local, _, domain = good.partition("@")
-    return f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
+    return forge(vaddr(f"guess{n}@example.org"))
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

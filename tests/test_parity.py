@@ -35,12 +35,11 @@ from bouncekeeper.daemons import httpd, imap, milterd, policyd
 from bouncekeeper.daemons.http_backend import ServiceBackend
 from bouncekeeper.daemons.http_handler import App
 from bouncekeeper.service.bounces import Service
-from tests.daemons.test_lmtpd import forge
 from tests.support.dovecot import Dovecot
 from tests.support.dsn import postfix_dsn
 from tests.support.lmtp import ListenerThread
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
-from tests.support.milter_harness import INBOUND_IP, Harness
+from tests.support.milter_harness import INBOUND_IP, Harness, forge
 from tests.support.redis_server import RedisServer
 
 DOMAIN = "bounces.example.org"

@@ -20,6 +20,7 @@ from bouncekeeper.service.bounces import Arrival, Outcome, Service
 from tests.support.exim import free_port, wait_for_port
 from tests.support.lmtp import BOUNCE_DOMAIN, SECRET, ListenerProcess, ListenerThread, settings_for
 from tests.support.logs import restore_logging  # noqa: F401 - autouse: cli.main reconfigures logging
+from tests.support.milter_harness import forge
 from tests.support.prometheus import moved, samples, scrape
 from tests.support.redis_server import RedisServer
 
@@ -40,11 +41,6 @@ def vaddr(rcpt: str, *, day: int | None = None) -> str:
     return verp.encode(
         rcpt, keyring=RING, bounce_domain=BOUNCE_DOMAIN, day=verpkeys.today() if day is None else day
     )
-
-
-def forge(address: str) -> str:
-    local, _, domain = address.partition("@")
-    return f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
 
 
 Replies = tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]

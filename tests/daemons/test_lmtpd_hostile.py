@@ -17,10 +17,11 @@ from bouncekeeper import log
 from bouncekeeper.core import throttle
 from bouncekeeper.core.limits import MAX_RECIPIENTS
 from bouncekeeper.daemons import metrics
-from tests.daemons.test_lmtpd import PERMANENT, Harness, deliver, forge, harness, vaddr
+from tests.daemons.test_lmtpd import PERMANENT, Harness, deliver, harness, vaddr
 from tests.support import hostile_mail
 from tests.support.exim import free_port
 from tests.support.lmtp import BOUNCE_DOMAIN, ListenerProcess, settings_for
+from tests.support.milter_harness import forge
 from tests.support.redis_server import RedisServer
 from tests.support.triage_spy import count_triages
 

@@ -14,7 +14,7 @@ import pytest
 from bouncekeeper.core import throttle
 from bouncekeeper.daemons import metrics, milterd, policyd
 from tests.daemons.test_policyd import FILTER, _request, _settings
-from tests.support.milter_harness import BOUNCE_DOMAIN, Verp
+from tests.support.milter_harness import BOUNCE_DOMAIN, Verp, forge
 
 
 def limited(limit: str) -> float:
@@ -67,9 +67,7 @@ class Running:
         return client
 
     def forged(self, rcpt: str) -> str:
-        good = self.verp.address(rcpt)
-        local, _, domain = good.partition("@")
-        return f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
+        return forge(self.verp.address(rcpt))
 
     def stop(self) -> None:
         for client in self.clients:

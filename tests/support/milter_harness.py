@@ -117,6 +117,12 @@ class Verp:
         )
 
 
+def forge(address: str) -> str:
+    """A signed address with the last character of its local part changed: a guess that must not verify."""
+    local, _, domain = address.partition("@")
+    return f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
+
+
 class Harness:
     """One TestCtx connection to a BounceMilter built as `bouncekeeper milter` builds it."""
 
