@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bouncekeeper.core.addresses import normalise, unsafe
+from bouncekeeper.core.addresses import normalise, rcpt_domain, unsafe
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,17 @@ def test_control_bidi_and_undecodable_characters_are_refused(text: str) -> None:
 def test_ordinary_and_international_addresses_are_not_refused(text: str) -> None:
     assert not unsafe(text)
     assert normalise(text) == text.lower()
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "domain"),
+    [
+        ("<Bounce+x@Bounces.Example.ORG.>", "bounces.example.org"),
+        ("bounce+x@bounces.example.org", "bounces.example.org"),
+        (" <a@b.example> ", "b.example"),
+        ("@odd@c.example", "c.example"),
+        ("no-at-sign", "no-at-sign"),
+    ],
+)
+def test_the_domain_of_a_recipient_as_the_mta_hands_it_over(rcpt: str, domain: str) -> None:
+    assert rcpt_domain(rcpt) == domain

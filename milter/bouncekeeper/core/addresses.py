@@ -95,3 +95,10 @@ def normalise(raw: str | bytes) -> str | None:
 def domain_of(address: str) -> str:
     """The domain of a normalised address."""
     return address.rpartition("@")[2]
+
+
+def rcpt_domain(rcpt: str) -> str:
+    """The domain of an envelope recipient as an MTA hands it over ("<a@B.example.>", "a@b.example"),
+    lower-cased, without brackets, blanks or the root's dot. Cheap, no parsing: for deciding whether a
+    recipient is ours before anything else is done with it."""
+    return rcpt.rpartition("@")[2].strip("<> \t").rstrip(".").lower()

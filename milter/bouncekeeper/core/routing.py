@@ -95,8 +95,7 @@ class MilterRouting:
 
     def concerns(self, rcpt: str) -> bool:
         """Whether an inbound RCPT may be a bounce or a protected address (cheap: no parsing)."""
-        domain = rcpt.rpartition("@")[2].rstrip(">. \t").lower()
-        return domain in self.watched_domains
+        return addresses.rcpt_domain(rcpt) in self.watched_domains
 
     def is_bounce_address(self, address: str) -> bool:
         """Whether a normalised address is of the bounce domain (VERP or not)."""

@@ -148,8 +148,8 @@ class Handler:
         limited = self._limited(session, envelope, address)
         if limited is not None:
             return limited
-        local, _, domain = address.lower().rpartition("@")
-        if domain.rstrip(".") != self.bounce_domain or not self.bounce_domain:
+        local = address.lower().rpartition("@")[0]
+        if addresses.rcpt_domain(address) != self.bounce_domain or not self.bounce_domain:
             _DECIDED["reject"].inc()
             return NOT_OURS.format(address)
         return self._bounce_rcpt(session, envelope, address, plain=local == self.plain_local)

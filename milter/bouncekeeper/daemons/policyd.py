@@ -128,8 +128,7 @@ def _action(judged: RcptVerdict, routing: RecipientRouting) -> str:
 
 
 def _in_bounce_domain(rcpt: str, routing: RecipientRouting) -> bool:
-    domain = rcpt.rpartition("@")[2].strip("<> \t").rstrip(".").lower()
-    return bool(routing.bounce_domain) and domain == routing.bounce_domain
+    return bool(routing.bounce_domain) and addresses.rcpt_domain(rcpt) == routing.bounce_domain
 
 
 def parse_request(lines: list[bytes]) -> dict[str, str]:
