@@ -70,18 +70,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     sendmail.add_argument("--sendmail", metavar="PATH", help="the sendmail binary for the -bt check")
     for mta in (exim, postfix, sendmail):
-        mta.add_argument("--apply", action="store_true", help="check the staged result, then write it")
-        mta.add_argument("--undo", action="store_true", help="restore the files a previous --apply changed")
-        mta.add_argument(
-            "--force",
-            action="store_true",
-            help="with --undo: restore even files edited after --apply wrote them (those edits are lost)",
-        )
-        mta.add_argument(
-            "--backup-dir",
-            metavar="DIR",
-            help="where --apply keeps the originals (default: STATE_DIR/setup-MTA)",
-        )
+        _apply_and_undo_arguments(mta)
+
+
+def _apply_and_undo_arguments(mta: argparse.ArgumentParser) -> None:
+    """What every MTA's set-up takes: show (the default), --apply, --undo and where the backup goes."""
+    mta.add_argument("--apply", action="store_true", help="check the staged result, then write it")
+    mta.add_argument("--undo", action="store_true", help="restore the files a previous --apply changed")
+    mta.add_argument(
+        "--force",
+        action="store_true",
+        help="with --undo: restore even files edited after --apply wrote them (those edits are lost)",
+    )
+    mta.add_argument(
+        "--backup-dir",
+        metavar="DIR",
+        help="where --apply keeps the originals (default: STATE_DIR/setup-MTA)",
+    )
 
 
 def command(args: argparse.Namespace, settings: config.Settings) -> int:
